@@ -1,0 +1,202 @@
+"""execute(request) -> response: the seam between the protocol and storage layers.
+
+Synchronous by design (see ``storage.engine``): a command runs to completion on the trio
+thread, so read-modify-write commands are atomic. Counters are incremented here, never in
+the protocol layer. A ``StorageError`` becomes ``SERVER_ERROR <reason>``; it never escapes.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from petracache import __version__
+from petracache.counters import Counters
+from petracache.protocol.requests import (
+    Arithmetic,
+    CacheMemlimit,
+    Delete,
+    FlushAll,
+    Get,
+    Quit,
+    Request,
+    Stats,
+    Store,
+    StoreMode,
+    TooLarge,
+    Touch,
+    Verbosity,
+    Version,
+)
+from petracache.protocol.responses import (
+    ErrorReply,
+    Hit,
+    Number,
+    RawReply,
+    Response,
+    Status,
+    StatsReply,
+    Values,
+    VersionReply,
+)
+from petracache.stats import ServerInfo, general_stats, settings_stats
+from petracache.storage import engine as storage
+from petracache.storage.errors import StorageError
+
+log = logging.getLogger(__name__)
+
+_STORE_MODES = {mode: storage.StoreMode[mode.name] for mode in StoreMode}
+_STORE_REPLIES = {
+    storage.StoreResult.STORED: Status.STORED,
+    storage.StoreResult.NOT_STORED: Status.NOT_STORED,
+    storage.StoreResult.EXISTS: Status.EXISTS,
+    storage.StoreResult.NOT_FOUND: Status.NOT_FOUND,
+}
+TOO_LARGE = ErrorReply(b"SERVER_ERROR object too large for cache\r\n")
+NON_NUMERIC = ErrorReply(b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n")
+
+
+class Executor:
+    """Runs requests against an engine, keeping memcached's counters."""
+
+    def __init__(self, engine: storage.Engine, counters: Counters, info: ServerInfo) -> None:
+        self.engine = engine
+        self.counters = counters
+        self.info = info
+
+    def execute(self, request: Request) -> Response:
+        """Run one request; storage failures become ``SERVER_ERROR`` replies."""
+        try:
+            return self._dispatch(request)
+        except StorageError as exc:
+            self.counters.storage_errors += 1
+            log.warning("storage error: %s", exc)
+            return ErrorReply(b"SERVER_ERROR %b\r\n" % str(exc).encode("utf-8", "replace"))
+
+    def _dispatch(self, request: Request) -> Response:
+        match request:
+            case Get():
+                return self._get(request)
+            case Store():
+                return self._store(request)
+            case Delete():
+                return self._delete(request)
+            case Arithmetic():
+                return self._arithmetic(request)
+            case Touch():
+                return self._touch(request)
+            case TooLarge():
+                self.counters.store_too_large += 1
+                if request.mode is StoreMode.SET:
+                    # memcached: "Avoid stale data persisting in cache because we failed alloc."
+                    self.engine.remove(request.key)
+                return TOO_LARGE
+            case FlushAll():
+                self.counters.cmd_flush += 1
+                self.engine.flush_all(request.delay)
+                return Status.OK
+            case Version():
+                return VersionReply(__version__)
+            case Verbosity():
+                self.info.verbosity = min(request.level, 2)
+                return Status.OK
+            case Stats():
+                return self._stats(request)
+            case CacheMemlimit():
+                if request.megabytes < 8:
+                    return RawReply(b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n")
+                if request.megabytes > 1_000_000_000:
+                    return RawReply(b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes\r\n")
+                return Status.OK
+            case Quit():
+                return Status.NOTHING
+        raise AssertionError(f"unhandled request {request!r}")  # pragma: no cover
+
+    def _get(self, request: Get) -> Values:
+        engine = self.engine
+        counters = self.counters
+        hits: list[Hit] = []
+        touch = request.exptime is not None
+        for key in request.keys:
+            if touch:
+                item = engine.get_and_touch(key, request.exptime)  # type: ignore[arg-type]
+            else:
+                item = engine.get(key)
+            if item is None:
+                if touch:
+                    counters.touch_misses += 1
+                else:
+                    counters.get_misses += 1
+            else:
+                if touch:
+                    counters.touch_hits += 1
+                else:
+                    counters.get_hits += 1
+                hits.append(Hit(key, item.flags, item.cas, item.data))
+        if touch:
+            counters.cmd_touch += len(request.keys)
+        else:
+            counters.cmd_get += len(request.keys)
+        return Values(hits, request.return_cas)
+
+    def _store(self, request: Store) -> Status:
+        self.counters.cmd_set += 1
+        result, _cas = self.engine.store(
+            _STORE_MODES[request.mode],
+            request.key,
+            request.flags,
+            request.exptime,
+            request.data,
+            request.cas_unique,
+        )
+        if request.mode is StoreMode.CAS:
+            if result is storage.StoreResult.STORED:
+                self.counters.cas_hits += 1
+            elif result is storage.StoreResult.EXISTS:
+                self.counters.cas_badval += 1
+            else:
+                self.counters.cas_misses += 1
+        return _STORE_REPLIES[result]
+
+    def _delete(self, request: Delete) -> Status:
+        if self.engine.delete(request.key):
+            self.counters.delete_hits += 1
+            return Status.DELETED
+        self.counters.delete_misses += 1
+        return Status.NOT_FOUND
+
+    def _arithmetic(self, request: Arithmetic) -> Response:
+        result = self.engine.arithmetic(request.key, request.delta, request.incr)
+        if result is storage.ArithResult.NOT_FOUND:
+            if request.incr:
+                self.counters.incr_misses += 1
+            else:
+                self.counters.decr_misses += 1
+            return Status.NOT_FOUND
+        if result is storage.ArithResult.NON_NUMERIC:
+            return NON_NUMERIC
+        if request.incr:
+            self.counters.incr_hits += 1
+        else:
+            self.counters.decr_hits += 1
+        return Number(result)
+
+    def _touch(self, request: Touch) -> Status:
+        self.counters.cmd_touch += 1
+        if self.engine.touch(request.key, request.exptime):
+            self.counters.touch_hits += 1
+            return Status.TOUCHED
+        self.counters.touch_misses += 1
+        return Status.NOT_FOUND
+
+    def _stats(self, request: Stats) -> Response:
+        if not request.args:
+            return StatsReply(general_stats(self.counters, self.engine, self.info))
+        group = request.args[0]
+        if group == b"reset":
+            self.counters.reset()
+            return Status.RESET
+        if group == b"settings":
+            return StatsReply(settings_stats(self.engine, self.info))
+        if group == b"detail":
+            return ErrorReply(b"CLIENT_ERROR usage: stats detail on|off|dump\r\n")
+        return Status.ERROR

@@ -1,0 +1,22 @@
+"""memcached's size rules, shared by the parser (refusing a set) and storage (refusing an append).
+
+Numbers come from memcached 1.6: ``KEY_MAX_LENGTH`` in memcached.h, the 1 MiB default ``-I``,
+and ``item_size_ok``: an item is ``sizeof(item)`` (48 bytes on 64-bit) + key + 1 + the client
+flags suffix (4 bytes, only when flags != 0) + the data + ``\\r\\n`` + an 8-byte CAS, and it
+must not exceed the item size limit. With a 1-byte key and flags 0 the largest value is
+1,048,516 bytes, which the differential test checks against real memcached.
+"""
+
+from __future__ import annotations
+
+KEY_MAX_LENGTH = 250
+DEFAULT_ITEM_SIZE_MAX = 1024 * 1024
+ITEM_HEADER_SIZE = 48
+CAS_SIZE = 8
+
+
+def item_size_ok(key_length: int, flags: int, data_length: int, item_size_max: int) -> bool:
+    """Whether memcached would accept an item of this shape under ``item_size_max`` (``-I``)."""
+    suffix = 4 if flags else 0
+    total = ITEM_HEADER_SIZE + key_length + 1 + suffix + data_length + 2 + CAS_SIZE
+    return total <= item_size_max

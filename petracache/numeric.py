@@ -1,0 +1,102 @@
+"""Number parsing with the exact acceptance rules of memcached's ``safe_strto*`` helpers.
+
+memcached parses numeric fields with C's ``strtoul``/``strtol``/``strtoull`` and then checks
+what follows the digits (``util.c``). The quirks matter for byte-identical replies:
+
+* leading C whitespace and one ``+`` or ``-`` sign are accepted by the C library;
+* the digits must be followed by the end of the token or by a C whitespace character
+  (tabs and ``\\r`` can sit inside a token because tokens are split on spaces only);
+* a value out of range of the C type is an error (``ERANGE``); for the unsigned parsers a
+  negative number is refused, except that ``-0`` passes;
+* ``safe_strtoul`` stores into a 32-bit ``uint32_t``, so flags above 2**32 are truncated;
+  ``safe_strtol`` stores a 64-bit ``long`` into an ``int32_t``, so it wraps.
+
+Every function returns ``None`` where memcached's helper returns false.
+"""
+
+from __future__ import annotations
+
+C_SPACE = b" \t\n\v\f\r"
+U64_MAX = (1 << 64) - 1
+I64_MIN = -(1 << 63)
+I64_MAX = (1 << 63) - 1
+_DIGITS = frozenset(b"0123456789")
+
+
+def _strto(token: bytes) -> tuple[int, bool] | None:
+    """Parse like ``strto*(token, &end, 10)`` plus the trailing-byte check of ``safe_strto*``.
+
+    Returns:
+        ``(magnitude, negative)`` or ``None`` when no digits were read or junk follows them.
+    """
+    if token.isdigit():  # fast path: the common case of plain ASCII digits
+        return int(token), False
+    i = 0
+    n = len(token)
+    while i < n and token[i] in C_SPACE:
+        i += 1
+    negative = False
+    if i < n and token[i] in b"+-":
+        negative = token[i] == 0x2D
+        i += 1
+    start = i
+    while i < n and token[i] in _DIGITS:
+        i += 1
+    if i == start:
+        return None
+    if i < n and token[i] not in C_SPACE and token[i] != 0:
+        return None
+    return int(token[start:i]), negative
+
+
+def strtoull(token: bytes) -> int | None:
+    """memcached ``safe_strtoull``: an unsigned 64-bit value, or ``None``."""
+    parsed = _strto(token)
+    if parsed is None:
+        return None
+    value, negative = parsed
+    if value > U64_MAX:
+        return None
+    if negative and value:
+        # strtoull negates into the unsigned range; safe_strtoull then refuses any value whose
+        # signed reading is negative when a '-' was present. (-x mod 2**64) >= 2**63 for any
+        # 0 < x <= 2**63, and x > 2**63 yields a "positive" long, which memcached accepts.
+        value = (-value) & U64_MAX
+        if value > I64_MAX:
+            return None
+    return value
+
+
+def strtoul32(token: bytes) -> int | None:
+    """memcached ``safe_strtoul`` (64-bit ``unsigned long`` stored into ``uint32_t``)."""
+    value = strtoull(token)
+    return None if value is None else value & 0xFFFFFFFF
+
+
+def strtol32(token: bytes) -> int | None:
+    """memcached ``safe_strtol`` (64-bit ``long`` stored into ``int32_t``, wrapping)."""
+    parsed = _strto(token)
+    if parsed is None:
+        return None
+    value, negative = parsed
+    if negative:
+        value = -value
+    if value < I64_MIN or value > I64_MAX:
+        return None
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value & 0x80000000 else value
+
+
+def parse_stored_counter(data: bytes) -> int | None:
+    """Read an item's data as incr/decr does: ``safe_strtoull`` over ``data + "\\r\\n"``.
+
+    memcached refuses an empty value; a C string stops at the first NUL byte.
+    """
+    if not data:
+        return None
+    nul = data.find(b"\0")
+    if nul >= 0:
+        data = data[:nul]
+        if not data:
+            return None
+    return strtoull(data + b"\r\n")

@@ -1,0 +1,49 @@
+"""Response -> bytes. Pure functions; the only place reply formats are spelled out."""
+
+from __future__ import annotations
+
+from petracache.protocol.responses import (
+    ErrorReply,
+    Number,
+    RawReply,
+    Response,
+    Status,
+    StatsReply,
+    Values,
+    VersionReply,
+)
+
+
+def encode_values(values: Values) -> bytes:
+    """``VALUE <key> <flags> <bytes>[ <cas>]\\r\\n<data>\\r\\n`` per hit, then ``END``."""
+    parts: list[bytes] = []
+    append = parts.append
+    if values.with_cas:
+        for key, flags, cas, data in values.hits:
+            append(b"VALUE %b %d %d %d\r\n%b\r\n" % (key, flags, len(data), cas, data))
+    else:
+        for key, flags, _cas, data in values.hits:
+            append(b"VALUE %b %d %d\r\n%b\r\n" % (key, flags, len(data), data))
+    append(b"END\r\n")
+    return b"".join(parts)
+
+
+def encode(response: Response) -> bytes:
+    """Encode any response to its exact memcached wire form."""
+    if isinstance(response, Status):
+        return response.value
+    if isinstance(response, Values):
+        return encode_values(response)
+    if isinstance(response, Number):
+        return b"%d\r\n" % response.value
+    if isinstance(response, ErrorReply):
+        return response.line
+    if isinstance(response, StatsReply):
+        lines = [f"STAT {name} {value}\r\n" for name, value in response.stats]
+        lines.append("END\r\n")
+        return "".join(lines).encode()
+    if isinstance(response, VersionReply):
+        return b"VERSION %b\r\n" % response.text.encode()
+    if isinstance(response, RawReply):
+        return response.data
+    raise TypeError(f"not a response: {response!r}")  # pragma: no cover

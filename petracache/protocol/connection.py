@@ -1,0 +1,145 @@
+"""One client connection's protocol state: bytes in, requests out, responses to bytes.
+
+Modelled on h11's ``Connection``: ``receive_data(data)`` appends input (``b""`` means EOF),
+``next_request()`` returns the next complete request or ``NEED_DATA``, and ``send()`` turns
+a response into the bytes to write. No I/O happens here.
+
+Rules, from memcached's ``try_read_command_ascii`` and ``conn_nread``/``conn_swallow``:
+
+1. A command line ends at ``\\n``; one ``\\r`` before it is dropped.
+2. More than ``MAX_LINE`` (2048) buffered bytes without a ``\\n`` closes the connection,
+   unless the line starts (after at most 100 spaces) with ``get `` or ``gets ``; such
+   multiget lines may grow to ``MAX_MULTIGET_LINE`` (our bound; memcached has none).
+3. A storage command's data block is exactly ``nbytes + 2`` bytes and must end ``\\r\\n``;
+   otherwise ``CLIENT_ERROR bad data chunk`` and parsing resumes after those bytes.
+4. The data of an oversized storage command is discarded as it arrives (never buffered), so
+   memory per connection stays bounded by the item size limit plus one read.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from petracache.limits import DEFAULT_ITEM_SIZE_MAX
+from petracache.protocol import compose, errors
+from petracache.protocol.requests import Request, Store, TooLarge
+from petracache.protocol.responses import Response
+from petracache.protocol.text import StoreHeader, parse_line
+
+MAX_LINE: Final = 2048  # memcached: "no '\n' in the first few k" -> close
+MAX_MULTIGET_LINE: Final = 1024 * 1024  # ~4000 max-length keys; memcached leaves this unbounded
+_COMPACT_AT: Final = 64 * 1024
+
+
+class _NeedData:
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA: Final = _NeedData()
+
+
+class MemcacheConnection:
+    """Parser state for one connection.
+
+    Args:
+        item_size_max: memcached's ``-I``; larger values get ``SERVER_ERROR object too large``.
+    """
+
+    __slots__ = ("_buf", "_item_size_max", "_pending", "_pos", "_scanned", "_swallow")
+
+    def __init__(self, item_size_max: int = DEFAULT_ITEM_SIZE_MAX) -> None:
+        self._buf = bytearray()
+        self._pos = 0  # start of unconsumed input in _buf
+        self._scanned = 0  # bytes after _pos already searched for b"\n"
+        self._pending: StoreHeader | None = None
+        self._swallow = 0
+        self._item_size_max = item_size_max
+
+    @property
+    def buffered(self) -> int:
+        """Unconsumed input bytes (for back-pressure and memory accounting)."""
+        return len(self._buf) - self._pos
+
+    def receive_data(self, data: bytes) -> None:
+        """Add received bytes to the input buffer."""
+        if self._pos:
+            if self._pos >= len(self._buf):
+                self._buf.clear()
+                self._pos = 0
+            elif self._pos >= _COMPACT_AT:
+                del self._buf[: self._pos]
+                self._pos = 0
+        self._buf += data
+
+    def next_request(self) -> Request | _NeedData:
+        """The next complete request, or ``NEED_DATA``.
+
+        Raises:
+            ProtocolError: the next command is malformed; send ``exc.reply`` unless
+                ``exc.noreply`` and call again to continue with the following input.
+            CloseConnection: drop the connection without a reply.
+        """
+        buf = self._buf
+        if self._swallow:
+            take = min(self._swallow, len(buf) - self._pos)
+            self._pos += take
+            self._swallow -= take
+            if self._swallow:
+                return NEED_DATA
+        pending = self._pending
+        if pending is not None:
+            end = self._pos + pending.nbytes + 2
+            if len(buf) < end:
+                return NEED_DATA
+            self._pending = None
+            start = self._pos
+            self._pos = end
+            if buf[end - 2 : end] != b"\r\n":
+                raise errors.BadDataChunk(noreply=pending.noreply)
+            return Store(
+                pending.mode,
+                pending.key,
+                pending.flags,
+                pending.exptime,
+                bytes(buf[start : end - 2]),
+                pending.cas_unique,
+                pending.noreply,
+            )
+        pos = self._pos
+        nl = buf.find(b"\n", pos + self._scanned)
+        if nl < 0:
+            self._check_incomplete_line()
+            return NEED_DATA
+        self._scanned = 0
+        self._pos = nl + 1
+        if nl - pos > 1 and buf[nl - 1] == 13:  # memcached keeps a lone "\r" line as is
+            nl -= 1
+        parsed = parse_line(bytes(buf[pos:nl]), self._item_size_max)
+        if isinstance(parsed, StoreHeader):
+            self._pending = parsed
+            return self.next_request()
+        if isinstance(parsed, TooLarge):
+            self._swallow = parsed.swallow
+        return parsed
+
+    def _check_incomplete_line(self) -> None:
+        pending = len(self._buf) - self._pos
+        self._scanned = pending
+        if pending <= MAX_LINE:
+            return
+        head = bytes(self._buf[self._pos : self._pos + 105])
+        stripped = head.lstrip(b" ")
+        if len(head) - len(stripped) > 100 or not (
+            stripped.startswith(b"get ") or stripped.startswith(b"gets ")
+        ):
+            raise errors.CloseConnection("command line too long")
+        if pending > MAX_MULTIGET_LINE:
+            raise errors.CloseConnection("multiget line too long")
+
+    @staticmethod
+    def send(request: Request, response: Response) -> bytes:
+        """The bytes to write for ``response`` (nothing if the request said ``noreply``)."""
+        if request.noreply:
+            return b""
+        return compose.encode(response)

@@ -1,0 +1,136 @@
+"""Command objects: what the parser produces and the executor consumes.
+
+One frozen, slotted dataclass per command shape. ``Request`` is the closed union of them so
+the executor can ``match`` exhaustively. Keys are raw ``bytes`` (memcached keys are octets),
+exptimes are the client's raw values (the storage layer applies memcached's TTL rules), and
+``noreply`` is carried on the request so the connection can drop the reply.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import TypeAlias
+
+
+class StoreMode(enum.Enum):
+    """The storage verbs that carry a data block."""
+
+    SET = "set"
+    ADD = "add"
+    REPLACE = "replace"
+    APPEND = "append"
+    PREPEND = "prepend"
+    CAS = "cas"
+
+
+@dataclass(frozen=True, slots=True)
+class Get:
+    """get/gets/gat/gats: ``exptime`` is None for plain get, the new TTL for gat."""
+
+    keys: list[bytes]
+    return_cas: bool
+    exptime: int | None = None
+    noreply: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Store:
+    """set/add/replace/append/prepend/cas with its data block (without the ``\\r\\n``)."""
+
+    mode: StoreMode
+    key: bytes
+    flags: int
+    exptime: int
+    data: bytes
+    cas_unique: int = 0
+    noreply: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TooLarge:
+    """A storage command whose value exceeds the item size limit; its data is swallowed."""
+
+    mode: StoreMode
+    key: bytes
+    swallow: int
+    noreply: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    key: bytes
+    noreply: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Arithmetic:
+    """incr (``incr=True``) or decr by an unsigned 64-bit delta."""
+
+    key: bytes
+    delta: int
+    incr: bool
+    noreply: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Touch:
+    key: bytes
+    exptime: int
+    noreply: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FlushAll:
+    """flush_all; ``delay`` <= 0 means now."""
+
+    delay: int = 0
+    noreply: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    noreply: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Verbosity:
+    level: int
+    noreply: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """stats [group]; ``args`` are the tokens after ``stats``."""
+
+    args: list[bytes]
+    noreply: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CacheMemlimit:
+    megabytes: int
+    noreply: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Quit:
+    """Flush the replies queued so far, then close the connection."""
+
+    noreply: bool = True
+
+
+Request: TypeAlias = (
+    Get
+    | Store
+    | TooLarge
+    | Delete
+    | Arithmetic
+    | Touch
+    | FlushAll
+    | Version
+    | Verbosity
+    | Stats
+    | CacheMemlimit
+    | Quit
+)

@@ -1,0 +1,1 @@
+"""The trio data plane: accept loop and per-connection handlers. Thin glue, no semantics."""

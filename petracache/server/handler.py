@@ -1,0 +1,167 @@
+"""One connection: read, feed the parser, execute every complete request, write once.
+
+Loop shape (h11's trio example): ``receive_some`` -> ``receive_data`` -> drain all complete
+requests (pipelining) -> one ``send_all`` with every reply of that read. Replies are flushed
+early when they pass ``WRITE_HIGH_WATER``, and no more input is read until they are sent:
+a client that pipelines requests without reading replies is throttled by TCP back-pressure
+instead of growing our memory.
+
+Error handling: protocol errors are answered and parsing continues; storage errors were
+already turned into ``SERVER_ERROR`` by the executor; a broken socket ends the handler; any
+other exception is logged and closes only this connection (an exception escaping a handler
+would crash ``serve_listeners``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import trio
+
+from petracache.counters import Counters
+from petracache.protocol.connection import NEED_DATA, MemcacheConnection
+from petracache.protocol.errors import CloseConnection, ProtocolError
+from petracache.protocol.requests import Quit, Request
+from petracache.protocol.responses import Response
+
+log = logging.getLogger(__name__)
+
+WRITE_HIGH_WATER = 256 * 1024
+TOO_MANY_CONNECTIONS = b"SERVER_ERROR too many open connections\r\n"
+
+
+@dataclass(slots=True)
+class HandlerConfig:
+    """What a connection handler needs to know."""
+
+    item_size_max: int
+    read_size: int
+    max_connections: int
+    idle_timeout: float = 0.0
+
+
+@dataclass(slots=True)
+class ConnectionTracker:
+    """Live connections, so shutdown can stop them reading and wait for them to finish."""
+
+    idle_scopes: set[trio.CancelScope] = field(default_factory=set)
+    draining: bool = False
+    active: int = 0
+    all_closed: trio.Event = field(default_factory=trio.Event)
+
+    def begin_drain(self) -> None:
+        """Stop every connection at its next read; in-flight batches still finish."""
+        self.draining = True
+        for scope in self.idle_scopes:
+            scope.cancel()
+        if self.active == 0:
+            self.all_closed.set()
+
+
+async def handle_connection(
+    stream: trio.abc.Stream,
+    execute: Callable[[Request], Response],
+    counters: Counters,
+    config: HandlerConfig,
+    tracker: ConnectionTracker,
+) -> None:
+    """Serve one client until it disconnects, quits, or the server drains."""
+    counters.total_connections += 1
+    if counters.curr_connections >= config.max_connections or tracker.draining:
+        counters.rejected_connections += 1
+        with trio.move_on_after(1):
+            try:
+                await stream.send_all(TOO_MANY_CONNECTIONS)
+            except trio.BrokenResourceError:
+                pass
+        await trio.aclose_forcefully(stream)
+        return
+    counters.curr_connections += 1
+    tracker.active += 1
+    try:
+        await _serve(stream, execute, counters, config, tracker)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    except Exception:
+        log.exception("connection handler failed; closing this connection")
+    finally:
+        counters.curr_connections -= 1
+        tracker.active -= 1
+        if tracker.draining and tracker.active == 0:
+            tracker.all_closed.set()
+        await trio.aclose_forcefully(stream)
+
+
+async def _serve(
+    stream: trio.abc.Stream,
+    execute: Callable[[Request], Response],
+    counters: Counters,
+    config: HandlerConfig,
+    tracker: ConnectionTracker,
+) -> None:
+    conn = MemcacheConnection(config.item_size_max)
+    read_size = config.read_size
+    idle = config.idle_timeout or float("inf")
+    while not tracker.draining:
+        data = b""
+        with trio.CancelScope(deadline=trio.current_time() + idle) as scope:
+            tracker.idle_scopes.add(scope)
+            try:
+                data = await stream.receive_some(read_size)
+            except (ConnectionError, trio.BrokenResourceError):
+                data = b""
+            finally:
+                tracker.idle_scopes.discard(scope)
+        if scope.cancelled_caught or not data:
+            return
+        counters.bytes_read += len(data)
+        conn.receive_data(data)
+        if not await _drain_requests(stream, conn, execute, counters):
+            return
+
+
+async def _drain_requests(
+    stream: trio.abc.Stream,
+    conn: MemcacheConnection,
+    execute: Callable[[Request], Response],
+    counters: Counters,
+) -> bool:
+    """Run every complete request in the buffer; False when the connection must close."""
+    out: list[bytes] = []
+    size = 0
+    keep_open = True
+    while True:
+        try:
+            request = conn.next_request()
+        except ProtocolError as exc:
+            counters.protocol_errors += 1
+            if not exc.noreply:
+                out.append(exc.reply)
+            continue
+        except CloseConnection:
+            keep_open = False
+            break
+        if request is NEED_DATA:
+            break
+        if isinstance(request, Quit):
+            keep_open = False
+            break
+        reply = conn.send(request, execute(request))  # type: ignore[arg-type]
+        if reply:
+            out.append(reply)
+            size += len(reply)
+            if size >= WRITE_HIGH_WATER:
+                await _write(stream, out, counters)
+                out = []
+                size = 0
+    if out:
+        await _write(stream, out, counters)
+    return keep_open
+
+
+async def _write(stream: trio.abc.Stream, out: list[bytes], counters: Counters) -> None:
+    payload = out[0] if len(out) == 1 else b"".join(out)
+    counters.bytes_written += len(payload)
+    await stream.send_all(payload)

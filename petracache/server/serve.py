@@ -1,0 +1,76 @@
+"""The accept loop and graceful drain.
+
+Shutdown order (style guide section 4): stop accepting (cancel the accept scope, which closes
+the listeners), tell live connections to stop reading (their in-flight batch still runs and
+its replies are written), wait up to the grace period, then cancel whatever is left.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from functools import partial
+
+import trio
+
+from petracache.counters import Counters
+from petracache.protocol.requests import Request
+from petracache.protocol.responses import Response
+from petracache.server.handler import ConnectionTracker, HandlerConfig, handle_connection
+
+log = logging.getLogger(__name__)
+
+
+class DataPlane:
+    """Listens on the data port and runs one handler task per connection."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        execute: Callable[[Request], Response],
+        counters: Counters,
+        config: HandlerConfig,
+        shutdown_grace: float,
+    ) -> None:
+        self._host = host
+        self._port = port
+        self._execute = execute
+        self._counters = counters
+        self._config = config
+        self._grace = shutdown_grace
+        self._stop = trio.Event()
+        self.tracker = ConnectionTracker()
+        self.addresses: list[tuple[str, int]] = []
+
+    def stop(self) -> None:
+        """Begin a graceful shutdown (safe to call more than once)."""
+        self._stop.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[list[tuple[str, int]]]) -> None:
+        """Serve until ``stop()``; reports the bound addresses through ``task_status``."""
+        listeners = await trio.open_tcp_listeners(self._port, host=self._host, backlog=4096)
+        self.addresses = [
+            listener.socket.getsockname()[:2]  # type: ignore[attr-defined]
+            for listener in listeners
+        ]
+        handler = partial(
+            handle_connection,
+            execute=self._execute,
+            counters=self._counters,
+            config=self._config,
+            tracker=self.tracker,
+        )
+        async with trio.open_nursery() as connections:
+            async with trio.open_nursery() as acceptor:
+                acceptor.start_soon(
+                    partial(trio.serve_listeners, handler, listeners, handler_nursery=connections)
+                )
+                task_status.started(self.addresses)
+                await self._stop.wait()
+                acceptor.cancel_scope.cancel()
+            log.info("stopped accepting; draining %d connections", self.tracker.active)
+            self.tracker.begin_drain()
+            with trio.move_on_after(self._grace):
+                await self.tracker.all_closed.wait()
+            connections.cancel_scope.cancel()

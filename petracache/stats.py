@@ -1,0 +1,104 @@
+"""The ``stats`` command's figures, with memcached's names and formats.
+
+Values are computed when asked, from the counters, the engine and the process; nothing here
+runs on the request hot path.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from petracache import __version__
+from petracache.counters import Counters
+from petracache.storage.engine import Engine
+
+
+@dataclass(slots=True)
+class ServerInfo:
+    """Facts about the running server that stats reports."""
+
+    max_connections: int
+    item_size_max: int
+    started: float = field(default_factory=time.time)
+    threads: int = 1
+    verbosity: int = 0
+    extra_settings: Callable[[], list[tuple[str, str]]] | None = None
+
+
+def general_stats(counters: Counters, engine: Engine, info: ServerInfo) -> list[tuple[str, str]]:
+    """``stats`` with no argument: memcached's general-purpose statistics."""
+    now = time.time()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    db = engine.statistics()
+    c = counters
+    ec = engine.counters
+    values: list[tuple[str, object]] = [
+        ("pid", os.getpid()),
+        ("uptime", int(now - info.started)),
+        ("time", int(now)),
+        ("version", __version__),
+        ("libevent", "trio"),
+        ("pointer_size", struct.calcsize("P") * 8),
+        ("rusage_user", f"{usage.ru_utime:.6f}"),
+        ("rusage_system", f"{usage.ru_stime:.6f}"),
+        ("max_connections", info.max_connections),
+        ("curr_connections", c.curr_connections),
+        ("total_connections", c.total_connections),
+        ("rejected_connections", c.rejected_connections),
+        ("connection_structures", c.curr_connections),
+        ("cmd_get", c.cmd_get),
+        ("cmd_set", c.cmd_set),
+        ("cmd_flush", c.cmd_flush),
+        ("cmd_touch", c.cmd_touch),
+        ("get_hits", c.get_hits),
+        ("get_misses", c.get_misses),
+        ("get_expired", ec.expired_lazy),
+        ("get_flushed", ec.flushed_lazy),
+        ("delete_misses", c.delete_misses),
+        ("delete_hits", c.delete_hits),
+        ("incr_misses", c.incr_misses),
+        ("incr_hits", c.incr_hits),
+        ("decr_misses", c.decr_misses),
+        ("decr_hits", c.decr_hits),
+        ("cas_misses", c.cas_misses),
+        ("cas_hits", c.cas_hits),
+        ("cas_badval", c.cas_badval),
+        ("touch_hits", c.touch_hits),
+        ("touch_misses", c.touch_misses),
+        ("store_too_large", c.store_too_large),
+        ("bytes_read", c.bytes_read),
+        ("bytes_written", c.bytes_written),
+        ("limit_maxbytes", engine.settings.block_cache_size),
+        ("threads", info.threads),
+        ("bytes", db["live_data_bytes"] + db["memtable_bytes"]),
+        ("curr_items", db["estimated_keys"]),
+        ("total_items", ec.total_items),
+        ("expired_unfetched", 0),
+        ("evicted_unfetched", 0),
+        ("evictions", ec.extra.get("evictions", 0)),
+    ]
+    return [(name, str(value)) for name, value in values]
+
+
+def settings_stats(engine: Engine, info: ServerInfo) -> list[tuple[str, str]]:
+    """``stats settings``: the effective configuration under memcached's names."""
+    values: list[tuple[str, object]] = [
+        ("maxbytes", engine.settings.block_cache_size),
+        ("maxconns", info.max_connections),
+        ("item_size_max", info.item_size_max),
+        ("verbosity", info.verbosity),
+        ("evictions", "on"),
+        ("cas_enabled", "yes"),
+        ("flush_enabled", "yes"),
+        ("num_threads", info.threads),
+        ("db_path", engine.settings.db_path),
+        ("durability", engine.settings.durability),
+    ]
+    if info.extra_settings is not None:
+        values.extend(info.extra_settings())
+    return [(name, str(value)) for name, value in values]

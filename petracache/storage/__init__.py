@@ -1,0 +1,1 @@
+"""Storage layer: RocksDB through rocksdict. Knows nothing of the wire protocol."""

@@ -1,0 +1,384 @@
+"""The item store on RocksDB: memcached's storage semantics over a persistent key-value store.
+
+Invariants:
+
+* This is the only module that imports ``rocksdict``.
+* Every method is synchronous and runs on the server's trio thread. A read-modify-write
+  (add, cas, append, incr, touch...) therefore has no await point inside it and is atomic
+  with respect to every other command without any lock.
+* Dead items (expired, or invalidated by flush_all) are never returned; a read that finds one
+  deletes it (lazy expiry).
+* CAS uniques strictly increase, across restarts too: the engine persists a high-water mark
+  ``CAS_RESERVATION`` ids ahead of use (synced to the WAL before any id from the block is
+  handed out), and resumes from it after a restart or a crash.
+* flush_all state (``oldest_live``, ``oldest_cas``, memcached's names) is persisted, so a
+  flush keeps invalidating the items it covered after a restart.
+
+Column families: ``default`` holds items (key = raw memcached key, value = ``codec`` format);
+``meta`` holds the engine's own state.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import rocksdict
+
+from petracache.config import StorageSettings
+from petracache.limits import DEFAULT_ITEM_SIZE_MAX, item_size_ok
+from petracache.numeric import U64_MAX, parse_stored_counter
+from petracache.storage import codec, expiry
+from petracache.storage.codec import Item
+from petracache.storage.errors import CorruptValue, DatabaseLocked, StorageError
+
+META_CF = "meta"
+CAS_KEY = b"cas_high_water"
+FLUSH_KEY = b"flush_state"
+CAS_RESERVATION = 1 << 20  # ids handed out per synced high-water write
+_U64 = struct.Struct("<Q")
+_FLUSH = struct.Struct("<qQ")  # oldest_live (Unix s, 0 = no flush), oldest_cas
+
+
+class StoreResult(enum.Enum):
+    STORED = "stored"
+    NOT_STORED = "not_stored"
+    EXISTS = "exists"
+    NOT_FOUND = "not_found"
+
+
+class StoreMode(enum.Enum):
+    SET = "set"
+    ADD = "add"
+    REPLACE = "replace"
+    APPEND = "append"
+    PREPEND = "prepend"
+    CAS = "cas"
+
+
+class ArithResult(enum.Enum):
+    NOT_FOUND = "not_found"
+    NON_NUMERIC = "non_numeric"
+
+
+@dataclass(slots=True)
+class EngineCounters:
+    """Plain integer counters, read by stats and /metrics on demand."""
+
+    expired_lazy: int = 0
+    flushed_lazy: int = 0
+    corrupt_values: int = 0
+    total_items: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+def _options(settings: StorageSettings) -> rocksdict.Options:
+    opts = rocksdict.Options(raw_mode=True)
+    opts.create_if_missing(True)
+    opts.create_missing_column_families(True)
+    opts.set_write_buffer_size(settings.write_buffer_size)
+    opts.set_max_write_buffer_number(settings.max_write_buffer_number)
+    opts.set_target_file_size_base(settings.target_file_size_base)
+    opts.set_max_background_jobs(settings.max_background_jobs)
+    opts.set_compression_type(
+        rocksdict.DBCompressionType.lz4()
+        if settings.enable_compression
+        else rocksdict.DBCompressionType.none()
+    )
+    table = rocksdict.BlockBasedOptions()
+    if settings.block_cache_size:
+        table.set_block_cache(rocksdict.Cache(settings.block_cache_size))
+    else:
+        table.disable_cache()
+    table.set_bloom_filter(10, False)
+    table.set_cache_index_and_filter_blocks(True)
+    opts.set_block_based_table_factory(table)
+    return opts
+
+
+class Engine:
+    """memcached operations on a RocksDB database.
+
+    Args:
+        settings: the ``[storage]`` section.
+        clock: returns the current Unix time; injected so tests control expiry.
+        item_size_max: the item size limit (append/prepend may not grow past it).
+
+    Raises:
+        DatabaseLocked: another process has the database open.
+        StorageError: RocksDB could not open the directory.
+    """
+
+    def __init__(
+        self,
+        settings: StorageSettings,
+        clock: Callable[[], float] = time.time,
+        item_size_max: int = DEFAULT_ITEM_SIZE_MAX,
+    ) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._item_size_max = item_size_max
+        self.counters = EngineCounters()
+        path = settings.db_path
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create db_path {path!r}: {exc.strerror}") from exc
+        opts = _options(settings)
+        try:
+            self._db = rocksdict.Rdict(
+                path, opts, column_families={META_CF: rocksdict.Options(raw_mode=True)}
+            )
+        except Exception as exc:  # rocksdict raises bare Exception
+            text = str(exc)
+            if "lock" in text.lower():
+                raise DatabaseLocked(
+                    f"db_path {path!r} is locked by another process (is petracache running?)"
+                ) from exc
+            raise StorageError(f"cannot open db_path {path!r}: {text}") from exc
+        self._meta = self._db.get_column_family(META_CF)
+        self._write_opts = rocksdict.WriteOptions()
+        self._write_opts.disable_wal = settings.durability == "none"
+        self._write_opts.sync = settings.durability == "fsync"
+        self._synced = rocksdict.WriteOptions()
+        self._synced.sync = True
+        self._db.set_write_options(self._write_opts)
+        raw = self._meta.get(CAS_KEY)
+        self._cas = _U64.unpack(raw)[0] if raw else 0
+        self._cas_reserved = self._cas
+        raw = self._meta.get(FLUSH_KEY)
+        self._oldest_live, self._oldest_cas = _FLUSH.unpack(raw) if raw else (0, 0)
+        self._closed = False
+
+    # -- clock and CAS ---------------------------------------------------------------------
+
+    def now(self) -> int:
+        """Current time in whole seconds (memcached's clock ticks once per second)."""
+        return int(self._clock())
+
+    def next_cas(self) -> int:
+        """Take the next CAS unique, persisting a new reservation block when needed."""
+        self._cas += 1
+        if self._cas > self._cas_reserved:
+            self._cas_reserved = self._cas + CAS_RESERVATION
+            self._put_meta(CAS_KEY, _U64.pack(self._cas_reserved))
+        return self._cas
+
+    @property
+    def current_cas(self) -> int:
+        return self._cas
+
+    # -- low-level access --------------------------------------------------------------------
+
+    def _put_meta(self, key: bytes, value: bytes) -> None:
+        try:
+            self._meta.put(key, value, self._synced)
+        except Exception as exc:
+            raise StorageError(f"metadata write failed: {exc}") from exc
+
+    def _write(self, key: bytes, item_bytes: bytes) -> None:
+        try:
+            self._db.put(key, item_bytes)
+        except Exception as exc:
+            raise StorageError(f"write failed: {exc}") from exc
+
+    def _remove(self, key: bytes) -> None:
+        try:
+            self._db.delete(key)
+        except Exception as exc:
+            raise StorageError(f"delete failed: {exc}") from exc
+
+    def _is_flushed(self, item: Item, now: int) -> bool:
+        oldest_live = self._oldest_live
+        if oldest_live == 0 or oldest_live > now:
+            return False
+        return item.stored_at <= oldest_live or (
+            self._oldest_cas != 0 and item.cas < self._oldest_cas
+        )
+
+    def _lookup(self, key: bytes, now: int) -> Item | None:
+        """The live item under ``key``, deleting it if it is dead or undecodable."""
+        try:
+            raw = self._db.get(key)
+        except Exception as exc:
+            raise StorageError(f"read failed: {exc}") from exc
+        if raw is None:
+            return None
+        try:
+            item = codec.decode(raw)
+        except CorruptValue:
+            self.counters.corrupt_values += 1
+            return None
+        if item.deadline and item.deadline <= now:
+            self.counters.expired_lazy += 1
+            self._remove(key)
+            return None
+        if self._oldest_live and self._is_flushed(item, now):
+            self.counters.flushed_lazy += 1
+            self._remove(key)
+            return None
+        return item
+
+    def _put_item(
+        self, key: bytes, flags: int, deadline: int, data: bytes, now: int, cas: int = 0
+    ) -> int:
+        """Write an item (a dead one is removed instead); returns its CAS unique."""
+        if cas == 0:
+            cas = self.next_cas()
+        if deadline and deadline <= now:
+            self._remove(key)
+        else:
+            self._write(key, codec.encode(flags, deadline, now, cas, data))
+        self.counters.total_items += 1
+        return cas
+
+    # -- memcached operations ------------------------------------------------------------------
+
+    def get(self, key: bytes) -> Item | None:
+        """The live item, or None."""
+        return self._lookup(key, self.now())
+
+    def get_and_touch(self, key: bytes, exptime: int) -> Item | None:
+        """gat: return the item as it was and give it a new TTL (its CAS is unchanged)."""
+        now = self.now()
+        item = self._lookup(key, now)
+        if item is not None:
+            deadline = expiry.deadline(exptime, now)
+            self._put_item(key, item.flags, deadline, item.data, now, item.cas)
+        return item
+
+    def touch(self, key: bytes, exptime: int) -> bool:
+        """Give a live item a new TTL; False if there is none."""
+        return self.get_and_touch(key, exptime) is not None
+
+    def store(
+        self,
+        mode: StoreMode,
+        key: bytes,
+        flags: int,
+        exptime: int,
+        data: bytes,
+        cas_unique: int = 0,
+    ) -> tuple[StoreResult, int]:
+        """set/add/replace/append/prepend/cas. Returns the result and the new CAS (0 if none)."""
+        now = self.now()
+        deadline = expiry.deadline(exptime, now)
+        if mode is StoreMode.SET:
+            return StoreResult.STORED, self._put_item(key, flags, deadline, data, now)
+        old = self._lookup(key, now)
+        if mode is StoreMode.ADD:
+            if old is not None:
+                return StoreResult.NOT_STORED, 0
+        elif mode is StoreMode.CAS:
+            if old is None:
+                return StoreResult.NOT_FOUND, 0
+            if old.cas != cas_unique:
+                return StoreResult.EXISTS, 0
+        elif old is None:
+            return StoreResult.NOT_STORED, 0
+        elif mode is StoreMode.APPEND or mode is StoreMode.PREPEND:
+            # memcached keeps the old flags and TTL; the new ones are parsed but ignored.
+            data = old.data + data if mode is StoreMode.APPEND else data + old.data
+            if not item_size_ok(len(key), old.flags, len(data), self._item_size_max):
+                return StoreResult.NOT_STORED, 0
+            flags, deadline = old.flags, old.deadline
+        return StoreResult.STORED, self._put_item(key, flags, deadline, data, now)
+
+    def delete(self, key: bytes) -> bool:
+        """Remove a live item; False if there was none."""
+        if self._lookup(key, self.now()) is None:
+            return False
+        self._remove(key)
+        return True
+
+    def remove(self, key: bytes) -> None:
+        """Drop whatever is stored under ``key`` (a failed oversized set must not leave it)."""
+        self._remove(key)
+
+    def arithmetic(self, key: bytes, delta: int, incr: bool) -> int | ArithResult:
+        """incr (wrapping at 2**64) or decr (stopping at 0); returns the new value.
+
+        Like memcached, when the new number is not longer than the old value it is written
+        in place, right-padded with spaces to the old length; flags and TTL are kept.
+        """
+        now = self.now()
+        item = self._lookup(key, now)
+        if item is None:
+            return ArithResult.NOT_FOUND
+        value = parse_stored_counter(item.data)
+        if value is None:
+            return ArithResult.NON_NUMERIC
+        value = (value + delta) & U64_MAX if incr else max(value - delta, 0)
+        digits = b"%d" % value
+        if len(digits) < len(item.data):
+            digits = digits.ljust(len(item.data))
+        self._put_item(key, item.flags, item.deadline, digits, now)
+        return value
+
+    def flush_all(self, delay: int) -> None:
+        """Invalidate every item stored before now (delay <= 0) or before the deadline.
+
+        memcached: ``oldest_live = realtime(delay) - 1`` and, when that is not in the future,
+        ``oldest_cas = get_cas_id()``; an item is flushed once ``oldest_live <= now`` if it was
+        stored at or before ``oldest_live`` or has a CAS older than ``oldest_cas``.
+        """
+        now = self.now()
+        new_oldest = expiry.deadline(delay, now) if delay > 0 else now
+        self._oldest_live = new_oldest - 1
+        if self._oldest_live <= now:
+            self._oldest_cas = self.next_cas()
+        self._put_meta(FLUSH_KEY, _FLUSH.pack(self._oldest_live, self._oldest_cas))
+
+    # -- introspection and lifecycle ----------------------------------------------------------
+
+    def property_int(self, name: str) -> int:
+        """An integer RocksDB property of the items column family (0 if unavailable)."""
+        try:
+            value = self._db.property_int_value(name)
+        except Exception:
+            return 0
+        return int(value or 0)
+
+    def statistics(self) -> dict[str, int]:
+        """A snapshot of RocksDB's size and memory figures."""
+        names = {
+            "estimated_keys": "rocksdb.estimate-num-keys",
+            "live_data_bytes": "rocksdb.estimate-live-data-size",
+            "live_sst_bytes": "rocksdb.live-sst-files-size",
+            "memtable_bytes": "rocksdb.cur-size-all-mem-tables",
+            "block_cache_usage": "rocksdb.block-cache-usage",
+            "block_cache_capacity": "rocksdb.block-cache-capacity",
+            "pending_compaction_bytes": "rocksdb.estimate-pending-compaction-bytes",
+        }
+        return {label: self.property_int(prop) for label, prop in names.items()}
+
+    @property
+    def settings(self) -> StorageSettings:
+        return self._settings
+
+    def raw_db(self) -> Any:
+        """The underlying ``rocksdict.Rdict`` (for storage-internal helpers and tests)."""
+        return self._db
+
+    def flush_memtables(self) -> None:
+        """Write memtables to SST files (blocking; call from a worker thread)."""
+        try:
+            self._db.flush(True)
+        except Exception as exc:
+            raise StorageError(f"flush failed: {exc}") from exc
+
+    def close(self) -> None:
+        """Flush memtables and close the database cleanly. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._db.flush(True)
+            self._db.flush_wal(True)
+        finally:
+            self._db.close()
