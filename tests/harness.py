@@ -1,0 +1,236 @@
+"""Real processes for end-to-end tests: petracache, memcached, and a raw socket client.
+
+Everything here talks to real servers over TCP on loopback; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+LISTEN_RE = re.compile(rb"listening on ([\d.:\[\]a-f]+):(\d+)")
+START_TIMEOUT = 20.0
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago (for servers that cannot report their own)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = START_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"nothing listening on port {port} after {timeout}s")
+
+
+class PetracacheProcess:
+    """A real ``python -m petracache`` process on an OS-assigned port and its own data dir.
+
+    Args:
+        workdir: directory for the database (``workdir/db``) and the log file.
+        args: extra command-line flags.
+        env: extra environment variables.
+        config: TOML text written to ``workdir/config.toml`` and passed as the config file.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        config: str | None = None,
+    ) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.db_path = self.workdir / "db"
+        self.args = list(args)
+        self.env = dict(env or {})
+        self.config = config
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.log_path = self.workdir / "server.log"
+        self.starts = 0
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "petracache"]
+        if self.config is not None:
+            path = self.workdir / "config.toml"
+            path.write_text(self.config)
+            cmd.append(str(path))
+        has_port = any(a in ("-p", "--port") for a in self.args)
+        if not has_port and "PETRACACHE_LISTEN_ADDR" not in self.env:
+            cmd += ["-p", "0"]
+        if not any(a == "--db-path" for a in self.args) and "PETRACACHE_DB_PATH" not in self.env:
+            cmd += ["--db-path", str(self.db_path)]
+        return cmd + self.args
+
+    def start(self, timeout: float = START_TIMEOUT) -> PetracacheProcess:
+        env = os.environ.copy()
+        env.setdefault("PETRACACHE_METRICS__LISTEN_ADDR", "127.0.0.1:0")
+        env.update(self.env)
+        self.starts += 1
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log_path.read_bytes()[offset:]
+            match = LISTEN_RE.search(text)
+            if match:
+                self.port = int(match.group(2))
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"petracache exited {self.proc.returncode}:\n{text.decode()}")
+            time.sleep(0.02)
+        self.proc.kill()
+        raise TimeoutError(f"petracache did not start:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Send ``sig`` and wait; returns the exit status."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def kill(self) -> None:
+        """SIGKILL: no clean shutdown at all."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def restart(self, sig: int = signal.SIGTERM) -> PetracacheProcess:
+        self.stop(sig)
+        return self.start()
+
+    def client(self, timeout: float = 5.0) -> RawClient:
+        return RawClient(self.port, timeout=timeout)
+
+    def __enter__(self) -> PetracacheProcess:
+        return self.start() if self.proc is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.stop(timeout=15)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+class MemcachedProcess:
+    """Debian's real memcached 1.6 on a free loopback port (the reference server)."""
+
+    def __init__(self, args: Sequence[str] = ()) -> None:
+        binary = shutil.which("memcached") or "/usr/bin/memcached"
+        if not Path(binary).exists():
+            raise RuntimeError("memcached is not installed (apt-get install memcached)")
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [binary, "-U", "0", "-l", "127.0.0.1", "-p", str(self.port), "-t", "1", *args]
+            + (["-u", "nobody"] if os.geteuid() == 0 else []),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port)
+
+    def client(self, timeout: float = 5.0) -> RawClient:
+        return RawClient(self.port, timeout=timeout)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+class RawClient:
+    """A blocking raw-socket client that reads exactly the replies it expects."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 5.0) -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _fill(self) -> None:
+        chunk = self.sock.recv(1 << 20)
+        if not chunk:
+            raise ConnectionError("server closed the connection")
+        self.buf += chunk
+
+    def read_line(self) -> bytes:
+        while b"\r\n" not in self.buf:
+            self._fill()
+        line, _, self.buf = self.buf.partition(b"\r\n")
+        return line + b"\r\n"
+
+    def read_exact(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            self._fill()
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def read_until(self, terminator: bytes) -> bytes:
+        """Everything up to and including ``terminator``."""
+        while terminator not in self.buf:
+            self._fill()
+        end = self.buf.index(terminator) + len(terminator)
+        out, self.buf = self.buf[:end], self.buf[end:]
+        return out
+
+    def call(self, data: bytes, terminator: bytes = b"VERSION ") -> bytes:
+        """Send ``data`` followed by ``version``; return every reply before the VERSION line.
+
+        The trailing ``version`` acts as a fence: every reply to ``data`` precedes it.
+        """
+        self.send(data + b"version\r\n")
+        out = self.read_until(terminator)
+        self.read_line()  # rest of the VERSION line
+        return out[: -len(terminator)]
+
+    def is_closed(self, wait: float = 1.0) -> bool:
+        """Whether the server has closed its end (reads EOF within ``wait``)."""
+        self.sock.settimeout(wait)
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return True
+                self.buf += chunk
+        except (TimeoutError, socket.timeout):
+            return False
+        except ConnectionResetError:
+            return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def cmds(lines: Iterable[str | bytes]) -> bytes:
+    """Join request lines with CRLF."""
+    return b"".join((x if isinstance(x, bytes) else x.encode()) + b"\r\n" for x in lines)
