@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-LISTEN_RE = re.compile(rb"listening on ([\d.:\[\]a-f]+):(\d+)")
+LISTEN_RE = re.compile(rb"petracache listening on ([\d.:\[\]a-f]+):(\d+)")
 START_TIMEOUT = 20.0
 
 
