@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 import signal
 from dataclasses import dataclass
+from functools import partial
 
 import trio
 
 from petracache.config import Settings, split_host_port
 from petracache.counters import Counters
 from petracache.executor import Executor
+from petracache.server.durability import GroupCommitter
 from petracache.server.handler import HandlerConfig
 from petracache.server.serve import DataPlane
 from petracache.stats import ServerInfo
@@ -52,6 +54,8 @@ async def run(settings: Settings, readiness: Readiness | None = None) -> None:
         )
         executor = Executor(engine, counters, info)
         host, port = split_host_port(server_cfg.listen_addr)
+        fsync = settings.storage.durability == "fsync"
+        committer = GroupCommitter(engine.commit) if fsync else None
         plane = DataPlane(
             host,
             port,
@@ -62,12 +66,16 @@ async def run(settings: Settings, readiness: Readiness | None = None) -> None:
                 read_size=server_cfg.read_buffer_size,
                 max_connections=server_cfg.max_connections,
                 idle_timeout=server_cfg.idle_timeout,
+                durability=committer,
             ),
             shutdown_grace=server_cfg.shutdown_grace,
         )
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
-                addresses = await nursery.start(plane.run)
+                serve = (
+                    plane.run if committer is None else partial(committer.run_alongside, plane.run)
+                )
+                addresses = await nursery.start(serve)
                 readiness.accepting = True
                 for addr_host, addr_port in addresses:
                     log.info("petracache listening on %s:%d", addr_host, addr_port)

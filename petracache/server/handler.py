@@ -25,6 +25,7 @@ from petracache.protocol.connection import NEED_DATA, MemcacheConnection
 from petracache.protocol.errors import CloseConnection, ProtocolError
 from petracache.protocol.requests import Quit, Request
 from petracache.protocol.responses import Response
+from petracache.server.durability import GroupCommitter, NotDurable
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class HandlerConfig:
     read_size: int
     max_connections: int
     idle_timeout: float = 0.0
+    durability: GroupCommitter | None = None  # set in fsync mode: replies wait for the fsync
 
 
 @dataclass(slots=True)
@@ -84,6 +86,8 @@ async def handle_connection(
         await _serve(stream, execute, counters, config, tracker)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
+    except NotDurable:
+        log.warning("WAL fsync failed; closing a connection without acknowledging its writes")
     except Exception:
         log.exception("connection handler failed; closing this connection")
     finally:
@@ -118,7 +122,7 @@ async def _serve(
             return
         counters.bytes_read += len(data)
         conn.receive_data(data)
-        if not await _drain_requests(stream, conn, execute, counters):
+        if not await _drain_requests(stream, conn, execute, counters, config.durability):
             return
 
 
@@ -127,8 +131,10 @@ async def _drain_requests(
     conn: MemcacheConnection,
     execute: Callable[[Request], Response],
     counters: Counters,
+    durability: GroupCommitter | None = None,
 ) -> bool:
     """Run every complete request in the buffer; False when the connection must close."""
+    mark = durability.mark() if durability is not None else 0
     out: list[bytes] = []
     size = 0
     keep_open = True
@@ -153,10 +159,14 @@ async def _drain_requests(
             out.append(reply)
             size += len(reply)
             if size >= WRITE_HIGH_WATER:
+                if durability is not None:
+                    mark = await durability.settle(mark)
                 await _write(stream, out, counters)
                 out = []
                 size = 0
     if out:
+        if durability is not None:
+            await durability.settle(mark)
         await _write(stream, out, counters)
     return keep_open
 

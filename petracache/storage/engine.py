@@ -35,12 +35,16 @@ from petracache.limits import DEFAULT_ITEM_SIZE_MAX, item_size_ok
 from petracache.numeric import U64_MAX, parse_stored_counter
 from petracache.storage import codec, expiry
 from petracache.storage.codec import Item
+from petracache.storage.commit import CommitLog
 from petracache.storage.errors import CorruptValue, DatabaseLocked, StorageError
 
 META_CF = "meta"
 CAS_KEY = b"cas_high_water"
 FLUSH_KEY = b"flush_state"
 CAS_RESERVATION = 1 << 20  # ids handed out per synced high-water write
+META_WRITE_BUFFER = 64 * 1024  # the smallest write_buffer_size StorageSettings accepts
+# RocksDB's message when the LOCK file is held: "IO error: While lock file: <path>/LOCK: ..."
+_LOCK_MESSAGE = "while lock file"
 _U64 = struct.Struct("<Q")
 _FLUSH = struct.Struct("<qQ")  # oldest_live (Unix s, 0 = no flush), oldest_cas
 
@@ -96,8 +100,21 @@ def _options(settings: StorageSettings) -> rocksdict.Options:
     else:
         table.disable_cache()
     table.set_bloom_filter(10, False)
-    table.set_cache_index_and_filter_blocks(True)
+    # RocksDB refuses cache_index_and_filter_blocks without a block cache.
+    table.set_cache_index_and_filter_blocks(bool(settings.block_cache_size))
     opts.set_block_based_table_factory(table)
+    return opts
+
+
+def _meta_options() -> rocksdict.Options:
+    """The ``meta`` family holds two keys; a small write buffer matters for disk-full recovery.
+
+    After ENOSPC, RocksDB's SstFileManager clears the error by itself (polling every 5 s)
+    once the free space exceeds the largest ``write_buffer_size`` of any column family; the
+    64 MiB default here would otherwise set that bar regardless of ``[storage]``.
+    """
+    opts = rocksdict.Options(raw_mode=True)
+    opts.set_write_buffer_size(META_WRITE_BUFFER)
     return opts
 
 
@@ -132,11 +149,11 @@ class Engine:
         opts = _options(settings)
         try:
             self._db = rocksdict.Rdict(
-                path, opts, column_families={META_CF: rocksdict.Options(raw_mode=True)}
+                path, opts, column_families={META_CF: _meta_options()}
             )
         except Exception as exc:  # rocksdict raises bare Exception
             text = str(exc)
-            if "lock" in text.lower():
+            if _LOCK_MESSAGE in text.lower():
                 raise DatabaseLocked(
                     f"db_path {path!r} is locked by another process (is petracache running?)"
                 ) from exc
@@ -144,7 +161,10 @@ class Engine:
         self._meta = self._db.get_column_family(META_CF)
         self._write_opts = rocksdict.WriteOptions()
         self._write_opts.disable_wal = settings.durability == "none"
-        self._write_opts.sync = settings.durability == "fsync"
+        # fsync mode writes un-synced too: group commit (``commit``) syncs the WAL for many
+        # writes at once before their replies are released.
+        self._write_opts.sync = False
+        self.commit = CommitLog(self._db)
         self._synced = rocksdict.WriteOptions()
         self._synced.sync = True
         self._db.set_write_options(self._write_opts)
@@ -165,8 +185,13 @@ class Engine:
         """Take the next CAS unique, persisting a new reservation block when needed."""
         self._cas += 1
         if self._cas > self._cas_reserved:
-            self._cas_reserved = self._cas + CAS_RESERVATION
-            self._put_meta(CAS_KEY, _U64.pack(self._cas_reserved))
+            reserved = self._cas + CAS_RESERVATION
+            try:
+                self._put_meta(CAS_KEY, _U64.pack(reserved))
+            except StorageError:
+                self._cas -= 1  # never hand out an id the database has not reserved
+                raise
+            self._cas_reserved = reserved
         return self._cas
 
     @property
@@ -186,12 +211,14 @@ class Engine:
             self._db.put(key, item_bytes)
         except Exception as exc:
             raise StorageError(f"write failed: {exc}") from exc
+        self.commit.written += 1
 
     def _remove(self, key: bytes) -> None:
         try:
             self._db.delete(key)
         except Exception as exc:
             raise StorageError(f"delete failed: {exc}") from exc
+        self.commit.written += 1
 
     def _is_flushed(self, item: Item, now: int) -> bool:
         oldest_live = self._oldest_live

@@ -1,0 +1,68 @@
+"""Write sequence bookkeeping for group commit (``durability = "fsync"``).
+
+Strategy: in fsync mode every write goes to RocksDB *un-synced* on the trio thread, exactly as
+in wal mode, so reads see it at once and read-modify-write commands stay atomic. Each write
+bumps ``written``. Before a connection sends the replies of a batch that wrote something, it
+waits until ``synced`` has caught up with the ``written`` value it saw; one background task
+(``server.durability``) makes that happen by calling ``sync()`` in a worker thread, which
+fsyncs the WAL once for every write that accumulated: many connections share one fsync.
+
+Invariants:
+
+* ``written`` only grows, and only on the trio thread (puts are synchronous there).
+* ``sync()`` reads ``written`` *before* it fsyncs: every write numbered up to that target was
+  already appended to the WAL, so the fsync covers it. Writes that race with the fsync get a
+  higher number and wait for the next round.
+* ``synced`` is assigned only by the caller of ``sync()`` on the trio thread (``mark_synced``),
+  never from the worker thread.
+
+No trio here (storage stays synchronous); ``sync()`` blocks and must run in a worker thread.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from petracache.storage.errors import StorageError
+
+
+class CommitLog:
+    """Counts writes and fsyncs the RocksDB WAL up to a given write.
+
+    Args:
+        db: the open ``rocksdict.Rdict``; only ``flush_wal(True)`` is called on it.
+    """
+
+    __slots__ = ("_db", "synced", "syncs", "written")
+
+    def __init__(self, db: Any) -> None:
+        self._db = db
+        self.written = 0
+        self.synced = 0
+        self.syncs = 0  # number of WAL fsyncs performed (one per group)
+
+    @property
+    def pending(self) -> bool:
+        """Whether some acknowledged-to-be write is not yet known to be on stable storage."""
+        return self.written > self.synced
+
+    def sync(self, target: int) -> int:
+        """fsync the WAL; returns ``target`` (the caller passes ``written`` as read on its thread).
+
+        Blocking: releases the GIL inside RocksDB (rocksdict's ``flush_wal`` uses
+        ``allow_threads``), so it belongs in ``trio.to_thread.run_sync``.
+
+        Raises:
+            StorageError: the fsync failed (I/O error, disk gone); nothing new is durable.
+        """
+        try:
+            self._db.flush_wal(True)
+        except Exception as exc:  # rocksdict raises bare Exception
+            raise StorageError(f"WAL sync failed: {exc}") from exc
+        return target
+
+    def mark_synced(self, target: int) -> None:
+        """Record that every write up to ``target`` is durable (trio thread only)."""
+        self.syncs += 1
+        if target > self.synced:
+            self.synced = target
