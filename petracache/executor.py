@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import logging
 
-from petracache import __version__
+from petracache import __version__, mcrouter_ops
 from petracache.counters import Counters
+from petracache.leases import LeaseTable
 from petracache.protocol.requests import (
     Arithmetic,
     CacheMemlimit,
     Delete,
     FlushAll,
     Get,
+    LeaseGet,
+    LeaseSet,
+    McrouterMetaget,
     Quit,
     Request,
     Stats,
@@ -62,6 +66,7 @@ class Executor:
         self.engine = engine
         self.counters = counters
         self.info = info
+        self.leases = LeaseTable()  # mcrouter lease-get/lease-set; in memory only
 
     def execute(self, request: Request) -> Response:
         """Run one request; storage failures become ``SERVER_ERROR`` replies."""
@@ -93,6 +98,7 @@ class Executor:
             case FlushAll():
                 self.counters.cmd_flush += 1
                 self.engine.flush_all(request.delay)
+                self.leases.clear()
                 return Status.OK
             case Version():
                 return VersionReply(__version__)
@@ -107,6 +113,8 @@ class Executor:
                 if request.megabytes > 1_000_000_000:
                     return RawReply(b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes\r\n")
                 return Status.OK
+            case LeaseGet() | LeaseSet() | McrouterMetaget():
+                return mcrouter_ops.execute(request, self.engine, self.leases, self.counters)
             case Quit():
                 return Status.NOTHING
         raise AssertionError(f"unhandled request {request!r}")  # pragma: no cover
@@ -158,6 +166,7 @@ class Executor:
         return _STORE_REPLIES[result]
 
     def _delete(self, request: Delete) -> Status:
+        self.leases.invalidate(request.key)
         if self.engine.delete(request.key):
             self.counters.delete_hits += 1
             return Status.DELETED

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from petracache.protocol.responses import (
     ErrorReply,
+    LeaseMiss,
+    MetagetInfo,
     Number,
     RawReply,
     Response,
@@ -46,4 +48,15 @@ def encode(response: Response) -> bytes:
         return b"VERSION %b\r\n" % response.text.encode()
     if isinstance(response, RawReply):
         return response.data
+    if isinstance(response, LeaseMiss):
+        # mcrouter's lease-get grammar: LVALUE <key> <token> <flags> <bytes>, an (empty)
+        # data block, END. A bare END would be a parse error there, so a miss is never one.
+        return b"LVALUE %b %d 0 0\r\n\r\nEND\r\n" % (response.key, response.token)
+    if isinstance(response, MetagetInfo):
+        # mcrouter's metaget grammar; petracache does not record the writer's address.
+        return b"META %b age: %d; exptime: %d; from: unknown\r\nEND\r\n" % (
+            response.key,
+            response.age,
+            response.exptime,
+        )
     raise TypeError(f"not a response: {response!r}")  # pragma: no cover

@@ -22,7 +22,7 @@ from typing import Final
 
 from petracache.limits import DEFAULT_ITEM_SIZE_MAX
 from petracache.protocol import compose, errors
-from petracache.protocol.requests import Request, Store, TooLarge
+from petracache.protocol.requests import LeaseSet, Request, Store, TooLarge
 from petracache.protocol.responses import Response
 from petracache.protocol.text import StoreHeader, parse_line
 
@@ -97,6 +97,14 @@ class MemcacheConnection:
             self._pos = end
             if buf[end - 2 : end] != b"\r\n":
                 raise errors.BadDataChunk(noreply=pending.noreply)
+            if pending.lease_token is not None:
+                return LeaseSet(
+                    pending.key,
+                    pending.lease_token,
+                    pending.flags,
+                    pending.exptime,
+                    bytes(buf[start : end - 2]),
+                )
             return Store(
                 pending.mode,
                 pending.key,

@@ -114,6 +114,34 @@ class CacheMemlimit:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaseGet:
+    """mcrouter's ``lease-get <key>``: a get that hands out a fill lease on a miss."""
+
+    key: bytes
+    noreply: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseSet:
+    """mcrouter's ``lease-set <key> <token> <flags> <exptime> <bytes>`` with its data."""
+
+    key: bytes
+    token: int
+    flags: int
+    exptime: int
+    data: bytes
+    noreply: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class McrouterMetaget:
+    """mcrouter's ``metaget <key>`` (not the meta protocol's ``mg``): item age and TTL."""
+
+    key: bytes
+    noreply: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Quit:
     """Flush the replies queued so far, then close the connection."""
 
@@ -132,5 +160,8 @@ Request: TypeAlias = (
     | Verbosity
     | Stats
     | CacheMemlimit
+    | LeaseGet
+    | LeaseSet
+    | McrouterMetaget
     | Quit
 )

@@ -77,4 +77,31 @@ class RawReply:
     data: bytes
 
 
-Response: TypeAlias = Status | Values | Number | ErrorReply | StatsReply | VersionReply | RawReply
+@dataclass(slots=True)
+class LeaseMiss:
+    """A lease-get miss: ``LVALUE <key> <token> <flags> <bytes>`` (token 1 = hot miss)."""
+
+    key: bytes
+    token: int
+
+
+@dataclass(slots=True)
+class MetagetInfo:
+    """An mcrouter metaget hit: the item's age and absolute expiry (0 = never)."""
+
+    key: bytes
+    age: int
+    exptime: int
+
+
+Response: TypeAlias = (
+    Status
+    | Values
+    | Number
+    | ErrorReply
+    | StatsReply
+    | VersionReply
+    | RawReply
+    | LeaseMiss
+    | MetagetInfo
+)

@@ -22,6 +22,8 @@ from petracache.protocol.requests import (
     Delete,
     FlushAll,
     Get,
+    LeaseGet,
+    McrouterMetaget,
     Quit,
     Request,
     Stats,
@@ -47,6 +49,7 @@ class StoreHeader:
     nbytes: int
     cas_unique: int
     noreply: bool
+    lease_token: int | None = None  # set for mcrouter's lease-set
 
 
 _STORE_MODES = {
@@ -59,6 +62,7 @@ _STORE_MODES = {
 }
 _GETS = {b"get": (False, False), b"bget": (False, False), b"gets": (True, False)}
 _GATS = {b"gat": (False, True), b"gats": (True, True)}
+_MCROUTER_COMMANDS = frozenset((b"lease-get", b"lease-set", b"metaget"))
 
 
 def tokenize(line: bytes) -> list[bytes]:
@@ -97,6 +101,8 @@ def parse_line(line: bytes, item_size_max: int) -> Request | StoreHeader:
         return _parse_arithmetic(tokens, ntokens, cmd == b"incr")
     if cmd == b"touch":
         return _parse_touch(tokens, ntokens)
+    if cmd in _MCROUTER_COMMANDS:
+        return _parse_mcrouter(tokens, ntokens, item_size_max)
     if cmd == b"version":
         return Version()
     if cmd == b"quit":
@@ -189,10 +195,13 @@ def _parse_delete(tokens: list[bytes], ntokens: int) -> Delete:
     _want(ntokens, 3, 5)
     noreply = False
     if ntokens > 3:
-        hold_is_zero = tokens[2] == b"0"
+        # memcached accepts only the legacy hold time 0; mcrouter sends
+        # `delete <key> <exptime>` whenever its client gave one, so any number is taken
+        # (and ignored: the item goes at once). See README "Behind a router".
+        hold_is_number = strtol32(tokens[2]) is not None
         noreply = _noreply(tokens, ntokens)
-        valid = (ntokens == 4 and (hold_is_zero or noreply)) or (
-            ntokens == 5 and hold_is_zero and noreply
+        valid = (ntokens == 4 and (hold_is_number or noreply)) or (
+            ntokens == 5 and hold_is_number and noreply
         )
         if not valid:
             raise errors.BadDeleteUsage(noreply=noreply)
@@ -229,3 +238,32 @@ def _parse_flush_all(tokens: list[bytes], ntokens: int) -> FlushAll:
             raise errors.InvalidExptime(noreply=noreply)
         delay = parsed
     return FlushAll(delay, noreply)
+
+
+def _parse_mcrouter(tokens: list[bytes], ntokens: int, item_size_max: int) -> Request | StoreHeader:
+    """mcrouter's own commands: ``lease-get <key>``, ``metaget <key>`` and
+    ``lease-set <key> <token> <flags> <exptime> <bytes>`` (its AsciiSerialized.cpp).
+
+    mcrouter never sends ``noreply`` with them and sends one key per request; a malformed
+    line gets ``CLIENT_ERROR`` (never ``ERROR``, which would mark the backend down).
+    """
+    cmd = tokens[0]
+    if cmd != b"lease-set":
+        if ntokens != 3:
+            raise errors.BadCommandLine()
+        key = _check_key(tokens[1])
+        return LeaseGet(key) if cmd == b"lease-get" else McrouterMetaget(key)
+    if ntokens != 7:
+        raise errors.BadCommandLine()
+    key = _check_key(tokens[1])
+    token = strtoull(tokens[2])
+    flags = strtoul32(tokens[3])
+    exptime = strtol32(tokens[4])
+    nbytes = strtol32(tokens[5])
+    if token is None or flags is None or exptime is None or nbytes is None:
+        raise errors.BadCommandLine()
+    if nbytes < 0 or nbytes > INT_MAX - 2:
+        raise errors.BadCommandLine()
+    if not item_size_ok(len(key), flags, nbytes, item_size_max):
+        return TooLarge(StoreMode.ADD, key, nbytes + 2)
+    return StoreHeader(StoreMode.ADD, key, flags, exptime, nbytes, 0, False, token)
