@@ -37,6 +37,13 @@ from petracache.storage import codec, expiry
 from petracache.storage.codec import Item
 from petracache.storage.commit import CommitLog
 from petracache.storage.errors import CorruptValue, DatabaseLocked, StorageError
+from petracache.storage.index import (
+    AGE_CF,
+    EXPIRY_CF,
+    ItemIndex,
+    collect_deletions,
+    index_cf_options,
+)
 
 META_CF = "meta"
 CAS_KEY = b"cas_high_water"
@@ -75,6 +82,15 @@ class EngineCounters:
     """Plain integer counters, read by stats and /metrics on demand."""
 
     expired_lazy: int = 0
+    # Background reclaim (storage.reaper): items deleted because they expired, because a
+    # flush_all covered them, or to stay under max_disk_bytes; their key+value bytes; and the
+    # SST bytes that the reclaimer's compactions gave back to the filesystem.
+    expired_reaped: int = 0
+    flushed_reaped: int = 0
+    evictions: int = 0
+    reclaimed_bytes: int = 0
+    compactions: int = 0
+    compacted_bytes: int = 0
     flushed_lazy: int = 0
     corrupt_values: int = 0
     total_items: int = 0
@@ -103,6 +119,7 @@ def _options(settings: StorageSettings) -> rocksdict.Options:
     # RocksDB refuses cache_index_and_filter_blocks without a block cache.
     table.set_cache_index_and_filter_blocks(bool(settings.block_cache_size))
     opts.set_block_based_table_factory(table)
+    collect_deletions(opts)
     return opts
 
 
@@ -149,7 +166,13 @@ class Engine:
         opts = _options(settings)
         try:
             self._db = rocksdict.Rdict(
-                path, opts, column_families={META_CF: _meta_options()}
+                path,
+                opts,
+                column_families={
+                    META_CF: _meta_options(),
+                    EXPIRY_CF: index_cf_options(settings.write_buffer_size),
+                    AGE_CF: index_cf_options(settings.write_buffer_size),
+                },
             )
         except Exception as exc:  # rocksdict raises bare Exception
             text = str(exc)
@@ -168,6 +191,13 @@ class Engine:
         self._synced = rocksdict.WriteOptions()
         self._synced.sync = True
         self._db.set_write_options(self._write_opts)
+        self.index = ItemIndex(
+            self._db,
+            self._meta,
+            self._write_opts,
+            track_expiry=settings.enable_ttl_compaction,
+            track_age=settings.max_disk_bytes > 0,
+        )
         raw = self._meta.get(CAS_KEY)
         self._cas = _U64.unpack(raw)[0] if raw else 0
         self._cas_reserved = self._cas
@@ -206,18 +236,28 @@ class Engine:
         except Exception as exc:
             raise StorageError(f"metadata write failed: {exc}") from exc
 
-    def _write(self, key: bytes, item_bytes: bytes) -> None:
-        try:
-            self._db.put(key, item_bytes)
-        except Exception as exc:
-            raise StorageError(f"write failed: {exc}") from exc
+    def _write(
+        self, key: bytes, item_bytes: bytes, deadline: int, cas: int, old: Item | None
+    ) -> None:
+        """Store an item version; ``old`` (the version it replaces, if read) unindexes it."""
+        if self.index.wants(deadline, old):
+            self.index.put(key, item_bytes, deadline, cas, old)
+        else:
+            try:
+                self._db.put(key, item_bytes)
+            except Exception as exc:
+                raise StorageError(f"write failed: {exc}") from exc
         self.commit.written += 1
 
-    def _remove(self, key: bytes) -> None:
-        try:
-            self._db.delete(key)
-        except Exception as exc:
-            raise StorageError(f"delete failed: {exc}") from exc
+    def _remove(self, key: bytes, old: Item | None = None) -> None:
+        """Delete ``key``; ``old`` (the stored version, if read) also drops its index entries."""
+        if old is not None and self.index.wants(0, old):
+            self.index.delete(key, old)
+        else:
+            try:
+                self._db.delete(key)
+            except Exception as exc:
+                raise StorageError(f"delete failed: {exc}") from exc
         self.commit.written += 1
 
     def _is_flushed(self, item: Item, now: int) -> bool:
@@ -227,6 +267,17 @@ class Engine:
         return item.stored_at <= oldest_live or (
             self._oldest_cas != 0 and item.cas < self._oldest_cas
         )
+
+    def is_dead(self, item: Item, now: int) -> bool:
+        """Expired, or covered by a flush_all: never to be returned again."""
+        return expiry.is_expired(item.deadline, now) or (
+            bool(self._oldest_live) and self._is_flushed(item, now)
+        )
+
+    @property
+    def flush_state(self) -> tuple[int, int]:
+        """(oldest_live, oldest_cas) of the latest flush_all; (0, 0) if none."""
+        return self._oldest_live, self._oldest_cas
 
     def _lookup(self, key: bytes, now: int) -> Item | None:
         """The live item under ``key``, deleting it if it is dead or undecodable."""
@@ -243,24 +294,34 @@ class Engine:
             return None
         if item.deadline and item.deadline <= now:
             self.counters.expired_lazy += 1
-            self._remove(key)
+            self._remove(key, item)
             return None
         if self._oldest_live and self._is_flushed(item, now):
             self.counters.flushed_lazy += 1
-            self._remove(key)
+            self._remove(key, item)
             return None
         return item
 
     def _put_item(
-        self, key: bytes, flags: int, deadline: int, data: bytes, now: int, cas: int = 0
+        self,
+        key: bytes,
+        flags: int,
+        deadline: int,
+        data: bytes,
+        now: int,
+        cas: int = 0,
+        old: Item | None = None,
     ) -> int:
-        """Write an item (a dead one is removed instead); returns its CAS unique."""
+        """Write an item (a dead one is removed instead); returns its CAS unique.
+
+        ``old`` is the version being replaced when the caller read it (its index entries go).
+        """
         if cas == 0:
             cas = self.next_cas()
         if deadline and deadline <= now:
-            self._remove(key)
+            self._remove(key, old)
         else:
-            self._write(key, codec.encode(flags, deadline, now, cas, data))
+            self._write(key, codec.encode(flags, deadline, now, cas, data), deadline, cas, old)
         self.counters.total_items += 1
         return cas
 
@@ -276,7 +337,7 @@ class Engine:
         item = self._lookup(key, now)
         if item is not None:
             deadline = expiry.deadline(exptime, now)
-            self._put_item(key, item.flags, deadline, item.data, now, item.cas)
+            self._put_item(key, item.flags, deadline, item.data, now, item.cas, old=item)
         return item
 
     def touch(self, key: bytes, exptime: int) -> bool:
@@ -314,13 +375,14 @@ class Engine:
             if not item_size_ok(len(key), old.flags, len(data), self._item_size_max):
                 return StoreResult.NOT_STORED, 0
             flags, deadline = old.flags, old.deadline
-        return StoreResult.STORED, self._put_item(key, flags, deadline, data, now)
+        return StoreResult.STORED, self._put_item(key, flags, deadline, data, now, old=old)
 
     def delete(self, key: bytes) -> bool:
         """Remove a live item; False if there was none."""
-        if self._lookup(key, self.now()) is None:
+        item = self._lookup(key, self.now())
+        if item is None:
             return False
-        self._remove(key)
+        self._remove(key, item)
         return True
 
     def remove(self, key: bytes) -> None:
@@ -344,7 +406,7 @@ class Engine:
         digits = b"%d" % value
         if len(digits) < len(item.data):
             digits = digits.ljust(len(item.data))
-        self._put_item(key, item.flags, item.deadline, digits, now)
+        self._put_item(key, item.flags, item.deadline, digits, now, old=item)
         return value
 
     def flush_all(self, delay: int) -> None:

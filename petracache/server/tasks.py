@@ -1,0 +1,94 @@
+"""The background reclaim loop: drives ``storage.reaper.Reclaimer`` from the trio thread.
+
+Strategy: each ``Reclaimer.step()`` is synchronous and bounded (``BATCH`` items, a few
+milliseconds), so it runs on the trio thread like a client command and cannot interleave
+with one; that is what makes the reaper's check-and-delete race-free (see ``storage.reaper``).
+Between steps the loop yields: ``trio.sleep(0)`` while there is a backlog, which lets every
+ready connection run before the next step, so the reclaim rate adapts to the client load by
+itself (all spare time when idle, one step per scheduling round when busy); the configured
+interval when there is nothing to do (``POLL_WITH_BOUND`` when a disk bound is set, so
+eviction reacts to growth quickly).
+
+Compactions are the only blocking work. They run in a worker thread, one at a time
+(``CapacityLimiter(1)``), in a sibling task, so reaping continues while RocksDB compacts.
+Stopping cancels the loop; a running compaction is waited for (``to_thread.run_sync`` is not
+abandoned), so the engine is never closed under it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from petracache.config import StorageSettings
+from petracache.storage.engine import Engine
+from petracache.storage.errors import StorageError
+from petracache.storage.reaper import Compaction, Reclaimer
+
+log = logging.getLogger(__name__)
+
+POLL_WITH_BOUND = 0.05  # seconds between disk-usage checks when max_disk_bytes is set
+ERROR_BACKOFF = 1.0  # seconds to wait after a storage error before trying again
+
+
+class ReclaimTask:
+    """Runs reclaim steps and compactions until ``stop()``.
+
+    Args:
+        reclaimer: the storage-side logic.
+        interval: seconds to sleep when there is no backlog (``[storage] reaper_interval``).
+    """
+
+    def __init__(self, reclaimer: Reclaimer, interval: float) -> None:
+        self._reclaimer = reclaimer
+        self._idle = min(interval, POLL_WITH_BOUND) if reclaimer.eviction_enabled else interval
+        self._stop = trio.Event()
+        self._limiter = trio.CapacityLimiter(1)
+        self._compacting = False
+
+    def stop(self) -> None:
+        """End the loop (safe to call more than once)."""
+        self._stop.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._loop, nursery)
+            task_status.started()
+            await self._stop.wait()
+            nursery.cancel_scope.cancel()
+
+    async def _loop(self, nursery: trio.Nursery) -> None:
+        while True:
+            try:
+                more = self._reclaimer.step()
+            except StorageError as exc:
+                log.warning("background reclaim: %s", exc)
+                await trio.sleep(ERROR_BACKOFF)
+                continue
+            if not self._compacting:
+                job = self._reclaimer.take_compaction()
+                if job is not None:
+                    self._compacting = True
+                    nursery.start_soon(self._compact, job)
+            await trio.sleep(0 if more else self._idle)
+
+    async def _compact(self, job: Compaction) -> None:
+        freed = 0
+        try:
+            freed = await trio.to_thread.run_sync(
+                self._reclaimer.compact, job, limiter=self._limiter
+            )
+        except StorageError as exc:
+            log.warning("background compaction: %s", exc)
+        finally:
+            self._reclaimer.compaction_done(job, freed)
+            self._compacting = False
+
+
+def reclaim_task(engine: Engine, settings: StorageSettings) -> ReclaimTask | None:
+    """The background task ``[storage]`` asks for, or None (reclaim and eviction both off)."""
+    if not (settings.enable_ttl_compaction or settings.max_disk_bytes):
+        return None
+    reclaimer = Reclaimer(engine, max_disk_bytes=settings.max_disk_bytes)
+    return ReclaimTask(reclaimer, settings.reaper_interval)

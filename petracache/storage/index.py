@@ -1,0 +1,203 @@
+"""Secondary indexes over the items, kept in the same atomic write as the item itself.
+
+RocksDB keys items by memcached key, which says nothing about when an item dies or how old it
+is. Two column families answer those questions without scanning live data:
+
+* ``expiry``: ``deadline (u32 BE) | cas (u64 BE) | key`` -> empty. One entry per item
+  version that has a deadline, in deadline order: the reaper reads a prefix of it.
+* ``age``: ``cas (u64 BE) | key`` -> empty. One entry per item version, in write order (CAS
+  uniques strictly increase): the evictor reads a prefix of it (FIFO by write age).
+
+Invariants:
+
+* An item and its index entries are written in one ``WriteBatch`` (all or nothing), so an
+  index entry never points at a version that was not written.
+* Entries may be *stale*: a blind ``set`` overwrites an item without reading it, so it cannot
+  delete the previous version's entries. Readers of an index therefore never trust an entry:
+  they re-read the item and act only if the stored version is the one the entry names (same
+  CAS) or is dead by its own header. Stale entries cost one read each when they reach the
+  head of their index, then they are deleted.
+* When the caller knows the previous version (every command that looked the key up first:
+  touch, gat, add, replace, cas, append, prepend, incr, decr, delete, lazy expiry), its
+  entries are deleted in the same batch, so the index stays exact for those.
+* Deletes are added to a batch before puts: a touch keeps the CAS, so its ``age`` entry is
+  deleted and put again under the same key and must survive.
+* Each index is *complete* (covers every stored item) only if it was maintained by every
+  write since the database was empty, or a crawl has backfilled it since; the ``meta`` family
+  records this, and ``needs_backfill`` tells the reclaimer to crawl.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import rocksdict
+
+from petracache.storage.codec import Item
+from petracache.storage.errors import StorageError
+
+EXPIRY_CF = "expiry"
+AGE_CF = "age"
+INDEX_STATE_KEY = b"index_complete"  # meta key: b"E" and/or b"A" for complete indexes
+_EXPIRY = struct.Struct(">IQ")
+_AGE = struct.Struct(">Q")
+EXPIRY_PREFIX = _EXPIRY.size
+AGE_PREFIX = _AGE.size
+INDEX_WRITE_BUFFER = 8 * 1024 * 1024  # index entries are small: a smaller memtable suffices
+# RocksDB's CompactOnDeletionCollector: mark an SST for compaction once 50% of any 1,024
+# consecutive entries are tombstones (the deletion pattern reaping and eviction produce).
+DELETION_WINDOW = 1024
+DELETION_TRIGGER = 512
+DELETION_RATIO = 0.5
+
+
+def expiry_key(deadline: int, cas: int, key: bytes) -> bytes:
+    return _EXPIRY.pack(deadline, cas) + key
+
+
+def parse_expiry_key(raw: bytes) -> tuple[int, int, bytes]:
+    """(deadline, cas, item key) of an ``expiry`` entry."""
+    deadline, cas = _EXPIRY.unpack_from(raw)
+    return deadline, cas, raw[EXPIRY_PREFIX:]
+
+
+def age_key(cas: int, key: bytes) -> bytes:
+    return _AGE.pack(cas) + key
+
+
+def parse_age_key(raw: bytes) -> tuple[int, bytes]:
+    """(cas, item key) of an ``age`` entry."""
+    return _AGE.unpack_from(raw)[0], raw[AGE_PREFIX:]
+
+
+def expiry_deadline_of(raw: bytes) -> int:
+    return int(_EXPIRY.unpack_from(raw)[0])
+
+
+def collect_deletions(opts: rocksdict.Options) -> None:
+    """Let RocksDB compact tombstone-dense SST files on its own (compact-on-deletion)."""
+    opts.add_compact_on_deletion_collector_factory(
+        DELETION_WINDOW, DELETION_TRIGGER, DELETION_RATIO
+    )
+
+
+def index_cf_options(write_buffer_size: int) -> rocksdict.Options:
+    """Options for the index families: small memtables, tombstone-driven compaction."""
+    opts = rocksdict.Options(raw_mode=True)
+    opts.set_write_buffer_size(min(write_buffer_size, INDEX_WRITE_BUFFER))
+    collect_deletions(opts)
+    return opts
+
+
+class ItemIndex:
+    """Writes items together with their index entries.
+
+    Args:
+        db: the open ``rocksdict.Rdict`` (items in its default family).
+        meta: the ``meta`` family (index completeness flags).
+        write_opts: the engine's write options (durability mode).
+        track_expiry: maintain ``expiry`` (``[storage] enable_ttl_compaction``).
+        track_age: maintain ``age`` (``[storage] max_disk_bytes > 0``).
+    """
+
+    def __init__(
+        self, db: Any, meta: Any, write_opts: Any, track_expiry: bool, track_age: bool
+    ) -> None:
+        self._db = db
+        self._write_opts = write_opts
+        self.expiry_cf = db.get_column_family(EXPIRY_CF)
+        self.age_cf = db.get_column_family(AGE_CF)
+        self._expiry_h = db.get_column_family_handle(EXPIRY_CF)
+        self._age_h = db.get_column_family_handle(AGE_CF)
+        self.track_expiry = track_expiry
+        self.track_age = track_age
+        self._meta = meta
+        complete = bytes(meta.get(INDEX_STATE_KEY) or b"")
+        if not complete and _empty(db):
+            complete = b"EA"
+        # An index not maintained from now on is incomplete from now on.
+        self.expiry_complete = track_expiry and b"E" in complete
+        self.age_complete = track_age and b"A" in complete
+        self._save_state()
+
+    @property
+    def active(self) -> bool:
+        return self.track_expiry or self.track_age
+
+    @property
+    def needs_backfill(self) -> bool:
+        return (self.track_expiry and not self.expiry_complete) or (
+            self.track_age and not self.age_complete
+        )
+
+    def mark_complete(self) -> None:
+        """A full crawl has indexed every item (called by the reclaimer's backfill)."""
+        self.expiry_complete = self.track_expiry
+        self.age_complete = self.track_age
+        self._save_state()
+
+    def _save_state(self) -> None:
+        state = (b"E" if self.expiry_complete else b"") + (b"A" if self.age_complete else b"")
+        synced = rocksdict.WriteOptions()
+        synced.sync = True
+        try:
+            self._meta.put(INDEX_STATE_KEY, state, synced)
+        except Exception as exc:
+            raise StorageError(f"metadata write failed: {exc}") from exc
+
+    # -- batches -------------------------------------------------------------------------------
+
+    def drop_entries(self, batch: rocksdict.WriteBatch, key: bytes, old: Item) -> None:
+        """Add deletes of ``old``'s index entries to ``batch``."""
+        if self.track_expiry and old.deadline:
+            batch.delete(expiry_key(old.deadline, old.cas, key), self._expiry_h)
+        if self.track_age:
+            batch.delete(age_key(old.cas, key), self._age_h)
+
+    def add_entries(self, batch: rocksdict.WriteBatch, key: bytes, deadline: int, cas: int) -> None:
+        """Add puts of a version's index entries to ``batch``."""
+        if self.track_expiry and deadline:
+            batch.put(expiry_key(deadline, cas, key), b"", self._expiry_h)
+        if self.track_age:
+            batch.put(age_key(cas, key), b"", self._age_h)
+
+    def delete_stale(self, batch: rocksdict.WriteBatch, entry: bytes, family: str) -> None:
+        batch.delete(entry, self._expiry_h if family == EXPIRY_CF else self._age_h)
+
+    def commit(self, batch: rocksdict.WriteBatch) -> None:
+        try:
+            self._db.write(batch, self._write_opts)
+        except Exception as exc:
+            raise StorageError(f"write failed: {exc}") from exc
+
+    # -- item writes (the engine's hooks) ------------------------------------------------------
+
+    def wants(self, deadline: int, old: Item | None) -> bool:
+        """Whether a write needs a batch (else a plain put/delete is enough and cheaper)."""
+        return self.track_age or (
+            self.track_expiry and (deadline != 0 or (old is not None and old.deadline != 0))
+        )
+
+    def put(self, key: bytes, value: bytes, deadline: int, cas: int, old: Item | None) -> None:
+        """Write an item version and its entries, dropping ``old``'s entries, atomically."""
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        if old is not None:
+            self.drop_entries(batch, key, old)
+        batch.put(key, value)
+        self.add_entries(batch, key, deadline, cas)
+        self.commit(batch)
+
+    def delete(self, key: bytes, old: Item | None) -> None:
+        """Delete an item and (when known) its version's entries, atomically."""
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        if old is not None:
+            self.drop_entries(batch, key, old)
+        batch.delete(key)
+        self.commit(batch)
+
+
+def _empty(db: Any) -> bool:
+    it = db.iter()
+    it.seek_to_first()
+    return not it.valid()

@@ -1,0 +1,393 @@
+"""Background reclaim: reap expired items, free flushed ones, evict to a disk bound, compact.
+
+PetraCache drops expired items in a RocksDB compaction filter; rocksdict has no such hook, so
+the equivalent is built from what it has: the ``expiry`` and ``age`` index families
+(``storage.index``), batched deletes, ``compact_range``, and RocksDB's compact-on-deletion
+collector (enabled on every family, so tombstone-dense SST files get compacted by RocksDB
+itself as well).
+
+Work, most urgent first; each ``step()`` does one bounded unit (at most ``BATCH`` items and
+``STEP_BUDGET`` seconds) and reports whether more is waiting, so the caller can run steps
+back to back while there is a backlog and sleep when there is none:
+
+1. Eviction: when SST + memtable bytes of all families reach ``HIGH_WATER`` of
+   ``max_disk_bytes``, delete the oldest-written items (head of ``age``: FIFO by write age,
+   as RocksDB FIFO compaction and Segcache do) until an estimate of their on-disk size covers
+   the excess down to ``LOW_WATER``, then compact and measure again.
+2. Expiry: walk ``expiry`` from its head while deadlines are <= now.
+3. Crawl of the items themselves, only when there is no index to read: after a flush_all
+   (every item it covers is deleted) and to backfill an index that was not maintained.
+
+Invariant (no lost update, by construction): every step runs synchronously on the trio
+thread, like every client command, so no command interleaves with a step. A step re-reads
+each item named by an index entry and deletes it only if the stored version is the one the
+entry names (same CAS) and, for expiry and flush, is dead by ``Engine.is_dead``; a version
+written, touched or gat'ed after the entry was written has a new CAS or a new deadline, so
+it is left alone and only the stale entry is deleted. Only ``compact_range`` runs in a
+worker thread (``server.tasks``), and compaction never changes what a read returns.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import rocksdict
+
+from petracache.storage import codec, index as idx
+from petracache.storage.codec import Item
+from petracache.storage.engine import META_CF, Engine
+from petracache.storage.errors import CorruptValue, StorageError
+
+BATCH = 512  # items examined per step
+STEP_BUDGET = 0.002  # seconds of trio-thread time per step: a client waits at most this long
+BUDGET_CHECK_EVERY = 16
+COMPACT_MIN_BYTES = 1 << 20  # reclaimed bytes worth a manual compaction
+COMPACT_EARLY_FRACTION = 0.5  # compact before the backlog is drained past this share of SSTs
+HIGH_WATER = 0.90  # share of max_disk_bytes that starts an eviction round
+LOW_WATER = 0.75  # share an eviction round aims for
+ENTRY_OVERHEAD = 24  # RocksDB per-entry bytes (internal key trailer, block index share)
+FLUSH_DONE_KEY = b"flush_reclaimed"  # meta: the flush state whose items are all deleted
+_FLUSH = struct.Struct("<qQ")
+FAMILIES = ("default", idx.EXPIRY_CF, idx.AGE_CF, META_CF)
+
+
+@dataclass(frozen=True, slots=True)
+class Compaction:
+    """A key range of one column family to compact (``None`` = open end)."""
+
+    family: str
+    begin: bytes | None
+    end: bytes | None
+
+
+class Reclaimer:
+    """Finds dead or excess items through the indexes and deletes them in bounded batches.
+
+    Args:
+        engine: the open engine (its ``index`` says which indexes are maintained).
+        max_disk_bytes: the eviction bound; 0 disables eviction.
+        timer: monotonic seconds, for the per-step time budget.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        max_disk_bytes: int = 0,
+        timer: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self._engine = engine
+        self._db: Any = engine.raw_db()
+        self._index = engine.index
+        self._meta: Any = self._db.get_column_family(META_CF)
+        self._families: dict[str, Any] = {
+            "default": self._db,
+            idx.EXPIRY_CF: self._index.expiry_cf,
+            idx.AGE_CF: self._index.age_cf,
+            META_CF: self._meta,
+        }
+        self._max_disk = max_disk_bytes if self._index.track_age else 0
+        self._timer = timer
+        self.counters = engine.counters
+        # expiry walk
+        self._expiry_cursor = b""
+        # eviction round
+        self._age_cursor = b""
+        self._evict_target = 0
+        self._evict_waits_compaction = False
+        # crawl (flush reclaim / backfill)
+        raw = self._meta.get(FLUSH_DONE_KEY)
+        self._flush_done: tuple[int, int] = _FLUSH.unpack(raw) if raw else (0, 0)
+        self._crawl_cursor: bytes | None = None
+        self._crawl_flush: tuple[int, int] | None = None
+        self._crawl_backfill = False
+        # compaction bookkeeping: default-family key range deleted since the last request
+        self._pending_bytes = 0
+        self._round_bytes = 0  # deleted since the current backlog began
+        self._pending_lo: bytes | None = None
+        self._pending_hi: bytes | None = None
+        self._requests: dict[str, Compaction] = {}
+
+    # -- the step ----------------------------------------------------------------------------
+
+    def step(self) -> bool:
+        """Do one bounded unit of the most urgent work; True if more is waiting.
+
+        Raises:
+            StorageError: RocksDB failed; the step's batch was not applied.
+        """
+        now = self._engine.now()
+        deadline = self._timer() + STEP_BUDGET
+        if self._max_disk and self._eviction_due():
+            more = self._evict(deadline)
+        elif self._index.track_expiry and self._expiry_due(now):
+            more = self._reap_expired(now, deadline)
+        elif self._crawl_due(now):
+            more = self._crawl(now, deadline)
+        else:
+            more = False
+        self._maybe_request_compaction(backlog=more)
+        return more
+
+    @property
+    def eviction_enabled(self) -> bool:
+        return self._max_disk > 0
+
+    # -- eviction ----------------------------------------------------------------------------
+
+    def disk_usage(self) -> int:
+        """SST plus memtable bytes of every column family (what ``max_disk_bytes`` bounds)."""
+        total = 0
+        for family in self._families.values():
+            for prop in ("rocksdb.total-sst-files-size", "rocksdb.cur-size-all-mem-tables"):
+                try:
+                    total += int(family.property_int_value(prop) or 0)
+                except Exception:
+                    continue
+        return total
+
+    def _eviction_due(self) -> bool:
+        if self._evict_target > 0:
+            return True
+        if self._evict_waits_compaction:
+            return False
+        usage = self.disk_usage()
+        if usage < HIGH_WATER * self._max_disk:
+            return False
+        self._evict_target = usage - int(LOW_WATER * self._max_disk)
+        return True
+
+    def _evict(self, deadline: float) -> bool:
+        it = self._index.age_cf.iter()
+        it.seek(self._age_cursor)
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        seen: set[bytes] = set()
+        n = 0
+        while it.valid() and n < BATCH and self._evict_target > 0:
+            entry = bytes(it.key())
+            cas, key = idx.parse_age_key(entry)
+            self._age_cursor = entry + b"\x00"
+            item, size = self._read(key) if key not in seen else (None, 0)
+            if item is not None and item.cas == cas:
+                seen.add(key)
+                self._delete_item(batch, key, item, size)
+                self._evict_target -= size + 2 * ENTRY_OVERHEAD + len(entry)
+                if self._engine.is_dead(item, self._engine.now()):
+                    self.counters.expired_reaped += 1
+                else:
+                    self.counters.evictions += 1
+            else:
+                self._index.delete_stale(batch, entry, idx.AGE_CF)
+            n += 1
+            it.next()
+            if n % BUDGET_CHECK_EVERY == 0 and self._timer() > deadline:
+                break
+        self._index.commit(batch)
+        if self._evict_target > 0 and it.valid():
+            return True
+        # Round over (target met or index exhausted): compact, then measure again.
+        self._evict_target = 0
+        self._evict_waits_compaction = True
+        self._request(Compaction("default", None, None))
+        self._request(Compaction(idx.AGE_CF, None, self._age_cursor))
+        return False
+
+    # -- expiry ------------------------------------------------------------------------------
+
+    def _expiry_due(self, now: int) -> bool:
+        it = self._index.expiry_cf.iter()
+        it.seek(self._expiry_cursor)
+        return bool(it.valid()) and idx.expiry_deadline_of(bytes(it.key())) <= now
+
+    def _reap_expired(self, now: int, deadline: float) -> bool:
+        it = self._index.expiry_cf.iter()
+        it.seek(self._expiry_cursor)
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        seen: set[bytes] = set()
+        n = 0
+        while it.valid() and n < BATCH:
+            entry = bytes(it.key())
+            entry_deadline, cas, key = idx.parse_expiry_key(entry)
+            if entry_deadline > now:
+                break
+            self._expiry_cursor = entry + b"\x00"
+            item, size = self._read(key) if key not in seen else (None, 0)
+            if item is not None and item.cas == cas and self._engine.is_dead(item, now):
+                seen.add(key)
+                self._delete_item(batch, key, item, size)
+                self._count_dead(item, now)
+            self._index.delete_stale(batch, entry, idx.EXPIRY_CF)
+            n += 1
+            it.next()
+            if n % BUDGET_CHECK_EVERY == 0 and self._timer() > deadline:
+                break
+        self._index.commit(batch)
+        return bool(it.valid()) and idx.expiry_deadline_of(bytes(it.key())) <= now
+
+    # -- crawl (flush reclaim, index backfill) -------------------------------------------------
+
+    def _crawl_due(self, now: int) -> bool:
+        state = self._engine.flush_state
+        oldest_live = state[0]
+        flush_pending = state != self._flush_done and oldest_live != 0 and oldest_live <= now
+        if flush_pending and self._crawl_flush != state:
+            # A new flush covers more than the crawl in progress (if any): start over.
+            self._crawl_flush = state
+            self._crawl_cursor = b""
+        if self._crawl_cursor is None and self._index.needs_backfill:
+            self._crawl_backfill = True
+            self._crawl_cursor = b""
+        return self._crawl_cursor is not None
+
+    def _crawl(self, now: int, deadline: float) -> bool:
+        assert self._crawl_cursor is not None
+        it = self._db.iter()
+        it.seek(self._crawl_cursor)
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        n = 0
+        while it.valid() and n < BATCH:
+            key = bytes(it.key())
+            raw = bytes(it.value())
+            self._crawl_cursor = key + b"\x00"
+            try:
+                item = codec.decode(raw)
+            except CorruptValue:
+                item = None
+            if item is not None:
+                if self._engine.is_dead(item, now):
+                    self._delete_item(batch, key, item, len(key) + len(raw))
+                    self._count_dead(item, now)
+                elif self._crawl_backfill:
+                    self._index.add_entries(batch, key, item.deadline, item.cas)
+            n += 1
+            it.next()
+            if n % BUDGET_CHECK_EVERY == 0 and self._timer() > deadline:
+                break
+        self._index.commit(batch)
+        if it.valid():
+            return True
+        self._finish_crawl()
+        return False
+
+    def _finish_crawl(self) -> None:
+        if self._crawl_flush is not None:
+            self._flush_done = self._crawl_flush
+            self._put_meta(FLUSH_DONE_KEY, _FLUSH.pack(*self._flush_done))
+        if self._crawl_backfill:
+            self._index.mark_complete()
+        self._crawl_cursor = None
+        self._crawl_flush = None
+        self._crawl_backfill = False
+
+    # -- shared helpers ------------------------------------------------------------------------
+
+    def _read(self, key: bytes) -> tuple[Item | None, int]:
+        """The stored version under ``key`` (None if absent or undecodable) and its size."""
+        try:
+            raw = self._db.get(key)
+        except Exception as exc:
+            raise StorageError(f"read failed: {exc}") from exc
+        if raw is None:
+            return None, 0
+        try:
+            return codec.decode(raw), len(key) + len(raw)
+        except CorruptValue:
+            return None, 0
+
+    def _delete_item(self, batch: rocksdict.WriteBatch, key: bytes, item: Item, size: int) -> None:
+        self._index.drop_entries(batch, key, item)
+        batch.delete(key)
+        self.counters.reclaimed_bytes += size
+        self._pending_bytes += size
+        self._round_bytes += size
+        if self._pending_lo is None or key < self._pending_lo:
+            self._pending_lo = key
+        if self._pending_hi is None or key > self._pending_hi:
+            self._pending_hi = key
+
+    def _count_dead(self, item: Item, now: int) -> None:
+        if item.deadline and item.deadline <= now:
+            self.counters.expired_reaped += 1
+        else:
+            self.counters.flushed_reaped += 1
+
+    def _put_meta(self, key: bytes, value: bytes) -> None:
+        synced = rocksdict.WriteOptions()
+        synced.sync = True
+        try:
+            self._meta.put(key, value, synced)
+        except Exception as exc:
+            raise StorageError(f"metadata write failed: {exc}") from exc
+
+    # -- compaction ----------------------------------------------------------------------------
+
+    def _maybe_request_compaction(self, backlog: bool) -> None:
+        """Ask for a compaction of what was deleted once it is worth rewriting SSTs for.
+
+        While a backlog drains, only when the deletions are a large share of the SST bytes
+        (so a huge backlog is not compacted once per batch); when it is drained, whatever
+        the backlog deleted since the last request, if the backlog was worth it as a whole.
+        """
+        round_bytes = self._round_bytes
+        if not backlog:
+            self._round_bytes = 0
+        if self._pending_lo is None:
+            return
+        if backlog:
+            sst = int(self._db.property_int_value("rocksdb.total-sst-files-size") or 0)
+            if self._pending_bytes < max(COMPACT_MIN_BYTES, COMPACT_EARLY_FRACTION * sst):
+                return
+        elif round_bytes < COMPACT_MIN_BYTES:
+            return
+        self._request(Compaction("default", self._pending_lo, self._pending_hi))
+        if self._expiry_cursor:
+            self._request(Compaction(idx.EXPIRY_CF, None, self._expiry_cursor))
+        self._pending_bytes = 0
+        self._pending_lo = self._pending_hi = None
+
+    def _request(self, job: Compaction) -> None:
+        """Queue a compaction, merging it with a queued one of the same family."""
+        queued = self._requests.get(job.family)
+        if queued is not None:
+            begin = None if None in (queued.begin, job.begin) else min(queued.begin, job.begin)  # type: ignore[type-var]
+            end = None if None in (queued.end, job.end) else max(queued.end, job.end)  # type: ignore[type-var]
+            job = Compaction(job.family, begin, end)
+        self._requests[job.family] = job
+
+    def take_compaction(self) -> Compaction | None:
+        """The next queued compaction, if any (the caller runs it in a worker thread)."""
+        if not self._requests:
+            return None
+        family = next(iter(self._requests))
+        return self._requests.pop(family)
+
+    def compact(self, job: Compaction) -> int:
+        """Run ``job`` (blocking: call from a worker thread); returns the SST bytes freed.
+
+        ``exclusive_manual_compaction`` is off so RocksDB's own compactions keep running
+        (and writes do not stall behind a long manual compaction).
+        """
+        family = self._families[job.family]
+        before = int(family.property_int_value("rocksdb.total-sst-files-size") or 0)
+        opts = rocksdict.CompactOptions()
+        opts.set_exclusive_manual_compaction(False)
+        try:
+            family.compact_range(job.begin, job.end, opts)
+        except Exception as exc:
+            raise StorageError(f"compaction failed: {exc}") from exc
+        after = int(family.property_int_value("rocksdb.total-sst-files-size") or 0)
+        return max(before - after, 0)
+
+    def compaction_done(self, job: Compaction, freed: int) -> None:
+        """Record a finished compaction (on the trio thread)."""
+        self.counters.compactions += 1
+        self.counters.compacted_bytes += freed
+        if job.family == idx.EXPIRY_CF:
+            self._expiry_cursor = b""  # tombstones below it are gone; re-seek from the head
+        elif job.family == idx.AGE_CF:
+            self._age_cursor = b""
+        elif job.family == "default":
+            self._evict_waits_compaction = False

@@ -1,0 +1,247 @@
+"""The background reclaimer against a real RocksDB in tmp_path, with an injected clock.
+
+The reclaimer's steps and compactions are driven synchronously here (the trio loop in
+``server.tasks`` only schedules them), so every interleaving of client writes and reaper
+steps below is chosen by the test, not by timing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from petracache.config import StorageSettings
+from petracache.storage import index as idx
+from petracache.storage.engine import Engine, StoreMode
+from petracache.storage.reaper import Reclaimer
+
+T0 = 1_700_000_000
+VALUE = b"v" * 1000
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = float(T0)
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def make_engine(path: Path, clock: Clock, **options: object) -> Engine:
+    settings = StorageSettings(
+        db_path=str(path),
+        write_buffer_size=256 * 1024,
+        target_file_size_base=256 * 1024,
+        block_cache_size=1 << 20,
+        **options,  # type: ignore[arg-type]
+    )
+    return Engine(settings, clock=clock)
+
+
+@pytest.fixture
+def engine(tmp_path: Path, clock: Clock) -> Iterator[Engine]:
+    eng = make_engine(tmp_path / "db", clock)
+    yield eng
+    eng.close()
+
+
+def drain(reclaimer: Reclaimer, max_steps: int = 10_000) -> None:
+    """Run steps and the compactions they ask for until nothing is left to do."""
+    for _ in range(max_steps):
+        more = reclaimer.step()
+        job = reclaimer.take_compaction()
+        while job is not None:
+            reclaimer.compaction_done(job, reclaimer.compact(job))
+            job = reclaimer.take_compaction()
+        if not more:
+            return
+    raise AssertionError("reclaimer never ran out of work")
+
+
+def sst_bytes(engine: Engine) -> int:
+    return engine.property_int("rocksdb.total-sst-files-size")
+
+
+def raw_keys(engine: Engine) -> set[bytes]:
+    return {bytes(k) for k in engine.raw_db()}
+
+
+def test_reaped_items_disappear_and_their_space_is_compacted(engine: Engine, clock: Clock) -> None:
+    for i in range(3000):
+        engine.store(StoreMode.SET, b"ttl:%d" % i, 0, 10, VALUE)
+    for i in range(50):
+        engine.store(StoreMode.SET, b"keep:%d" % i, 0, 0, VALUE)
+    engine.flush_memtables()
+    full = sst_bytes(engine)
+    assert full > 3000 * 1000
+
+    reclaimer = Reclaimer(engine)
+    drain(reclaimer)
+    assert engine.counters.expired_reaped == 0  # nothing is due yet
+
+    clock.now += 11
+    drain(reclaimer)
+    engine.flush_memtables()
+    assert engine.counters.expired_reaped == 3000
+    assert engine.counters.expired_lazy == 0
+    assert engine.counters.reclaimed_bytes >= 3000 * 1000
+    assert engine.counters.compactions >= 1
+    assert raw_keys(engine) == {b"keep:%d" % i for i in range(50)}
+    assert sst_bytes(engine) < full // 10
+    assert not list(engine.index.expiry_cf.keys())
+
+
+def test_rewritten_keys_survive_the_reaper(engine: Engine, clock: Clock) -> None:
+    """Rewrites between reaper steps (set, touch, gat, cas) are never lost."""
+    for i in range(2000):
+        engine.store(StoreMode.SET, b"k:%04d" % i, 0, 5, b"old")
+    clock.now += 6
+    reclaimer = Reclaimer(engine)
+    assert reclaimer.step()  # one bounded step: part of the backlog is reaped
+    reaped_first = engine.counters.expired_reaped
+    assert 0 < reaped_first < 2000
+    # The clock moved back (e.g. NTP): the items are live again, clients rewrite some.
+    clock.now -= 6
+    rewritten = {}
+    for n, i in enumerate(range(1000, 2000, 10)):
+        key = b"k:%04d" % i
+        match n % 4:
+            case 0:
+                engine.store(StoreMode.SET, key, 0, 0, b"new")  # blind set: stale entry left
+            case 1:
+                assert engine.touch(key, 0)
+            case 2:
+                assert engine.get_and_touch(key, 100) is not None
+            case _:
+                old = engine.get(key)
+                assert old is not None
+                engine.store(StoreMode.CAS, key, 0, 0, b"cas", cas_unique=old.cas)
+        rewritten[key] = engine.get(key)
+    clock.now += 6
+    drain(reclaimer)
+    for key, item in rewritten.items():
+        assert item is not None
+        assert engine.get(key) == item, key
+    assert engine.counters.expired_reaped == 2000 - len(rewritten)
+    assert engine.counters.expired_lazy == 0
+
+
+def test_entry_is_stale_once_the_item_is_rewritten(engine: Engine, clock: Clock) -> None:
+    engine.store(StoreMode.SET, b"a", 0, 5, b"one")
+    engine.store(StoreMode.SET, b"a", 0, 50, b"two")  # blind: the first entry is now stale
+    assert len(list(engine.index.expiry_cf.keys())) == 2
+    clock.now += 6
+    drain(Reclaimer(engine))
+    item = engine.get(b"a")
+    assert item is not None
+    assert item.data == b"two"
+    assert engine.counters.expired_reaped == 0
+    assert [idx.parse_expiry_key(bytes(k))[2] for k in engine.index.expiry_cf] == [b"a"]
+
+
+def test_flush_all_space_is_reclaimed(engine: Engine, clock: Clock) -> None:
+    for i in range(2000):
+        engine.store(StoreMode.SET, b"f:%d" % i, 0, 0, VALUE)
+    engine.flush_memtables()
+    full = sst_bytes(engine)
+    engine.flush_all(0)
+    clock.now += 1
+    engine.store(StoreMode.SET, b"after", 0, 0, b"x")
+    drain(Reclaimer(engine))
+    engine.flush_memtables()
+    assert engine.counters.flushed_reaped == 2000
+    assert raw_keys(engine) == {b"after"}
+    assert sst_bytes(engine) < full // 10
+    # The reclaim is recorded: a new reclaimer (a restart) does not crawl again.
+    again = Reclaimer(engine)
+    drain(again)
+    assert engine.counters.flushed_reaped == 2000
+
+
+def test_delayed_flush_is_reclaimed_when_it_takes_effect(engine: Engine, clock: Clock) -> None:
+    for i in range(100):
+        engine.store(StoreMode.SET, b"d:%d" % i, 0, 0, b"x")
+    engine.flush_all(10)
+    reclaimer = Reclaimer(engine)
+    drain(reclaimer)
+    assert engine.counters.flushed_reaped == 0
+    assert len(raw_keys(engine)) == 100
+    clock.now += 10
+    drain(reclaimer)
+    assert engine.counters.flushed_reaped == 100
+    assert raw_keys(engine) == set()
+
+
+def test_eviction_keeps_writes_working_and_never_returns_stale_data(
+    tmp_path: Path, clock: Clock
+) -> None:
+    bound = 2 * 1024 * 1024
+    engine = make_engine(tmp_path / "db", clock, max_disk_bytes=bound)
+    try:
+        reclaimer = Reclaimer(engine, max_disk_bytes=bound)
+        latest: dict[bytes, bytes] = {}
+        peak = 0
+        for i in range(6000):  # 3x the bound of writes, a quarter of them rewrites
+            key = b"e:%d" % (i % 4500)
+            value = b"%d:" % i + VALUE
+            engine.store(StoreMode.SET, key, 0, 0, value)
+            latest[key] = value
+            if i % 200 == 0:
+                drain(reclaimer)
+                peak = max(peak, reclaimer.disk_usage())
+        drain(reclaimer)
+        assert engine.counters.evictions > 0
+        assert peak < 2 * bound
+        hits = 0
+        for key, value in latest.items():
+            item = engine.get(key)
+            if item is not None:
+                hits += 1
+                assert item.data == value, key
+        assert 0 < hits < len(latest)
+        # FIFO by write age: the most recent writes survived.
+        assert engine.get(b"e:%d" % (5999 % 4500)) is not None
+    finally:
+        engine.close()
+
+
+def test_index_is_backfilled_when_reclaim_is_turned_on(tmp_path: Path, clock: Clock) -> None:
+    path = tmp_path / "db"
+    engine = make_engine(path, clock, enable_ttl_compaction=False)
+    for i in range(300):
+        engine.store(StoreMode.SET, b"b:%d" % i, 0, 5, b"x")
+    engine.store(StoreMode.SET, b"forever", 0, 0, b"x")
+    assert not list(engine.index.expiry_cf.keys())
+    engine.close()
+    del engine  # column-family handles keep RocksDB's lock until they are released
+
+    engine = make_engine(path, clock)
+    try:
+        assert engine.index.needs_backfill
+        drain(Reclaimer(engine))
+        assert not engine.index.needs_backfill
+        assert len(list(engine.index.expiry_cf.keys())) == 300
+        clock.now += 6
+        drain(Reclaimer(engine))
+        assert engine.counters.expired_reaped == 300
+        assert raw_keys(engine) == {b"forever"}
+    finally:
+        engine.close()
+
+
+def test_without_reclaim_no_index_is_written(tmp_path: Path, clock: Clock) -> None:
+    engine = make_engine(tmp_path / "db", clock, enable_ttl_compaction=False)
+    try:
+        engine.store(StoreMode.SET, b"k", 0, 5, b"x")
+        assert not engine.index.active
+        assert not list(engine.index.expiry_cf.keys())
+        assert not list(engine.index.age_cf.keys())
+    finally:
+        engine.close()
