@@ -5,6 +5,7 @@ Everything here talks to real servers over TCP on loopback; nothing is mocked.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -229,6 +230,54 @@ class RawClient:
 
     def close(self) -> None:
         self.sock.close()
+
+
+class NutcrackerProcess:
+    """Debian's twemproxy (``nutcracker``) on a free port, with a generated pool config.
+
+    Args:
+        workdir: where the config and log files go.
+        config: the YAML pool configuration; ``{listen}`` in it is replaced by the
+            ``127.0.0.1:<port>`` the proxy listens on.
+    """
+
+    def __init__(self, workdir: Path, config: str) -> None:
+        binary = shutil.which("nutcracker") or "/usr/sbin/nutcracker"
+        if not Path(binary).exists():
+            raise RuntimeError("nutcracker is not installed (apt-get install nutcracker)")
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.stats_port = free_port()
+        self.conf = self.workdir / "nutcracker.yml"
+        self.conf.write_text(config.replace("{listen}", f"127.0.0.1:{self.port}"))
+        self.log_path = self.workdir / "nutcracker.log"
+        self.proc = subprocess.Popen(
+            [
+                *(binary, "-c", str(self.conf), "-o", str(self.log_path), "-v", "6"),
+                *("-s", str(self.stats_port), "-a", "127.0.0.1", "-i", "100"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port)
+
+    def client(self, timeout: float = 5.0) -> RawClient:
+        return RawClient(self.port, timeout=timeout)
+
+    def stats(self) -> dict[str, object]:
+        """The stats JSON nutcracker serves on its stats port (aggregated every 100 ms)."""
+        with socket.create_connection(("127.0.0.1", self.stats_port), timeout=5) as s:
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        result: dict[str, object] = json.loads(data)
+        return result
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
 
 
 def cmds(lines: Iterable[str | bytes]) -> bytes:

@@ -1,0 +1,243 @@
+"""Scale-out on one host: N petracache instances behind a memcached router.
+
+One petracache process runs on one core (one trio thread; RocksDB's background threads aside),
+so a host with N cores runs N instances and a router shards keys across them. Instance ``i``
+(from 0) gets data port ``base_port + i``, admin port ``admin_base_port + i`` and data
+directory ``<data_dir>/<name>-<i>``: nothing is shared, so any instance can restart on its
+own directory and serve its shard again.
+
+Router configurations are generated from the same plan, so they can never disagree with it:
+
+* twemproxy (nutcracker) YAML: ketama consistent hashing, each server named ``<name>-<i>``
+  (ketama hashes the name, so moving an instance to another port keeps its keys), with
+  optional auto-ejection of a dead server;
+* mcrouter JSON: a consistent-hashing (Ch3) pool behind a FailoverRoute whose extra children
+  re-hash the key with a salt, so a key whose server is down goes to another live one.
+
+Command line (``petracache-cluster`` or ``python -m petracache.cluster``)::
+
+    petracache-cluster config nutcracker -n 4          # print a router config
+    petracache-cluster run -n 2 --router-port 22121     # run 2 instances + nutcracker
+
+``run`` starts the instances (and nutcracker when ``--router-port`` is given), forwards
+SIGTERM/SIGINT to every child so each one shuts down cleanly, and exits when all are gone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_POOL = "petracache"
+NUTCRACKER_PATHS = ("nutcracker", "/usr/sbin/nutcracker")
+FAILOVER_SALTS = ("failover-1", "failover-2")  # two re-hashes: a 2nd dead server is skipped too
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """One petracache process of the plan."""
+
+    name: str
+    host: str
+    port: int
+    admin_port: int
+    db_path: Path
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def command(self, python: str = sys.executable) -> list[str]:
+        """The exact command line that starts this instance."""
+        return [
+            python,
+            "-m",
+            "petracache",
+            "-l",
+            self.host,
+            "-p",
+            str(self.port),
+            "--db-path",
+            str(self.db_path),
+        ]
+
+    def env(self) -> dict[str, str]:
+        """Environment additions: the admin sidecar's own port."""
+        return {"PETRACACHE_METRICS__LISTEN_ADDR": f"{self.host}:{self.admin_port}"}
+
+
+def plan(
+    count: int,
+    *,
+    host: str = "127.0.0.1",
+    base_port: int = 11211,
+    admin_base_port: int = 9090,
+    data_dir: str | Path = "./data",
+    name: str = "pc",
+) -> list[Instance]:
+    """``count`` instances on consecutive data and admin ports, one data directory each."""
+    if count < 1:
+        raise ValueError("count must be at least 1")
+    return [
+        Instance(
+            f"{name}-{i}",
+            host,
+            base_port + i,
+            admin_base_port + i if admin_base_port else 0,  # 0: any free port
+            Path(data_dir) / f"{name}-{i}",
+        )
+        for i in range(count)
+    ]
+
+
+def nutcracker_yaml(
+    instances: Sequence[Instance],
+    *,
+    listen: str = "127.0.0.1:22121",
+    pool: str = DEFAULT_POOL,
+    auto_eject: bool = True,
+    server_failure_limit: int = 2,
+    server_retry_timeout_ms: int = 2000,
+    timeout_ms: int = 1000,
+) -> str:
+    """A twemproxy pool over ``instances`` with ketama hashing.
+
+    With ``auto_eject`` a server that fails ``server_failure_limit`` times in a row leaves the
+    ring (its keys go to the others) and is retried after ``server_retry_timeout_ms``.
+    """
+    lines = [
+        f"{pool}:",
+        f"  listen: {listen}",
+        "  hash: fnv1a_64",
+        "  distribution: ketama",
+        f"  timeout: {timeout_ms}",
+        "  backlog: 1024",
+        "  preconnect: true",
+        f"  auto_eject_hosts: {'true' if auto_eject else 'false'}",
+        f"  server_retry_timeout: {server_retry_timeout_ms}",
+        f"  server_failure_limit: {server_failure_limit}",
+        "  servers:",
+    ]
+    lines += [f"   - {inst.address}:1 {inst.name}" for inst in instances]
+    return "\n".join(lines) + "\n"
+
+
+def mcrouter_config(servers: Sequence[str], *, pool: str = DEFAULT_POOL) -> dict[str, Any]:
+    """An mcrouter config: a Ch3 consistent-hashing pool with failover to re-hashed routes.
+
+    The first child sends each key to its server on the ring; if that server errors or is
+    marked down (TKO), the next child re-hashes the key with a salt onto the same pool.
+    """
+    routes: list[dict[str, Any]] = [
+        {"type": "PoolRoute", "pool": pool, "hash": {"hash_func": "Ch3"}}
+    ]
+    routes += [
+        {"type": "PoolRoute", "pool": pool, "hash": {"hash_func": "Ch3", "salt": salt}}
+        for salt in FAILOVER_SALTS
+    ]
+    return {
+        "pools": {pool: {"servers": list(servers)}},
+        "route": {"type": "FailoverRoute", "children": routes},
+    }
+
+
+def mcrouter_json(servers: Sequence[str], *, pool: str = DEFAULT_POOL) -> str:
+    return json.dumps(mcrouter_config(servers, pool=pool), indent=2) + "\n"
+
+
+def find_nutcracker() -> str | None:
+    for candidate in NUTCRACKER_PATHS:
+        found = shutil.which(candidate)
+        if found:
+            return found
+    return None
+
+
+def _run(args: argparse.Namespace) -> int:
+    instances = plan(
+        args.count,
+        host=args.host,
+        base_port=args.base_port,
+        admin_base_port=args.admin_base_port,
+        data_dir=args.data_dir,
+    )
+    data_dir = Path(args.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    children: list[subprocess.Popen[bytes]] = [
+        subprocess.Popen(inst.command(), env={**os.environ, **inst.env()}) for inst in instances
+    ]
+    if args.router_port:
+        binary = find_nutcracker()
+        if binary is None:
+            print("petracache-cluster: nutcracker not found", file=sys.stderr)
+        else:
+            conf = data_dir / "nutcracker.yml"
+            conf.write_text(nutcracker_yaml(instances, listen=f"{args.host}:{args.router_port}"))
+            log = data_dir / "nutcracker.log"
+            children.append(subprocess.Popen([binary, "-c", str(conf), "-o", str(log)]))
+    (data_dir / "mcrouter.json").write_text(mcrouter_json([i.address for i in instances]))
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for inst in instances:
+        print(f"{inst.name}: data {inst.address} admin {inst.host}:{inst.admin_port}", flush=True)
+    while any(child.poll() is None for child in children):
+        time.sleep(0.2)
+    return max((child.returncode or 0) for child in children)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="petracache-cluster", description="Run N petracache instances behind a router."
+    )
+    sub = parser.add_subparsers(dest="action", required=True)
+    for action in ("config", "run"):
+        p = sub.add_parser(action)
+        if action == "config":
+            p.add_argument("router", choices=["nutcracker", "mcrouter"])
+        p.add_argument("-n", "--count", type=int, default=os.cpu_count() or 1)
+        p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--base-port", type=int, default=11211)
+        p.add_argument("--admin-base-port", type=int, default=9090)
+        p.add_argument("--data-dir", default="./data")
+        p.add_argument("--router-port", type=int, default=0, help="nutcracker listen port")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``petracache-cluster``."""
+    args = build_parser().parse_args(argv)
+    if args.action == "run":
+        return _run(args)
+    instances = plan(
+        args.count,
+        host=args.host,
+        base_port=args.base_port,
+        admin_base_port=args.admin_base_port,
+        data_dir=args.data_dir,
+    )
+    if args.router == "nutcracker":
+        listen = f"{args.host}:{args.router_port or 22121}"
+        sys.stdout.write(nutcracker_yaml(instances, listen=listen))
+    else:
+        sys.stdout.write(mcrouter_json([i.address for i in instances]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
