@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 
-from petracache import __version__, mcrouter_ops
+from petracache import mcrouter_ops
 from petracache.counters import Counters
 from petracache.leases import LeaseTable
+from petracache.limits import SERVER_VERSION
+from petracache.prefix_stats import PrefixStats
 from petracache.protocol.requests import (
     Arithmetic,
     CacheMemlimit,
@@ -67,6 +69,7 @@ class Executor:
         self.counters = counters
         self.info = info
         self.leases = LeaseTable()  # mcrouter lease-get/lease-set; in memory only
+        self.prefixes = PrefixStats()  # stats detail on|off|dump
 
     def execute(self, request: Request) -> Response:
         """Run one request; storage failures become ``SERVER_ERROR`` replies."""
@@ -91,6 +94,8 @@ class Executor:
                 return self._touch(request)
             case TooLarge():
                 self.counters.store_too_large += 1
+                if self.prefixes.enabled:
+                    self.prefixes.record_set(request.key)
                 if request.mode is StoreMode.SET:
                     # memcached: "Avoid stale data persisting in cache because we failed alloc."
                     self.engine.remove(request.key)
@@ -101,7 +106,7 @@ class Executor:
                 self.leases.clear()
                 return Status.OK
             case Version():
-                return VersionReply(__version__)
+                return VersionReply(SERVER_VERSION)
             case Verbosity():
                 self.info.verbosity = min(request.level, 2)
                 return Status.OK
@@ -124,11 +129,14 @@ class Executor:
         counters = self.counters
         hits: list[Hit] = []
         touch = request.exptime is not None
+        detail = self.prefixes if self.prefixes.enabled else None
         for key in request.keys:
             if touch:
                 item = engine.get_and_touch(key, request.exptime)  # type: ignore[arg-type]
             else:
                 item = engine.get(key)
+            if detail is not None:
+                detail.record_get(key, item is not None)
             if item is None:
                 if touch:
                     counters.touch_misses += 1
@@ -148,6 +156,8 @@ class Executor:
 
     def _store(self, request: Store) -> Status:
         self.counters.cmd_set += 1
+        if self.prefixes.enabled:
+            self.prefixes.record_set(request.key)
         result, _cas = self.engine.store(
             _STORE_MODES[request.mode],
             request.key,
@@ -167,6 +177,8 @@ class Executor:
 
     def _delete(self, request: Delete) -> Status:
         self.leases.invalidate(request.key)
+        if self.prefixes.enabled:
+            self.prefixes.record_delete(request.key)
         if self.engine.delete(request.key):
             self.counters.delete_hits += 1
             return Status.DELETED
@@ -203,9 +215,10 @@ class Executor:
         group = request.args[0]
         if group == b"reset":
             self.counters.reset()
+            self.prefixes.clear()
             return Status.RESET
         if group == b"settings":
             return StatsReply(settings_stats(self.engine, self.info))
         if group == b"detail":
-            return ErrorReply(b"CLIENT_ERROR usage: stats detail on|off|dump\r\n")
+            return RawReply(self.prefixes.command(request.args[1:]))
         return Status.ERROR

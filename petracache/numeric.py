@@ -21,6 +21,8 @@ U64_MAX = (1 << 64) - 1
 I64_MIN = -(1 << 63)
 I64_MAX = (1 << 63) - 1
 _DIGITS = frozenset(b"0123456789")
+_MAX_DIGITS = 20  # len(str(U64_MAX)); longer digit runs (after leading zeros) overflow
+_OUT_OF_RANGE = 1 << 65
 
 
 def _strto(token: bytes) -> tuple[int, bool] | None:
@@ -29,7 +31,7 @@ def _strto(token: bytes) -> tuple[int, bool] | None:
     Returns:
         ``(magnitude, negative)`` or ``None`` when no digits were read or junk follows them.
     """
-    if token.isdigit():  # fast path: the common case of plain ASCII digits
+    if token.isdigit() and len(token) <= _MAX_DIGITS:  # fast path: plain ASCII digits
         return int(token), False
     i = 0
     n = len(token)
@@ -46,7 +48,10 @@ def _strto(token: bytes) -> tuple[int, bool] | None:
         return None
     if i < n and token[i] not in C_SPACE and token[i] != 0:
         return None
-    return int(token[start:i]), negative
+    digits = token[start:i].lstrip(b"0")
+    if len(digits) > _MAX_DIGITS:  # out of range for every caller; int() would refuse it
+        return _OUT_OF_RANGE, negative
+    return int(digits or b"0"), negative
 
 
 def strtoull(token: bytes) -> int | None:

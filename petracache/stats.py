@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from petracache import __version__
 from petracache.counters import Counters
+from petracache.limits import SERVER_VERSION
 from petracache.storage.engine import Engine
 
 
@@ -41,7 +41,7 @@ def general_stats(counters: Counters, engine: Engine, info: ServerInfo) -> list[
         ("pid", os.getpid()),
         ("uptime", int(now - info.started)),
         ("time", int(now)),
-        ("version", __version__),
+        ("version", SERVER_VERSION),  # the same text as the version command
         ("libevent", "trio"),
         ("pointer_size", struct.calcsize("P") * 8),
         ("rusage_user", f"{usage.ru_utime:.6f}"),

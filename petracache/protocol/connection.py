@@ -14,6 +14,13 @@ Rules, from memcached's ``try_read_command_ascii`` and ``conn_nread``/``conn_swa
    otherwise ``CLIENT_ERROR bad data chunk`` and parsing resumes after those bytes.
 4. The data of an oversized storage command is discarded as it arrives (never buffered), so
    memory per connection stays bounded by the item size limit plus one read.
+5. Replies are the caller's to write, but two memcached behaviours decide *which* replies
+   reach the client when a connection ends badly, and the caller must follow them to stay
+   byte-identical: memcached writes a read's replies at *flush points* only: after every
+   get/gets/gat/gats, after the ``FLUSH_AFTER``-th request of a read and every
+   ``FLUSH_EVERY`` requests after that (its ``reqs_per_event`` yield), and when the input
+   runs dry. A too-long line (``CloseConnection``) drops the replies held since the last
+   flush point, and so does a get with a too-long key (``ProtocolError.discard_unsent``).
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ from petracache.protocol.requests import LeaseSet, Request, Store, TooLarge
 from petracache.protocol.responses import Response
 from petracache.protocol.text import StoreHeader, parse_line
 
+FLUSH_AFTER: Final = 21  # memcached: reqs_per_event (-R, default 20) + the first request
+FLUSH_EVERY: Final = 20
 MAX_LINE: Final = 2048  # memcached: "no '\n' in the first few k" -> close
 MAX_MULTIGET_LINE: Final = 1024 * 1024  # ~4000 max-length keys; memcached leaves this unbounded
 _COMPACT_AT: Final = 64 * 1024

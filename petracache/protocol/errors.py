@@ -3,6 +3,10 @@
 Rule: a ``ProtocolError`` is recoverable. The connection sends ``reply`` (unless the command
 asked for ``noreply``, which in memcached suppresses error replies too) and keeps parsing.
 ``CloseConnection`` is the one unrecoverable case (memcached closes without a reply).
+
+memcached holds a connection's replies until a flush point (see ``connection.FLUSH_AFTER``);
+one error, a too-long key in a get, also throws away the replies it still holds
+(``discard_unsent``), and the caller must do the same to answer byte for byte alike.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ class ProtocolError(Exception):
     """A malformed request; ``reply`` is the full reply line including ``\\r\\n``."""
 
     reply: bytes = b"ERROR\r\n"
+    discard_unsent: bool = False
 
     def __init__(self, reply: bytes | None = None, *, noreply: bool = False) -> None:
         if reply is not None:
@@ -30,6 +35,16 @@ class BadCommandLine(ProtocolError):
     """A field of the command line is malformed or a key is too long."""
 
     reply = b"CLIENT_ERROR bad command line format\r\n"
+
+
+class BadGetKey(BadCommandLine):
+    """A key over 250 bytes in get/gets/gat/gats.
+
+    memcached's ``process_get_command`` then releases every reply the connection has not
+    written yet (``conn_release_items``), the previous commands' replies included.
+    """
+
+    discard_unsent = True
 
 
 class BadDataChunk(ProtocolError):

@@ -160,7 +160,7 @@ def _parse_get(tokens: list[bytes], ntokens: int, return_cas: bool, touch: bool)
         keys = tokens[2:]
     for key in keys:
         if len(key) > KEY_MAX_LENGTH:
-            raise errors.BadCommandLine()
+            raise errors.BadGetKey()
     return Get(keys, return_cas, exptime)
 
 
@@ -198,7 +198,9 @@ def _parse_delete(tokens: list[bytes], ntokens: int) -> Delete:
         # memcached accepts only the legacy hold time 0; mcrouter sends
         # `delete <key> <exptime>` whenever its client gave one, so any number is taken
         # (and ignored: the item goes at once). See README "Behind a router".
-        hold_is_number = strtol32(tokens[2]) is not None
+        # Plain digits only: memcached compares with "0" exactly, so "0\r" or "+0" must
+        # still get its usage error (the differential test sends them).
+        hold_is_number = tokens[2].isdigit()
         noreply = _noreply(tokens, ntokens)
         valid = (ntokens == 4 and (hold_is_number or noreply)) or (
             ntokens == 5 and hold_is_number and noreply

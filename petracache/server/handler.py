@@ -21,9 +21,14 @@ from dataclasses import dataclass, field
 import trio
 
 from petracache.counters import Counters
-from petracache.protocol.connection import NEED_DATA, MemcacheConnection
+from petracache.protocol.connection import (
+    FLUSH_AFTER,
+    FLUSH_EVERY,
+    NEED_DATA,
+    MemcacheConnection,
+)
 from petracache.protocol.errors import CloseConnection, ProtocolError
-from petracache.protocol.requests import Quit, Request
+from petracache.protocol.requests import Get, Quit, Request
 from petracache.protocol.responses import Response
 from petracache.server.durability import GroupCommitter, NotDurable
 
@@ -138,15 +143,27 @@ async def _drain_requests(
     out: list[bytes] = []
     size = 0
     keep_open = True
+    # memcached's flush points (protocol.connection rule 5): out[:flushed] is what memcached
+    # would have written already; a too-long line or a get with a too-long key drops the rest.
+    flushed = 0
+    handled = 0
     while True:
         try:
             request = conn.next_request()
         except ProtocolError as exc:
             counters.protocol_errors += 1
+            if exc.discard_unsent:
+                size -= sum(map(len, out[flushed:]))
+                del out[flushed:]
             if not exc.noreply:
                 out.append(exc.reply)
+                size += len(exc.reply)
+            handled += 1
+            if handled >= FLUSH_AFTER and (handled - FLUSH_AFTER) % FLUSH_EVERY == 0:
+                flushed = len(out)
             continue
         except CloseConnection:
+            del out[flushed:]
             keep_open = False
             break
         if request is NEED_DATA:
@@ -158,12 +175,18 @@ async def _drain_requests(
         if reply:
             out.append(reply)
             size += len(reply)
-            if size >= WRITE_HIGH_WATER:
-                if durability is not None:
-                    mark = await durability.settle(mark)
-                await _write(stream, out, counters)
-                out = []
-                size = 0
+        handled += 1
+        if isinstance(request, Get) or (
+            handled >= FLUSH_AFTER and (handled - FLUSH_AFTER) % FLUSH_EVERY == 0
+        ):
+            flushed = len(out)
+        if size >= WRITE_HIGH_WATER:
+            if durability is not None:
+                mark = await durability.settle(mark)
+            await _write(stream, out, counters)
+            out = []
+            size = 0
+            flushed = 0
     if out:
         if durability is not None:
             await durability.settle(mark)

@@ -1,0 +1,220 @@
+"""The docker/ deployment files, validated as far as a machine without a Docker engine allows.
+
+No image can be built here, so instead:
+
+* the compose file parses as YAML and wires what the README says (three petracache services
+  built from docker/Dockerfile, each with its own volume; mcrouter and Prometheus mounting
+  their configs);
+* the mcrouter config is valid JSON, its route names an existing pool, every petracache
+  service is a server of that pool, and it is exactly what ``petracache.cluster`` generates;
+* the Prometheus config scrapes every petracache service's admin port;
+* the Dockerfile has the promised shape (multi-stage, slim base, non-root user, volume, both
+  ports, HEALTHCHECK on /health, exec-form ENTRYPOINT);
+* the image's command is run for real: petracache is pip-installed into a fresh virtualenv
+  the way the build stage does it, then started with the Dockerfile's own ENV and
+  ENTRYPOINT (only the ports and data directory moved to free/temporary ones); it serves
+  memcached traffic, the HEALTHCHECK command succeeds against it, and SIGTERM sent to that
+  process (PID 1 in the container) shuts it down cleanly with status 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import venv
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from petracache.cluster import mcrouter_json
+from tests.harness import RawClient, free_port, wait_for_port
+
+yaml = pytest.importorskip("yaml")
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKER = ROOT / "docker"
+PETRACACHE_SERVICES = ["petracache-1", "petracache-2", "petracache-3"]
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    logical: list[str] = []
+    current = ""
+    for raw in (DOCKER / "Dockerfile").read_text().splitlines():
+        line = raw.strip()
+        if not current and (not line or line.startswith("#")):
+            continue
+        if line.endswith("\\"):
+            current += line[:-1] + " "
+            continue
+        logical.append(current + line)
+        current = ""
+    pairs = []
+    for line in logical:
+        word, _, rest = line.partition(" ")
+        pairs.append((word.upper(), rest.strip()))
+    return pairs
+
+
+def final_stage() -> list[tuple[str, str]]:
+    instructions = dockerfile_instructions()
+    last_from = max(i for i, (word, _) in enumerate(instructions) if word == "FROM")
+    return instructions[last_from:]
+
+
+def one(stage: list[tuple[str, str]], word: str) -> str:
+    found = [args for w, args in stage if w == word]
+    assert len(found) == 1, f"expected one {word}, found {found}"
+    return found[0]
+
+
+def image_env() -> dict[str, str]:
+    env: dict[str, str] = {}
+    for word, args in final_stage():
+        if word == "ENV":
+            for assignment in shlex.split(args):
+                name, _, value = assignment.partition("=")
+                env[name] = value
+    return env
+
+
+def healthcheck_command() -> list[str]:
+    args = one(final_stage(), "HEALTHCHECK")
+    _options, _, command = args.partition("CMD ")
+    parsed: list[str] = json.loads(command)
+    return parsed
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+    return data
+
+
+def test_compose_file_wires_three_instances_mcrouter_and_prometheus(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    assert set(services) == {*PETRACACHE_SERVICES, "mcrouter", "prometheus"}
+    volumes = set()
+    for name in PETRACACHE_SERVICES:
+        service = services[name]
+        assert service["build"] == {"context": "..", "dockerfile": "docker/Dockerfile"}
+        assert service["environment"]["PETRACACHE_METRICS_ADDR"] == "0.0.0.0:9090"
+        (volume,) = service["volumes"]
+        source, target = volume.split(":")
+        assert target == "/var/lib/petracache"
+        volumes.add(source)
+        assert (DOCKER / service["build"]["context"] / service["build"]["dockerfile"]).is_file()
+    assert len(volumes) == 3  # one data volume per instance
+    assert volumes <= set(compose["volumes"])
+    mcrouter = services["mcrouter"]
+    assert "./mcrouter.json:/etc/mcrouter/mcrouter.json:ro" in mcrouter["volumes"]
+    assert "--config=file:/etc/mcrouter/mcrouter.json" in mcrouter["command"]
+    assert set(mcrouter["depends_on"]) == set(PETRACACHE_SERVICES)
+    assert "./prometheus.yml:/etc/prometheus/prometheus.yml:ro" in services["prometheus"]["volumes"]
+
+
+def test_mcrouter_config_routes_to_every_instance(compose: dict[str, Any]) -> None:
+    text = (DOCKER / "mcrouter.json").read_text()
+    config = json.loads(text)
+    pools = config["pools"]
+    children = config["route"]["children"]
+    assert config["route"]["type"] == "FailoverRoute"
+    assert all(child["pool"] in pools for child in children)
+    assert children[0]["hash"] == {"hash_func": "Ch3"}  # consistent hashing first
+    servers = {server for pool in pools.values() for server in pool["servers"]}
+    petracache_services = {name for name in compose["services"] if name.startswith("petracache")}
+    assert servers == {f"{name}:11211" for name in petracache_services}
+    assert text == mcrouter_json([f"{name}:11211" for name in PETRACACHE_SERVICES])
+
+
+def test_prometheus_scrapes_every_instance(compose: dict[str, Any]) -> None:
+    config = yaml.safe_load((DOCKER / "prometheus.yml").read_text())
+    (job,) = config["scrape_configs"]
+    assert job["metrics_path"] == "/metrics"
+    targets = {t for group in job["static_configs"] for t in group["targets"]}
+    assert targets == {f"{name}:9090" for name in PETRACACHE_SERVICES}
+
+
+def test_dockerfile_shape() -> None:
+    instructions = dockerfile_instructions()
+    froms = [args for word, args in instructions if word == "FROM"]
+    assert len(froms) >= 2  # multi-stage
+    assert all("-slim" in base.split()[0] for base in froms)
+    stage = final_stage()
+    assert any(word == "COPY" and args.startswith("--from=build ") for word, args in stage)
+    user = one(stage, "USER")
+    assert user not in ("root", "0")
+    assert json.loads(one(stage, "VOLUME")) == ["/var/lib/petracache"]
+    assert set(one(stage, "EXPOSE").split()) == {"11211", "9090"}
+    assert "/health" in " ".join(healthcheck_command())
+    entrypoint = json.loads(one(stage, "ENTRYPOINT"))  # exec form: JSON, no shell
+    assert entrypoint == ["petracache"]
+    env = image_env()
+    assert env["PETRACACHE_LISTEN_ADDR"].startswith("0.0.0.0:")
+    assert env["PETRACACHE_METRICS_ADDR"] == "0.0.0.0:9090"
+    assert env["PETRACACHE_DB_PATH"].startswith("/var/lib/petracache/")
+
+
+@pytest.fixture(scope="module")
+def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """petracache pip-installed into a fresh virtualenv, as the build stage does (the
+    dependencies come from this interpreter's site-packages: no network needed)."""
+    root = tmp_path_factory.mktemp("image") / "venv"
+    venv.EnvBuilder(system_site_packages=True, with_pip=True).create(root)
+    subprocess.run(
+        [root / "bin" / "pip", "install", "-q", "--no-deps", "--disable-pip-version-check", ROOT],
+        check=True,
+        timeout=300,
+    )
+    return root
+
+
+@pytest.mark.integration
+def test_image_command_serves_passes_healthcheck_and_stops_on_sigterm(
+    image_venv: Path, tmp_path: Path
+) -> None:
+    data_port, admin_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PETRACACHE_")}
+    for name, value in image_env().items():
+        env[name] = value.replace("$PATH", os.environ["PATH"])
+    env["PATH"] = f"{image_venv / 'bin'}:{os.environ['PATH']}"
+    env["PETRACACHE_LISTEN_ADDR"] = f"0.0.0.0:{data_port}"
+    env["PETRACACHE_METRICS_ADDR"] = f"0.0.0.0:{admin_port}"
+    env["PETRACACHE_DB_PATH"] = str(tmp_path / "rocksdb")
+    stage = final_stage()
+    entrypoint = json.loads(one(stage, "ENTRYPOINT")) + json.loads(one(stage, "CMD"))
+    executable = image_venv / "bin" / entrypoint[0]
+    assert executable.is_file()  # the console script the image puts on PATH
+    log = (tmp_path / "server.log").open("wb")
+    proc = subprocess.Popen(
+        [executable, *entrypoint[1:]], env=env, cwd=tmp_path, stdout=log, stderr=log
+    )
+    try:
+        wait_for_port(data_port)
+        client = RawClient(data_port)
+        client.send(b"set docker 0 0 2\r\nok\r\nget docker\r\n")
+        assert client.read_until(b"END\r\n") == b"STORED\r\nVALUE docker 0 2\r\nok\r\nEND\r\n"
+        client.close()
+        wait_for_port(admin_port)
+        check = [
+            arg.replace("127.0.0.1:9090", f"127.0.0.1:{admin_port}")
+            for arg in healthcheck_command()
+        ]
+        assert check[0] == "python"
+        result = subprocess.run(
+            [image_venv / "bin" / "python", *check[1:]], env=env, timeout=30, check=False
+        )
+        assert result.returncode == 0  # the HEALTHCHECK passes
+        proc.send_signal(signal.SIGTERM)  # what `docker stop` sends to PID 1
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
