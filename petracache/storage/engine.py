@@ -203,6 +203,8 @@ class Engine:
         self._cas_reserved = self._cas
         raw = self._meta.get(FLUSH_KEY)
         self._oldest_live, self._oldest_cas = _FLUSH.unpack(raw) if raw else (0, 0)
+        # memcached's process_started: its clock cannot express an absolute time before this.
+        self._epoch = self.now() - expiry.EPOCH_SLACK
         self._closed = False
 
     # -- clock and CAS ---------------------------------------------------------------------
@@ -418,6 +420,10 @@ class Engine:
         """
         now = self.now()
         new_oldest = expiry.deadline(delay, now) if delay > 0 else now
+        if delay > expiry.REALTIME_MAXDELTA and delay <= self._epoch:
+            # memcached's realtime() maps an absolute time before its start to 1, which makes
+            # oldest_live 0: "no flush". Such a flush_all cancels earlier ones, quirk included.
+            new_oldest = 1
         self._oldest_live = new_oldest - 1
         if self._oldest_live <= now:
             self._oldest_cas = self.next_cas()

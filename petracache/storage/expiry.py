@@ -17,6 +17,8 @@ REALTIME_MAXDELTA = 60 * 60 * 24 * 30
 NEVER = 0
 ALREADY_EXPIRED = 1
 DEADLINE_MAX = 0xFFFFFFFF
+# memcached sets process_started = start - ITEM_UPDATE_INTERVAL (60) - 2 seconds.
+EPOCH_SLACK = 62
 
 
 def deadline(exptime: int, now: int) -> int:
