@@ -141,7 +141,7 @@ def garbage(rng: random.Random) -> bytes:
 def fuzz_connection(server: PetracacheProcess, seed: int, sends: int) -> None:
     rng = random.Random(seed)
     try:
-        sock = raw_socket(server, timeout=2)
+        sock = raw_socket(server, timeout=0.1)
     except OSError:
         return
     try:
@@ -162,10 +162,10 @@ def fuzz_connection(server: PetracacheProcess, seed: int, sends: int) -> None:
 def test_random_bytes_from_many_connections(server: PetracacheProcess) -> None:
     control = Control(server)
     before = rss(server)
-    for wave in range(4):
+    for wave in range(6):
         threads = [
-            threading.Thread(target=fuzz_connection, args=(server, wave * 1000 + i, 40))
-            for i in range(40)
+            threading.Thread(target=fuzz_connection, args=(server, wave * 1000 + i, 80))
+            for i in range(50)
         ]
         for t in threads:
             t.start()
