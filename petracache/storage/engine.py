@@ -120,6 +120,10 @@ def _options(settings: StorageSettings) -> rocksdict.Options:
     table.set_cache_index_and_filter_blocks(bool(settings.block_cache_size))
     opts.set_block_based_table_factory(table)
     collect_deletions(opts)
+    # A WAL file is deleted only once every family's data in it is flushed; the small
+    # families (meta, expiry, age) would otherwise pin old WALs and the disk would grow with
+    # every write. Past this total, RocksDB flushes the families holding the oldest WAL.
+    opts.set_max_total_wal_size(settings.write_buffer_size * settings.max_write_buffer_number)
     return opts
 
 

@@ -47,8 +47,9 @@ STEP_BUDGET = 0.002  # seconds of trio-thread time per step: a client waits at m
 BUDGET_CHECK_EVERY = 16
 COMPACT_MIN_BYTES = 1 << 20  # reclaimed bytes worth a manual compaction
 COMPACT_EARLY_FRACTION = 0.5  # compact before the backlog is drained past this share of SSTs
-HIGH_WATER = 0.90  # share of max_disk_bytes that starts an eviction round
-LOW_WATER = 0.75  # share an eviction round aims for
+OVER_BOUND_SHARE = 4  # step budget multiplier while usage is past max_disk_bytes
+HIGH_WATER = 0.55  # share of max_disk_bytes that starts an eviction round
+LOW_WATER = 0.40  # share an eviction round aims for
 ENTRY_OVERHEAD = 24  # RocksDB per-entry bytes (internal key trailer, block index share)
 FLUSH_DONE_KEY = b"flush_reclaimed"  # meta: the flush state whose items are all deleted
 _FLUSH = struct.Struct("<qQ")
@@ -98,6 +99,7 @@ class Reclaimer:
         self._age_cursor = b""
         self._evict_target = 0
         self._evict_waits_compaction = False
+        self._over_bound = False
         # crawl (flush reclaim / backfill)
         raw = self._meta.get(FLUSH_DONE_KEY)
         self._flush_done: tuple[int, int] = _FLUSH.unpack(raw) if raw else (0, 0)
@@ -122,6 +124,8 @@ class Reclaimer:
         now = self._engine.now()
         deadline = self._timer() + STEP_BUDGET
         if self._max_disk and self._eviction_due():
+            if self._over_bound:  # writes are outpacing eviction: take a bigger share
+                deadline += STEP_BUDGET * (OVER_BOUND_SHARE - 1)
             more = self._evict(deadline)
         elif self._index.track_expiry and self._expiry_due(now):
             more = self._reap_expired(now, deadline)
@@ -155,6 +159,7 @@ class Reclaimer:
         if self._evict_waits_compaction:
             return False
         usage = self.disk_usage()
+        self._over_bound = usage >= self._max_disk
         if usage < HIGH_WATER * self._max_disk:
             return False
         self._evict_target = usage - int(LOW_WATER * self._max_disk)
@@ -166,7 +171,8 @@ class Reclaimer:
         batch = rocksdict.WriteBatch(raw_mode=True)
         seen: set[bytes] = set()
         n = 0
-        while it.valid() and n < BATCH and self._evict_target > 0:
+        limit = BATCH * (OVER_BOUND_SHARE if self._over_bound else 1)
+        while it.valid() and n < limit and self._evict_target > 0:
             entry = bytes(it.key())
             cas, key = idx.parse_age_key(entry)
             self._age_cursor = entry + b"\x00"

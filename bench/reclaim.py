@@ -1,0 +1,273 @@
+"""Background reclaim measured on a real server: expiry, the disk bound, memory.
+
+``python -m bench.reclaim [expiry] [capacity] [rss] [--items 1000000] [--dir DIR]``
+
+* expiry: a working set is preloaded and a read/write load (``bench/loadgen.c``, 90% gets)
+  runs on it the whole time; meanwhile ``--items`` items with a 5 s TTL are written. The SST
+  bytes on disk are sampled every 0.5 s: before the TTL writes (the baseline: the working set
+  alone), at expiry (5 s after the last TTL write) and until they are back within 10% of the
+  baseline. The load's throughput and p99 are reported for a window before the TTL writes
+  and for the reaping window, so the cost of reaping shows as a ratio.
+* capacity: ``max_disk_bytes`` = ``--bound``; 3x the bound is written (1 KiB values, a third
+  of the keys rewritten); the database directory's size is sampled every 0.25 s; at the end
+  every key is read and must return its latest written value or a miss.
+* rss: block cache ``--cache``, a dataset of 5x that, then random reads over it (most miss
+  the cache and go to disk); the server's VmRSS/VmHWM are read from /proc.
+
+The server runs pinned to one core (``bench.common``); the machine is shared, so compare the
+before/during ratios of one run rather than absolute figures across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from bench.common import LoadResult, Petracache, run_loadgen
+from tests.harness import RawClient
+
+MiB = 1024 * 1024
+TTL = 5
+CHUNK = 500  # pipelined commands per write
+SMALL_BUFFERS = {  # so data reaches SST files (and the disk figures) at bench scale
+    "PETRACACHE_STORAGE__WRITE_BUFFER_SIZE": str(8 * MiB),
+    "PETRACACHE_STORAGE__TARGET_FILE_SIZE_BASE": str(8 * MiB),
+}
+
+
+def sst_bytes(db: Path) -> int:
+    return sum(p.stat().st_size for p in db.glob("*.sst"))
+
+
+def dir_bytes(db: Path) -> int:
+    return sum(p.stat().st_size for p in db.rglob("*") if p.is_file())
+
+
+def stats(client: RawClient) -> dict[str, str]:
+    out = {}
+    for line in client.call(b"stats\r\n").split(b"\r\n"):
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == b"STAT":
+            out[parts[1].decode()] = parts[2].decode()
+    return out
+
+
+def write_items(
+    client: RawClient, keys: Iterator[bytes], value: Callable[[bytes], bytes], exptime: int
+) -> int:
+    """Pipelined ``set ... noreply`` in chunks, each fenced by ``version``; returns count."""
+    count = 0
+    chunk: list[bytes] = []
+    for key in keys:
+        data = value(key)
+        chunk.append(b"set %b 0 %d %d noreply\r\n%b\r\n" % (key, exptime, len(data), data))
+        if len(chunk) == CHUNK:
+            client.call(b"".join(chunk))
+            count += len(chunk)
+            chunk = []
+    if chunk:
+        client.call(b"".join(chunk))
+        count += len(chunk)
+    return count
+
+
+class Sampler:
+    """Samples ``probe()`` every ``period`` seconds in a thread: [(t, value), ...]."""
+
+    def __init__(self, probe: Callable[[], Any], period: float) -> None:
+        self.probe = probe
+        self.period = period
+        self.samples: list[tuple[float, Any]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.t0 = time.monotonic()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.monotonic() - self.t0, self.probe()))
+            self._stop.wait(self.period)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@contextmanager
+def background_load(port: int, args: list[str]) -> Iterator[dict[str, LoadResult]]:
+    out: dict[str, LoadResult] = {}
+    thread = threading.Thread(target=lambda: out.update(r=run_loadgen(port, args)))
+    thread.start()
+    try:
+        yield out
+    finally:
+        thread.join()
+
+
+def load_line(label: str, r: LoadResult) -> str:
+    return (
+        f"  {label:<28} {r.ops_per_sec:>9.0f} ops/s  p50 {r.p50_us / 1000:6.2f} ms  "
+        f"p99 {r.p99_us / 1000:6.2f} ms  errors {r.errors}"
+    )
+
+
+def bench_expiry(workdir: Path, items: int, value_size: int) -> None:
+    print(f"== expiry: {items:,} items x {value_size} B, TTL {TTL} s, under a 90% get load")
+    working_set = 100_000
+    with Petracache(workdir / "expiry", env=SMALL_BUFFERS) as server:
+        db = server.db_path
+        run_loadgen(server.port, ["-L", "-k", str(working_set), "-v", "100"])
+        load = ["-c", "20", "-g", "0.9", "-k", str(working_set), "-v", "100", "-w", "1"]
+        before = run_loadgen(server.port, [*load, "-t", "10"])
+        time.sleep(2)
+        baseline = sst_bytes(db)
+        client = server.client(timeout=60)
+        value = b"x" * value_size
+        with Sampler(lambda: sst_bytes(db), 0.5) as sampler:
+            t_write = time.monotonic()
+            write_items(client, (b"ttl:%d" % i for i in range(items)), lambda _: value, TTL)
+            t_written = time.monotonic()
+            at_write_end = sst_bytes(db)
+            expiry_at = t_written + TTL + 1  # whole-second clock: dead by then
+            horizon = 240.0
+            with background_load(server.port, [*load, "-t", "60"]) as during:
+                time.sleep(max(expiry_at - time.monotonic(), 0))
+                at_expiry = sst_bytes(db)
+                recovered = None
+                while time.monotonic() - expiry_at < horizon:
+                    if sst_bytes(db) <= baseline * 1.10:
+                        recovered = time.monotonic() - expiry_at
+                        break
+                    time.sleep(0.5)
+            counters = stats(client)
+        peak = max(v for _, v in sampler.samples)
+    print(f"  write of {items:,} TTL items   {t_written - t_write:.1f} s")
+    print(f"  SST bytes, working set only  {baseline / MiB:8.1f} MiB (baseline)")
+    print(f"  SST bytes, end of TTL writes {at_write_end / MiB:8.1f} MiB (peak {peak / MiB:.1f})")
+    print(f"  SST bytes, at expiry         {at_expiry / MiB:8.1f} MiB")
+    if recovered is None:
+        print(f"  not back within 10% of baseline after {horizon:.0f} s")
+    else:
+        print(f"  back within 10% of baseline  {recovered:8.1f} s after expiry")
+    print(load_line("load before TTL writes", before))
+    print(load_line("load during reaping (60 s)", during["r"]))
+    keys = ("expired_reaped", "get_expired", "reclaimed_bytes", "compacted_bytes")
+    print("  " + "  ".join(f"{k} {counters.get(k)}" for k in keys))
+    curve = [(round(t, 1), round(v / MiB, 1)) for t, v in sampler.samples[::4]]
+    print(f"  SST MiB curve (t s, MiB), every 2 s: {json.dumps(curve)}")
+
+
+def bench_capacity(workdir: Path, bound: int, value_size: int) -> None:
+    total = 3 * bound
+    writes = total // (value_size + 30)
+    distinct = writes * 2 // 3
+    print(f"== capacity: max_disk_bytes {bound / MiB:.0f} MiB, {total / MiB:.0f} MiB of writes")
+    env = {**SMALL_BUFFERS, "PETRACACHE_STORAGE__MAX_DISK_BYTES": str(bound)}
+    env["PETRACACHE_STORAGE__WRITE_BUFFER_SIZE"] = str(4 * MiB)
+    env["PETRACACHE_STORAGE__TARGET_FILE_SIZE_BASE"] = str(4 * MiB)
+    latest: dict[bytes, int] = {}
+    pad = b"p" * value_size
+
+    def value(key: bytes) -> bytes:
+        return b"%d:" % latest[key] + pad
+
+    def keys() -> Iterator[bytes]:
+        for i in range(writes):
+            key = b"cap:%d" % (i % distinct)
+            latest[key] = i
+            yield key
+
+    with Petracache(workdir / "capacity", env=env) as server:
+        db = server.db_path
+        client = server.client(timeout=60)
+        with Sampler(lambda: (dir_bytes(db), sst_bytes(db)), 0.25) as sampler:
+            t0 = time.monotonic()
+            write_items(client, keys(), value, 0)
+            elapsed = time.monotonic() - t0
+            time.sleep(3)
+        hits = misses = stale = 0
+        for key, version in latest.items():
+            reply = client.call(b"get %b\r\n" % key)
+            if reply == b"END\r\n":
+                misses += 1
+                continue
+            data = reply.split(b"\r\n")[1]
+            if data != b"%d:" % version + pad:
+                stale += 1
+            else:
+                hits += 1
+        counters = stats(client)
+    peak_dir = max(v[0] for _, v in sampler.samples)
+    peak_sst = max(v[1] for _, v in sampler.samples)
+    print(f"  {writes:,} writes of {value_size} B over {distinct:,} keys in {elapsed:.1f} s")
+    print(f"  peak directory {peak_dir / MiB:.1f} MiB, peak SST {peak_sst / MiB:.1f} MiB")
+    print(f"  final directory {dir_bytes(db) / MiB:.1f} MiB, evictions {counters['evictions']}")
+    print(f"  reads: {hits:,} latest value, {misses:,} miss, {stale} stale or corrupt")
+    curve = [(round(t, 1), round(v[0] / MiB, 1)) for t, v in sampler.samples[::4]]
+    print(f"  directory MiB curve (t s, MiB), every 1 s: {json.dumps(curve)}")
+
+
+def rss_kib(pid: int) -> dict[str, int]:
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, rest = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            out[name] = int(rest.split()[0])
+    return out
+
+
+def bench_rss(workdir: Path, cache: int, value_size: int) -> None:
+    keys = 5 * cache // value_size
+    print(f"== rss: block cache {cache / MiB:.0f} MiB, dataset {keys:,} x {value_size} B")
+    env = {**SMALL_BUFFERS, "PETRACACHE_STORAGE__BLOCK_CACHE_SIZE": str(cache)}
+    with Petracache(workdir / "rss", env=env) as server:
+        assert server.proc is not None
+        idle = rss_kib(server.proc.pid)
+        run_loadgen(server.port, ["-L", "-k", str(keys), "-v", str(value_size)])
+        loaded = rss_kib(server.proc.pid)
+        reads = run_loadgen(
+            server.port, ["-c", "20", "-g", "1", "-k", str(keys), "-v", str(value_size), "-t", "20"]
+        )
+        after = rss_kib(server.proc.pid)
+        on_disk = dir_bytes(server.db_path)
+    print(f"  on disk {on_disk / MiB:.1f} MiB")
+    idle_mib, loaded_mib = idle["VmRSS"] / 1024, loaded["VmRSS"] / 1024
+    print(f"  RSS idle {idle_mib:.0f} MiB, after load {loaded_mib:.0f} MiB,")
+    print(
+        f"  after 20 s of random reads {after['VmRSS'] / 1024:.0f} MiB "
+        f"(peak {after['VmHWM'] / 1024:.0f} MiB); hit ratio {reads.hit_ratio:.3f}"
+    )
+    print(load_line("random reads", reads))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("parts", nargs="*", default=["expiry", "capacity", "rss"])
+    parser.add_argument("--items", type=int, default=1_000_000)
+    parser.add_argument("--value-size", type=int, default=100)
+    parser.add_argument("--bound", type=int, default=64 * MiB)
+    parser.add_argument("--cache", type=int, default=16 * MiB)
+    parser.add_argument("--dir", help="where the databases go (default: a temp dir)")
+    opts = parser.parse_args()
+    with tempfile.TemporaryDirectory(dir=opts.dir) as tmp:
+        workdir = Path(tmp)
+        if "expiry" in opts.parts:
+            bench_expiry(workdir, opts.items, opts.value_size)
+        if "capacity" in opts.parts:
+            bench_capacity(workdir, opts.bound, 1000)
+        if "rss" in opts.parts:
+            bench_rss(workdir, opts.cache, 1000)
+
+
+if __name__ == "__main__":
+    main()
