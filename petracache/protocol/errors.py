@@ -11,12 +11,18 @@ one error, a too-long key in a get, also throws away the replies it still holds
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from petracache.protocol.requests import Get, Request
+
 
 class ProtocolError(Exception):
     """A malformed request; ``reply`` is the full reply line including ``\\r\\n``."""
 
     reply: bytes = b"ERROR\r\n"
     discard_unsent: bool = False
+    partial: Request | None = None  # work memcached did before it met the error (run, no reply)
 
     def __init__(self, reply: bytes | None = None, *, noreply: bool = False) -> None:
         if reply is not None:
@@ -45,6 +51,12 @@ class BadGetKey(BadCommandLine):
     """
 
     discard_unsent = True
+
+    def __init__(self, partial: Get | None = None) -> None:
+        super().__init__()
+        # memcached handles a get's keys in order: the ones before the long key were already
+        # fetched (and, for gat, touched) when it fails.
+        self.partial = partial
 
 
 class BadDataChunk(ProtocolError):

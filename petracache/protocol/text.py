@@ -158,9 +158,9 @@ def _parse_get(tokens: list[bytes], ntokens: int, return_cas: bool, touch: bool)
         if exptime is None:
             raise errors.InvalidExptime()
         keys = tokens[2:]
-    for key in keys:
+    for i, key in enumerate(keys):
         if len(key) > KEY_MAX_LENGTH:
-            raise errors.BadGetKey()
+            raise errors.BadGetKey(Get(keys[:i], return_cas, exptime, True) if i else None)
     return Get(keys, return_cas, exptime)
 
 

@@ -155,6 +155,8 @@ async def _drain_requests(
             if exc.discard_unsent:
                 size -= sum(map(len, out[flushed:]))
                 del out[flushed:]
+            if exc.partial is not None:
+                execute(exc.partial)  # for its effects only (a gat's touches)
             if not exc.noreply:
                 out.append(exc.reply)
                 size += len(exc.reply)
