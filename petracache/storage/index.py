@@ -45,6 +45,9 @@ _AGE = struct.Struct(">Q")
 EXPIRY_PREFIX = _EXPIRY.size
 AGE_PREFIX = _AGE.size
 INDEX_WRITE_BUFFER = 8 * 1024 * 1024  # index entries are small: a smaller memtable suffices
+# Each index family gets its own small block cache (RocksDB would otherwise give each one a
+# default 32 MiB cache): the head of an index is read sequentially, so little cache helps.
+INDEX_BLOCK_CACHE = 4 * 1024 * 1024
 # RocksDB's CompactOnDeletionCollector: mark an SST for compaction once 50% of any 1,024
 # consecutive entries are tombstones (the deletion pattern reaping and eviction produce).
 DELETION_WINDOW = 1024
@@ -83,9 +86,18 @@ def collect_deletions(opts: rocksdict.Options) -> None:
 
 
 def index_cf_options(write_buffer_size: int) -> rocksdict.Options:
-    """Options for the index families: small memtables, tombstone-driven compaction."""
+    """Options for the index families: small memtables and cache, tombstone-driven compaction.
+
+    Their memory is fixed: ``INDEX_BLOCK_CACHE`` plus two memtables of at most
+    ``INDEX_WRITE_BUFFER`` each, per family.
+    """
     opts = rocksdict.Options(raw_mode=True)
     opts.set_write_buffer_size(min(write_buffer_size, INDEX_WRITE_BUFFER))
+    opts.set_max_write_buffer_number(2)
+    table = rocksdict.BlockBasedOptions()
+    table.set_block_cache(rocksdict.Cache(INDEX_BLOCK_CACHE))
+    table.set_bloom_filter(10, False)
+    opts.set_block_based_table_factory(table)
     collect_deletions(opts)
     return opts
 
