@@ -36,7 +36,7 @@ LARGEST_ITEM_1B_KEY = 1048516  # largest value memcached -I 1m takes with a 1-by
 
 KEYS = [b"a", b"b", b"c", b"num", b"k:1", b"t\tab", b"\xc3\xa9", b"\x01ctl", b"L" * 250]
 LONG_KEY = b"L" * 251
-STATE_PROBE = b"gets " + b" ".join(KEYS) + b"\r\n"  # after every batch: state must match too
+STATE_PROBE = b"gets zz " + b" ".join(KEYS) + b"\r\n"  # after every batch: state must match too
 FLAG_TOKENS = [
     b"0", b"1", b"7", b"+5", b"-0", b"4294967295", b"4294967296", b"4294967297",
     b"18446744073709551615", b"18446744073709551616", b"-1", b"1x", b"1.5", b"abc", b"0x10",
