@@ -1,15 +1,22 @@
 """The on-disk value format. Pure: bytes in, ``Item`` out.
 
-Format version 1 (all integers little-endian)::
+Format version 2, written by every write (all integers little-endian)::
 
     offset  size  field
-    0       1     format version (1)
+    0       1     format version (2)
     1       4     client flags (uint32)
     5       4     deadline: absolute Unix seconds, 0 = never expires (uint32)
     9       4     stored_at: Unix seconds of the last modification (uint32), used by
                   delayed flush_all ("items updated at or before the deadline are invalid")
     13      8     CAS unique (uint64), never 0 for a stored item
-    21      ...   the data
+    21      4     last_access: Unix seconds of the last recorded access (uint32), what the
+                  meta protocol's ``l`` flag and ``me``'s ``la=`` report
+    25      1     meta bits: 1 fetched, 2 stale, 4 win token sent, 8 key is binary
+    26      ...   the data
+
+Format version 1 (the first release) is the same header without offsets 21-25; it is still
+read: a v1 value decodes with ``last_access = stored_at`` and no meta bits, and is rewritten
+as v2 by the next write to its key. There is no bulk migration.
 
 The key is the RocksDB key itself (the raw memcached key bytes). A reader refuses unknown
 versions and short values with ``CorruptValue``; the engine reports such a key as a miss.
@@ -23,8 +30,17 @@ from typing import NamedTuple
 from petracache.storage.errors import CorruptValue
 
 FORMAT_V1 = 1
+FORMAT_V2 = 2
 HEADER_V1 = struct.Struct("<BIIIQ")
-HEADER_SIZE = HEADER_V1.size
+HEADER_V2 = struct.Struct("<BIIIQIB")
+HEADER_SIZE = HEADER_V2.size  # of the format written now
+HEADER_V1_SIZE = HEADER_V1.size
+
+# Meta bits (memcached's ITEM_FETCHED, ITEM_STALE, ITEM_TOKEN_SENT, ITEM_KEY_BINARY).
+FETCHED = 1
+STALE = 2
+WIN_SENT = 4
+KEY_BINARY = 8
 
 
 class Item(NamedTuple):
@@ -35,11 +51,39 @@ class Item(NamedTuple):
     stored_at: int
     cas: int
     data: bytes
+    last_access: int = 0
+    bits: int = 0
 
 
-def encode(flags: int, deadline: int, stored_at: int, cas: int, data: bytes) -> bytes:
-    """Serialize an item in the current format."""
-    return HEADER_V1.pack(FORMAT_V1, flags, deadline, stored_at, cas) + data
+def encode(
+    flags: int,
+    deadline: int,
+    stored_at: int,
+    cas: int,
+    data: bytes,
+    last_access: int | None = None,
+    bits: int = 0,
+) -> bytes:
+    """Serialize an item in the current format (``last_access`` defaults to ``stored_at``)."""
+    if last_access is None:
+        last_access = stored_at
+    return HEADER_V2.pack(FORMAT_V2, flags, deadline, stored_at, cas, last_access, bits) + data
+
+
+def encode_item(item: Item) -> bytes:
+    """Serialize a decoded (possibly modified) item as is."""
+    return (
+        HEADER_V2.pack(
+            FORMAT_V2,
+            item.flags,
+            item.deadline,
+            item.stored_at,
+            item.cas,
+            item.last_access,
+            item.bits,
+        )
+        + item.data
+    )
 
 
 def decode(raw: bytes) -> Item:
@@ -48,7 +92,42 @@ def decode(raw: bytes) -> Item:
     Raises:
         CorruptValue: the value is truncated or has an unknown format version.
     """
-    if len(raw) < HEADER_SIZE or raw[0] != FORMAT_V1:
-        raise CorruptValue(f"undecodable value ({len(raw)} bytes, version {raw[:1]!r})")
-    _version, flags, deadline, stored_at, cas = HEADER_V1.unpack_from(raw)
-    return Item(flags, deadline, stored_at, cas, raw[HEADER_SIZE:])
+    version = raw[0] if raw else 0
+    if version == FORMAT_V2 and len(raw) >= HEADER_SIZE:
+        _v, flags, deadline, stored_at, cas, last_access, bits = HEADER_V2.unpack_from(raw)
+        return Item(flags, deadline, stored_at, cas, raw[HEADER_SIZE:], last_access, bits)
+    if version == FORMAT_V1 and len(raw) >= HEADER_V1_SIZE:
+        _v, flags, deadline, stored_at, cas = HEADER_V1.unpack_from(raw)
+        return Item(flags, deadline, stored_at, cas, raw[HEADER_V1_SIZE:], stored_at, 0)
+    raise CorruptValue(f"undecodable value ({len(raw)} bytes, version {raw[:1]!r})")
+
+
+# memcached's ITEM_UPDATE_INTERVAL: an item's access time is only moved when it is older.
+ACCESS_UPDATE_INTERVAL = 60
+
+
+def fetch_is_news(item: Item, now: int) -> bool:
+    """Whether a read of ``item`` changes its recorded state (so it costs a write).
+
+    True at most once for the fetched bit and then once per ``ACCESS_UPDATE_INTERVAL``:
+    a plain ``get`` of a hot item never writes.
+    """
+    return not item.bits & FETCHED or item.last_access < now - ACCESS_UPDATE_INTERVAL
+
+
+def fetched(item: Item, now: int) -> Item:
+    """``item`` after a fetch at ``now``: fetched bit set, access time moved if it was old."""
+    last_access = now if item.last_access < now - ACCESS_UPDATE_INTERVAL else item.last_access
+    return item._replace(bits=item.bits | FETCHED, last_access=last_access)
+
+
+def after_delta(item: Item, digits: bytes, now: int) -> tuple[int, int]:
+    """(last_access, bits) after incr/decr wrote ``digits`` over ``item``'s data.
+
+    memcached rewrites a counter in place when the new number fits (keeping the item's
+    state bits, e.g. stale) and allocates a fresh item otherwise (no bits, accessed now).
+    """
+    if len(digits) == len(item.data):
+        last_access = now if item.last_access < now - ACCESS_UPDATE_INTERVAL else item.last_access
+        return last_access, item.bits
+    return now, 0

@@ -317,25 +317,33 @@ class Engine:
         now: int,
         cas: int = 0,
         old: Item | None = None,
+        last_access: int | None = None,
+        bits: int = 0,
     ) -> int:
         """Write an item (a dead one is removed instead); returns its CAS unique.
 
         ``old`` is the version being replaced when the caller read it (its index entries go).
+        ``last_access`` (default: now) and ``bits`` are the meta protocol's per-item state.
         """
         if cas == 0:
             cas = self.next_cas()
         if deadline and deadline <= now:
             self._remove(key, old)
         else:
-            self._write(key, codec.encode(flags, deadline, now, cas, data), deadline, cas, old)
+            value = codec.encode(flags, deadline, now, cas, data, last_access, bits)
+            self._write(key, value, deadline, cas, old)
         self.counters.total_items += 1
         return cas
 
     # -- memcached operations ------------------------------------------------------------------
 
     def get(self, key: bytes) -> Item | None:
-        """The live item, or None."""
-        return self._lookup(key, self.now())
+        """The live item, or None. A hit counts as a fetch (``codec.fetch_is_news``)."""
+        now = self.now()
+        item = self._lookup(key, now)
+        if item is not None and codec.fetch_is_news(item, now):
+            self.rewrite(key, codec.fetched(item, now), item)
+        return item
 
     def get_and_touch(self, key: bytes, exptime: int) -> Item | None:
         """gat: return the item as it was and give it a new TTL (its CAS is unchanged)."""
@@ -343,7 +351,18 @@ class Engine:
         item = self._lookup(key, now)
         if item is not None:
             deadline = expiry.deadline(exptime, now)
-            self._put_item(key, item.flags, deadline, item.data, now, item.cas, old=item)
+            seen = codec.fetched(item, now)
+            self._put_item(
+                key,
+                item.flags,
+                deadline,
+                item.data,
+                now,
+                item.cas,
+                item,
+                seen.last_access,
+                seen.bits,
+            )
         return item
 
     def touch(self, key: bytes, exptime: int) -> bool:
@@ -395,6 +414,39 @@ class Engine:
         """Drop whatever is stored under ``key`` (a failed oversized set must not leave it)."""
         self._remove(key)
 
+    # -- meta protocol primitives (petracache.meta_executor composes its commands from these) --
+
+    def lookup(self, key: bytes, now: int) -> Item | None:
+        """The live item under ``key`` as stored (no fetch is recorded), or None."""
+        return self._lookup(key, now)
+
+    def put(
+        self,
+        key: bytes,
+        flags: int,
+        deadline: int,
+        data: bytes,
+        now: int,
+        *,
+        cas: int = 0,
+        old: Item | None = None,
+        last_access: int | None = None,
+        bits: int = 0,
+    ) -> int:
+        """Store a new version of ``key`` (``cas`` 0: take the next CAS); returns its CAS."""
+        return self._put_item(key, flags, deadline, data, now, cas, old, last_access, bits)
+
+    def rewrite(self, key: bytes, item: Item, old: Item) -> None:
+        """Write ``item`` exactly as given over ``old`` (same key): a state change, not a store.
+
+        Keeps ``stored_at``, so it does not count as a modification for delayed flush_all.
+        """
+        self._write(key, codec.encode_item(item), item.deadline, item.cas, old)
+
+    def delete_item(self, key: bytes, item: Item) -> None:
+        """Remove ``key`` whose live version ``item`` the caller just looked up."""
+        self._remove(key, item)
+
     def arithmetic(self, key: bytes, delta: int, incr: bool) -> int | ArithResult:
         """incr (wrapping at 2**64) or decr (stopping at 0); returns the new value.
 
@@ -412,7 +464,10 @@ class Engine:
         digits = b"%d" % value
         if len(digits) < len(item.data):
             digits = digits.ljust(len(item.data))
-        self._put_item(key, item.flags, item.deadline, digits, now, old=item)
+        la, bits = codec.after_delta(item, digits, now)
+        self._put_item(
+            key, item.flags, item.deadline, digits, now, old=item, last_access=la, bits=bits
+        )
         return value
 
     def flush_all(self, delay: int) -> None:
