@@ -342,7 +342,9 @@ class Engine:
         now = self.now()
         item = self._lookup(key, now)
         if item is not None and codec.fetch_is_news(item, now):
-            self.rewrite(key, codec.fetched(item, now), item)
+            seen = codec.fetched(item, now)
+            self.rewrite(key, seen, item)
+            return seen
         return item
 
     def get_and_touch(self, key: bytes, exptime: int) -> Item | None:
