@@ -184,19 +184,28 @@ def _run(args: argparse.Namespace) -> int:
             conf = data_dir / "nutcracker.yml"
             conf.write_text(nutcracker_yaml(instances, listen=f"{args.host}:{args.router_port}"))
             log = data_dir / "nutcracker.log"
-            children.append(subprocess.Popen([binary, "-c", str(conf), "-o", str(log)]))
+            stats = ["-s", str(args.router_stats_port), "-a", args.host]
+            children.append(subprocess.Popen([binary, "-c", str(conf), "-o", str(log), *stats]))
     (data_dir / "mcrouter.json").write_text(mcrouter_json([i.address for i in instances]))
+    stopping = False
 
-    def forward(signum: int, _frame: object) -> None:
+    def stop_all(signum: int, _frame: object = None) -> None:
+        nonlocal stopping
+        stopping = True
         for child in children:
             if child.poll() is None:
                 child.send_signal(signum)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, stop_all)
+    signal.signal(signal.SIGINT, stop_all)
     for inst in instances:
         print(f"{inst.name}: data {inst.address} admin {inst.host}:{inst.admin_port}", flush=True)
     while any(child.poll() is None for child in children):
+        if not stopping and any(child.poll() is not None for child in children):
+            # one process died on its own (a port in use, a crash): take the rest down too
+            # rather than run a cluster with a hole in it
+            print("petracache-cluster: a process exited; stopping the others", file=sys.stderr)
+            stop_all(signal.SIGTERM)
         time.sleep(0.2)
     return max((child.returncode or 0) for child in children)
 
@@ -216,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--admin-base-port", type=int, default=9090)
         p.add_argument("--data-dir", default="./data")
         p.add_argument("--router-port", type=int, default=0, help="nutcracker listen port")
+        p.add_argument("--router-stats-port", type=int, default=22222, help="nutcracker stats")
     return parser
 
 

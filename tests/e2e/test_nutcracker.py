@@ -108,26 +108,27 @@ def owners(cluster: Cluster, keys: list[bytes]) -> list[set[bytes]]:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     root = tmp_path_factory.mktemp("nutcracker")
-    servers = []
-    for i in range(3):
-        server = PetracacheProcess(root / f"pc-{i}", args=["-p", str(free_port())])
-        servers.append(server.start())
-    instances = [
-        Instance(f"pc-{i}", "127.0.0.1", s.port, 0, s.db_path) for i, s in enumerate(servers)
-    ]
-    config = nutcracker_yaml(
-        instances,
-        listen="{listen}",
-        pool=POOL,
-        server_failure_limit=1,
-        server_retry_timeout_ms=RETRY_MS,
-        timeout_ms=2000,
-    )
-    proxy = NutcrackerProcess(root / "proxy", config)
+    servers = [PetracacheProcess(root / f"pc-{i}", args=["-p", str(free_port())]) for i in range(3)]
+    proxy = None
     try:
+        for server in servers:
+            server.start()
+        instances = [
+            Instance(f"pc-{i}", "127.0.0.1", s.port, 0, s.db_path) for i, s in enumerate(servers)
+        ]
+        config = nutcracker_yaml(
+            instances,
+            listen="{listen}",
+            pool=POOL,
+            server_failure_limit=1,
+            server_retry_timeout_ms=RETRY_MS,
+            timeout_ms=2000,
+        )
+        proxy = NutcrackerProcess(root / "proxy", config)
         yield Cluster(servers, proxy)
     finally:
-        proxy.stop()
+        if proxy is not None:
+            proxy.stop()
         for server in servers:
             server.__exit__()
 
@@ -199,9 +200,12 @@ def test_cluster_helper_runs_instances_behind_nutcracker(tmp_path: Path) -> None
     command = [sys.executable, "-m", "petracache.cluster", "run", "-n", "2"]
     command += ["--base-port", str(base), "--admin-base-port", "0"]
     command += ["--data-dir", str(tmp_path), "--router-port", str(router)]
+    command += ["--router-stats-port", str(free_port())]
     env = {**os.environ, "PETRACACHE_METRICS__LISTEN_ADDR": "127.0.0.1:0"}
     log = (tmp_path / "cluster.log").open("wb")
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(
+        command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
     try:
         for port in (base, base + 1, router):
             wait_for_port(port)
@@ -216,5 +220,6 @@ def test_cluster_helper_runs_instances_behind_nutcracker(tmp_path: Path) -> None
         assert proc.wait(30) == 0  # every child shut down cleanly
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)  # the helper and every instance it started
+            proc.wait()
         log.close()
