@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given, settings, strategies as st
 
 from petracache.protocol.connection import MemcacheConnection
@@ -83,7 +85,7 @@ def commands(draw: st.DrawFn) -> tuple[bytes, Request]:
 def _split(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({c % (len(data) + 1) for c in cuts})
     bounds = [0, *points, len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [data[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 @PROPS

@@ -86,8 +86,10 @@ CASES: list[tuple[bytes, list[object]]] = [
     (b"gat\r\n", [ERROR]),
     (b"gat abc a\r\n", [EXPTIME]),
     (b"gat 1x a\r\n", [EXPTIME]),
-    (b"get " + b" ".join(b"k%d" % i for i in range(30)) + b"\r\n",
-     [Get([b"k%d" % i for i in range(30)], False)]),  # fmt: skip
+    (
+        b"get " + b" ".join(b"k%d" % i for i in range(30)) + b"\r\n",
+        [Get([b"k%d" % i for i in range(30)], False)],
+    ),
     (b"get a\tb\r\n", [Get([b"a\tb"], False)]),
     (b"get a\x00b c\r\n", [Get([b"a"], False)]),  # C strings end at NUL
     (b"get a\r\r\n", [Get([b"a\r"], False)]),  # only one \r is dropped
@@ -131,10 +133,14 @@ CASES: list[tuple[bytes, list[object]]] = [
     (b"set k 0 0 1\r\nx\nget k\r\n", [CHUNK, ERROR]),
     (b"set k 0 0 1 noreply\r\nxyz\r\n", [("error", CHUNK[1], True), ERROR]),
     # too large: the data is swallowed, never parsed
-    (b"set a 0 0 %d\r\n" % (LARGEST + 1) + b"x" * (LARGEST + 1) + b"\r\nget a\r\n",
-     [TooLarge(SET, b"a", LARGEST + 3), Get([b"a"], False)]),  # fmt: skip
-    (b"set a 1 0 %d noreply\r\n" % (LARGEST - 3) + b"\r\n" * ((LARGEST - 1) // 2) + b"\r",
-     [TooLarge(SET, b"a", LARGEST - 1, True)]),  # data that looks like lines: still swallowed
+    (
+        b"set a 0 0 %d\r\n" % (LARGEST + 1) + b"x" * (LARGEST + 1) + b"\r\nget a\r\n",
+        [TooLarge(SET, b"a", LARGEST + 3), Get([b"a"], False)],
+    ),
+    (
+        b"set a 1 0 %d noreply\r\n" % (LARGEST - 3) + b"\r\n" * ((LARGEST - 1) // 2) + b"\r",
+        [TooLarge(SET, b"a", LARGEST - 1, True)],
+    ),  # data that looks like lines: still swallowed
     # delete
     (b"delete k\r\n", [Delete(b"k")]),
     (b"delete k noreply\r\n", [Delete(b"k", True)]),
