@@ -1,29 +1,47 @@
-"""Composition root: build the engine, counters, executor and data plane, run, shut down.
+"""Composition root: build the engine, counters, executor, metrics and data plane; run; stop.
 
-Order at start: open RocksDB (in a worker thread: recovery can take a while), bind the data
-port, mark ready. Order at stop (SIGTERM/SIGINT): mark not ready, stop accepting, drain
-connections, flush memtables and close RocksDB, return (exit code 0).
+Order at start: watch SIGINT/SIGTERM, bind and start the admin sidecar (so /health answers
+and /ready says 503 while the database opens), open RocksDB in a worker thread (recovery
+can take a while), bind the data port, mark ready.
+
+Order at stop (first SIGTERM/SIGINT): mark not ready (/ready 503), stop accepting, let
+connections finish what they already sent (replies included) for up to
+``server.shutdown_grace`` seconds, cancel the rest, stop the sidecar, flush memtables and
+close RocksDB, return (exit code 0). A second signal cancels the remaining connections at
+once. The sidecar stops before the engine closes, so a scrape never reads a closing engine.
 """
 
 from __future__ import annotations
 
 import logging
 import signal
+import ssl
 from dataclasses import dataclass
 from functools import partial
 
 import trio
+from prometheus_client import CollectorRegistry
 
-from petracache.config import Settings, split_host_port
+from petracache.admin.app import create_app
+from petracache.admin.runner import AdminServer
+from petracache.config import ServerSettings, Settings, split_host_port
 from petracache.counters import Counters
 from petracache.executor import Executor
+from petracache.metrics import PetracacheCollector, RequestMetrics
+from petracache.server.auth import AuthFileError, load_auth_file
 from petracache.server.durability import GroupCommitter
 from petracache.server.handler import HandlerConfig
 from petracache.server.serve import DataPlane
+from petracache.server.tasks import reclaim_task
+from petracache.server.tls import TLSConfigError, server_context
 from petracache.stats import ServerInfo
 from petracache.storage.engine import Engine
 
 log = logging.getLogger("petracache")
+
+
+class StartupError(Exception):
+    """Start-up failed for a reason the operator can fix; the text names the option."""
 
 
 @dataclass(slots=True)
@@ -39,53 +57,143 @@ class Readiness:
         return self.db_open and self.accepting and not self.draining
 
 
+def _start_admin(
+    settings: Settings, readiness: Readiness, collector: PetracacheCollector
+) -> AdminServer | None:
+    if not settings.metrics.enabled:
+        return None
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    host, port = split_host_port(settings.metrics.listen_addr)
+    try:
+        admin = AdminServer(create_app(readiness, registry), host, port)
+    except OSError as exc:
+        raise StartupError(
+            f"metrics.listen_addr: cannot listen on {settings.metrics.listen_addr}: {exc.strerror}"
+        ) from None
+    log.info("admin listening on %s:%d", *admin.address)
+    return admin
+
+
+async def _watch_signals(stop: trio.Event, plane: list[DataPlane]) -> None:
+    """First signal: graceful stop. Second: cancel the connections still draining."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            if not stop.is_set():
+                log.info("received %s, shutting down", signal.Signals(signum).name)
+                stop.set()
+            else:
+                log.warning(
+                    "received %s again: closing connections now", signal.Signals(signum).name
+                )
+                for p in plane:
+                    p.abort()
+
+
 async def run(settings: Settings, readiness: Readiness | None = None) -> None:
-    """Run the server until SIGINT or SIGTERM."""
+    """Run the server until SIGINT or SIGTERM, then shut down gracefully.
+
+    Raises:
+        StartupError: the data or admin address cannot be bound.
+        StorageError: the database cannot be opened (locked, unreadable).
+    """
     readiness = readiness or Readiness()
     server_cfg = settings.server
-    engine = await trio.to_thread.run_sync(
-        lambda: Engine(settings.storage, item_size_max=server_cfg.max_item_size)
-    )
-    readiness.db_open = True
+    counters = Counters()
+    requests = RequestMetrics()
+    collector = PetracacheCollector(counters, requests)
+    stop = trio.Event()
+    planes: list[DataPlane] = []
+    engine: Engine | None = None
+    tls_context, users = _security(server_cfg)
     try:
-        counters = Counters()
-        info = ServerInfo(
-            max_connections=server_cfg.max_connections, item_size_max=server_cfg.max_item_size
-        )
-        executor = Executor(engine, counters, info)
-        host, port = split_host_port(server_cfg.listen_addr)
-        fsync = settings.storage.durability == "fsync"
-        committer = GroupCommitter(engine.commit) if fsync else None
-        plane = DataPlane(
-            host,
-            port,
-            executor.execute,
-            counters,
-            HandlerConfig(
-                item_size_max=server_cfg.max_item_size,
-                read_size=server_cfg.read_buffer_size,
-                max_connections=server_cfg.max_connections,
-                idle_timeout=server_cfg.idle_timeout,
-                durability=committer,
-            ),
-            shutdown_grace=server_cfg.shutdown_grace,
-        )
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with trio.open_nursery() as nursery:
-                serve = (
-                    plane.run if committer is None else partial(committer.run_alongside, plane.run)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_watch_signals, stop, planes)
+            admin = _start_admin(settings, readiness, collector)
+            if admin is not None:
+                nursery.start_soon(partial(trio.to_thread.run_sync, admin.serve))
+            try:
+                engine = await trio.to_thread.run_sync(
+                    lambda: Engine(settings.storage, item_size_max=server_cfg.max_item_size)
                 )
-                addresses = await nursery.start(serve)
-                readiness.accepting = True
-                for addr_host, addr_port in addresses:
-                    log.info("petracache listening on %s:%d", addr_host, addr_port)
-                async for signum in signals:
-                    log.info("received %s, shutting down", signal.Signals(signum).name)
-                    break
+                readiness.db_open = True
+                collector.engine = engine
+                reclaim = reclaim_task(engine, settings.storage)
+                if reclaim is not None:
+                    nursery.start_soon(reclaim.run)  # cancelled with the nursery, before close
+                info = ServerInfo(
+                    max_connections=server_cfg.max_connections,
+                    item_size_max=server_cfg.max_item_size,
+                )
+                executor = Executor(engine, counters, info)
+                fsync = settings.storage.durability == "fsync"
+                committer = GroupCommitter(engine.commit) if fsync else None
+                host, port = split_host_port(server_cfg.listen_addr)
+                plane = DataPlane(
+                    host,
+                    port,
+                    requests.instrument(executor.execute),
+                    counters,
+                    HandlerConfig(
+                        item_size_max=server_cfg.max_item_size,
+                        read_size=server_cfg.read_buffer_size,
+                        max_connections=server_cfg.max_connections,
+                        idle_timeout=server_cfg.idle_timeout,
+                        durability=committer,
+                        write_size=server_cfg.write_buffer_size,
+                        tls=tls_context,
+                        auth=users,
+                    ),
+                    shutdown_grace=server_cfg.shutdown_grace,
+                )
+                planes.append(plane)
+                if not stop.is_set():
+                    await _serve(plane, committer, readiness, stop)
+            finally:
                 readiness.draining = True
-                plane.stop()
+                readiness.accepting = False
+                collector.engine = None
+                if admin is not None:
+                    admin.stop()  # the nursery waits for its thread to return
+                nursery.cancel_scope.cancel()  # the signal watcher
     finally:
-        readiness.accepting = False
-        await trio.to_thread.run_sync(engine.close)
-        readiness.db_open = False
-        log.info("database closed; bye")
+        if engine is not None:
+            await trio.to_thread.run_sync(engine.close)
+            readiness.db_open = False
+            log.info("database closed; bye")
+
+
+def _security(
+    server_cfg: ServerSettings,
+) -> tuple[ssl.SSLContext | None, dict[bytes, bytes] | None]:
+    """The TLS context and the users of the auth file (each None when off), checked up front."""
+    try:
+        context = server_context(
+            server_cfg.tls_cert_file, server_cfg.tls_key_file, server_cfg.tls_ca_file
+        )
+        users = load_auth_file(server_cfg.auth_file) if server_cfg.auth_file else None
+    except TLSConfigError as exc:
+        raise StartupError(str(exc)) from None
+    except AuthFileError as exc:
+        raise StartupError(f"server.auth_file: {exc}") from None
+    return context, users
+
+
+async def _serve(
+    plane: DataPlane, committer: GroupCommitter | None, readiness: Readiness, stop: trio.Event
+) -> None:
+    """Serve the data port until ``stop``; return once connections have drained."""
+    serve = plane.run if committer is None else partial(committer.run_alongside, plane.run)
+    async with trio.open_nursery() as nursery:
+        try:
+            addresses = await nursery.start(serve)
+        except OSError as exc:
+            raise StartupError(
+                f"server.listen_addr: cannot listen on {plane.address_text}: {exc.strerror}"
+            ) from None
+        readiness.accepting = True
+        for addr_host, addr_port in addresses:
+            log.info("petracache listening on %s:%d", addr_host, addr_port)
+        await stop.wait()
+        readiness.draining = True
+        plane.stop()

@@ -1,13 +1,21 @@
 """Process-wide request counters, named after memcached's ``stats`` fields.
 
 Plain integer attributes on one slotted object: incrementing one costs a Python attribute
-update, nothing more. ``stats`` and ``/metrics`` read them when asked (collect on scrape);
-``stats reset`` zeroes the resettable ones.
+update, nothing more. ``stats`` and ``/metrics`` read them when asked (collect on scrape).
+
+Invariant: the fields only ever grow (gauges excepted), so ``/metrics`` stays a proper
+Prometheus counter. ``stats reset`` does not zero them; it records a baseline, and
+``since_reset`` reports each counter minus its baseline, which is what memcached's
+``stats`` shows after a reset.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+
+# Gauges are current values: ``stats reset`` leaves them alone (memcached keeps
+# curr_connections too).
+GAUGES = frozenset({"curr_connections"})
 
 
 @dataclass(slots=True)
@@ -39,16 +47,19 @@ class Counters:
     total_connections: int = 0
     rejected_connections: int = 0
     curr_connections: int = 0
-
-    # Gauges survive ``stats reset`` (memcached keeps curr_connections too).
-    _GAUGES = frozenset({"curr_connections"})
+    baseline: dict[str, int] = field(default_factory=dict, repr=False)
 
     def reset(self) -> None:
-        """Zero every counter except the gauges (``stats reset``)."""
-        for f in fields(self):
-            if f.name not in self._GAUGES:
-                setattr(self, f.name, 0)
+        """``stats reset``: from now on ``since_reset`` counts from the current values."""
+        self.baseline = {
+            name: value for name, value in self.snapshot().items() if name not in GAUGES
+        }
 
     def snapshot(self) -> dict[str, int]:
-        """All values, by name."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """Every counter's absolute value, by name (what ``/metrics`` exports)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "baseline"}
+
+    def since_reset(self) -> dict[str, int]:
+        """Every counter minus its value at the last ``stats reset`` (what ``stats`` shows)."""
+        base = self.baseline
+        return {name: value - base.get(name, 0) for name, value in self.snapshot().items()}

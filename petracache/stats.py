@@ -11,7 +11,7 @@ import resource
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from petracache.counters import Counters
 from petracache.limits import SERVER_VERSION
@@ -28,6 +28,28 @@ class ServerInfo:
     threads: int = 1
     verbosity: int = 0
     extra_settings: Callable[[], list[tuple[str, str]]] | None = None
+    engine_baseline: dict[str, int] = field(default_factory=dict)
+
+
+def _engine_counts(engine: Engine) -> dict[str, int]:
+    """The engine's monotonic counters, flattened (``extra`` holds optional ones)."""
+    ec = engine.counters
+    counts = dict(ec.extra)
+    for f in fields(ec):
+        value = getattr(ec, f.name)
+        if isinstance(value, int):
+            counts[f.name] = value
+    return counts
+
+
+def reset_stats(counters: Counters, engine: Engine, info: ServerInfo) -> None:
+    """``stats reset``: rebase the counters memcached's stats_reset zeroes.
+
+    Nothing is actually zeroed (``/metrics`` stays monotonic); ``stats`` subtracts the
+    values recorded here.
+    """
+    counters.reset()
+    info.engine_baseline = _engine_counts(engine)
 
 
 def general_stats(counters: Counters, engine: Engine, info: ServerInfo) -> list[tuple[str, str]]:
@@ -35,8 +57,9 @@ def general_stats(counters: Counters, engine: Engine, info: ServerInfo) -> list[
     now = time.time()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     db = engine.statistics()
-    c = counters
-    ec = engine.counters
+    c = counters.since_reset()
+    base = info.engine_baseline
+    ec = {name: value - base.get(name, 0) for name, value in _engine_counts(engine).items()}
     values: list[tuple[str, object]] = [
         ("pid", os.getpid()),
         ("uptime", int(now - info.started)),
@@ -47,48 +70,58 @@ def general_stats(counters: Counters, engine: Engine, info: ServerInfo) -> list[
         ("rusage_user", f"{usage.ru_utime:.6f}"),
         ("rusage_system", f"{usage.ru_stime:.6f}"),
         ("max_connections", info.max_connections),
-        ("curr_connections", c.curr_connections),
-        ("total_connections", c.total_connections),
-        ("rejected_connections", c.rejected_connections),
-        ("connection_structures", c.curr_connections),
-        ("cmd_get", c.cmd_get),
-        ("cmd_set", c.cmd_set),
-        ("cmd_flush", c.cmd_flush),
-        ("cmd_touch", c.cmd_touch),
-        ("get_hits", c.get_hits),
-        ("get_misses", c.get_misses),
-        ("get_expired", ec.expired_lazy),
-        ("get_flushed", ec.flushed_lazy),
-        ("delete_misses", c.delete_misses),
-        ("delete_hits", c.delete_hits),
-        ("incr_misses", c.incr_misses),
-        ("incr_hits", c.incr_hits),
-        ("decr_misses", c.decr_misses),
-        ("decr_hits", c.decr_hits),
-        ("cas_misses", c.cas_misses),
-        ("cas_hits", c.cas_hits),
-        ("cas_badval", c.cas_badval),
-        ("touch_hits", c.touch_hits),
-        ("touch_misses", c.touch_misses),
-        ("store_too_large", c.store_too_large),
-        ("bytes_read", c.bytes_read),
-        ("bytes_written", c.bytes_written),
-        ("limit_maxbytes", engine.settings.block_cache_size),
+        ("curr_connections", c["curr_connections"]),
+        ("total_connections", c["total_connections"]),
+        ("rejected_connections", c["rejected_connections"]),
+        ("connection_structures", c["curr_connections"] + 1),
+        ("cmd_get", c["cmd_get"]),
+        ("cmd_set", c["cmd_set"]),
+        ("cmd_flush", c["cmd_flush"]),
+        ("cmd_touch", c["cmd_touch"]),
+        ("get_hits", c["get_hits"]),
+        ("get_misses", c["get_misses"]),
+        ("get_expired", ec["expired_lazy"]),
+        ("get_flushed", ec["flushed_lazy"]),
+        ("delete_misses", c["delete_misses"]),
+        ("delete_hits", c["delete_hits"]),
+        ("incr_misses", c["incr_misses"]),
+        ("incr_hits", c["incr_hits"]),
+        ("decr_misses", c["decr_misses"]),
+        ("decr_hits", c["decr_hits"]),
+        ("cas_misses", c["cas_misses"]),
+        ("cas_hits", c["cas_hits"]),
+        ("cas_badval", c["cas_badval"]),
+        ("touch_hits", c["touch_hits"]),
+        ("touch_misses", c["touch_misses"]),
+        ("store_too_large", c["store_too_large"]),
+        ("bytes_read", c["bytes_read"]),
+        ("bytes_written", c["bytes_written"]),
+        ("limit_maxbytes", _limit_maxbytes(engine)),
         ("threads", info.threads),
         ("bytes", db["live_data_bytes"] + db["memtable_bytes"]),
         ("curr_items", db["estimated_keys"]),
-        ("total_items", ec.total_items),
-        ("expired_unfetched", 0),
-        ("evicted_unfetched", 0),
-        ("evictions", ec.extra.get("evictions", 0)),
+        ("total_items", ec["total_items"]),
+        ("expired_unfetched", ec.get("expired_unfetched", 0)),
+        ("evicted_unfetched", ec.get("evicted_unfetched", 0)),
+        ("evictions", ec.get("evictions", 0)),
+        ("expired_reaped", ec.get("expired_reaped", 0)),
+        ("flushed_reaped", ec.get("flushed_reaped", 0)),
+        ("reclaimed_bytes", ec.get("reclaimed_bytes", 0)),
+        ("compacted_bytes", ec.get("compacted_bytes", 0)),
+        ("corrupt_values", ec.get("corrupt_values", 0)),  # undecodable values read as misses
     ]
     return [(name, str(value)) for name, value in values]
+
+
+def _limit_maxbytes(engine: Engine) -> int:
+    """The capacity bound (storage.max_disk_bytes) if set, else the block cache size."""
+    return getattr(engine.settings, "max_disk_bytes", 0) or engine.settings.block_cache_size
 
 
 def settings_stats(engine: Engine, info: ServerInfo) -> list[tuple[str, str]]:
     """``stats settings``: the effective configuration under memcached's names."""
     values: list[tuple[str, object]] = [
-        ("maxbytes", engine.settings.block_cache_size),
+        ("maxbytes", _limit_maxbytes(engine)),
         ("maxconns", info.max_connections),
         ("item_size_max", info.item_size_max),
         ("verbosity", info.verbosity),

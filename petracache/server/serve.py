@@ -1,8 +1,9 @@
 """The accept loop and graceful drain.
 
 Shutdown order (style guide section 4): stop accepting (cancel the accept scope, which closes
-the listeners), tell live connections to stop reading (their in-flight batch still runs and
-its replies are written), wait up to the grace period, then cancel whatever is left.
+the listeners), tell live connections to drain (each one executes and answers what it has
+already received, including what is still waiting in its socket buffer, then closes), wait
+up to the grace period, then cancel whatever is left.
 """
 
 from __future__ import annotations
@@ -42,16 +43,28 @@ class DataPlane:
         self._stop = trio.Event()
         self.tracker = ConnectionTracker()
         self.addresses: list[tuple[str, int]] = []
+        self._connections: trio.Nursery | None = None
+
+    @property
+    def address_text(self) -> str:
+        """The configured address, for messages."""
+        return f"{self._host}:{self._port}"
 
     def stop(self) -> None:
         """Begin a graceful shutdown (safe to call more than once)."""
         self._stop.set()
 
+    def abort(self) -> None:
+        """End the drain now: cancel every connection still open (a second signal)."""
+        self._stop.set()
+        if self._connections is not None:
+            self._connections.cancel_scope.cancel()
+
     async def run(self, *, task_status: trio.TaskStatus[list[tuple[str, int]]]) -> None:
         """Serve until ``stop()``; reports the bound addresses through ``task_status``."""
         listeners = await trio.open_tcp_listeners(self._port, host=self._host, backlog=4096)
         self.addresses = [
-            listener.socket.getsockname()[:2]  # type: ignore[attr-defined]
+            listener.socket.getsockname()[:2]
             for listener in listeners
         ]
         handler = partial(
@@ -62,6 +75,7 @@ class DataPlane:
             tracker=self.tracker,
         )
         async with trio.open_nursery() as connections:
+            self._connections = connections
             async with trio.open_nursery() as acceptor:
                 acceptor.start_soon(
                     partial(trio.serve_listeners, handler, listeners, handler_nursery=connections)

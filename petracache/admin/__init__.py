@@ -1,0 +1,1 @@
+"""The admin sidecar: /health, /ready and /metrics over HTTP, on its own thread."""

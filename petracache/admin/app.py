@@ -1,0 +1,50 @@
+"""The sidecar's Starlette application: three read-only routes.
+
+Invariant: a route only reads plain objects the trio thread writes (``Readiness`` flags,
+counters) and the Prometheus registry; it never calls into the data plane or waits for it.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+
+class ReadinessView(Protocol):
+    """What /ready needs: ``app.Readiness`` satisfies it."""
+
+    @property
+    def ready(self) -> bool: ...
+
+
+def create_app(readiness: ReadinessView, registry: CollectorRegistry) -> Starlette:
+    """The admin ASGI app.
+
+    Args:
+        readiness: read on every /ready request.
+        registry: scraped on every /metrics request (collectors run then, on this thread).
+    """
+
+    async def health(request: Request) -> Response:
+        return PlainTextResponse("ok\n")
+
+    async def ready(request: Request) -> Response:
+        if readiness.ready:
+            return PlainTextResponse("ready\n")
+        return PlainTextResponse("not ready\n", status_code=503)
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return Starlette(
+        routes=[
+            Route("/health", health, methods=["GET", "HEAD"]),
+            Route("/ready", ready, methods=["GET", "HEAD"]),
+            Route("/metrics", metrics, methods=["GET", "HEAD"]),
+        ]
+    )
