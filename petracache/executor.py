@@ -39,12 +39,12 @@ from petracache.protocol.responses import (
     Number,
     RawReply,
     Response,
-    Status,
     StatsReply,
+    Status,
     Values,
     VersionReply,
 )
-from petracache.stats import ServerInfo, general_stats, settings_stats
+from petracache.stats import ServerInfo, general_stats, reset_stats, settings_stats
 from petracache.storage import engine as storage
 from petracache.storage.errors import StorageError
 
@@ -214,7 +214,7 @@ class Executor:
             return StatsReply(general_stats(self.counters, self.engine, self.info))
         group = request.args[0]
         if group == b"reset":
-            self.counters.reset()
+            reset_stats(self.counters, self.engine, self.info)
             self.prefixes.clear()
             return Status.RESET
         if group == b"settings":

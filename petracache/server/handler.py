@@ -14,7 +14,9 @@ would crash ``serve_listeners``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -30,12 +32,17 @@ from petracache.protocol.connection import (
 from petracache.protocol.errors import CloseConnection, ProtocolError
 from petracache.protocol.requests import Get, Quit, Request
 from petracache.protocol.responses import Response
+from petracache.server import tls
+from petracache.server.auth import AuthGate
 from petracache.server.durability import GroupCommitter, NotDurable
 
 log = logging.getLogger(__name__)
 
 WRITE_HIGH_WATER = 256 * 1024
 TOO_MANY_CONNECTIONS = b"SERVER_ERROR too many open connections\r\n"
+# While draining, how long a read waits for bytes already on their way (loopback and LAN
+# round trips are well under this); a client still sending after it is cut off.
+DRAIN_LINGER = 0.05
 
 
 @dataclass(slots=True)
@@ -47,6 +54,9 @@ class HandlerConfig:
     max_connections: int
     idle_timeout: float = 0.0
     durability: GroupCommitter | None = None  # set in fsync mode: replies wait for the fsync
+    write_size: int = WRITE_HIGH_WATER  # flush queued replies past this (server.write_buffer_size)
+    tls: ssl.SSLContext | None = None  # server.tls_*: wrap every connection in TLS
+    auth: dict[bytes, bytes] | None = None  # server.auth_file: users who may connect
 
 
 @dataclass(slots=True)
@@ -66,6 +76,12 @@ class ConnectionTracker:
         if self.active == 0:
             self.all_closed.set()
 
+    def connection_closed(self) -> None:
+        """Count a connection out; the last one out during a drain ends the wait."""
+        self.active -= 1
+        if self.draining and self.active == 0:
+            self.all_closed.set()
+
 
 async def handle_connection(
     stream: trio.abc.Stream,
@@ -75,14 +91,13 @@ async def handle_connection(
     tracker: ConnectionTracker,
 ) -> None:
     """Serve one client until it disconnects, quits, or the server drains."""
+    stream = tls.wrap(stream, config.tls)
     counters.total_connections += 1
     if counters.curr_connections >= config.max_connections or tracker.draining:
         counters.rejected_connections += 1
         with trio.move_on_after(1):
-            try:
+            with contextlib.suppress(trio.BrokenResourceError):
                 await stream.send_all(TOO_MANY_CONNECTIONS)
-            except trio.BrokenResourceError:
-                pass
         await trio.aclose_forcefully(stream)
         return
     counters.curr_connections += 1
@@ -97,9 +112,7 @@ async def handle_connection(
         log.exception("connection handler failed; closing this connection")
     finally:
         counters.curr_connections -= 1
-        tracker.active -= 1
-        if tracker.draining and tracker.active == 0:
-            tracker.all_closed.set()
+        tracker.connection_closed()
         await trio.aclose_forcefully(stream)
 
 
@@ -111,23 +124,43 @@ async def _serve(
     tracker: ConnectionTracker,
 ) -> None:
     conn = MemcacheConnection(config.item_size_max)
+    gate = AuthGate(config.auth) if config.auth is not None else None
     read_size = config.read_size
     idle = config.idle_timeout or float("inf")
-    while not tracker.draining:
+    while True:
+        # While draining, only read what the client already sent (DRAIN_LINGER), so every
+        # request in flight when the shutdown began is answered before the close.
+        draining = tracker.draining
         data = b""
-        with trio.CancelScope(deadline=trio.current_time() + idle) as scope:
-            tracker.idle_scopes.add(scope)
+        with trio.CancelScope(
+            deadline=trio.current_time() + (DRAIN_LINGER if draining else idle)
+        ) as scope:
+            if not draining:
+                tracker.idle_scopes.add(scope)
             try:
-                data = await stream.receive_some(read_size)
+                data = await stream.receive_some(read_size)  # type: ignore[assignment]
             except (ConnectionError, trio.BrokenResourceError):
                 data = b""
             finally:
                 tracker.idle_scopes.discard(scope)
-        if scope.cancelled_caught or not data:
+        if not data:
+            if scope.cancelled_caught and not draining and tracker.draining:
+                continue  # the drain interrupted this read: take one last look
             return
         counters.bytes_read += len(data)
+        if gate is not None:  # not authenticated yet: only the credentials set may pass
+            replies = gate.receive_data(data)
+            if replies:
+                await stream.send_all(replies)
+            if gate.closed:
+                return
+            if not gate.authenticated:
+                continue
+            data, gate = gate.leftover(), None
         conn.receive_data(data)
-        if not await _drain_requests(stream, conn, execute, counters, config.durability):
+        if not await _drain_requests(
+            stream, conn, execute, counters, config.durability, config.write_size
+        ):
             return
 
 
@@ -137,6 +170,7 @@ async def _drain_requests(
     execute: Callable[[Request], Response],
     counters: Counters,
     durability: GroupCommitter | None = None,
+    write_size: int = WRITE_HIGH_WATER,
 ) -> bool:
     """Run every complete request in the buffer; False when the connection must close."""
     mark = durability.mark() if durability is not None else 0
@@ -182,7 +216,7 @@ async def _drain_requests(
             handled >= FLUSH_AFTER and (handled - FLUSH_AFTER) % FLUSH_EVERY == 0
         ):
             flushed = len(out)
-        if size >= WRITE_HIGH_WATER:
+        if size >= write_size:
             if durability is not None:
                 mark = await durability.settle(mark)
             await _write(stream, out, counters)
