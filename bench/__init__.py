@@ -1,0 +1,1 @@
+"""Benchmarks: petracache side by side with memcached on the same machine (``python -m bench``)."""

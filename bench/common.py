@@ -1,0 +1,154 @@
+"""Shared benchmark plumbing: pinned servers, the C load generator, its JSON results.
+
+Every benchmark script uses these so both servers are started, pinned and measured the
+same way:
+
+* ``Memcached`` and ``Petracache`` start a real server on loopback pinned (``taskset``) to
+  ``SERVER_CPUS`` -- one core each, memcached with one worker thread (``-t 1``); petracache's
+  RocksDB background threads inherit the same affinity.
+* ``build_loadgen()`` compiles ``bench/loadgen.c`` once per source version (into the temp
+  dir, so concurrent runs and a read-only checkout both work) and ``run_loadgen()`` runs it
+  pinned to ``LOADGEN_CPUS`` and returns its ``LoadResult``.
+
+Servers reuse ``tests.harness`` (the one shared way to start real processes) and only
+add the ``taskset`` prefix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from tests.harness import PetracacheProcess, free_port, wait_for_port
+
+BENCH_DIR = Path(__file__).resolve().parent
+LOADGEN_SOURCE = BENCH_DIR / "loadgen.c"
+
+
+def _cpus() -> tuple[str, str]:
+    """(server cpus, load generator cpus): core 0 and core 1 when there are two or more."""
+    count = os.cpu_count() or 1
+    if count < 2 or shutil.which("taskset") is None:
+        return "", ""
+    return "0", "1"
+
+
+SERVER_CPUS, LOADGEN_CPUS = _cpus()
+
+
+def pinned(cmd: Sequence[str], cpus: str) -> list[str]:
+    """``cmd`` prefixed with ``taskset -c cpus`` (unchanged when pinning is unavailable)."""
+    return ["taskset", "-c", cpus, *cmd] if cpus else list(cmd)
+
+
+@dataclass(slots=True)
+class LoadResult:
+    """One load generator run (the JSON object ``loadgen`` prints)."""
+
+    ops: int
+    gets: int
+    sets: int
+    hits: int
+    misses: int
+    errors: int
+    dropped: int
+    seconds: float
+    ops_per_sec: float
+    mean_us: float
+    p50_us: float
+    p99_us: float
+    p999_us: float
+    max_us: float
+    cpu_pct: float
+
+    @classmethod
+    def from_json(cls, text: str) -> LoadResult:
+        raw = json.loads(text)
+        return cls(**{f.name: raw[f.name] for f in fields(cls)})
+
+    @property
+    def hit_ratio(self) -> float:
+        looked_up = self.hits + self.misses
+        return self.hits / looked_up if looked_up else 0.0
+
+
+def build_loadgen() -> Path:
+    """Compile ``loadgen.c`` (cached by its content hash) and return the binary's path."""
+    source = LOADGEN_SOURCE.read_bytes()
+    digest = hashlib.sha256(source).hexdigest()[:16]
+    out_dir = Path(tempfile.gettempdir()) / f"petracache-loadgen-{digest}"
+    binary = out_dir / "loadgen"
+    if binary.exists():
+        return binary
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / f"loadgen.{os.getpid()}"
+    subprocess.run(
+        ["gcc", "-O2", "-Wall", "-o", str(tmp), str(LOADGEN_SOURCE)],
+        check=True,
+        capture_output=True,
+    )
+    tmp.replace(binary)  # atomic: a concurrent build never sees a half-written binary
+    return binary
+
+
+def run_loadgen(port: int, args: Sequence[str], timeout: float = 600.0) -> LoadResult:
+    """Run the load generator against ``127.0.0.1:port`` and parse its result.
+
+    Raises:
+        RuntimeError: the generator failed (the server closed a connection, refused...).
+    """
+    cmd = pinned([str(build_loadgen()), "-p", str(port), *args], LOADGEN_CPUS)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"loadgen {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
+    return LoadResult.from_json(proc.stdout.strip().splitlines()[-1])
+
+
+class Petracache(PetracacheProcess):
+    """``tests.harness.PetracacheProcess`` pinned to the server core."""
+
+    def command(self) -> list[str]:
+        return pinned(super().command(), SERVER_CPUS)
+
+    def disk_bytes(self) -> int:
+        """Bytes in the database directory (SST files, WAL, MANIFEST, OPTIONS)."""
+        return sum(p.stat().st_size for p in self.db_path.rglob("*") if p.is_file())
+
+
+class Memcached:
+    """Debian's memcached 1.6 with one worker thread, pinned to the server core.
+
+    Args:
+        memory_mb: ``-m``; large enough that the benchmark's dataset is never evicted.
+        max_connections: ``-c``; the 1,000-connection workload needs more than the default.
+    """
+
+    def __init__(self, memory_mb: int = 1024, max_connections: int = 4096) -> None:
+        binary = shutil.which("memcached") or "/usr/bin/memcached"
+        self.port = free_port()
+        cmd = [binary, "-U", "0", "-l", "127.0.0.1", "-p", str(self.port), "-t", "1"]
+        cmd += ["-m", str(memory_mb), "-c", str(max_connections)]
+        if os.geteuid() == 0:
+            cmd += ["-u", "nobody"]
+        self.proc = subprocess.Popen(
+            pinned(cmd, SERVER_CPUS), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def __enter__(self) -> Memcached:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
