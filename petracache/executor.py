@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 
-from petracache import mcrouter_ops
+from petracache import mcrouter_ops, meta_executor
 from petracache.counters import Counters
 from petracache.leases import LeaseTable
 from petracache.limits import SERVER_VERSION
 from petracache.prefix_stats import PrefixStats
+from petracache.protocol.meta_requests import MetaRequest
 from petracache.protocol.requests import (
     Arithmetic,
     CacheMemlimit,
@@ -122,6 +123,8 @@ class Executor:
                 return mcrouter_ops.execute(request, self.engine, self.leases, self.counters)
             case Quit():
                 return Status.NOTHING
+            case MetaRequest():
+                return meta_executor.execute(request, self.engine, self.counters)
         raise AssertionError(f"unhandled request {request!r}")  # pragma: no cover
 
     def _get(self, request: Get) -> Values:

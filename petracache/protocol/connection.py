@@ -29,6 +29,7 @@ from typing import Final
 
 from petracache.limits import DEFAULT_ITEM_SIZE_MAX
 from petracache.protocol import compose, errors
+from petracache.protocol.meta_requests import MetaRejected, MetaSetHeader
 from petracache.protocol.requests import LeaseSet, Request, Store, TooLarge
 from petracache.protocol.responses import Response
 from petracache.protocol.text import StoreHeader, parse_line
@@ -61,7 +62,7 @@ class MemcacheConnection:
         self._buf = bytearray()
         self._pos = 0  # start of unconsumed input in _buf
         self._scanned = 0  # bytes after _pos already searched for b"\n"
-        self._pending: StoreHeader | None = None
+        self._pending: StoreHeader | MetaSetHeader | None = None
         self._swallow = 0
         self._item_size_max = item_size_max
 
@@ -106,6 +107,8 @@ class MemcacheConnection:
             self._pos = end
             if buf[end - 2 : end] != b"\r\n":
                 raise errors.BadDataChunk(noreply=pending.noreply)
+            if isinstance(pending, MetaSetHeader):
+                return pending.complete(bytes(buf[start : end - 2]))
             if pending.lease_token is not None:
                 return LeaseSet(
                     pending.key,
@@ -133,10 +136,10 @@ class MemcacheConnection:
         if nl - pos > 1 and buf[nl - 1] == 13:  # memcached keeps a lone "\r" line as is
             nl -= 1
         parsed = parse_line(bytes(buf[pos:nl]), self._item_size_max)
-        if isinstance(parsed, StoreHeader):
+        if isinstance(parsed, (StoreHeader, MetaSetHeader)):
             self._pending = parsed
             return self.next_request()
-        if isinstance(parsed, TooLarge):
+        if isinstance(parsed, (TooLarge, MetaRejected)):
             self._swallow = parsed.swallow
         return parsed
 

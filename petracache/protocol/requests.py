@@ -12,6 +12,8 @@ import enum
 from dataclasses import dataclass
 from typing import TypeAlias
 
+from petracache.protocol.meta_requests import MetaRequest
+
 
 class StoreMode(enum.Enum):
     """The storage verbs that carry a data block."""
@@ -164,4 +166,5 @@ Request: TypeAlias = (
     | LeaseSet
     | McrouterMetaget
     | Quit
+    | MetaRequest
 )

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from petracache.limits import KEY_MAX_LENGTH, item_size_ok
 from petracache.numeric import strtol32, strtoul32, strtoull
 from petracache.protocol import errors
+from petracache.protocol.meta import parse_meta
 from petracache.protocol.requests import (
     Arithmetic,
     CacheMemlimit,
@@ -87,6 +88,8 @@ def parse_line(line: bytes, item_size_max: int) -> Request | StoreHeader:
     if not tokens or len(tokens[0]) < 2:
         raise errors.UnknownCommand()
     cmd = tokens[0]
+    if cmd[0] == 109 and len(cmd) == 2:  # memcached: first == 'm' && length == 2
+        return parse_meta(tokens, item_size_max)
     ntokens = min(len(tokens), MAX_TOKENS - 1) + 1
 
     modes = _GETS.get(cmd) or _GATS.get(cmd)

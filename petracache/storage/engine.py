@@ -418,6 +418,10 @@ class Engine:
 
     # -- meta protocol primitives (petracache.meta_executor composes its commands from these) --
 
+    @property
+    def item_size_max(self) -> int:
+        return self._item_size_max
+
     def lookup(self, key: bytes, now: int) -> Item | None:
         """The live item under ``key`` as stored (no fetch is recorded), or None."""
         return self._lookup(key, now)
