@@ -21,12 +21,22 @@ from bench.common import LoadResult, Petracache, run_loadgen
 LEVELS = ("none", "wal", "fsync")
 
 
-def measure(level: str, workdir: Path, seconds: float, connections: int, size: int) -> LoadResult:
-    """One level: a fresh server, a set-only closed-loop load, the load generator's result."""
+def measure(
+    level: str, workdir: Path, seconds: float, connections: int, size: int
+) -> tuple[LoadResult, float]:
+    """One level: a fresh server, a set-only closed-loop load; the result and sets per fsync."""
     with Petracache(workdir / level, args=["--durability", level]) as server:
         args = ["-g", "0", "-c", str(connections), "-t", str(seconds), "-w", "1"]
         args += ["-v", str(size), "-k", "100000"]
-        return run_loadgen(server.port, args)
+        result = run_loadgen(server.port, args)
+        stats = dict(
+            line.split()[1:3]
+            for line in server.client().call(b"stats\r\n").decode().splitlines()
+            if line.startswith("STAT ")
+        )
+        fsyncs = int(stats.get("wal_fsyncs", 0))
+        per_fsync = int(stats["cmd_set"]) / fsyncs if fsyncs else 0.0
+        return result, per_fsync
 
 
 def main() -> None:
@@ -46,12 +56,15 @@ def main() -> None:
             level: measure(level, workdir, opts.seconds, opts.connections, opts.value_size)
             for level in LEVELS
         }
-    base = results["wal"].ops_per_sec
-    print(f"{'level':<7} {'sets/s':>10} {'vs wal':>7} {'p50 us':>8} {'p99 us':>9} {'errors':>6}")
-    for level, r in results.items():
+    base = results["wal"][0].ops_per_sec
+    print(
+        f"{'level':<7} {'sets/s':>10} {'vs wal':>7} {'p50 us':>8} {'p99 us':>9} "
+        f"{'errors':>6} {'sets/fsync':>10}"
+    )
+    for level, (r, per_fsync) in results.items():
         print(
             f"{level:<7} {r.ops_per_sec:>10.0f} {r.ops_per_sec / base:>7.2f} "
-            f"{r.p50_us:>8.0f} {r.p99_us:>9.0f} {r.errors:>6}"
+            f"{r.p50_us:>8.0f} {r.p99_us:>9.0f} {r.errors:>6} {per_fsync:>10.1f}"
         )
 
 
