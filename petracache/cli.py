@@ -214,7 +214,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         else:
             raise
-        log.error("start-up failed: %s", message)
         print(f"petracache: {message}", file=sys.stderr)
         return EXIT_STARTUP
     return 0

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 LISTEN_RE = re.compile(rb"petracache listening on ([\d.:\[\]a-f]+):(\d+)")
+ADMIN_RE = re.compile(r"admin listening on ([\d.:\[\]a-f]+):(\d+)")
 START_TIMEOUT = 20.0
 
 
@@ -106,6 +107,14 @@ class PetracacheProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def admin_url(self) -> str:
+        """Base URL of the admin sidecar (its port is logged as "admin listening on H:P")."""
+        matches = ADMIN_RE.findall(self.log())
+        if not matches:
+            raise RuntimeError(f"no admin listener in the log:\n{self.log()}")
+        host, port = matches[-1]
+        return f"http://{host}:{port}"
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         """Send ``sig`` and wait; returns the exit status."""

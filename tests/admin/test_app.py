@@ -1,0 +1,82 @@
+"""The admin app in-process (Starlette's TestClient): routes, readiness states, metrics text.
+
+Readiness during start-up is checked here, where the start state can be held still; the
+drain state is also checked end to end in tests/e2e/test_shutdown.py.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.testclient import TestClient
+
+from petracache.admin.app import create_app
+from petracache.app import Readiness
+from petracache.counters import Counters
+from petracache.metrics import LATENCY_BOUNDS, PetracacheCollector, RequestMetrics
+from petracache.protocol.requests import Delete, Get, Store, StoreMode
+from petracache.protocol.responses import Hit, Response, Status, Values
+
+
+def make(readiness: Readiness) -> tuple[TestClient, Counters, RequestMetrics]:
+    counters = Counters()
+    requests = RequestMetrics()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(PetracacheCollector(counters, requests))
+    return TestClient(create_app(readiness, registry)), counters, requests
+
+
+def test_health_always_200_and_ready_follows_the_lifecycle() -> None:
+    readiness = Readiness()
+    client, _, _ = make(readiness)
+    assert client.get("/health").status_code == 200
+    assert client.get("/ready").status_code == 503  # starting: nothing open yet
+    readiness.db_open = True
+    assert client.get("/ready").status_code == 503  # database open, port not bound yet
+    readiness.accepting = True
+    assert client.get("/ready").status_code == 200
+    readiness.draining = True
+    assert client.get("/ready").status_code == 503
+    assert client.get("/health").status_code == 200
+    assert client.get("/nope").status_code == 404
+
+
+def fake_execute(request: object) -> Response:
+    if isinstance(request, Get):
+        return Values([Hit(request.keys[0], 0, 1, b"v")], request.return_cas)
+    if isinstance(request, Store):
+        return Status.STORED
+    return Status.NOT_FOUND
+
+
+def test_metrics_text_parses_and_counts_by_command_and_result() -> None:
+    client, counters, requests = make(Readiness())
+    execute = requests.instrument(fake_execute)  # type: ignore[arg-type]
+    execute(Get([b"a", b"b", b"c"], return_cas=False))
+    execute(Get([b"a"], return_cas=True))
+    execute(Store(StoreMode.ADD, b"a", 0, 0, b"x"))
+    execute(Delete(b"zz"))
+    counters.curr_connections = 3
+    counters.total_connections = 7
+    reply = client.get("/metrics")
+    assert reply.status_code == 200
+    assert reply.headers["content-type"].startswith("text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(reply.text)}
+    samples = {
+        (s.labels["command"], s.labels["result"]): s.value
+        for s in families["petracache_requests"].samples
+    }
+    assert samples == {
+        ("get", "hit"): 1,
+        ("get", "miss"): 2,
+        ("gets", "hit"): 1,
+        ("add", "stored"): 1,
+        ("delete", "not_found"): 1,
+    }
+    hist = families["petracache_request_duration_seconds"]
+    counts = {s.labels["command"]: s.value for s in hist.samples if s.name.endswith("_count")}
+    assert counts == {"get": 1, "gets": 1, "add": 1, "delete": 1}
+    buckets = [s for s in hist.samples if s.name.endswith("_bucket")]
+    assert len(buckets) == 4 * (len(LATENCY_BOUNDS) + 1)
+    assert families["petracache_current_connections"].samples[0].value == 3
+    assert families["petracache_connections"].samples[0].value == 7
