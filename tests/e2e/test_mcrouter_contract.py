@@ -204,6 +204,8 @@ def run_script(client: RawClient, script: list[tuple[bytes, Reader]]) -> list[Re
 
 def test_every_mcrouter_shape_gets_one_wellformed_reply(server: PetracacheProcess) -> None:
     client = server.client()
+    assert not client.is_closed(wait=0.2)
+    assert client.buf == b"", "the server spoke first"
     replies = run_script(client, SCRIPT)
     by_request = {request: reply for (request, _), reply in zip(SCRIPT, replies, strict=True)}
     kinds = [reply.kind for reply in replies]
