@@ -59,6 +59,7 @@ _STORE_REPLIES = {
     storage.StoreResult.NOT_FOUND: Status.NOT_FOUND,
 }
 TOO_LARGE = ErrorReply(b"SERVER_ERROR object too large for cache\r\n")
+MEMLIMIT_NOT_BYTES = b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes\r\n"
 NON_NUMERIC = ErrorReply(b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n")
 
 
@@ -117,7 +118,7 @@ class Executor:
                 if request.megabytes < 8:
                     return RawReply(b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n")
                 if request.megabytes > 1_000_000_000:
-                    return RawReply(b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes\r\n")
+                    return RawReply(MEMLIMIT_NOT_BYTES)
                 return Status.OK
             case LeaseGet() | LeaseSet() | McrouterMetaget():
                 return mcrouter_ops.execute(request, self.engine, self.leases, self.counters)
@@ -131,13 +132,11 @@ class Executor:
         engine = self.engine
         counters = self.counters
         hits: list[Hit] = []
-        touch = request.exptime is not None
+        exptime = request.exptime
+        touch = exptime is not None
         detail = self.prefixes if self.prefixes.enabled else None
         for key in request.keys:
-            if touch:
-                item = engine.get_and_touch(key, request.exptime)  # type: ignore[arg-type]
-            else:
-                item = engine.get(key)
+            item = engine.get_and_touch(key, exptime) if exptime is not None else engine.get(key)
             if detail is not None:
                 detail.record_get(key, item is not None)
             if item is None:

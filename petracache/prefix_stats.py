@@ -96,10 +96,12 @@ class PrefixStats:
             enumerate(self.table),
             key=lambda item: (murmur3_32(item[1]) % PREFIX_HASH_SIZE, -item[0]),
         )
-        lines = [
-            b"PREFIX %b get %d hit %d set %d del %d\r\n" % (prefix, *self.table[prefix])
-            for _, prefix in order
-        ]
+        lines = []
+        for _, prefix in order:
+            gets, hits, sets, deletes = self.table[prefix]
+            lines.append(
+                b"PREFIX %b get %d hit %d set %d del %d\r\n" % (prefix, gets, hits, sets, deletes)
+            )
         lines.append(b"END\r\n")
         return b"".join(lines)
 

@@ -9,8 +9,8 @@ from petracache.protocol.responses import (
     Number,
     RawReply,
     Response,
-    Status,
     StatsReply,
+    Status,
     Values,
     VersionReply,
 )

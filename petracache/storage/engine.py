@@ -206,7 +206,9 @@ class Engine:
         self._cas = _U64.unpack(raw)[0] if raw else 0
         self._cas_reserved = self._cas
         raw = self._meta.get(FLUSH_KEY)
-        self._oldest_live, self._oldest_cas = _FLUSH.unpack(raw) if raw else (0, 0)
+        flush_state = _FLUSH.unpack(raw) if raw else (0, 0)
+        self._oldest_live: int = flush_state[0]
+        self._oldest_cas: int = flush_state[1]
         # memcached's process_started: its clock cannot express an absolute time before this.
         self._epoch = self.now() - expiry.EPOCH_SLACK
         self._closed = False
