@@ -1,6 +1,6 @@
 """Background reclaim measured on a real server: expiry, the disk bound, memory.
 
-``python -m bench.reclaim [expiry] [capacity] [rss] [--items 1000000] [--dir DIR]``
+``python -m bench.reclaim [expiry] [burst] [capacity] [rss] [--items 1000000] [--dir DIR]``
 
 * expiry: a working set is preloaded; a read/write load on it (``bench/loadgen.c``, 20
   connections, 90% gets) runs for 10 s alone (the "before" figures), then again for 60 s
@@ -9,6 +9,9 @@
   write). SST bytes on disk are sampled every 0.5 s: the baseline (the working set alone),
   at the end of the TTL writes, at the last expiry (5 s after the last TTL write), and the
   seconds from then until they are back within 10% of the baseline.
+* burst: the same items, all with one absolute deadline a little after the writes end, so
+  the whole backlog comes due at once; the load is measured just before it (nothing to reap)
+  and during the reaping, on the same server and data.
 * capacity: ``max_disk_bytes`` = ``--bound``; 3x the bound is written (1 KiB values, a third
   of the keys rewritten); the database directory's size is sampled every 0.25 s; at the end
   every key is read and must return its latest written value or a miss.
@@ -170,6 +173,79 @@ def bench_expiry(workdir: Path, items: int, value_size: int) -> None:
     print(f"  SST MiB curve (t s, MiB), every 2 s: {json.dumps(curve)}")
 
 
+def wait_back(db: Path, baseline: int, since: float, horizon: float = 240.0) -> float | None:
+    """Seconds after ``since`` until the SST bytes are within 10% of ``baseline``."""
+    while time.monotonic() - since < horizon:
+        if sst_bytes(db) <= baseline * 1.10:
+            return time.monotonic() - since
+        time.sleep(0.25)
+    return None
+
+
+def bench_burst(workdir: Path, items: int, value_size: int) -> None:
+    """Every item gets the same absolute deadline, set a little after the writes end.
+
+    This isolates the reaper: the load is measured in a window after the writes and before
+    the deadline (no writes, nothing to reap) and in a window from the deadline on (the
+    whole backlog is due at once), on the same server and data.
+    """
+    print(f"== burst expiry: {items:,} items x {value_size} B, one shared deadline")
+    working_set = 100_000
+    with Petracache(workdir / "burst", env=SMALL_BUFFERS) as server:
+        db = server.db_path
+        run_loadgen(server.port, ["-L", "-k", str(working_set), "-v", "100"])
+        load = ["-c", "20", "-g", "0.9", "-k", str(working_set), "-v", "100", "-w", "1"]
+        time.sleep(2)
+        baseline = sst_bytes(db)
+        client = server.client(timeout=60)
+        value = b"x" * value_size
+        t0 = time.monotonic()  # calibrate the write rate on throwaway keys
+        write_items(client, (b"cal:%d" % i for i in range(20_000)), lambda _: value, 1)
+        rate = 20_000 / (time.monotonic() - t0)
+        write_seconds = items / rate
+        deadline_unix = int(time.time() + 2 * write_seconds + 15)
+        deadline = time.monotonic() + (deadline_unix - time.time())
+        keys = (b"ttl:%d" % i for i in range(items))
+        write_items(client, keys, lambda _: value, deadline_unix)
+        written = sst_bytes(db)
+        wait = deadline - time.monotonic() - 11
+        if wait < 0:
+            print(f"  writes ran late by {-wait:.0f} s; rerun with fewer --items")
+            return
+        time.sleep(wait)
+        quiet = run_loadgen(server.port, [*load, "-t", "9"])
+        time.sleep(max(deadline - time.monotonic(), 0))
+        at_deadline = sst_bytes(db)
+        probe_client = server.client(timeout=60)
+        reaped_before = int(stats(client)["expired_reaped"])
+
+        def probe() -> tuple[int, int]:
+            return sst_bytes(db), int(stats(probe_client)["expired_reaped"]) - reaped_before
+
+        with (
+            Sampler(probe, 0.5) as sampler,
+            background_load(server.port, [*load, "-t", "10"]) as reaping,
+        ):
+            recovered = wait_back(db, baseline, deadline + 1)
+        counters = stats(client)
+        done = [t for t, (_, n) in sampler.samples if n >= items]
+    print(f"  SST bytes, working set only  {baseline / MiB:8.1f} MiB (baseline)")
+    print(f"  SST bytes, after the writes  {written / MiB:8.1f} MiB")
+    print(f"  SST bytes, at the deadline   {at_deadline / MiB:8.1f} MiB")
+    if recovered is None:
+        print("  not back within 10% of baseline within 240 s")
+    else:
+        print(f"  back within 10% of baseline  {recovered:8.1f} s after the deadline (+1 s)")
+    print(load_line("load, nothing to reap (9 s)", quiet))
+    print(load_line("load while reaping (10 s)", reaping["r"]))
+    if done:
+        print(f"  all {items:,} reaped {done[0]:.1f} s after the deadline (0.5 s samples)")
+    keys_ = ("expired_reaped", "get_expired", "reclaimed_bytes", "compacted_bytes")
+    print("  " + "  ".join(f"{k} {counters.get(k)}" for k in keys_))
+    curve = [(round(t, 1), round(v / MiB, 1), n) for t, (v, n) in sampler.samples[::2]]
+    print(f"  from the deadline, every 1 s (t s, SST MiB, reaped): {json.dumps(curve)}")
+
+
 def bench_capacity(workdir: Path, bound: int, value_size: int) -> None:
     total = 3 * bound
     writes = total // (value_size + 30)
@@ -255,7 +331,7 @@ def bench_rss(workdir: Path, cache: int, value_size: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("parts", nargs="*", default=["expiry", "capacity", "rss"])
+    parser.add_argument("parts", nargs="*", default=["expiry", "burst", "capacity", "rss"])
     parser.add_argument("--items", type=int, default=1_000_000)
     parser.add_argument("--value-size", type=int, default=100)
     parser.add_argument("--bound", type=int, default=64 * MiB)
@@ -266,6 +342,8 @@ def main() -> None:
         workdir = Path(tmp)
         if "expiry" in opts.parts:
             bench_expiry(workdir, opts.items, opts.value_size)
+        if "burst" in opts.parts:
+            bench_burst(workdir, opts.items, opts.value_size)
         if "capacity" in opts.parts:
             bench_capacity(workdir, opts.bound, 1000)
         if "rss" in opts.parts:
