@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import signal
 import ssl
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import partial
 
@@ -75,19 +76,18 @@ def _start_admin(
     return admin
 
 
-async def _watch_signals(stop: trio.Event, plane: list[DataPlane]) -> None:
+async def _watch_signals(
+    signals: AsyncIterator[int], stop: trio.Event, plane: list[DataPlane]
+) -> None:
     """First signal: graceful stop. Second: cancel the connections still draining."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for signum in signals:
-            if not stop.is_set():
-                log.info("received %s, shutting down", signal.Signals(signum).name)
-                stop.set()
-            else:
-                log.warning(
-                    "received %s again: closing connections now", signal.Signals(signum).name
-                )
-                for p in plane:
-                    p.abort()
+    async for signum in signals:
+        if not stop.is_set():
+            log.info("received %s, shutting down", signal.Signals(signum).name)
+            stop.set()
+        else:
+            log.warning("received %s again: closing connections now", signal.Signals(signum).name)
+            for p in plane:
+                p.abort()
 
 
 async def run(settings: Settings, readiness: Readiness | None = None) -> None:
@@ -98,6 +98,13 @@ async def run(settings: Settings, readiness: Readiness | None = None) -> None:
         StorageError: the database cannot be opened (locked, unreadable).
     """
     readiness = readiness or Readiness()
+    # The receiver stays installed until the database is closed, so a signal during the
+    # close is absorbed instead of killing the process mid-flush.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        await _run(settings, readiness, signals)
+
+
+async def _run(settings: Settings, readiness: Readiness, signals: AsyncIterator[int]) -> None:
     server_cfg = settings.server
     counters = Counters()
     requests = RequestMetrics()
@@ -108,7 +115,7 @@ async def run(settings: Settings, readiness: Readiness | None = None) -> None:
     tls_context, users = _security(server_cfg)
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_watch_signals, stop, planes)
+            nursery.start_soon(_watch_signals, signals, stop, planes)
             admin = _start_admin(settings, readiness, collector)
             if admin is not None:
                 nursery.start_soon(partial(trio.to_thread.run_sync, admin.serve))

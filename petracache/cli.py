@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import resource
+import signal
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -178,6 +179,10 @@ def setup_logging(level: str, fmt: str) -> None:
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
 
 
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def _root(exc: BaseException) -> BaseException:
     """The one exception inside (nested) single-member exception groups from nurseries."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
@@ -202,6 +207,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         nofile,
         loggable(settings),
     )
+    # app.run handles SIGTERM itself while it runs; outside it (trio starting, or the
+    # database already closed and the process exiting), SIGTERM means a clean exit 0.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     try:
         trio.run(run, settings)
     except BaseException as exc:
@@ -210,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             message = f"storage.db_path: {root}"
         elif isinstance(root, StartupError):
             message = str(root)
-        elif isinstance(root, KeyboardInterrupt):
+        elif isinstance(root, KeyboardInterrupt | SystemExit):
             return 0
         else:
             raise
