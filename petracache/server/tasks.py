@@ -66,6 +66,10 @@ class ReclaimTask:
                 log.warning("background reclaim: %s", exc)
                 await trio.sleep(ERROR_BACKOFF)
                 continue
+            except Exception:  # a bug here must not take the data plane down with it
+                log.exception("background reclaim step failed")
+                await trio.sleep(ERROR_BACKOFF)
+                continue
             if not self._compacting:
                 job = self._reclaimer.take_compaction()
                 if job is not None:

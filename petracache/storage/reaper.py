@@ -100,6 +100,7 @@ class Reclaimer:
         self._evict_target = 0
         self._evict_waits_compaction = False
         self._over_bound = False
+        self._other_turn = False
         # crawl (flush reclaim / backfill)
         raw = self._meta.get(FLUSH_DONE_KEY)
         self._flush_done: tuple[int, int] = _FLUSH.unpack(raw) if raw else (0, 0)
@@ -123,11 +124,16 @@ class Reclaimer:
         """
         now = self._engine.now()
         deadline = self._timer() + STEP_BUDGET
-        if self._max_disk and self._eviction_due():
+        if not self._other_turn and self._max_disk and self._eviction_due():
             if self._over_bound:  # writes are outpacing eviction: take a bigger share
                 deadline += STEP_BUDGET * (OVER_BOUND_SHARE - 1)
             more = self._evict(deadline)
-        elif self._index.track_expiry and self._expiry_due(now):
+            # Eviction reads the age index; while that is being backfilled, the crawl
+            # must progress too, so it gets every other step.
+            self._other_turn = self._index.needs_backfill
+            return more or self._other_turn
+        self._other_turn = False
+        if self._index.track_expiry and self._expiry_due(now):
             more = self._reap_expired(now, deadline)
         elif self._crawl_due(now):
             more = self._crawl(now, deadline)
@@ -197,7 +203,9 @@ class Reclaimer:
         # Round over (target met or index exhausted): compact, then measure again.
         self._evict_target = 0
         self._evict_waits_compaction = True
-        self._request(Compaction("default", None, None))
+        self._request(Compaction("default", None, None))  # covers every pending deletion
+        self._pending_bytes = 0
+        self._pending_lo = self._pending_hi = None
         self._request(Compaction(idx.AGE_CF, None, self._age_cursor))
         return False
 

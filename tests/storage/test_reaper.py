@@ -243,6 +243,28 @@ def test_index_is_backfilled_when_reclaim_is_turned_on(tmp_path: Path, clock: Cl
         engine.close()
 
 
+def test_eviction_turned_on_later_backfills_while_it_evicts(tmp_path: Path, clock: Clock) -> None:
+    path = tmp_path / "db"
+    engine = make_engine(path, clock)
+    for i in range(3000):
+        engine.store(StoreMode.SET, b"old:%d" % i, 0, 0, VALUE)
+    engine.close()
+    del engine
+
+    bound = 1024 * 1024
+    engine = make_engine(path, clock, max_disk_bytes=bound)
+    try:
+        assert engine.index.needs_backfill
+        reclaimer = Reclaimer(engine, max_disk_bytes=bound)
+        drain(reclaimer)
+        assert not engine.index.needs_backfill
+        assert engine.counters.evictions > 0
+        drain(reclaimer)
+        assert reclaimer.disk_usage() < bound
+    finally:
+        engine.close()
+
+
 def test_without_reclaim_no_index_is_written(tmp_path: Path, clock: Clock) -> None:
     engine = make_engine(tmp_path / "db", clock, enable_ttl_compaction=False)
     try:
