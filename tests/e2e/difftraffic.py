@@ -50,8 +50,11 @@ DELTA_TOKENS = [
     b"1", b"0", b"5", b"18446744073709551615", b"18446744073709551616", b"-1", b"abc",
     b"+3", b"1x", b"007", b"-0", b"2\t",
 ]  # fmt: skip
+# 2**64 - 1 itself is left to the scripted cases: in two random runs (of about 45,000
+# commands) memcached 1.6.18 answered incr on a stored 18446744073709551615 with
+# "non-numeric", which it never does when the same batch is replayed.
 NUMERIC_VALUES = [
-    b"0", b"1", b"9", b"99", b"100", b"18446744073709551615", b"18446744073709551614",
+    b"0", b"1", b"9", b"99", b"100", b"18446744073709551614",
     b" 1", b"1 2", b"12 ab", b"12ab", b"", b"-1", b"0x1", b"007", b"1\x002", b"\t5",
     b"18446744073709551616",
 ]  # fmt: skip
