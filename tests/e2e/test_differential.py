@@ -10,6 +10,7 @@ both servers' state (``gets`` of every key). ``stats`` values and timing are exc
 
 from __future__ import annotations
 
+import difflib
 import random
 import re
 import socket
@@ -298,8 +299,21 @@ def test_random_traffic(peers: list[Peer], seed: int) -> None:
             mismatches.append((index, batch.commands, mc, pc))
             break  # the servers' states may now differ: later batches prove nothing
     COMPARED["random"] += generator.count
-    assert not mismatches, mismatches[0]
+    assert not mismatches, _explain(*mismatches[0])
     assert generator.count > RANDOM_BATCHES * 5
+
+
+def _explain(index: int, commands: list[list[Part]], mc: bytes, pc: bytes) -> str:
+    """A readable account of a mismatch: the batch (shortened) and a diff of the replies."""
+    sent = [repr(b"".join(p for p in c if isinstance(p, bytes))[:120]) for c in commands]
+    diff = difflib.unified_diff(
+        [repr(line[:120]) for line in mc.split(b"\r\n")],
+        [repr(line[:120]) for line in pc.split(b"\r\n")],
+        "memcached",
+        "petracache",
+        lineterm="",
+    )
+    return f"batch {index}:\n" + "\n".join(sent) + "\n" + "\n".join(diff)
 
 
 def _close_outcome(port: int, payload: bytes) -> tuple[bytes, bool]:
