@@ -24,6 +24,7 @@ import os
 import shlex
 import signal
 import subprocess
+import sys
 import venv
 from pathlib import Path
 from typing import Any
@@ -166,9 +167,10 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """petracache pip-installed into a fresh virtualenv, as the build stage does (the
     dependencies come from this interpreter's site-packages: no network needed)."""
     root = tmp_path_factory.mktemp("image") / "venv"
-    venv.EnvBuilder(system_site_packages=True, with_pip=True).create(root)
+    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(root)
+    pip = [sys.executable, "-m", "pip", "--python", str(root / "bin" / "python")]
     subprocess.run(
-        [root / "bin" / "pip", "install", "-q", "--no-deps", "--disable-pip-version-check", ROOT],
+        [*pip, "install", "-q", "--no-deps", "--disable-pip-version-check", str(ROOT)],
         check=True,
         timeout=300,
     )
