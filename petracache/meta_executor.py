@@ -161,8 +161,8 @@ def _mg(r: MetaGet, engine: Engine, counters: Counters) -> Response:
         if won:
             out.append(b" W")
             bits |= WIN_SENT
-        if not r.no_update:
-            bits, last_access = _seen(bits, last_access, now)
+    if not r.no_update and (not error or not _locked(r.tokens)):
+        bits, last_access = _seen(bits, last_access, now)
 
     new = item._replace(deadline=deadline, bits=bits, last_access=last_access)
     if created:
@@ -183,6 +183,13 @@ def _mg(r: MetaGet, engine: Engine, counters: Counters) -> Response:
         out.append(item.data)
         out.append(b"\r\n")
     return RawReply(b"".join(out))
+
+
+def _locked(tokens: tuple[bytes, ...]) -> bool:
+    """memcached fetches with the item lock (and records the fetch only after a successful
+    reply) when h, l, T, N or R is present; otherwise the fetch is recorded as it is read,
+    so it stands even if the reply then fails on a too-long opaque."""
+    return any(t[0] in b"hlTNR" for t in tokens)
 
 
 def _mg_miss(r: MetaGet, counters: Counters) -> Response:
@@ -220,7 +227,7 @@ def _ms(r: MetaSet, engine: Engine, counters: Counters) -> Response:
             code = b"NF"
         elif old.cas == compare:
             counters.cas_hits += 1
-        elif r.invalidate and compare is not None and compare < old.cas:
+        elif r.invalidate and compare and compare < old.cas:  # C0 never matches
             # A stale write: keeps the TTL and the win state, marks the item stale.
             counters.cas_hits += 1
             deadline = old.deadline
@@ -336,6 +343,10 @@ def _ma(r: MetaArithmetic, engine: Engine, counters: Counters) -> Response:
         else:
             counters.decr_hits += 1
 
+    # memcached applies T and N to the item it hands back: the live one when the counter
+    # was created or rewritten in place, but the replaced (unlinked) one when the number
+    # grew into a new item; then they only show in a later ``t`` of this same reply.
+    in_place = created or len(new.data) == len(item.data)
     deadline = new.deadline
     out = [b"VA %d" % len(number) if r.value else b"HD"]
     error = False
@@ -360,7 +371,7 @@ def _ma(r: MetaArithmetic, engine: Engine, counters: Counters) -> Response:
     engine.put(
         r.key,
         new.flags,
-        deadline,
+        deadline if in_place else new.deadline,
         new.data,
         now,
         cas=new.cas,
