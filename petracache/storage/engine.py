@@ -187,7 +187,8 @@ class Engine:
             raise StorageError(f"cannot open db_path {path!r}: {text}") from exc
         self._meta = self._db.get_column_family(META_CF)
         self._write_opts = rocksdict.WriteOptions()
-        self._write_opts.disable_wal = settings.durability == "none"
+        # A settable attribute at runtime; rocksdict's stub wrongly declares a method.
+        self._write_opts.disable_wal = settings.durability == "none"  # type: ignore[method-assign,assignment]
         # fsync mode writes un-synced too: group commit (``commit``) syncs the WAL for many
         # writes at once before their replies are released.
         self._write_opts.sync = False
@@ -302,13 +303,29 @@ class Engine:
             return None
         if item.deadline and item.deadline <= now:
             self.counters.expired_lazy += 1
-            self._remove(key, item)
+            self._remove_dead(key, item)
             return None
         if self._oldest_live and self._is_flushed(item, now):
             self.counters.flushed_lazy += 1
-            self._remove(key, item)
+            self._remove_dead(key, item)
             return None
         return item
+
+    def _remove_dead(self, key: bytes, item: Item) -> None:
+        """Delete a dead item found by a read; best effort, so reads work on a full disk.
+
+        The item is never returned either way; if the delete fails (ENOSPC, read-only
+        background error) the reaper or a later read removes it.
+        """
+        try:
+            self._remove(key, item)
+        except StorageError:
+            self._side_write_failed()
+
+    def _side_write_failed(self) -> None:
+        """Count a write a read made on the side (lazy delete, fetch record) that failed."""
+        extra = self.counters.extra
+        extra["read_write_failures"] = extra.get("read_write_failures", 0) + 1
 
     def _put_item(
         self,
@@ -345,7 +362,11 @@ class Engine:
         item = self._lookup(key, now)
         if item is not None and codec.fetch_is_news(item, now):
             seen = codec.fetched(item, now)
-            self.rewrite(key, seen, item)
+            try:
+                self.rewrite(key, seen, item)
+            except StorageError:  # recording the fetch is best effort: the read still answers
+                self._side_write_failed()
+                return item
             return seen
         return item
 
