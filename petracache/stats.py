@@ -109,6 +109,9 @@ def general_stats(counters: Counters, engine: Engine, info: ServerInfo) -> list[
         ("reclaimed_bytes", ec.get("reclaimed_bytes", 0)),
         ("compacted_bytes", ec.get("compacted_bytes", 0)),
         ("corrupt_values", ec.get("corrupt_values", 0)),  # undecodable values read as misses
+        ("wal_fsyncs", engine.commit.syncs),  # group commits (durability = fsync)
+        # writes a read makes on the side (lazy delete, fetch record) that failed, e.g. ENOSPC
+        ("read_write_failures", ec.get("read_write_failures", 0)),
     ]
     return [(name, str(value)) for name, value in values]
 
