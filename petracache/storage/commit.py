@@ -9,7 +9,9 @@ fsyncs the WAL once for every write that accumulated: many connections share one
 
 Invariants:
 
-* ``written`` only grows, and only on the trio thread (puts are synchronous there).
+* ``written`` changes only on the trio thread (puts are synchronous there). It grows with
+  every write, except that the engine takes back the writes a read makes on the side (lazy
+  deletes, fetch records): no reply depends on them, so no reply waits for their fsync.
 * ``sync()`` reads ``written`` *before* it fsyncs: every write numbered up to that target was
   already appended to the WAL, so the fsync covers it. Writes that race with the fsync get a
   higher number and wait for the next round.
@@ -33,13 +35,24 @@ class CommitLog:
         db: the open ``rocksdict.Rdict``; only ``flush_wal(True)`` is called on it.
     """
 
-    __slots__ = ("_db", "synced", "syncs", "written")
+    __slots__ = ("_db", "synced", "syncs", "untracked", "written")
 
     def __init__(self, db: Any) -> None:
         self._db = db
         self.written = 0
         self.synced = 0
         self.syncs = 0  # number of WAL fsyncs performed (one per group)
+        self.untracked = 0  # side writes of reads, taken back from ``written``
+
+    @property
+    def writes(self) -> int:
+        """Every write so far, tracked or not (for counting, not for durability)."""
+        return self.written + self.untracked
+
+    def untrack_since(self, mark: int) -> None:
+        """Take back the writes made since ``written`` was ``mark``: no reply waits for them."""
+        self.untracked += self.written - mark
+        self.written = mark
 
     @property
     def pending(self) -> bool:

@@ -312,20 +312,27 @@ class Engine:
         return item
 
     def _remove_dead(self, key: bytes, item: Item) -> None:
-        """Delete a dead item found by a read; best effort, so reads work on a full disk.
+        """Delete a dead item found by a read (the reaper or a later read retries a failure)."""
+        self._side_write(lambda: self._remove(key, item))
 
-        The item is never returned either way; if the delete fails (ENOSPC, read-only
-        background error) the reaper or a later read removes it.
+    def _side_write(self, write: Callable[[], None]) -> bool:
+        """Run a write that a read makes on the side (lazy delete, fetch record).
+
+        Best effort, so reads keep working on a full disk: a failure is counted
+        (``read_write_failures``), never raised. And not counted for group commit: losing
+        it in a power cut changes nothing a client was told (a dead item stays dead, a fetch
+        record is a hint), so the read's reply need not wait for an fsync.
         """
+        written = self.commit.written
         try:
-            self._remove(key, item)
+            write()
         except StorageError:
-            self._side_write_failed()
-
-    def _side_write_failed(self) -> None:
-        """Count a write a read made on the side (lazy delete, fetch record) that failed."""
-        extra = self.counters.extra
-        extra["read_write_failures"] = extra.get("read_write_failures", 0) + 1
+            extra = self.counters.extra
+            extra["read_write_failures"] = extra.get("read_write_failures", 0) + 1
+            return False
+        finally:
+            self.commit.untrack_since(written)
+        return True
 
     def _put_item(
         self,
@@ -362,12 +369,7 @@ class Engine:
         item = self._lookup(key, now)
         if item is not None and codec.fetch_is_news(item, now):
             seen = codec.fetched(item, now)
-            try:
-                self.rewrite(key, seen, item)
-            except StorageError:  # recording the fetch is best effort: the read still answers
-                self._side_write_failed()
-                return item
-            return seen
+            return seen if self._side_write(lambda: self.rewrite(key, seen, item)) else item
         return item
 
     def get_and_touch(self, key: bytes, exptime: int) -> Item | None:

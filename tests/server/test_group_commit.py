@@ -54,14 +54,18 @@ def test_many_writers_share_fsyncs(tmp_path: Path) -> None:
     engine.close()
 
 
-def test_nothing_to_wait_for_without_writes(tmp_path: Path) -> None:
+def test_reads_wait_for_nothing(tmp_path: Path) -> None:
     engine = _engine(tmp_path)
     committer = GroupCommitter(engine.commit)
 
     async def main() -> None:
+        engine.store(StoreMode.SET, b"k", 0, 0, b"v")
         mark = committer.mark()
         engine.get(b"absent")
-        assert await committer.settle(mark) == mark  # returns at once: no syncer running
+        writes = engine.commit.writes
+        assert engine.get(b"k") is not None  # a first fetch is recorded on disk...
+        assert engine.commit.writes == writes + 1
+        assert await committer.settle(mark) == mark  # ...but the reply waits for no fsync
 
     trio.run(main)
     assert engine.commit.syncs == 0

@@ -48,7 +48,7 @@ def run(engine: Engine, line: bytes) -> bytes:
 
 
 def writes(engine: Engine) -> int:
-    return engine.commit.written
+    return engine.commit.writes
 
 
 def test_get_records_a_fetch_once_then_at_most_every_60_seconds(
