@@ -59,6 +59,10 @@ _FLAGS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
     (("--block-cache-size",), "storage", "block_cache_size", {"type": parse_size}),
     (("--durability",), "storage", "durability", {"choices": ["none", "wal", "fsync"]}),
     (("--metrics-addr",), "metrics", "listen_addr", {}),
+    (("-Y", "--auth-file"), "server", "auth_file", {}),
+    (("--tls-cert-file",), "server", "tls_cert_file", {}),
+    (("--tls-key-file",), "server", "tls_key_file", {}),
+    (("--tls-ca-file",), "server", "tls_ca_file", {}),
 ]
 
 

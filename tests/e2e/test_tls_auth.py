@@ -296,3 +296,17 @@ def test_auth_and_tls_together(tmp_path: Path, pki: Pki, authfile: Path) -> None
         assert client.set("k", b"v")
         assert client.get("k") == b"v"
         client.close()
+
+
+def test_auth_file_flag_like_memcached(tmp_path: Path, authfile: Path) -> None:
+    with PetracacheProcess(tmp_path / "pc", args=["-Y", str(authfile)]) as server:
+        reply = converse(server.port, b"get k\r\n")
+        assert reply == (b"CLIENT_ERROR unauthenticated\r\n", False)
+        reply = converse(server.port, b"set a 0 0 11\r\nbob hunter2\r\nget k\r\n")
+        assert reply == (b"STORED\r\nEND\r\n", False)
+
+
+def test_unreadable_auth_file_stops_start_up(tmp_path: Path) -> None:
+    server = PetracacheProcess(tmp_path / "pc", args=["-Y", str(tmp_path / "missing")])
+    with pytest.raises(RuntimeError, match=r"server\.auth_file"):
+        server.start()
