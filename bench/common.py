@@ -66,12 +66,19 @@ class LoadResult:
     p99_us: float
     p999_us: float
     max_us: float
-    cpu_pct: float
+    cpu_pct: float  # the load generator's own CPU use (100 = one core)
+    all_ops: int  # requests completed, warm-up included
+    server_cpu_s: float = 0.0  # the server's CPU time (user + system) during the run
 
     @classmethod
     def from_json(cls, text: str) -> LoadResult:
         raw = json.loads(text)
-        return cls(**{f.name: raw[f.name] for f in fields(cls)})
+        return cls(**{f.name: raw[f.name] for f in fields(cls) if f.name in raw})
+
+    @property
+    def server_cpu_us_per_op(self) -> float:
+        """Server CPU per request: robust to a busy machine, unlike ops/s."""
+        return self.server_cpu_s * 1e6 / self.all_ops if self.all_ops else 0.0
 
     @property
     def hit_ratio(self) -> float:
@@ -98,17 +105,34 @@ def build_loadgen() -> Path:
     return binary
 
 
-def run_loadgen(port: int, args: Sequence[str], timeout: float = 600.0) -> LoadResult:
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of every thread of ``pid`` (from /proc; 0.0 if unavailable)."""
+    try:
+        fields_ = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields_[11]) + int(fields_[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_loadgen(
+    port: int, args: Sequence[str], timeout: float = 600.0, server_pid: int | None = None
+) -> LoadResult:
     """Run the load generator against ``127.0.0.1:port`` and parse its result.
+
+    With ``server_pid``, the server's CPU time during the run is recorded too.
 
     Raises:
         RuntimeError: the generator failed (the server closed a connection, refused...).
     """
     cmd = pinned([str(build_loadgen()), "-p", str(port), *args], LOADGEN_CPUS)
+    cpu_before = process_cpu_seconds(server_pid) if server_pid else 0.0
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"loadgen {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
-    return LoadResult.from_json(proc.stdout.strip().splitlines()[-1])
+    result = LoadResult.from_json(proc.stdout.strip().splitlines()[-1])
+    if server_pid:
+        result.server_cpu_s = process_cpu_seconds(server_pid) - cpu_before
+    return result
 
 
 class Petracache(PetracacheProcess):

@@ -145,6 +145,10 @@ class Row:
     def latency_ms(self, server: str, name: str) -> float:
         return float(statistics.median(getattr(r, name) for r in self.runs[server])) / 1000.0
 
+    def cpu_us(self, server: str) -> float:
+        """Mean server CPU microseconds per request."""
+        return statistics.mean(r.server_cpu_us_per_op for r in self.runs[server])
+
     def ratio(self) -> float:
         base = self.ops("memcached")
         return self.ops("petracache") / base if base else 0.0
@@ -245,12 +249,15 @@ def run_workloads(
                         order.reverse()
                     for server in order:
                         result = run_loadgen(
-                            servers[server].port, _loadgen_args(sizes, dataset, extra)
+                            servers[server].port,
+                            _loadgen_args(sizes, dataset, extra),
+                            server_pid=servers[server].proc.pid,
                         )
                         row.runs[server].append(result)
                         log(
                             f"  workload {w.key} {server:10} {result.ops_per_sec:10.0f} ops/s"
                             f"  p99.9 {result.p999_us / 1000:7.2f} ms"
+                            f"  server cpu {result.server_cpu_us_per_op:6.1f} us/op"
                             f"  loadgen cpu {result.cpu_pct:.0f}%"
                         )
     return [rows[w.key] for w in sorted(WORKLOADS, key=lambda w: w.key) if w.key in rows]
@@ -354,8 +361,8 @@ def render(rows: list[Row], restarts: list[RestartResult], info: dict[str, str])
         "",
         "| # | workload | memcached ops/s | petracache ops/s | ratio"
         " | memcached p50 / p99 / p99.9 ms | petracache p50 / p99 / p99.9 ms"
-        " | loadgen CPU % (mc / pc) | target | |",
-        "|---|---|---:|---:|---:|---|---|---|---|---|",
+        " | server CPU us/op (mc / pc) | loadgen CPU % (mc / pc) | target | |",
+        "|---|---|---:|---:|---:|---|---|---|---|---|---|",
     ]
     for row in rows:
         w = row.workload
@@ -368,11 +375,12 @@ def render(rows: list[Row], restarts: list[RestartResult], info: dict[str, str])
             f"{statistics.mean(r.cpu_pct for r in row.runs[s]):.0f}"
             for s in ("memcached", "petracache")
         )
+        server_cpu = f"{row.cpu_us('memcached'):.1f} / {row.cpu_us('petracache'):.1f}"
         errors = f" ({row.errors()} errors)" if row.errors() else ""
         out.append(
             f"| {w.key} | {title} | {row.ops('memcached'):,.0f} | {row.ops('petracache'):,.0f} "
-            f"| {row.ratio():.2f} | {lat['memcached']} | {lat['petracache']} | {cpu} "
-            f"| {row.target()} | {row.verdict()}{errors} |"
+            f"| {row.ratio():.2f} | {lat['memcached']} | {lat['petracache']} "
+            f"| {server_cpu} | {cpu} | {row.target()} | {row.verdict()}{errors} |"
         )
     if restarts:
         out += [
