@@ -3,11 +3,12 @@
 Strategy: each ``Reclaimer.step()`` is synchronous and bounded (``BATCH`` items, a few
 milliseconds), so it runs on the trio thread like a client command and cannot interleave
 with one; that is what makes the reaper's check-and-delete race-free (see ``storage.reaper``).
-Between steps the loop yields: ``trio.sleep(0)`` while there is a backlog, which lets every
-ready connection run before the next step, so the reclaim rate adapts to the client load by
-itself (all spare time when idle, one step per scheduling round when busy); the configured
-interval when there is nothing to do (``POLL_WITH_BOUND`` when a disk bound is set, so
-eviction reacts to growth quickly).
+Between steps the loop yields. While there is a backlog it sleeps long enough to keep the
+reclaimer to the share of the thread the backlog earns (``Reclaimer.share``: a quarter for a
+fresh expiry backlog, growing with the age of its oldest dead item up to all of it); at full
+share it still yields (``trio.lowlevel.checkpoint()``), so every ready connection runs
+between two steps. With nothing to do it sleeps the configured interval
+(``POLL_WITH_BOUND`` when a disk bound is set, so eviction reacts to growth quickly).
 
 Compactions are the only blocking work. They run in a worker thread, one at a time
 (``CapacityLimiter(1)``), in a sibling task, so reaping continues while RocksDB compacts.
@@ -18,6 +19,7 @@ abandoned), so the engine is never closed under it.
 from __future__ import annotations
 
 import logging
+import time
 
 import trio
 
@@ -60,6 +62,7 @@ class ReclaimTask:
 
     async def _loop(self, nursery: trio.Nursery) -> None:
         while True:
+            started = time.perf_counter()
             try:
                 more = self._reclaimer.step()
             except StorageError as exc:
@@ -75,7 +78,13 @@ class ReclaimTask:
                 if job is not None:
                     self._compacting = True
                     nursery.start_soon(self._compact, job)
-            await trio.sleep(0 if more else self._idle)
+            if not more:
+                await trio.sleep(self._idle)
+            elif self._reclaimer.share >= 1.0:
+                await trio.lowlevel.checkpoint()  # every ready connection runs first
+            else:
+                spent = time.perf_counter() - started
+                await trio.sleep(spent * (1.0 / self._reclaimer.share - 1.0))
 
     async def _compact(self, job: Compaction) -> None:
         freed = 0

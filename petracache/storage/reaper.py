@@ -46,7 +46,11 @@ BATCH = 512  # items examined per step
 STEP_BUDGET = 0.002  # seconds of trio-thread time per step: a client waits at most this long
 BUDGET_CHECK_EVERY = 16
 COMPACT_MIN_BYTES = 1 << 20  # reclaimed bytes worth a manual compaction
-COMPACT_EARLY_FRACTION = 0.5  # compact before the backlog is drained past this share of SSTs
+# Share of the trio thread a backlog may take (the loop sleeps between steps to honour it):
+# a fresh expiry backlog gets MIN_SHARE; one whose oldest dead item has waited FULL_SPEED_LAG
+# seconds gets it all, so reaping speeds up until it keeps pace with expiry.
+MIN_SHARE = 0.25
+FULL_SPEED_LAG = 20.0
 OVER_BOUND_SHARE = 4  # step budget multiplier while usage is past max_disk_bytes
 HIGH_WATER = 0.55  # share of max_disk_bytes that starts an eviction round
 LOW_WATER = 0.40  # share an eviction round aims for
@@ -101,6 +105,7 @@ class Reclaimer:
         self._evict_waits_compaction = False
         self._over_bound = False
         self._other_turn = False
+        self.share = 1.0  # of the trio thread the current backlog may take (see MIN_SHARE)
         # crawl (flush reclaim / backfill)
         raw = self._meta.get(FLUSH_DONE_KEY)
         self._flush_done: tuple[int, int] = _FLUSH.unpack(raw) if raw else (0, 0)
@@ -124,6 +129,7 @@ class Reclaimer:
         """
         now = self._engine.now()
         deadline = self._timer() + STEP_BUDGET
+        self.share = 1.0
         if not self._other_turn and self._max_disk and self._eviction_due():
             if self._over_bound:  # writes are outpacing eviction: take a bigger share
                 deadline += STEP_BUDGET * (OVER_BOUND_SHARE - 1)
@@ -136,6 +142,7 @@ class Reclaimer:
         if self._index.track_expiry and self._expiry_due(now):
             more = self._reap_expired(now, deadline)
         elif self._crawl_due(now):
+            self.share = MIN_SHARE  # nothing grows while a crawl waits: lazy checks hold
             more = self._crawl(now, deadline)
         else:
             more = False
@@ -219,6 +226,9 @@ class Reclaimer:
     def _reap_expired(self, now: int, deadline: float) -> bool:
         it = self._index.expiry_cf.iter()
         it.seek(self._expiry_cursor)
+        if it.valid():
+            lag = now - idx.expiry_deadline_of(bytes(it.key()))
+            self.share = min(max(lag / FULL_SPEED_LAG, MIN_SHARE), 1.0)
         batch = rocksdict.WriteBatch(raw_mode=True)
         seen: set[bytes] = set()
         n = 0
@@ -341,20 +351,15 @@ class Reclaimer:
     def _maybe_request_compaction(self, backlog: bool) -> None:
         """Ask for a compaction of what was deleted once it is worth rewriting SSTs for.
 
-        While a backlog drains, only when the deletions are a large share of the SST bytes
-        (so a huge backlog is not compacted once per batch); when it is drained, whatever
-        the backlog deleted since the last request, if the backlog was worth it as a whole.
+        Only once a backlog is drained, and only if it deleted at least ``COMPACT_MIN_BYTES``:
+        a compaction in the middle of a backlog would rewrite data about to be deleted
+        (and briefly hold both copies on disk). Smaller deletions are left to RocksDB's
+        compact-on-deletion collector.
         """
-        round_bytes = self._round_bytes
-        if not backlog:
-            self._round_bytes = 0
-        if self._pending_lo is None:
-            return
         if backlog:
-            sst = int(self._db.property_int_value("rocksdb.total-sst-files-size") or 0)
-            if self._pending_bytes < max(COMPACT_MIN_BYTES, COMPACT_EARLY_FRACTION * sst):
-                return
-        elif round_bytes < COMPACT_MIN_BYTES:
+            return
+        round_bytes, self._round_bytes = self._round_bytes, 0
+        if self._pending_lo is None or round_bytes < COMPACT_MIN_BYTES:
             return
         self._request(Compaction("default", self._pending_lo, self._pending_hi))
         if self._expiry_cursor:
