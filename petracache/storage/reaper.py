@@ -104,6 +104,7 @@ class Reclaimer:
         self._evict_target = 0
         self._evict_waits_compaction = False
         self._over_bound = False
+        self._round_evicted = 0
         self._other_turn = False
         self.share = 1.0  # of the trio thread the current backlog may take (see MIN_SHARE)
         # crawl (flush reclaim / backfill)
@@ -193,6 +194,7 @@ class Reclaimer:
             if item is not None and item.cas == cas:
                 seen.add(key)
                 self._delete_item(batch, key, item, size)
+                self._round_evicted += 1
                 self._evict_target -= size + 2 * ENTRY_OVERHEAD + len(entry)
                 if self._engine.is_dead(item, self._engine.now()):
                     self.counters.expired_reaped += 1
@@ -207,8 +209,13 @@ class Reclaimer:
         self._index.commit(batch)
         if self._evict_target > 0 and it.valid():
             return True
-        # Round over (target met or index exhausted): compact, then measure again.
+        # Round over (target met or index exhausted): compact, then measure again. A round
+        # that found nothing to evict (the age index is still being backfilled) compacts
+        # nothing: the next measurement decides.
         self._evict_target = 0
+        evicted, self._round_evicted = self._round_evicted, 0
+        if not evicted:
+            return False
         self._evict_waits_compaction = True
         self._request(Compaction("default", None, None))  # covers every pending deletion
         self._pending_bytes = 0
