@@ -167,7 +167,12 @@ def _mg(r: MetaGet, engine: Engine, counters: Counters) -> Response:
     new = item._replace(deadline=deadline, bits=bits, last_access=last_access)
     if created:
         engine.put(r.key, 0, deadline, b"", now, cas=item.cas, bits=bits, last_access=now)
-    elif new != item:
+    elif new._replace(bits=new.bits & ~FETCHED, last_access=0) == item._replace(
+        bits=item.bits & ~FETCHED, last_access=0
+    ):
+        if new != item:  # only the fetch record changed
+            engine.record_fetch(r.key, new, item)
+    else:
         engine.rewrite(r.key, new, item)
     if error:
         return OPAQUE_ERROR

@@ -474,6 +474,11 @@ class Engine:
         """
         self._write(key, codec.encode_item(item), item.deadline, item.cas, old)
 
+    def record_fetch(self, key: bytes, item: Item, old: Item) -> None:
+        """Write ``item``, which differs from ``old`` only in fetch state (fetched bit, access
+        time), as a side write of a read: best effort, and no reply waits for its fsync."""
+        self._side_write(lambda: self.rewrite(key, item, old))
+
     def delete_item(self, key: bytes, item: Item) -> None:
         """Remove ``key`` whose live version ``item`` the caller just looked up."""
         self._remove(key, item)
