@@ -139,7 +139,10 @@ async def _run(settings: Settings, readiness: Readiness, signals: AsyncIterator[
                 plane = DataPlane(
                     host,
                     port,
-                    requests.instrument(executor.execute),
+                    # Nobody can read the per-request figures without the sidecar: skip them.
+                    requests.instrument(executor.execute)
+                    if settings.metrics.enabled
+                    else executor.execute,
                     counters,
                     HandlerConfig(
                         item_size_max=server_cfg.max_item_size,

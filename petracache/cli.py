@@ -184,7 +184,10 @@ def setup_logging(level: str, fmt: str) -> None:
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:
-    raise SystemExit(0)
+    """SIGTERM while app.run is not listening: before it opened anything or after it closed
+    everything, so there is nothing to clean up. Raising instead could land inside trio's
+    own teardown and turn a clean stop into an internal error."""
+    os._exit(0)
 
 
 def _root(exc: BaseException) -> BaseException:
@@ -222,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             message = f"storage.db_path: {root}"
         elif isinstance(root, StartupError):
             message = str(root)
-        elif isinstance(root, KeyboardInterrupt | SystemExit):
+        elif isinstance(root, KeyboardInterrupt):
             return 0
         else:
             raise
