@@ -30,6 +30,7 @@ from petracache.protocol.connection import (
     MemcacheConnection,
 )
 from petracache.protocol.errors import CloseConnection, ProtocolError
+from petracache.protocol.meta_requests import MetaNoop
 from petracache.protocol.requests import Get, Quit, Request
 from petracache.protocol.responses import Response
 from petracache.server import tls
@@ -214,7 +215,7 @@ async def _drain_requests(
             out.append(reply)
             size += len(reply)
         handled += 1
-        if isinstance(request, Get) or (
+        if isinstance(request, (Get, MetaNoop)) or (  # memcached: mn flushes too
             handled >= FLUSH_AFTER and (handled - FLUSH_AFTER) % FLUSH_EVERY == 0
         ):
             flushed = len(out)

@@ -53,6 +53,17 @@ def test_quiet_pipeline_ends_with_mn(shared_server: PetracacheProcess) -> None:
     c.close()
 
 
+def test_mn_is_a_flush_point(shared_server: PetracacheProcess) -> None:
+    """memcached writes the replies queued before an mn even if the connection then dies
+    (here: a line over 2048 bytes without a newline); without the mn they are dropped."""
+    for fence, expected in ((b"mn\r\n", b"HD\r\nVA 1\r\nx\r\nMN\r\n"), (b"", b"")):
+        c = shared_server.client()
+        c.send(b"ms fz 1\r\nx\r\nmg fz v\r\n" + fence + b"mg fz v\r\n" + b"x" * 3000)
+        assert c.is_closed(wait=5)
+        assert c.buf == expected
+        c.close()
+
+
 def test_quiet_errors_are_still_sent(shared_server: PetracacheProcess) -> None:
     c = shared_server.client()
     assert meta(c, b"mg qe q q\r\nms qe 1 q zz\r\nx\r\nma qe q Mx\r\n") == (
