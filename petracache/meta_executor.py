@@ -86,19 +86,12 @@ def _echo_flags(tokens: tuple[bytes, ...], key: bytes, binary: bool) -> bytes | 
     for token in tokens:
         first = token[0]
         if first == 79:  # O
-            if len(token) > 32:
+            if opaque_too_long(token):
                 return None
             out += b" " + token
         elif first == 107:  # k
             out += key_flag(key, binary)
     return out
-
-
-def _seen(bits: int, last_access: int, now: int) -> tuple[int, int]:
-    """(bits, last_access) after a fetch at ``now``: see ``codec.fetched``."""
-    if last_access < now - codec.ACCESS_UPDATE_INTERVAL:
-        last_access = now
-    return bits | FETCHED, last_access
 
 
 # -- mg ----------------------------------------------------------------------------------------
@@ -162,7 +155,7 @@ def _mg(r: MetaGet, engine: Engine, counters: Counters) -> Response:
             out.append(b" W")
             bits |= WIN_SENT
     if not r.no_update and (not error or not _locked(r.tokens)):
-        bits, last_access = _seen(bits, last_access, now)
+        bits, last_access = bits | FETCHED, codec.accessed(last_access, now)
 
     new = item._replace(deadline=deadline, bits=bits, last_access=last_access)
     if created:

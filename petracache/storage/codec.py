@@ -115,10 +115,14 @@ def fetch_is_news(item: Item, now: int) -> bool:
     return not item.bits & FETCHED or item.last_access < now - ACCESS_UPDATE_INTERVAL
 
 
+def accessed(last_access: int, now: int) -> int:
+    """The access time after an access at ``now``: moved only if older than the interval."""
+    return now if last_access < now - ACCESS_UPDATE_INTERVAL else last_access
+
+
 def fetched(item: Item, now: int) -> Item:
     """``item`` after a fetch at ``now``: fetched bit set, access time moved if it was old."""
-    last_access = now if item.last_access < now - ACCESS_UPDATE_INTERVAL else item.last_access
-    return item._replace(bits=item.bits | FETCHED, last_access=last_access)
+    return item._replace(bits=item.bits | FETCHED, last_access=accessed(item.last_access, now))
 
 
 def after_delta(item: Item, digits: bytes, now: int) -> tuple[int, int]:
@@ -128,6 +132,5 @@ def after_delta(item: Item, digits: bytes, now: int) -> tuple[int, int]:
     state bits, e.g. stale) and allocates a fresh item otherwise (no bits, accessed now).
     """
     if len(digits) == len(item.data):
-        last_access = now if item.last_access < now - ACCESS_UPDATE_INTERVAL else item.last_access
-        return last_access, item.bits
+        return accessed(item.last_access, now), item.bits
     return now, 0
