@@ -263,8 +263,8 @@ def _ms(r: MetaSet, engine: Engine, counters: Counters) -> Response:
             out.append(key_flag(r.key, r.binary))
         elif first == 99:  # c
             out.append(b" c%d" % cas)
-        elif first == 115:  # s
-            out.append(b" s%d" % len(data))
+        elif first == 115:  # s: the stored item's size (after append), else the request's
+            out.append(b" s%d" % len(data if code == b"HD" else r.data))
     out.append(b"\r\n")
     return RawReply(b"".join(out))
 
