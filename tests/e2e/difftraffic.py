@@ -247,6 +247,10 @@ class Generator:
         text = line[:-2] if line.endswith(b"\r\n") else line[:-1]  # what memcached tokenizes
         if any(len(token) > 250 for token in text.split(b" ")):  # "\r\r\n" lengthens a key
             self.fragile = True
+        if len(line) > 2000 and verb not in (b"get", b"gets"):
+            # Only get/gets lines may pass 2048 bytes before their newline arrives: a split
+            # long gat or bget line would close the connection, depending on read timing.
+            self.fragile = True
         return [line]
 
     def delete(self) -> list[Part]:
