@@ -25,6 +25,7 @@ Invariants that keep both servers in lock-step:
 from __future__ import annotations
 
 import random
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -50,14 +51,16 @@ DELTA_TOKENS = [
     b"1", b"0", b"5", b"18446744073709551615", b"18446744073709551616", b"-1", b"abc",
     b"+3", b"1x", b"007", b"-0", b"2\t",
 ]  # fmt: skip
-# 2**64 - 1 itself is left to the scripted cases: in two random runs (of about 45,000
-# commands) memcached 1.6.18 answered incr on a stored 18446744073709551615 with
-# "non-numeric", which it never does when the same batch is replayed.
+# No stored value reaches 2**63: for those, memcached's safe_strtoull looks for a '-' with
+# strchr(), which runs past the item's data into whatever memory follows it, so incr answers
+# "non-numeric" or not depending on memcached's heap (seen 4 times in about 100,000 random
+# commands; replaying the batch never reproduced it). The scripted cases cover 2**64 - 1.
 NUMERIC_VALUES = [
-    b"0", b"1", b"9", b"99", b"100", b"18446744073709551614",
+    b"0", b"1", b"9", b"99", b"100", b"9223372036854775807",
     b" 1", b"1 2", b"12 ab", b"12ab", b"", b"-1", b"0x1", b"007", b"1\x002", b"\t5",
     b"18446744073709551616",
 ]  # fmt: skip
+LEADING_NUMBER = re.compile(rb"[ \t]*(\d+)")
 SAFE_FIRST = b"xyz0123456789"
 SAFE_BODY = b"xyz0123456789 \t"
 
@@ -139,6 +142,10 @@ class Generator:
             out = out[:cut] + b"\r\n" + bytes([rng.choice(SAFE_FIRST)]) + out[cut:]
         if rng.random() < 0.03:
             out += b"\x00" + b"9"
+        lead = LEADING_NUMBER.match(out)
+        if lead and len(lead.group(1)) > 18:  # keep incr's number below 2**63 (see above)
+            cut = lead.start(1) + 10
+            out = out[:cut] + b"x" + out[cut + 1 :]
         return out
 
     def noreply(self, tokens: list[bytes]) -> list[bytes]:

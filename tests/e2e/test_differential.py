@@ -150,8 +150,10 @@ SCRIPTED: dict[str, list[list[Part]]] = {
         b"decr i 1\r\ngets i\r\n",
         b"incr i 1\r\nget i\r\n",
         b"incr i 900\r\nget i\r\n",
-        b"set i 0 0 20\r\n18446744073709551615\r\nincr i 1\r\nget i\r\n",
-        b"set i 0 0 20\r\n18446744073709551614\r\nincr i 3\r\nget i\r\n",
+        # Values of 2**63 and up end in a NUL here: memcached checks them for a '-' with
+        # strchr(), which otherwise reads on past the item into whatever memory follows.
+        b"set i 0 0 21\r\n18446744073709551615\x00\r\nincr i 1\r\nget i\r\n",
+        b"set i 0 0 21\r\n18446744073709551614\x00\r\nincr i 3\r\nget i\r\n",
         b"set i 0 0 2\r\n10\r\ndecr i 11\r\nget i\r\n",
         b"set i 0 0 3\r\n1 2\r\nincr i 1\r\nget i\r\n",
         b"set i 0 0 3\r\n 12\r\nincr i 1\r\nget i\r\n",
