@@ -7,8 +7,9 @@ collector (enabled on every family, so tombstone-dense SST files get compacted b
 itself as well).
 
 Work, most urgent first; each ``step()`` does one bounded unit (at most ``BATCH`` items and
-``STEP_BUDGET`` seconds) and reports whether more is waiting, so the caller can run steps
-back to back while there is a backlog and sleep when there is none:
+``STEP_BUDGET`` seconds), reports whether more is waiting, and sets ``share``: the part of
+the trio thread the caller should let the backlog take (``MIN_SHARE`` for a fresh expiry
+backlog, growing with the age of its oldest dead item; all of it for eviction):
 
 1. Eviction: when SST + memtable bytes of all families reach ``HIGH_WATER`` of
    ``max_disk_bytes``, delete the oldest-written items (head of ``age``: FIFO by write age,
