@@ -63,12 +63,13 @@ def strtoull(token: bytes) -> int | None:
     if value > U64_MAX:
         return None
     if negative and value:
-        # strtoull negates into the unsigned range; safe_strtoull then refuses any value whose
-        # signed reading is negative when a '-' was present. (-x mod 2**64) >= 2**63 for any
-        # 0 < x <= 2**63, and x > 2**63 yields a "positive" long, which memcached accepts.
+        # strtoull negates into the unsigned range: (-x mod 2**64) >= 2**63 for 0 < x <= 2**63,
+        # and x > 2**63 yields a "positive" long, which memcached accepts.
         value = (-value) & U64_MAX
-        if value > I64_MAX:
-            return None
+    if value > I64_MAX and b"-" in token:
+        # safe_strtoull refuses a value whose signed reading is negative when strchr() finds a
+        # '-' anywhere in the string, even after the digits ("18446744073709551615\t-").
+        return None
     return value
 
 

@@ -143,6 +143,9 @@ SCRIPTED: dict[str, list[list[Part]]] = {
         b"touch q +100\r\ntouch q 1x\r\ntouch q -0\r\n",
         b"incr q +1\r\nincr q 1.5\r\nincr q -0\r\nincr q 18446744073709551616\r\n",
         b"flush_all +0\r\nflush_all 1x\r\n",
+        b"set q 0 0 23\r\n18446744073709551615 -x\r\nincr q 1\r\n",  # a '-' after the digits
+        b"incr q 18446744073709551615\t-\r\nincr q -18446744073709551615\r\n",
+        b"set q 18446744073709551615\t- 0 1\r\n1\r\nset q 4294967296\t- 0 1\r\n1\r\n",
         b"verbosity +1\r\nverbosity 1x\r\nverbosity -1\r\n",
     ),
     "incr and decr": lines(

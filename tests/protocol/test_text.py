@@ -160,6 +160,9 @@ CASES: list[tuple[bytes, list[object]]] = [
     (b"incr n -1\r\n", [DELTA]),
     (b"incr n abc noreply\r\n", [("error", DELTA[1], True)]),
     (b"incr n +3\r\n", [Arithmetic(b"n", 3, True)]),
+    (b"incr n -18446744073709551615\r\n", [Arithmetic(b"n", 1, True)]),
+    (b"incr n 18446744073709551615\t-\r\n", [DELTA]),  # strchr finds the '-'
+    (b"incr n 9223372036854775807\t-\r\n", [Arithmetic(b"n", 2**63 - 1, True)]),
     (b"incr n\r\n", [ERROR]),
     # touch
     (b"touch k 10\r\n", [Touch(b"k", 10)]),
