@@ -54,6 +54,8 @@ _STATUS_RESULTS.update(
         Status.ERROR: "error",
     }
 )
+# Keyed by id(): Enum.__hash__ is Python code, id() and int hashing are not.
+_STATUS_BY_ID = {id(status): result for status, result in _STATUS_RESULTS.items()}
 _GET_NAMES = ("get", "gets", "gat", "gats")  # index: 2 * (exptime given) + return_cas
 _STORE_NAMES = {mode: mode.value for mode in StoreMode}
 
@@ -106,7 +108,7 @@ class RequestMetrics:
         all on the trio thread (README "Metrics overhead" has the measured cost).
         """
         commands = self.commands
-        statuses = _STATUS_RESULTS
+        statuses = _STATUS_BY_ID
         get_names = _GET_NAMES
         store_names = _STORE_NAMES
         command_name = self.command_name
@@ -131,7 +133,7 @@ class RequestMetrics:
             results = stats.results
             rcls = response.__class__
             if rcls is Status:
-                result = statuses[response]  # type: ignore[index]
+                result = statuses[id(response)]
             elif rcls is Values:
                 hits = len(response.hits)  # type: ignore[union-attr]
                 # A multi-key get counts each key; other Values replies are one item.
