@@ -1,6 +1,6 @@
 """Background reclaim measured on a real server: expiry, the disk bound, memory.
 
-``python -m bench.reclaim [expiry] [burst] [capacity] [rss] [--items 1000000] [--dir DIR]``
+``python -m bench.reclaim [expiry] [burst] [capacity] [rss] [writecost] [--items N] [--dir D]``
 
 * expiry: a working set is preloaded; a read/write load on it (``bench/loadgen.c``, 20
   connections, 90% gets) runs for 10 s alone (the "before" figures), then again for 60 s
@@ -15,6 +15,8 @@
 * capacity: ``max_disk_bytes`` = ``--bound``; 3x the bound is written (1 KiB values, a third
   of the keys rewritten); the database directory's size is sampled every 0.25 s; at the end
   every key is read and must return its latest written value or a miss.
+* writecost (only when named): the engine's own cost of a ``set``, in-process, with and
+  without the expiry index, with and without a TTL.
 * rss: block cache ``--cache``, a dataset of 5x that, then random reads over it (most miss
   the cache and go to disk); the server's VmRSS/VmHWM are read from /proc.
 
@@ -329,6 +331,25 @@ def bench_rss(workdir: Path, cache: int, value_size: int) -> None:
     print(load_line("random reads", reads))
 
 
+def bench_write_cost(workdir: Path, n: int = 100_000) -> None:
+    """In-process engine cost of a ``set``, with and without the expiry index."""
+    from petracache.config import StorageSettings
+    from petracache.storage.engine import Engine, StoreMode
+
+    print(f"== write cost: Engine.store(SET), {n:,} new keys x 100 B, in-process")
+    for index_on in (False, True):
+        for exptime in (0, 3600):
+            path = workdir / f"cost-{index_on}-{exptime}"
+            engine = Engine(StorageSettings(db_path=str(path), enable_ttl_compaction=index_on))
+            t0 = time.perf_counter()
+            for i in range(n):
+                engine.store(StoreMode.SET, b"key:%d" % i, 0, exptime, b"x" * 100)
+            per_set = (time.perf_counter() - t0) / n * 1e6
+            engine.close()
+            del engine
+            print(f"  enable_ttl_compaction={index_on!s:<5} exptime={exptime:<5} {per_set:5.2f} us")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("parts", nargs="*", default=["expiry", "burst", "capacity", "rss"])
@@ -348,6 +369,8 @@ def main() -> None:
             bench_capacity(workdir, opts.bound, 1000)
         if "rss" in opts.parts:
             bench_rss(workdir, opts.cache, 1000)
+        if "writecost" in opts.parts:
+            bench_write_cost(workdir)
 
 
 if __name__ == "__main__":
