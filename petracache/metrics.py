@@ -57,7 +57,7 @@ _STATUS_RESULTS.update(
 # Keyed by id(): Enum.__hash__ is Python code, id() and int hashing are not.
 _STATUS_BY_ID = {id(status): result for status, result in _STATUS_RESULTS.items()}
 _GET_NAMES = ("get", "gets", "gat", "gats")  # index: 2 * (exptime given) + return_cas
-_STORE_NAMES = {mode: mode.value for mode in StoreMode}
+_STORE_NAMES = {id(mode): mode.value for mode in StoreMode}  # by id() too
 
 
 def _snake(name: str) -> str:
@@ -92,7 +92,7 @@ class RequestMetrics:
         if cls is Get:
             return _GET_NAMES[2 * (request.exptime is not None) + request.return_cas]  # type: ignore[union-attr]
         if cls is Store or cls is TooLarge:
-            return _STORE_NAMES[request.mode]  # type: ignore[union-attr]
+            return _STORE_NAMES[id(request.mode)]  # type: ignore[union-attr]
         if cls is Arithmetic:
             return "incr" if request.incr else "decr"  # type: ignore[union-attr]
         name = self._names.get(cls)
@@ -122,7 +122,7 @@ class RequestMetrics:
             if cls is Get:
                 command = get_names[2 * (request.exptime is not None) + request.return_cas]  # type: ignore[union-attr]
             elif cls is Store:
-                command = store_names[request.mode]  # type: ignore[union-attr]
+                command = store_names[id(request.mode)]  # type: ignore[union-attr]
             else:
                 command = command_name(request)
             stats = commands.get(command)
