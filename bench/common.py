@@ -68,12 +68,18 @@ class LoadResult:
     max_us: float
     cpu_pct: float  # the load generator's own CPU use (100 = one core)
     all_ops: int  # requests completed, warm-up included
+    wall_s: float  # the whole run, warm-up included
     server_cpu_s: float = 0.0  # the server's CPU time (user + system) during the run
 
     @classmethod
     def from_json(cls, text: str) -> LoadResult:
         raw = json.loads(text)
         return cls(**{f.name: raw[f.name] for f in fields(cls) if f.name in raw})
+
+    @property
+    def server_cores(self) -> float:
+        """The server's CPU use over the run (1.0 = one core busy all the time)."""
+        return self.server_cpu_s / self.wall_s if self.wall_s else 0.0
 
     @property
     def server_cpu_us_per_op(self) -> float:

@@ -493,11 +493,11 @@ int main(int argc, char **argv) {
     printf("{\"ops\": %llu, \"gets\": %llu, \"sets\": %llu, \"hits\": %llu, \"misses\": %llu, "
            "\"errors\": %llu, \"dropped\": %llu, \"seconds\": %.3f, \"ops_per_sec\": %.1f, "
            "\"mean_us\": %.1f, \"p50_us\": %.1f, \"p99_us\": %.1f, \"p999_us\": %.1f, "
-           "\"max_us\": %.1f, \"cpu_pct\": %.1f, \"all_ops\": %llu}\n",
+           "\"max_us\": %.1f, \"cpu_pct\": %.1f, \"all_ops\": %llu, \"wall_s\": %.3f}\n",
            (unsigned long long)n_ops, (unsigned long long)n_gets, (unsigned long long)n_sets,
            (unsigned long long)n_hits, (unsigned long long)n_misses,
            (unsigned long long)n_errors, (unsigned long long)n_dropped, secs, n_ops / secs,
            n_ops ? lat_sum / 1000.0 / n_ops : 0.0, percentile(0.50), percentile(0.99),
-           percentile(0.999), lat_max / 1000.0, 100.0 * cpu / wall, (unsigned long long)n_all);
+           percentile(0.999), lat_max / 1000.0, 100.0 * cpu / wall, (unsigned long long)n_all, wall);
     return 0;
 }

@@ -239,7 +239,7 @@ def run_workloads(
                     if not peak:  # the reference workload was not run: measure the peak now
                         peak = run_loadgen(
                             servers["petracache"].port,
-                            _loadgen_args(sizes, sets["1k"], WORKLOADS[0].args),
+                            _loadgen_args(sizes, dataset, WORKLOADS[0].args),
                         ).ops_per_sec
                     row.offered_rate = round(peak / 2)
                     extra = (*extra, "-R", str(row.offered_rate))
@@ -361,8 +361,9 @@ def render(rows: list[Row], restarts: list[RestartResult], info: dict[str, str])
         "",
         "| # | workload | memcached ops/s | petracache ops/s | ratio"
         " | memcached p50 / p99 / p99.9 ms | petracache p50 / p99 / p99.9 ms"
-        " | server CPU us/op (mc / pc) | loadgen CPU % (mc / pc) | target | |",
-        "|---|---|---:|---:|---:|---|---|---|---|---|---|",
+        " | server CPU us/op (mc / pc) | server cores used (mc / pc)"
+        " | loadgen CPU % (mc / pc) | target | |",
+        "|---|---|---:|---:|---:|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         w = row.workload
@@ -376,11 +377,15 @@ def render(rows: list[Row], restarts: list[RestartResult], info: dict[str, str])
             for s in ("memcached", "petracache")
         )
         server_cpu = f"{row.cpu_us('memcached'):.1f} / {row.cpu_us('petracache'):.1f}"
+        cores = " / ".join(
+            f"{statistics.mean(r.server_cores for r in row.runs[s]):.2f}"
+            for s in ("memcached", "petracache")
+        )
         errors = f" ({row.errors()} errors)" if row.errors() else ""
         out.append(
             f"| {w.key} | {title} | {row.ops('memcached'):,.0f} | {row.ops('petracache'):,.0f} "
             f"| {row.ratio():.2f} | {lat['memcached']} | {lat['petracache']} "
-            f"| {server_cpu} | {cpu} | {row.target()} | {row.verdict()}{errors} |"
+            f"| {server_cpu} | {cores} | {cpu} | {row.target()} | {row.verdict()}{errors} |"
         )
     if restarts:
         out += [
