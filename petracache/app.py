@@ -131,6 +131,7 @@ async def _run(settings: Settings, readiness: Readiness, signals: AsyncIterator[
                 info = ServerInfo(
                     max_connections=server_cfg.max_connections,
                     item_size_max=server_cfg.max_item_size,
+                    auth_enabled=users is not None,
                 )
                 executor = Executor(engine, counters, info)
                 fsync = settings.storage.durability == "fsync"

@@ -40,6 +40,8 @@ class Counters:
     touch_hits: int = 0
     touch_misses: int = 0
     store_too_large: int = 0
+    auth_cmds: int = 0  # credential checks (memcached -Y)
+    auth_errors: int = 0  # ... that failed
     storage_errors: int = 0
     protocol_errors: int = 0
     bytes_read: int = 0

@@ -29,6 +29,7 @@ class ServerInfo:
     verbosity: int = 0
     extra_settings: Callable[[], list[tuple[str, str]]] | None = None
     engine_baseline: dict[str, int] = field(default_factory=dict)
+    auth_enabled: bool = False  # memcached lists auth_cmds/auth_errors only with -Y
 
 
 def _engine_counts(engine: Engine) -> dict[str, int]:
@@ -94,6 +95,11 @@ def general_stats(counters: Counters, engine: Engine, info: ServerInfo) -> list[
         ("touch_hits", c["touch_hits"]),
         ("touch_misses", c["touch_misses"]),
         ("store_too_large", c["store_too_large"]),
+        *(
+            [("auth_cmds", c["auth_cmds"]), ("auth_errors", c["auth_errors"])]
+            if info.auth_enabled
+            else []
+        ),
         ("bytes_read", c["bytes_read"]),
         ("bytes_written", c["bytes_written"]),
         ("limit_maxbytes", _limit_maxbytes(engine)),

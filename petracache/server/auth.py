@@ -33,8 +33,10 @@ handler feeds it until ``authenticated`` and then hands the leftover bytes to th
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from petracache.counters import Counters
 
 MAX_UNTERMINATED = 2048  # memcached 1.6.18 closes past this many bytes without a newline
 MAX_CREDENTIALS = 64 * 1024
@@ -93,14 +95,15 @@ class AuthGate:
 
     Args:
         users: user -> password, from ``load_auth_file``.
+        counters: where ``auth_cmds`` and ``auth_errors`` are counted (memcached's stats).
     """
 
     users: dict[bytes, bytes]
+    counters: Counters = field(default_factory=Counters)
     authenticated: bool = False
     closed: bool = False
     _buf: bytes = b""
     _need: int = -1  # bytes of the credentials block still awaited (-1: reading a line)
-    auth_failures: int = 0
 
     def receive_data(self, data: bytes) -> bytes:
         """Consume input; returns the replies to send. Check ``closed`` and ``authenticated``.
@@ -139,11 +142,12 @@ class AuthGate:
         words = _tokens(block[:-2])
         if len(words) < 2:
             return BAD_TOKEN_FORMAT
+        self.counters.auth_cmds += 1
         expected = self.users.get(words[0])
         if expected is not None and hmac.compare_digest(expected, words[1]):
             self.authenticated = True
             return STORED
-        self.auth_failures += 1
+        self.counters.auth_errors += 1
         return AUTH_FAILURE
 
     def leftover(self) -> bytes:

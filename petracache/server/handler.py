@@ -128,7 +128,7 @@ async def _serve(
 ) -> None:
     stream = fast_stream(stream)  # plain TCP: fewer syscalls and scheduler passes
     conn = MemcacheConnection(config.item_size_max)
-    gate = AuthGate(config.auth) if config.auth is not None else None
+    gate = AuthGate(config.auth, counters) if config.auth is not None else None
     read_size = config.read_size
     idle = config.idle_timeout or INF
 

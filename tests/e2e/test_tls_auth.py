@@ -310,3 +310,25 @@ def test_unreadable_auth_file_stops_start_up(tmp_path: Path) -> None:
     server = PetracacheProcess(tmp_path / "pc", args=["-Y", str(tmp_path / "missing")])
     with pytest.raises(RuntimeError, match=r"server\.auth_file"):
         server.start()
+
+
+def test_auth_stats_like_memcached(tmp_path: Path, authfile: Path) -> None:
+    def auth_stats(port: int) -> list[bytes]:
+        converse(port, b"set a 0 0 11\r\nbob wrong!!\r\n")
+        converse(port, b"set a 0 0 5\r\nalone\r\n")  # bad format: not an auth command
+        client = RawClient(port)
+        client.send(b"set a 0 0 11\r\nbob hunter2\r\n")
+        assert client.read_line() == b"STORED\r\n"
+        stats = client.call(b"stats\r\n").split(b"\r\n")
+        client.close()
+        return [line for line in stats if line.startswith(b"STAT auth_")]
+
+    reference = MemcachedProcess(["-Y", str(authfile)])
+    try:
+        expected = auth_stats(reference.port)
+    finally:
+        reference.stop()
+    with PetracacheProcess(tmp_path / "pc", args=["-Y", str(authfile)]) as server:
+        assert auth_stats(server.port) == expected == [b"STAT auth_cmds 2", b"STAT auth_errors 1"]
+    with PetracacheProcess(tmp_path / "plain") as server:
+        assert b"auth_cmds" not in server.client().call(b"stats\r\n")
