@@ -44,9 +44,7 @@ def traffic(count: int, keys: int, value_size: int, get_ratio: float) -> list[by
     return out
 
 
-def run(
-    execute: Callable[..., object], requests: list[bytes], stage: str
-) -> tuple[float, int]:
+def run(execute: Callable[..., object], requests: list[bytes], stage: str) -> tuple[float, int]:
     """CPU seconds for ``requests`` through parse (+ execute + encode unless parse-only)."""
     conn = MemcacheConnection()
     replies = 0
@@ -75,7 +73,9 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="petracache-hotpath-") as tmp:
         engine = Engine(StorageSettings(db_path=tmp))
         try:
-            executor = Executor(engine, Counters(), ServerInfo(max_connections=1, item_size_max=1 << 20))
+            executor = Executor(
+                engine, Counters(), ServerInfo(max_connections=1, item_size_max=1 << 20)
+            )
             instrumented = RequestMetrics().instrument(executor.execute)
             run(instrumented, traffic(args.keys, args.keys, args.value_size, 0.0), "full")
             load = traffic(args.requests, args.keys, args.value_size, args.get_ratio)
