@@ -563,12 +563,24 @@ class Engine:
             raise StorageError(f"flush failed: {exc}") from exc
 
     def close(self) -> None:
-        """Flush memtables and close the database cleanly. Idempotent."""
+        """Flush memtables and close the database cleanly. Idempotent.
+
+        Raises:
+            StorageError: the flush or the close failed (a full disk, say). The database is
+                closed anyway; with a WAL, the next start replays what was not flushed.
+        """
         if self._closed:
             return
         self._closed = True
+        error: Exception | None = None
         try:
             self._db.flush(True)
             self._db.flush_wal(True)
-        finally:
+        except Exception as exc:  # rocksdict raises bare Exception
+            error = exc
+        try:
             self._db.close()
+        except Exception as exc:
+            error = error or exc
+        if error is not None:
+            raise StorageError(f"closing the database: {error}") from error

@@ -107,6 +107,37 @@ def test_disk_full_fails_writes_keeps_reads_and_recovers(tmp_path: Path) -> None
             client.close()
 
 
+def test_shutdown_on_a_full_disk_reports_and_loses_nothing(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "mnt", "32m") as mnt:
+        server = PetracacheProcess(
+            tmp_path / "pc", args=["--db-path", str(mnt / "db")], config=SMALL_BUFFERS
+        )
+        server.start()
+        client = server.client()
+        assert client.call(cmds(["set keep 7 0 5", "hello"])) == b"STORED\r\n"
+        _fill(mnt / "ballast", leave=512 * 1024)
+        value = os.urandom(60_000)
+        stored = []
+        for i in range(200):
+            reply = client.call(b"set big:%d 0 0 %d\r\n%s\r\n" % (i, len(value), value))
+            if reply != b"STORED\r\n":
+                break
+            stored.append(b"big:%d" % i)
+        client.close()
+        # The memtables cannot be flushed: one clear line, a non-zero exit, no traceback.
+        assert server.stop() == 1
+        log = server.log()
+        assert "petracache: storage.db_path: closing the database: IO error" in log
+        assert "Traceback" not in log
+        (mnt / "ballast").unlink()
+        with server.start():
+            client = server.client()
+            assert client.call(b"get keep\r\n") == b"VALUE keep 7 5\r\nhello\r\nEND\r\n"
+            for key in stored:
+                assert client.call(b"get " + key + b"\r\n").count(value) == 1
+            client.close()
+
+
 def test_locked_data_directory_is_refused_without_damage(tmp_path: Path) -> None:
     with PetracacheProcess(tmp_path / "first") as first:
         client = first.client()
