@@ -348,6 +348,7 @@ def machine() -> dict[str, str]:
         "cpu": model,
         "python": platform.python_version(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "load_average": f"{os.getloadavg()[0]:.1f}",
         "server_cpus": SERVER_CPUS or "unpinned",
         "loadgen_cpus": LOADGEN_CPUS or "unpinned",
     }
@@ -357,7 +358,8 @@ def render(rows: list[Row], restarts: list[RestartResult], info: dict[str, str])
     """The Markdown tables that go into README.md."""
     out = [
         f"Machine: {info['nproc']} x {info['cpu']}, Python {info['python']}, {info['date']}; "
-        f"servers on CPU {info['server_cpus']}, load generator on CPU {info['loadgen_cpus']}.",
+        f"servers on CPU {info['server_cpus']}, load generator on CPU {info['loadgen_cpus']}; "
+        f"load average {info['load_average']} at the start, {os.getloadavg()[0]:.1f} at the end.",
         "",
         "| # | workload | memcached ops/s | petracache ops/s | ratio"
         " | memcached p50 / p99 / p99.9 ms | petracache p50 / p99 / p99.9 ms"
