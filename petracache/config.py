@@ -35,7 +35,6 @@ from pydantic_settings import (
 from petracache.limits import DEFAULT_ITEM_SIZE_MAX
 
 ENV_PREFIX = "PETRACACHE_"
-SECTIONS = ("server", "storage", "metrics")
 
 # PetraCache's flat environment variables -> (section, option).
 FLAT_ENV_ALIASES: dict[str, tuple[str, str]] = {

@@ -63,10 +63,7 @@ class DataPlane:
     async def run(self, *, task_status: trio.TaskStatus[list[tuple[str, int]]]) -> None:
         """Serve until ``stop()``; reports the bound addresses through ``task_status``."""
         listeners = await trio.open_tcp_listeners(self._port, host=self._host, backlog=4096)
-        self.addresses = [
-            listener.socket.getsockname()[:2]
-            for listener in listeners
-        ]
+        self.addresses = [listener.socket.getsockname()[:2] for listener in listeners]
         handler = partial(
             handle_connection,
             execute=self._execute,
