@@ -14,6 +14,7 @@ once. The sidecar stops before the engine closes, so a scrape never reads a clos
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import ssl
 from collections.abc import AsyncIterator
@@ -70,7 +71,8 @@ def _start_admin(
         admin = AdminServer(create_app(readiness, registry), host, port)
     except OSError as exc:
         raise StartupError(
-            f"metrics.listen_addr: cannot listen on {settings.metrics.listen_addr}: {exc.strerror}"
+            f"metrics.listen_addr: cannot listen on {settings.metrics.listen_addr}: "
+            f"{os.strerror(exc.errno) if exc.errno else exc}"
         ) from None
     log.info("admin listening on %s:%d", *admin.address)
     return admin

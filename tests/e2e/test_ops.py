@@ -192,6 +192,20 @@ def test_data_port_in_use(tmp_path: Path, server: PetracacheProcess) -> None:
     )
 
 
+def test_admin_port_in_use(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        addr = f"127.0.0.1:{taken.getsockname()[1]}"
+        status, err = run_cli(
+            ["-p", "0", "--db-path", str(tmp_path / "db"), "--metrics-addr", addr], tmp_path
+        )
+    assert status == 1
+    assert last_line(err) == f"petracache: metrics.listen_addr: cannot listen on {addr}: " + (
+        "Address already in use"
+    )
+
+
 # -- admin sidecar ---------------------------------------------------------------------------
 
 
