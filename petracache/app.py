@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import ssl
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import partial
@@ -30,6 +31,7 @@ from petracache.config import ServerSettings, Settings, split_host_port
 from petracache.counters import Counters
 from petracache.executor import Executor
 from petracache.metrics import PetracacheCollector, RequestMetrics
+from petracache.recovery import CHILD_RECOVERY_BYTES, wal_bytes
 from petracache.server.auth import AuthFileError, load_auth_file
 from petracache.server.durability import GroupCommitter
 from petracache.server.handler import HandlerConfig
@@ -122,6 +124,7 @@ async def _run(settings: Settings, readiness: Readiness, signals: AsyncIterator[
             if admin is not None:
                 nursery.start_soon(partial(trio.to_thread.run_sync, admin.serve))
             try:
+                await _recover_in_child(settings)
                 engine = await trio.to_thread.run_sync(
                     lambda: Engine(settings.storage, item_size_max=server_cfg.max_item_size)
                 )
@@ -174,6 +177,23 @@ async def _run(settings: Settings, readiness: Readiness, signals: AsyncIterator[
             await trio.to_thread.run_sync(engine.close)
             readiness.db_open = False
             log.info("database closed; bye")
+
+
+async def _recover_in_child(settings: Settings) -> None:
+    """Replay a large WAL in a child process first (see ``recovery.py``): the GIL stays free."""
+    pending = wal_bytes(settings.storage.db_path)
+    if pending < CHILD_RECOVERY_BYTES:
+        return
+    log.info("replaying %d bytes of write-ahead log in a child process", pending)
+    done = await trio.run_process(
+        [sys.executable, "-m", "petracache.recovery"],
+        stdin=settings.storage.model_dump_json().encode(),
+        capture_stderr=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        last = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["?"]
+        log.warning("child recovery failed (%s); opening directly", last[0])
 
 
 def _security(

@@ -1,4 +1,5 @@
-"""Graceful shutdown of a real process: SIGTERM/SIGINT with clients mid-pipeline.
+"""Start-up and graceful shutdown of a real process: /ready while the database recovers,
+and SIGTERM/SIGINT with clients mid-pipeline.
 
 What must hold: every request a client sent before the signal gets its full reply, then
 the connection closes cleanly (EOF, no partial reply); /ready turns 503 while draining;
@@ -8,8 +9,10 @@ that never reads cannot hold the shutdown past ``server.shutdown_grace``.
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -125,3 +128,40 @@ def test_second_signal_ends_the_drain(tmp_path: Path) -> None:
     assert proc.stop(timeout=30) == 0  # the second SIGTERM
     assert "closing connections now" in proc.log()
     stuck.close()
+
+
+def test_ready_is_503_while_the_database_recovers(tmp_path: Path) -> None:
+    """A restart after kill -9 replays ~100 MB of WAL; meanwhile the sidecar answers 503."""
+    env = {"PETRACACHE_STORAGE__WRITE_BUFFER_SIZE": str(512 << 20)}  # keep it all in the WAL
+    proc = PetracacheProcess(tmp_path, env=env).start()
+    value = b"w" * 1_000_000
+    client = proc.client()
+    client.send(b"".join(b"set w%d 0 0 %d\r\n%s\r\n" % (i, len(value), value) for i in range(100)))
+    for _ in range(100):
+        assert client.read_line() == b"STORED\r\n"
+    proc.kill()
+    offset = proc.log_path.stat().st_size
+    seen: list[int] = []
+
+    def poll() -> None:
+        deadline = time.monotonic() + 60
+        url = None
+        while url is None and time.monotonic() < deadline:
+            log = proc.log_path.read_text()[offset:]
+            found = re.findall(r"admin listening on ([\d.]+):(\d+)", log)
+            url = f"http://{found[0][0]}:{found[0][1]}/ready" if found else None
+        while url is not None and time.monotonic() < deadline:
+            seen.append(status_of(url))
+            if seen[-1] == 200:
+                return
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    proc.start()
+    poller.join()
+    assert "write-ahead log in a child process" in proc.log()
+    assert seen[0] == 503  # the sidecar answered while the database was recovering
+    assert seen[-1] == 200
+    assert seen == sorted(seen, reverse=True)  # 503s, then 200: never back
+    assert proc.client().call(b"get w99\r\n").startswith(b"VALUE w99 0 1000000\r\n")
+    assert proc.stop() == 0
