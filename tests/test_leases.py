@@ -17,18 +17,11 @@ from petracache.protocol.requests import (
     TooLarge,
 )
 from petracache.protocol.responses import LeaseMiss, MetagetInfo
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.storage.conftest import Clock
 
 
 def test_first_miss_gets_a_token_then_hot_misses_until_it_expires() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     table = LeaseTable(clock, ttl=10)
     token = table.acquire(b"k")
     assert token >= 2
@@ -40,7 +33,7 @@ def test_first_miss_gets_a_token_then_hot_misses_until_it_expires() -> None:
 
 
 def test_redeem_consumes_and_needs_the_live_token() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     table = LeaseTable(clock, ttl=10)
     token = table.acquire(b"k")
     assert not table.redeem(b"k", token + 1)
@@ -64,7 +57,7 @@ def test_invalidate_and_clear() -> None:
 
 
 def test_table_is_bounded_dropping_expired_then_oldest() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     table = LeaseTable(clock, ttl=10, max_leases=3)
     table.acquire(b"old")
     clock.now += 20

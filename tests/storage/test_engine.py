@@ -6,55 +6,21 @@ No mocks: every test opens a real database; time moves only when a test moves ``
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from petracache.config import StorageSettings
 from petracache.storage.engine import ArithResult, Engine, StoreMode, StoreResult
+from tests.storage.conftest import T0, Clock, open_engine
 
-T0 = 1_700_000_000
 THIRTY_DAYS = 60 * 60 * 24 * 30
 U64 = 2**64
-
-
-class Clock:
-    """A settable clock (whole seconds are what the engine reads)."""
-
-    def __init__(self) -> None:
-        self.now = float(T0)
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-def open_engine(path: Path, clock: Clock, item_size_max: int = 1024 * 1024) -> Engine:
-    settings = StorageSettings(
-        db_path=str(path),
-        write_buffer_size=256 * 1024,
-        block_cache_size=1 << 20,
-        enable_ttl_compaction=False,
-    )
-    return Engine(settings, clock=clock, item_size_max=item_size_max)
 
 
 def release(engine: Engine) -> None:
     """Close; the caller then drops its reference (column-family handles hold RocksDB's
     lock until they are collected)."""
     engine.close()
-
-
-@pytest.fixture
-def engine(tmp_path: Path, clock: Clock) -> Iterator[Engine]:
-    eng = open_engine(tmp_path / "db", clock)
-    yield eng
-    eng.close()
 
 
 def set_(engine: Engine, key: bytes, data: bytes, exptime: int = 0, flags: int = 0) -> int:

@@ -8,30 +8,13 @@ the engine's commit counter (every RocksDB write bumps it).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-
 from petracache import meta_executor
 from petracache.counters import Counters
 from petracache.protocol.connection import NEED_DATA, MemcacheConnection
 from petracache.protocol.responses import RawReply, Response, Status
 from petracache.storage import codec
 from petracache.storage.engine import Engine, StoreMode
-from tests.storage.test_engine import T0, Clock, open_engine
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def engine(tmp_path: Path, clock: Clock) -> Iterator[Engine]:
-    eng = open_engine(tmp_path / "db", clock)
-    yield eng
-    eng.close()
+from tests.storage.conftest import T0, Clock
 
 
 def run(engine: Engine, line: bytes) -> bytes:

@@ -13,37 +13,17 @@ from typing import Any
 
 import pytest
 
-from petracache.config import StorageSettings
 from petracache.storage import index as idx
 from petracache.storage.engine import Engine, StoreMode
 from petracache.storage.reaper import Reclaimer
+from tests.storage.conftest import Clock, open_engine
 
-T0 = 1_700_000_000
 VALUE = b"v" * 1000
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = float(T0)
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
 def make_engine(path: Path, clock: Clock, **options: object) -> Engine:
-    settings = StorageSettings(
-        db_path=str(path),
-        write_buffer_size=256 * 1024,
-        target_file_size_base=256 * 1024,
-        block_cache_size=1 << 20,
-        **options,  # type: ignore[arg-type]
-    )
-    return Engine(settings, clock=clock)
+    defaults: dict[str, object] = {"enable_ttl_compaction": True}
+    return open_engine(path, clock, target_file_size_base=256 * 1024, **(defaults | options))
 
 
 @pytest.fixture

@@ -1,0 +1,49 @@
+"""Storage-test fixtures: a settable clock and a real RocksDB engine in ``tmp_path``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from petracache.config import StorageSettings
+from petracache.storage.engine import Engine
+
+T0 = 1_700_000_000
+
+
+class Clock:
+    """A settable clock; the engine reads whole seconds from it, so tests never sleep."""
+
+    def __init__(self, start: float = float(T0)) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def open_engine(
+    path: Path, clock: Clock, item_size_max: int = 1024 * 1024, **options: Any
+) -> Engine:
+    """A small-memory engine on a real database at ``path``."""
+    settings = StorageSettings(
+        db_path=str(path),
+        write_buffer_size=256 * 1024,
+        block_cache_size=1 << 20,
+        **({"enable_ttl_compaction": False} | options),
+    )
+    return Engine(settings, clock=clock, item_size_max=item_size_max)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def engine(tmp_path: Path, clock: Clock) -> Iterator[Engine]:
+    eng = open_engine(tmp_path / "db", clock)
+    yield eng
+    eng.close()
