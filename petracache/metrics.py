@@ -172,6 +172,11 @@ _ENGINE_COUNTERS = (
     ("total_items", "petracache_items_stored", "Items written (memcached total_items)."),
     ("reclaimed_bytes", "petracache_reclaimed_bytes", "Key+value bytes of reclaimed items."),
     ("compactions", "petracache_reclaim_compactions", "Compactions run by the reclaimer."),
+    (
+        "compacted_bytes",
+        "petracache_reclaim_compacted_bytes",
+        "SST bytes freed by the reclaimer's compactions.",
+    ),
     ("corrupt_values", "petracache_corrupt_values", "Stored values that failed to decode."),
 )
 

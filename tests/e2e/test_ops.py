@@ -245,6 +245,8 @@ def test_sidecar_health_ready_metrics(server: PetracacheProcess) -> None:
     for name in (
         "petracache_connections_rejected_total",
         "petracache_evictions_total",
+        "petracache_reclaimed_bytes_total",
+        "petracache_reclaim_compacted_bytes_total",
         "petracache_rocksdb_estimated_keys",
         "petracache_rocksdb_live_sst_bytes",
         "petracache_rocksdb_memtable_bytes",
