@@ -56,6 +56,23 @@ def dir_bytes(db: Path) -> int:
     return sum(p.stat().st_size for p in db.rglob("*") if p.is_file())
 
 
+def listing(db: Path) -> tuple[int, int, int, int]:
+    """The directory's bytes by kind: (total, SST, WAL, other), from one listing."""
+    sst = wal = other = 0
+    for p in db.rglob("*"):
+        try:
+            size = p.stat().st_size if p.is_file() else 0
+        except FileNotFoundError:  # deleted between the listing and the stat
+            continue
+        if p.suffix == ".sst":
+            sst += size
+        elif p.suffix == ".log" and p.parent == db and p.stem.isdigit():
+            wal += size
+        else:
+            other += size
+    return sst + wal + other, sst, wal, other
+
+
 def stats(client: RawClient) -> dict[str, str]:
     out = {}
     for line in client.call(b"stats\r\n").split(b"\r\n"):
@@ -271,7 +288,7 @@ def bench_capacity(workdir: Path, bound: int, value_size: int) -> None:
     with Petracache(workdir / "capacity", env=env) as server:
         db = server.db_path
         client = server.client(timeout=60)
-        with Sampler(lambda: (dir_bytes(db), sst_bytes(db)), 0.25) as sampler:
+        with Sampler(lambda: listing(db), 0.25) as sampler:
             t0 = time.monotonic()
             write_items(client, keys(), value, 0)
             elapsed = time.monotonic() - t0
@@ -290,8 +307,28 @@ def bench_capacity(workdir: Path, bound: int, value_size: int) -> None:
         counters = stats(client)
     peak_dir = max(v[0] for _, v in sampler.samples)
     peak_sst = max(v[1] for _, v in sampler.samples)
+    peak_wal = max(v[2] for _, v in sampler.samples)
+    at_peak = max(sampler.samples, key=lambda s: s[1][0])
     print(f"  {writes:,} writes of {value_size} B over {distinct:,} keys in {elapsed:.1f} s")
-    print(f"  peak directory {peak_dir / MiB:.1f} MiB, peak SST {peak_sst / MiB:.1f} MiB")
+    print(
+        f"  peak directory {peak_dir / MiB:.1f} MiB, peak SST {peak_sst / MiB:.1f} MiB, "
+        f"peak WAL {peak_wal / MiB:.1f} MiB"
+    )
+    sst, wal, other = (b / MiB for b in at_peak[1][1:])
+    print(
+        f"  at the directory peak (t {at_peak[0]:.2f} s): "
+        f"SST {sst:.1f}, WAL {wal:.1f}, other {other:.1f} MiB"
+    )
+    over = [
+        (round(t, 2), *(round(b / MiB, 1) for b in v)) for t, v in sampler.samples if v[0] > bound
+    ]
+    print(f"  samples over the bound (t s, total, SST, WAL, other MiB): {json.dumps(over)}")
+    near = [
+        (round(t, 2), *(round(b / MiB, 1) for b in v))
+        for t, v in sampler.samples
+        if abs(t - at_peak[0]) <= 1.5
+    ]
+    print(f"  around the peak, every 0.25 s (t s, total, SST, WAL, other MiB): {json.dumps(near)}")
     print(f"  final directory {dir_bytes(db) / MiB:.1f} MiB, evictions {counters['evictions']}")
     print(f"  reads: {hits:,} latest value, {misses:,} miss, {stale} stale or corrupt")
     curve = [(round(t, 1), round(v[0] / MiB, 1)) for t, v in sampler.samples[::4]]

@@ -124,7 +124,31 @@ def _options(settings: StorageSettings) -> rocksdict.Options:
     # families (meta, expiry, age) would otherwise pin old WALs and the disk would grow with
     # every write. Past this total, RocksDB flushes the families holding the oldest WAL.
     opts.set_max_total_wal_size(settings.write_buffer_size * settings.max_write_buffer_number)
+    if settings.max_disk_bytes:
+        _bounded_layout(opts, settings)
     return opts
+
+
+def _bounded_layout(opts: rocksdict.Options, settings: StorageSettings) -> None:
+    """Keep every compaction small next to ``max_disk_bytes``, so its transient fits the bound.
+
+    A compaction writes its outputs before it deletes its inputs, so the disk briefly holds
+    both. With RocksDB's defaults a database smaller than ``max_bytes_for_level_base``
+    (256 MiB) has a single sorted level, and every L0 flush is merged with all of it: each
+    compaction rewrites the whole database and doubles it on disk for a moment. Here the
+    base level is an eighth of the bound and levels grow 4x, so the data spreads over a few
+    levels; L0 is compacted after two flushes; files and a compaction's inputs are capped at
+    a small share of the bound; and the WAL is released after about one memtable (the
+    reclaimer counts WAL bytes in its usage measure).
+    """
+    bound = settings.max_disk_bytes
+    opts.set_max_bytes_for_level_base(max(bound // 8, settings.write_buffer_size))
+    opts.set_max_bytes_for_level_multiplier(4.0)
+    opts.set_level_zero_file_num_compaction_trigger(2)
+    target = min(settings.target_file_size_base, max(bound // 32, 1 << 20))
+    opts.set_target_file_size_base(target)
+    opts.set_max_compaction_bytes(max(bound // 8, 4 * target))
+    opts.set_max_total_wal_size(settings.write_buffer_size)
 
 
 def _meta_options() -> rocksdict.Options:

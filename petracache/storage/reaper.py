@@ -30,6 +30,8 @@ worker thread (``server.tasks``), and compaction never changes what a read retur
 
 from __future__ import annotations
 
+import itertools
+import os
 import struct
 import time
 from collections.abc import Callable
@@ -59,6 +61,15 @@ ENTRY_OVERHEAD = 24  # RocksDB per-entry bytes (internal key trailer, block inde
 FLUSH_DONE_KEY = b"flush_reclaimed"  # meta: the flush state whose items are all deleted
 _FLUSH = struct.Struct("<qQ")
 FAMILIES = ("default", idx.EXPIRY_CF, idx.AGE_CF, META_CF)
+SLICES = 8  # key ranges an eviction round's compaction is cut into (bounded transient)
+
+
+def _property(family: Any, name: str) -> int:
+    """An integer RocksDB property (0 if unavailable)."""
+    try:
+        return int(family.property_int_value(name) or 0)
+    except Exception:
+        return 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +107,7 @@ class Reclaimer:
             META_CF: self._meta,
         }
         self._max_disk = max_disk_bytes if self._index.track_age else 0
+        self._db_path = engine.settings.db_path
         self._timer = timer
         self.counters = engine.counters
         # expiry walk
@@ -158,14 +170,31 @@ class Reclaimer:
     # -- eviction ----------------------------------------------------------------------------
 
     def disk_usage(self) -> int:
-        """SST plus memtable bytes of every column family (what ``max_disk_bytes`` bounds)."""
-        total = 0
+        """What ``max_disk_bytes`` bounds: SST bytes plus the unflushed writes' bytes.
+
+        The unflushed writes are counted once, as the larger of the memtables and the WAL
+        files on disk (a WAL file outlives its memtable's flush until every family's data in
+        it is flushed; without a WAL only the memtables count). SST bytes include the
+        inputs a running compaction still holds.
+        """
+        sst = memtables = 0
         for family in self._families.values():
-            for prop in ("rocksdb.total-sst-files-size", "rocksdb.cur-size-all-mem-tables"):
-                try:
-                    total += int(family.property_int_value(prop) or 0)
-                except Exception:
-                    continue
+            sst += _property(family, "rocksdb.total-sst-files-size")
+            memtables += _property(family, "rocksdb.cur-size-all-mem-tables")
+        return sst + max(memtables, self._wal_bytes())
+
+    def _wal_bytes(self) -> int:
+        total = 0
+        try:
+            with os.scandir(self._db_path) as entries:
+                for entry in entries:
+                    if entry.name.endswith(".log") and entry.name[:-4].isdigit():
+                        try:
+                            total += entry.stat().st_size
+                        except FileNotFoundError:  # released between listing and stat
+                            continue
+        except OSError:
+            return 0
         return total
 
     def _eviction_due(self) -> bool:
@@ -398,15 +427,52 @@ class Reclaimer:
         (and writes do not stall behind a long manual compaction).
         """
         family = self._families[job.family]
-        before = int(family.property_int_value("rocksdb.total-sst-files-size") or 0)
+        before = _property(family, "rocksdb.total-sst-files-size")
         opts = rocksdict.CompactOptions()
         opts.set_exclusive_manual_compaction(False)
+        ranges: list[tuple[bytes | None, bytes | None]] = [(job.begin, job.end)]
+        if self._max_disk and job.family == "default" and job.begin is None and job.end is None:
+            ranges = self.compaction_slices()
         try:
-            family.compact_range(job.begin, job.end, opts)
+            for begin, end in ranges:
+                family.compact_range(begin, end, opts)
         except Exception as exc:
             raise StorageError(f"compaction failed: {exc}") from exc
-        after = int(family.property_int_value("rocksdb.total-sst-files-size") or 0)
+        after = _property(family, "rocksdb.total-sst-files-size")
         return max(before - after, 0)
+
+    def compaction_slices(self) -> list[tuple[bytes | None, bytes | None]]:
+        """The whole key space cut into ``SLICES`` ranges at SST file boundaries.
+
+        Compacting them one after the other instead of all at once holds at most one
+        slice's inputs and outputs on disk at a time (plus L0, which ``_bounded_layout``
+        keeps to about two memtables), instead of the whole database twice.
+        """
+        try:
+            files = self._db.live_files()  # every family's files, not told apart
+            it = self._db.iter()
+            it.seek_to_first()
+            first = bytes(it.key()) if it.valid() else None
+            it.seek_to_last()
+            last = bytes(it.key()) if it.valid() else None
+        except Exception:
+            return [(None, None)]
+        if first is None or last is None:
+            return [(None, None)]
+        # The items' files are those inside the items' key range; the index families' keys
+        # start with a big-endian CAS or deadline, so they fall outside it in practice (a
+        # stray one only makes one slice smaller).
+        starts = sorted(
+            {
+                key
+                for f in files
+                if f.get("start_key") is not None and first < (key := bytes(f["start_key"])) <= last
+            }
+        )
+        step = max(len(starts) // SLICES, 1)
+        cuts = starts[step::step][: SLICES - 1]
+        bounds: list[bytes | None] = [None, *cuts, None]
+        return list(itertools.pairwise(bounds))
 
     def compaction_done(self, job: Compaction, freed: int) -> None:
         """Record a finished compaction (on the trio thread)."""
