@@ -30,7 +30,6 @@ worker thread (``server.tasks``), and compaction never changes what a read retur
 
 from __future__ import annotations
 
-import itertools
 import os
 import struct
 import time
@@ -61,7 +60,6 @@ ENTRY_OVERHEAD = 24  # RocksDB per-entry bytes (internal key trailer, block inde
 FLUSH_DONE_KEY = b"flush_reclaimed"  # meta: the flush state whose items are all deleted
 _FLUSH = struct.Struct("<qQ")
 FAMILIES = ("default", idx.EXPIRY_CF, idx.AGE_CF, META_CF)
-SLICES = 8  # key ranges an eviction round's compaction is cut into (bounded transient)
 
 
 def _property(family: Any, name: str) -> int:
@@ -430,49 +428,12 @@ class Reclaimer:
         before = _property(family, "rocksdb.total-sst-files-size")
         opts = rocksdict.CompactOptions()
         opts.set_exclusive_manual_compaction(False)
-        ranges: list[tuple[bytes | None, bytes | None]] = [(job.begin, job.end)]
-        if self._max_disk and job.family == "default" and job.begin is None and job.end is None:
-            ranges = self.compaction_slices()
         try:
-            for begin, end in ranges:
-                family.compact_range(begin, end, opts)
+            family.compact_range(job.begin, job.end, opts)
         except Exception as exc:
             raise StorageError(f"compaction failed: {exc}") from exc
         after = _property(family, "rocksdb.total-sst-files-size")
         return max(before - after, 0)
-
-    def compaction_slices(self) -> list[tuple[bytes | None, bytes | None]]:
-        """The whole key space cut into ``SLICES`` ranges at SST file boundaries.
-
-        Compacting them one after the other instead of all at once holds at most one
-        slice's inputs and outputs on disk at a time (plus L0, which ``_bounded_layout``
-        keeps to about two memtables), instead of the whole database twice.
-        """
-        try:
-            files = self._db.live_files()  # every family's files, not told apart
-            it = self._db.iter()
-            it.seek_to_first()
-            first = bytes(it.key()) if it.valid() else None
-            it.seek_to_last()
-            last = bytes(it.key()) if it.valid() else None
-        except Exception:
-            return [(None, None)]
-        if first is None or last is None:
-            return [(None, None)]
-        # The items' files are those inside the items' key range; the index families' keys
-        # start with a big-endian CAS or deadline, so they fall outside it in practice (a
-        # stray one only makes one slice smaller).
-        starts = sorted(
-            {
-                key
-                for f in files
-                if f.get("start_key") is not None and first < (key := bytes(f["start_key"])) <= last
-            }
-        )
-        step = max(len(starts) // SLICES, 1)
-        cuts = starts[step::step][: SLICES - 1]
-        bounds: list[bytes | None] = [None, *cuts, None]
-        return list(itertools.pairwise(bounds))
 
     def compaction_done(self, job: Compaction, freed: int) -> None:
         """Record a finished compaction (on the trio thread)."""

@@ -7,7 +7,6 @@ steps below is chosen by the test, not by timing.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -277,27 +276,5 @@ def test_bounded_usage_counts_wal_files_the_memtables_no_longer_hold(
         engine.raw_db().flush(True)
         assert engine.property_int("rocksdb.cur-size-all-mem-tables") < 10_000  # empty arena
         assert reclaimer.disk_usage() >= on_disk(path) > 2 * 200 * len(VALUE)
-    finally:
-        engine.close()
-
-
-def test_eviction_compacts_in_contiguous_slices(tmp_path: Path, clock: Clock) -> None:
-    bound = 2 * 1024 * 1024
-    engine = make_engine(tmp_path / "db", clock, max_disk_bytes=bound)
-    try:
-        reclaimer = Reclaimer(engine, max_disk_bytes=bound)
-        for i in range(3000):  # distinct keys: many SST files over the whole key range
-            engine.store(StoreMode.SET, b"s:%05d" % i, 0, 0, VALUE)
-        slices = reclaimer.compaction_slices()
-        assert len(slices) > 1
-        assert slices[0][0] is None
-        assert slices[-1][1] is None
-        for (_, end), (begin, _) in itertools.pairwise(slices):
-            assert end is not None
-            assert end == begin  # contiguous: every key is in exactly one slice
-        drain(reclaimer)
-        assert engine.counters.evictions > 0
-        assert reclaimer.disk_usage() < bound
-        assert engine.get(b"s:%05d" % 2999) is not None  # the newest write survived
     finally:
         engine.close()
