@@ -13,8 +13,9 @@
   the whole backlog comes due at once; the load is measured just before it (nothing to reap)
   and during the reaping, on the same server and data.
 * capacity: ``max_disk_bytes`` = ``--bound``; 3x the bound is written (1 KiB values, a third
-  of the keys rewritten); the database directory's size is sampled every 0.25 s; at the end
-  every key is read and must return its latest written value or a miss.
+  of the keys rewritten); the database directory is listed every 0.25 s and its bytes split
+  into SST, WAL and other files (the samples over the bound and around the peak are
+  printed); at the end every key is read and must return its latest written value or a miss.
 * writecost (only when named): the engine's own cost of a ``set``, in-process, with and
   without the expiry index, with and without a TTL.
 * rss: block cache ``--cache``, a dataset of 5x that, then random reads over it (most miss

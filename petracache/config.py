@@ -144,7 +144,7 @@ class StorageSettings(_Section):
     max_disk_bytes: int = Field(
         0,
         ge=0,
-        description="disk bound (SST + memtable bytes): oldest-written items are evicted"
+        description="disk bound (SST + WAL or memtable bytes): oldest-written items are evicted"
         " from 55% of it, leaving room for compaction; 0 = no bound",
     )
     durability: Literal["none", "wal", "fsync"] = Field(

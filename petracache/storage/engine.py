@@ -137,9 +137,9 @@ def _bounded_layout(opts: rocksdict.Options, settings: StorageSettings) -> None:
     (256 MiB) has a single sorted level, and every L0 flush is merged with all of it: each
     compaction rewrites the whole database and doubles it on disk for a moment. Here the
     base level is an eighth of the bound and levels grow 4x, so the data spreads over a few
-    levels; L0 is compacted after two flushes; files and a compaction's inputs are capped at
-    a small share of the bound; and the WAL is released after about one memtable (the
-    reclaimer counts WAL bytes in its usage measure).
+    levels; L0 is compacted after two flushes; files, and the compactions RocksDB picks, are
+    capped at a small share of the bound; and the WAL is released after about one memtable
+    (the reclaimer counts WAL bytes in its usage measure).
     """
     bound = settings.max_disk_bytes
     opts.set_max_bytes_for_level_base(max(bound // 8, settings.write_buffer_size))

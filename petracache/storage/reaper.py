@@ -11,7 +11,7 @@ Work, most urgent first; each ``step()`` does one bounded unit (at most ``BATCH`
 the trio thread the caller should let the backlog take (``MIN_SHARE`` for a fresh expiry
 backlog, growing with the age of its oldest dead item; all of it for eviction):
 
-1. Eviction: when SST + memtable bytes of all families reach ``HIGH_WATER`` of
+1. Eviction: when SST bytes plus WAL (or memtable) bytes reach ``HIGH_WATER`` of
    ``max_disk_bytes``, delete the oldest-written items (head of ``age``: FIFO by write age,
    as RocksDB FIFO compaction and Segcache do) until an estimate of their on-disk size covers
    the excess down to ``LOW_WATER``, then compact and measure again.
