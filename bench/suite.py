@@ -42,6 +42,7 @@ from bench.common import LOADGEN_CPUS, SERVER_CPUS, LoadResult, Memcached, Petra
 from tests.harness import RawClient
 
 MIB = 1024 * 1024
+SETTLE = 1.0  # seconds between runs: 1,000 closing connections must not overlap the next run
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +255,7 @@ def run_workloads(
                             server_pid=servers[server].proc.pid,
                         )
                         row.runs[server].append(result)
+                        time.sleep(SETTLE)  # let the server close this run's connections
                         log(
                             f"  workload {w.key} {server:10} {result.ops_per_sec:10.0f} ops/s"
                             f"  p99.9 {result.p999_us / 1000:7.2f} ms"
