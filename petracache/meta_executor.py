@@ -164,7 +164,7 @@ def _mg(r: MetaGet, engine: Engine, counters: Counters) -> Response:
         bits=item.bits & ~FETCHED, last_access=0
     ):
         if new != item:  # only the fetch record changed
-            engine.record_fetch(r.key, new, item)
+            engine.record_fetch(r.key, new)
     else:
         engine.rewrite(r.key, new, item)
     if error:

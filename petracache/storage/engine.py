@@ -219,6 +219,10 @@ class Engine:
         self.commit = CommitLog(self._db)
         self._synced = rocksdict.WriteOptions()
         self._synced.sync = True
+        # Fetch records (see ``_write_hint``) skip the WAL: they are hints, and a crash that
+        # loses one leaves the previous, WAL-logged version with the same data in place.
+        self._hint_opts = rocksdict.WriteOptions()
+        self._hint_opts.disable_wal = True  # type: ignore[method-assign,assignment]
         self._db.set_write_options(self._write_opts)
         self.index = ItemIndex(
             self._db,
@@ -393,8 +397,23 @@ class Engine:
         item = self._lookup(key, now)
         if item is not None and codec.fetch_is_news(item, now):
             seen = codec.fetched(item, now)
-            return seen if self._side_write(lambda: self.rewrite(key, seen, item)) else item
+            return seen if self._side_write(lambda: self._write_hint(key, seen)) else item
         return item
+
+    def _write_hint(self, key: bytes, item: Item) -> None:
+        """Store a fetch record: ``item`` differs from the stored version only in its fetch
+        state (fetched bit, access time), never in data, CAS or deadline.
+
+        So its index entries are unchanged (a plain put suffices), and the write skips the
+        WAL: it costs a memtable insert, not a log append, on the read path. Losing it in a
+        crash only forgets that the item was fetched. Reads return the newest version in the
+        memtable either way, and any later store is WAL-logged as usual.
+        """
+        try:
+            self._db.put(key, codec.encode_item(item), self._hint_opts)
+        except Exception as exc:
+            raise StorageError(f"write failed: {exc}") from exc
+        self.commit.written += 1  # counted, then taken back by ``_side_write``
 
     def get_and_touch(self, key: bytes, exptime: int) -> Item | None:
         """gat: return the item as it was and give it a new TTL (its CAS is unchanged)."""
@@ -498,10 +517,10 @@ class Engine:
         """
         self._write(key, codec.encode_item(item), item.deadline, item.cas, old)
 
-    def record_fetch(self, key: bytes, item: Item, old: Item) -> None:
+    def record_fetch(self, key: bytes, item: Item) -> None:
         """Write ``item``, which differs from ``old`` only in fetch state (fetched bit, access
         time), as a side write of a read: best effort, and no reply waits for its fsync."""
-        self._side_write(lambda: self.rewrite(key, item, old))
+        self._side_write(lambda: self._write_hint(key, item))
 
     def delete_item(self, key: bytes, item: Item) -> None:
         """Remove ``key`` whose live version ``item`` the caller just looked up."""

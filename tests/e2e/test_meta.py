@@ -200,3 +200,18 @@ def test_version_1_values_from_the_previous_release(server: PetracacheProcess) -
     assert meta(c, b"ma legacy2 v\r\n") == b"VA 1\r\n6\r\n"
     assert meta(c, b"md legacy\r\nmg legacy v\r\n") == b"HD\r\nEN\r\n"
     c.close()
+
+
+def test_fetch_record_is_a_hint_that_a_crash_may_forget(server: PetracacheProcess) -> None:
+    """A read's fetch record skips the WAL: after kill -9 the item is intact, unfetched."""
+    client = server.client()
+    assert meta(client, b"ms hint 5 T0 F7\r\nvalue\r\n") == b"HD\r\n"
+    assert client.call(b"get hint\r\n") == b"VALUE hint 7 5\r\nvalue\r\nEND\r\n"
+    assert meta(client, b"mg hint h\r\n") == b"HD h1\r\n"
+    client.close()
+    server.kill()
+    server.start()
+    client = server.client()
+    # The WAL-logged store survived; the un-logged fetch record did not (h0).
+    assert meta(client, b"mg hint h f v\r\n") == b"VA 5 h0 f7\r\nvalue\r\n"
+    assert meta(client, b"mg hint h\r\n") == b"HD h1\r\n"
