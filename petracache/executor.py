@@ -13,6 +13,7 @@ from petracache import mcrouter_ops, meta_executor
 from petracache.counters import Counters
 from petracache.leases import LeaseTable
 from petracache.limits import SERVER_VERSION
+from petracache.modes import StoreMode
 from petracache.prefix_stats import PrefixStats
 from petracache.protocol.meta_requests import MetaRequest
 from petracache.protocol.requests import (
@@ -28,7 +29,6 @@ from petracache.protocol.requests import (
     Request,
     Stats,
     Store,
-    StoreMode,
     TooLarge,
     Touch,
     Verbosity,
@@ -51,7 +51,6 @@ from petracache.storage.errors import StorageError
 
 log = logging.getLogger(__name__)
 
-_STORE_MODES = {mode: storage.StoreMode[mode.name] for mode in StoreMode}
 _STORE_REPLIES = {
     storage.StoreResult.STORED: Status.STORED,
     storage.StoreResult.NOT_STORED: Status.NOT_STORED,
@@ -161,7 +160,7 @@ class Executor:
         if self.prefixes.enabled:
             self.prefixes.record_set(request.key)
         result, _cas = self.engine.store(
-            _STORE_MODES[request.mode],
+            request.mode,
             request.key,
             request.flags,
             request.exptime,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from petracache.counters import Counters
 from petracache.leases import LeaseTable
+from petracache.modes import StoreMode
 from petracache.protocol.requests import LeaseGet, LeaseSet, McrouterMetaget
 from petracache.protocol.responses import Hit, LeaseMiss, MetagetInfo, Response, Status, Values
 from petracache.storage import engine as storage
@@ -45,7 +46,7 @@ def execute(
         if not leases.redeem(request.key, request.token):
             return Status.NOT_STORED
         result, _cas = engine.store(
-            storage.StoreMode.ADD, request.key, request.flags, request.exptime, request.data
+            StoreMode.ADD, request.key, request.flags, request.exptime, request.data
         )
         return Status.STORED if result is storage.StoreResult.STORED else Status.NOT_STORED
     item = engine.get(request.key)

@@ -27,7 +27,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from petracache.counters import Counters
-from petracache.protocol.requests import Arithmetic, Get, Request, Store, StoreMode, TooLarge
+from petracache.modes import StoreMode
+from petracache.protocol.requests import Arithmetic, Get, Request, Store, TooLarge
 from petracache.protocol.responses import ErrorReply, Number, Response, Status, Values
 from petracache.storage.engine import Engine
 

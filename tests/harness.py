@@ -5,6 +5,7 @@ Everything here talks to real servers over TCP on loopback; nothing is mocked.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -146,10 +147,8 @@ class PetracacheProcess:
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.stop(timeout=15)
-            except subprocess.TimeoutExpired:
-                pass
 
 
 class MemcachedProcess:
@@ -232,7 +231,7 @@ class RawClient:
                 if not chunk:
                     return True
                 self.buf += chunk
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             return False
         except ConnectionResetError:
             return True

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from petracache.limits import KEY_MAX_LENGTH, item_size_ok
+from petracache.modes import StoreMode
 from petracache.numeric import strtol32, strtoul32, strtoull
 from petracache.protocol import errors
 from petracache.protocol.meta_requests import (
@@ -38,7 +39,7 @@ from petracache.protocol.meta_requests import (
     MetaSet,
     MetaSetHeader,
 )
-from petracache.protocol.requests import StoreMode, TooLarge
+from petracache.protocol.requests import TooLarge
 
 MAX_TOKENS: Final = 24  # memcached's MAX_TOKENS, the terminal token included
 MAX_OPT_TOKENS: Final = 20  # MFLAG_MAX_OPT_LENGTH, compared with ntokens

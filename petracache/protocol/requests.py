@@ -8,22 +8,11 @@ exptimes are the client's raw values (the storage layer applies memcached's TTL 
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from typing import TypeAlias
 
+from petracache.modes import StoreMode
 from petracache.protocol.meta_requests import MetaRequest
-
-
-class StoreMode(enum.Enum):
-    """The storage verbs that carry a data block."""
-
-    SET = "set"
-    ADD = "add"
-    REPLACE = "replace"
-    APPEND = "append"
-    PREPEND = "prepend"
-    CAS = "cas"
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from petracache.limits import KEY_MAX_LENGTH, item_size_ok
+from petracache.modes import StoreMode
 from petracache.numeric import strtol32, strtoul32, strtoull
 from petracache.protocol import errors
 from petracache.protocol.meta import parse_meta
@@ -28,7 +29,6 @@ from petracache.protocol.requests import (
     Quit,
     Request,
     Stats,
-    StoreMode,
     TooLarge,
     Touch,
     Verbosity,

@@ -32,6 +32,7 @@ import rocksdict
 
 from petracache.config import StorageSettings
 from petracache.limits import DEFAULT_ITEM_SIZE_MAX, item_size_ok
+from petracache.modes import StoreMode
 from petracache.numeric import U64_MAX, parse_stored_counter
 from petracache.storage import codec, expiry
 from petracache.storage.codec import Item
@@ -61,15 +62,6 @@ class StoreResult(enum.Enum):
     NOT_STORED = "not_stored"
     EXISTS = "exists"
     NOT_FOUND = "not_found"
-
-
-class StoreMode(enum.Enum):
-    SET = "set"
-    ADD = "add"
-    REPLACE = "replace"
-    APPEND = "append"
-    PREPEND = "prepend"
-    CAS = "cas"
 
 
 class ArithResult(enum.Enum):
