@@ -354,19 +354,21 @@ class Engine:
             self.commit.untrack_since(written)
         return True
 
-    def _put_item(
+    def put(
         self,
         key: bytes,
         flags: int,
         deadline: int,
         data: bytes,
         now: int,
+        *,
         cas: int = 0,
         old: Item | None = None,
         last_access: int | None = None,
         bits: int = 0,
     ) -> int:
-        """Write an item (a dead one is removed instead); returns its CAS unique.
+        """Store a new version of ``key`` (a dead one is removed instead); returns its CAS
+        unique (``cas`` 0: take the next one).
 
         ``old`` is the version being replaced when the caller read it (its index entries go).
         ``last_access`` (default: now) and ``bits`` are the meta protocol's per-item state.
@@ -414,16 +416,16 @@ class Engine:
         if item is not None:
             deadline = expiry.deadline(exptime, now)
             seen = codec.fetched(item, now)
-            self._put_item(
+            self.put(
                 key,
                 item.flags,
                 deadline,
                 item.data,
                 now,
-                item.cas,
-                item,
-                seen.last_access,
-                seen.bits,
+                cas=item.cas,
+                old=item,
+                last_access=seen.last_access,
+                bits=seen.bits,
             )
         return item
 
@@ -444,7 +446,7 @@ class Engine:
         now = self.now()
         deadline = expiry.deadline(exptime, now)
         if mode is StoreMode.SET:
-            return StoreResult.STORED, self._put_item(key, flags, deadline, data, now)
+            return StoreResult.STORED, self.put(key, flags, deadline, data, now)
         old = self._lookup(key, now)
         if mode is StoreMode.ADD:
             if old is not None:
@@ -462,7 +464,7 @@ class Engine:
             if not item_size_ok(len(key), old.flags, len(data), self._item_size_max):
                 return StoreResult.NOT_STORED, 0
             flags, deadline = old.flags, old.deadline
-        return StoreResult.STORED, self._put_item(key, flags, deadline, data, now, old=old)
+        return StoreResult.STORED, self.put(key, flags, deadline, data, now, old=old)
 
     def delete(self, key: bytes) -> bool:
         """Remove a live item; False if there was none."""
@@ -485,22 +487,6 @@ class Engine:
     def lookup(self, key: bytes, now: int) -> Item | None:
         """The live item under ``key`` as stored (no fetch is recorded), or None."""
         return self._lookup(key, now)
-
-    def put(
-        self,
-        key: bytes,
-        flags: int,
-        deadline: int,
-        data: bytes,
-        now: int,
-        *,
-        cas: int = 0,
-        old: Item | None = None,
-        last_access: int | None = None,
-        bits: int = 0,
-    ) -> int:
-        """Store a new version of ``key`` (``cas`` 0: take the next CAS); returns its CAS."""
-        return self._put_item(key, flags, deadline, data, now, cas, old, last_access, bits)
 
     def rewrite(self, key: bytes, item: Item, old: Item) -> None:
         """Write ``item`` exactly as given over ``old`` (same key): a state change, not a store.
@@ -536,9 +522,7 @@ class Engine:
         if len(digits) < len(item.data):
             digits = digits.ljust(len(item.data))
         la, bits = codec.after_delta(item, digits, now)
-        self._put_item(
-            key, item.flags, item.deadline, digits, now, old=item, last_access=la, bits=bits
-        )
+        self.put(key, item.flags, item.deadline, digits, now, old=item, last_access=la, bits=bits)
         return value
 
     def flush_all(self, delay: int) -> None:
