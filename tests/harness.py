@@ -288,6 +288,46 @@ class NutcrackerProcess:
             self.proc.wait(10)
 
 
+class FencedClient:
+    """One raw connection for differential tests: sends a payload cut into pieces, reads
+    every reply up to a fence reply, and numbers CAS uniques in order of first appearance
+    (so two servers' replies compare equal although their CAS counters differ).
+    """
+
+    def __init__(self, port: int, name: str, timeout: float = 10.0) -> None:
+        self.name = name
+        self.ordinals: dict[int, int] = {}
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def send_in_pieces(self, payload: bytes, points: Iterable[int], pause: float = 0.0) -> None:
+        """Send ``payload`` as separate sends cut at the sorted ``points``."""
+        start = 0
+        for point in [*points, len(payload)]:
+            if point > start:
+                self.sock.sendall(payload[start:point])
+                if pause:
+                    time.sleep(pause)
+                start = point
+
+    def read_to_fence(self, fence_reply: bytes) -> bytes:
+        """Every byte received before ``fence_reply`` (which ends the stream so far)."""
+        raw = b""
+        while not raw.endswith(fence_reply):
+            chunk = self.sock.recv(1 << 20)
+            if not chunk:
+                raise ConnectionError(f"{self.name} closed the connection; got {raw[-300:]!r}")
+            raw += chunk
+        return raw[: -len(fence_reply)]
+
+    def ordinal(self, cas: int) -> int:
+        """The position of ``cas`` among the CAS uniques seen so far (1-based)."""
+        return self.ordinals.setdefault(cas, len(self.ordinals) + 1)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 def cmds(lines: Iterable[str | bytes]) -> bytes:
     """Join request lines with CRLF."""
     return b"".join((x if isinstance(x, bytes) else x.encode()) + b"\r\n" for x in lines)

@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import random
 import re
-import socket
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from tests.harness import FencedClient
 
 FENCE = b"set __fence 0 0 5\r\nFENCE\r\nget __fence\r\n"
 FENCE_REPLY = b"STORED\r\nVALUE __fence 0 5\r\nFENCE\r\nEND\r\n"
@@ -390,19 +390,12 @@ class Generator:
         return Batch(commands, cuts, pause=rng.random() < 0.1)
 
 
-@dataclass
-class Peer:
+class Peer(FencedClient):
     """One connection to one server, with its CAS history for rendering ``CasRef``."""
 
-    port: int
-    name: str
-    timeout: float = 10.0
-    seen: dict[bytes, list[int]] = field(default_factory=dict)
-    ordinals: dict[int, int] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=self.timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def __init__(self, port: int, name: str, timeout: float = 10.0) -> None:
+        super().__init__(port, name, timeout)
+        self.seen: dict[bytes, list[int]] = {}
 
     def render(self, parts: list[Part]) -> bytes:
         out = []
@@ -419,20 +412,8 @@ class Peer:
         """Send the batch and the fence; return the normalised replies up to the fence."""
         payload = b"".join(self.render(c) for c in batch.commands) + STATE_PROBE + FENCE
         points = sorted(rng.randrange(len(payload)) for _ in range(batch.cuts))
-        start = 0
-        for point in [*points, len(payload)]:
-            if point > start:
-                self.sock.sendall(payload[start:point])
-                if batch.pause:
-                    time.sleep(0.001)
-                start = point
-        raw = b""
-        while not raw.endswith(FENCE_REPLY):
-            chunk = self.sock.recv(1 << 20)
-            if not chunk:
-                raise ConnectionError(f"{self.name} closed the connection; got {raw[-300:]!r}")
-            raw += chunk
-        return self.normalise(raw[: -len(FENCE_REPLY)])
+        self.send_in_pieces(payload, points, pause=0.001 if batch.pause else 0.0)
+        return self.normalise(self.read_to_fence(FENCE_REPLY))
 
     def normalise(self, raw: bytes) -> bytes:
         """Replace CAS uniques by ordinals and the version by ``X``; learn CAS history."""
@@ -456,14 +437,10 @@ class Peer:
             if len(fields) == 5:
                 cas = int(fields[4])
                 self.seen.setdefault(fields[1], []).append(cas)
-                ordinal = self.ordinals.setdefault(cas, len(self.ordinals) + 1)
-                line = b" ".join(fields[:4]) + b" C%d" % ordinal
+                line = b" ".join(fields[:4]) + b" C%d" % self.ordinal(cas)
             out.append(line + b"\r\n" + raw[pos : pos + nbytes + 2])
             pos += nbytes + 2
         return b"".join(out)
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def _size(command: list[Part]) -> int:

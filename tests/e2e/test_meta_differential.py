@@ -22,14 +22,13 @@ from __future__ import annotations
 import base64
 import random
 import re
-import socket
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import zip_longest
 
 import pytest
 
-from tests.harness import MemcachedProcess, PetracacheProcess
+from tests.harness import FencedClient, MemcachedProcess, PetracacheProcess
 
 pytestmark = pytest.mark.integration
 
@@ -63,18 +62,12 @@ _META_LINE = re.compile(rb"^(HD|VA|EN|NF|NS|EX|ME)( |\r|$)")
 _VALUE_LINE = re.compile(rb"^VALUE (\S+) (\d+) (\d+)(?: (\d+))?$")
 
 
-@dataclass
-class Peer:
+class Peer(FencedClient):
     """One connection to one server: renders ``CasRef``s and normalises replies."""
 
-    port: int
-    name: str
-    seen: dict[bytes, int] = field(default_factory=dict)
-    ordinals: dict[int, int] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def __init__(self, port: int, name: str) -> None:
+        super().__init__(port, name)
+        self.seen: dict[bytes, int] = {}
 
     def render(self, parts: list[Part]) -> bytes:
         return b"".join(
@@ -83,21 +76,11 @@ class Peer:
 
     def exchange(self, commands: list[list[Part]], rng: random.Random, cuts: int) -> bytes:
         payload = b"".join(self.render(c) for c in commands) + FENCE
-        start = 0
-        for point in [*sorted(rng.randrange(len(payload)) for _ in range(cuts)), len(payload)]:
-            if point > start:
-                self.sock.sendall(payload[start:point])
-                start = point
-        raw = b""
-        while not raw.endswith(FENCE_REPLY):
-            chunk = self.sock.recv(1 << 20)
-            if not chunk:
-                raise ConnectionError(f"{self.name} closed the connection: {raw[-200:]!r}")
-            raw += chunk
-        return self.normalise(raw[: -len(FENCE_REPLY)])
+        self.send_in_pieces(payload, sorted(rng.randrange(len(payload)) for _ in range(cuts)))
+        return self.normalise(self.read_to_fence(FENCE_REPLY))
 
     def _ordinal(self, cas: int) -> bytes:
-        return b"%d" % self.ordinals.setdefault(cas, len(self.ordinals) + 1)
+        return b"%d" % self.ordinal(cas)
 
     def normalise(self, raw: bytes) -> bytes:
         out: list[bytes] = []
@@ -154,9 +137,6 @@ class Peer:
         if key is not None and cas:
             self.seen[key] = cas
         return b" ".join(tokens)
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @pytest.fixture(scope="module")
