@@ -21,12 +21,12 @@ import tempfile
 import time
 from collections.abc import Callable
 
+from petracache.commands.executor import Executor
+from petracache.commands.stats import ServerInfo
 from petracache.config import StorageSettings
-from petracache.counters import Counters
-from petracache.executor import Executor
-from petracache.metrics import RequestMetrics
+from petracache.observability.counters import Counters
+from petracache.observability.metrics import RequestMetrics
 from petracache.protocol.connection import NEED_DATA, MemcacheConnection
-from petracache.stats import ServerInfo
 from petracache.storage.engine import Engine
 
 

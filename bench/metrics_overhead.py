@@ -19,13 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from petracache.commands.executor import Executor
+from petracache.commands.stats import ServerInfo
 from petracache.config import StorageSettings
-from petracache.counters import Counters
-from petracache.executor import Executor
-from petracache.metrics import RequestMetrics
+from petracache.observability.counters import Counters
+from petracache.observability.metrics import RequestMetrics
 from petracache.protocol.requests import Get, Request, Store, StoreMode
 from petracache.protocol.responses import Hit, Response, Values
-from petracache.stats import ServerInfo
 from petracache.storage.engine import Engine
 from tests.harness import PetracacheProcess
 

@@ -25,21 +25,21 @@ from functools import partial
 import trio
 from prometheus_client import CollectorRegistry
 
-from petracache.admin.app import create_app
+from petracache.admin.routes import create_app
 from petracache.admin.runner import AdminServer
+from petracache.commands.executor import Executor
+from petracache.commands.stats import ServerInfo
 from petracache.config import ServerSettings, Settings, split_host_port
-from petracache.counters import Counters
-from petracache.executor import Executor
-from petracache.metrics import PetracacheCollector, RequestMetrics
-from petracache.recovery import CHILD_RECOVERY_BYTES, wal_bytes
+from petracache.observability.counters import Counters
+from petracache.observability.metrics import PetracacheCollector, RequestMetrics
 from petracache.server.auth import AuthFileError, load_auth_file
 from petracache.server.durability import GroupCommitter
 from petracache.server.handler import HandlerConfig
 from petracache.server.serve import DataPlane
 from petracache.server.tasks import reclaim_task
 from petracache.server.tls import TLSConfigError, server_context
-from petracache.stats import ServerInfo
 from petracache.storage.engine import Engine
+from petracache.storage.recovery import CHILD_RECOVERY_BYTES, wal_bytes
 
 log = logging.getLogger("petracache")
 
@@ -186,7 +186,7 @@ async def _recover_in_child(settings: Settings) -> None:
         return
     log.info("replaying %d bytes of write-ahead log in a child process", pending)
     done = await trio.run_process(
-        [sys.executable, "-m", "petracache.recovery"],
+        [sys.executable, "-m", "petracache.storage.recovery"],
         stdin=settings.storage.model_dump_json().encode(),
         capture_stderr=True,
         check=False,

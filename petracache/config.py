@@ -32,7 +32,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from petracache.limits import DEFAULT_ITEM_SIZE_MAX
+from petracache.rules.sizes import DEFAULT_ITEM_SIZE_MAX
 
 ENV_PREFIX = "PETRACACHE_"
 

@@ -27,12 +27,12 @@ from __future__ import annotations
 
 from typing import Final
 
-from petracache.limits import DEFAULT_ITEM_SIZE_MAX
 from petracache.protocol import compose, errors
 from petracache.protocol.meta_requests import MetaRejected, MetaSetHeader
 from petracache.protocol.requests import LeaseSet, Request, Store, TooLarge
 from petracache.protocol.responses import Response
 from petracache.protocol.text import StoreHeader, parse_line
+from petracache.rules.sizes import DEFAULT_ITEM_SIZE_MAX
 
 FLUSH_AFTER: Final = 21  # memcached: reqs_per_event (-R, default 20) + the first request
 FLUSH_EVERY: Final = 20

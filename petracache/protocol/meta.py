@@ -24,9 +24,6 @@ import base64
 from dataclasses import dataclass, field
 from typing import Final
 
-from petracache.limits import KEY_MAX_LENGTH, item_size_ok
-from petracache.modes import StoreMode
-from petracache.numeric import strtol32, strtoul32, strtoull
 from petracache.protocol import errors
 from petracache.protocol.meta_requests import (
     MetaArithmetic,
@@ -40,6 +37,9 @@ from petracache.protocol.meta_requests import (
     MetaSetHeader,
 )
 from petracache.protocol.requests import TooLarge
+from petracache.rules.numbers import strtol32, strtoul32, strtoull
+from petracache.rules.sizes import KEY_MAX_LENGTH, item_size_ok
+from petracache.rules.verbs import StoreMode
 
 MAX_TOKENS: Final = 24  # memcached's MAX_TOKENS, the terminal token included
 MAX_OPT_TOKENS: Final = 20  # MFLAG_MAX_OPT_LENGTH, compared with ntokens

@@ -1,7 +1,7 @@
 """Request objects of the meta protocol (mg, ms, md, ma, mn, me), produced by ``protocol.meta``.
 
 Every meta request subclasses ``MetaRequest`` so the executor hands them all to
-``petracache.meta_executor`` with one ``case``. Keys are already base64-decoded when the
+``petracache.commands.meta`` with one ``case``. Keys are already base64-decoded when the
 request carried ``b`` (``binary`` remembers it). ``tokens`` are the raw flag tokens in
 request order: the reply echoes its return flags in that order, so the executor walks them.
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from petracache.modes import StoreMode
 from petracache.protocol.meta_requests import MetaRequest
+from petracache.rules.verbs import StoreMode
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from petracache.limits import KEY_MAX_LENGTH, item_size_ok
-from petracache.modes import StoreMode
-from petracache.numeric import strtol32, strtoul32, strtoull
 from petracache.protocol import errors
 from petracache.protocol.meta import parse_meta
 from petracache.protocol.requests import (
@@ -34,6 +31,9 @@ from petracache.protocol.requests import (
     Verbosity,
     Version,
 )
+from petracache.rules.numbers import strtol32, strtoul32, strtoull
+from petracache.rules.sizes import KEY_MAX_LENGTH, item_size_ok
+from petracache.rules.verbs import StoreMode
 
 MAX_TOKENS = 24  # memcached's MAX_TOKENS, including the terminal token
 INT_MAX = (1 << 31) - 1

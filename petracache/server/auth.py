@@ -36,7 +36,7 @@ import hmac
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from petracache.counters import Counters
+from petracache.observability.counters import Counters
 
 MAX_UNTERMINATED = 2048  # memcached 1.6.18 closes past this many bytes without a newline
 MAX_CREDENTIALS = 64 * 1024

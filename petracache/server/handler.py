@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from petracache.counters import Counters
+from petracache.observability.counters import Counters
 from petracache.protocol.connection import (
     FLUSH_AFTER,
     FLUSH_EVERY,

@@ -14,7 +14,7 @@ from functools import partial
 
 import trio
 
-from petracache.counters import Counters
+from petracache.observability.counters import Counters
 from petracache.protocol.requests import Request
 from petracache.protocol.responses import Response
 from petracache.server.handler import ConnectionTracker, HandlerConfig, handle_connection

@@ -26,7 +26,7 @@ import trio
 from petracache.config import StorageSettings
 from petracache.storage.engine import Engine
 from petracache.storage.errors import StorageError
-from petracache.storage.reaper import Compaction, Reclaimer
+from petracache.storage.reclaim import Compaction, Reclaimer
 
 log = logging.getLogger(__name__)
 

@@ -31,10 +31,11 @@ from typing import Any
 import rocksdict
 
 from petracache.config import StorageSettings
-from petracache.limits import DEFAULT_ITEM_SIZE_MAX, item_size_ok
-from petracache.modes import StoreMode
-from petracache.numeric import U64_MAX, parse_stored_counter
-from petracache.storage import codec, expiry
+from petracache.rules import ttl
+from petracache.rules.numbers import U64_MAX, parse_stored_counter
+from petracache.rules.sizes import DEFAULT_ITEM_SIZE_MAX, item_size_ok
+from petracache.rules.verbs import StoreMode
+from petracache.storage import codec
 from petracache.storage.codec import Item
 from petracache.storage.commit import CommitLog
 from petracache.storage.errors import CorruptValue, DatabaseLocked, StorageError
@@ -160,7 +161,7 @@ class Engine:
 
     Args:
         settings: the ``[storage]`` section.
-        clock: returns the current Unix time; injected so tests control expiry.
+        clock: returns the current Unix time; injected so tests control ttl.
         item_size_max: the item size limit (append/prepend may not grow past it).
 
     Raises:
@@ -231,7 +232,7 @@ class Engine:
         self._oldest_live: int = flush_state[0]
         self._oldest_cas: int = flush_state[1]
         # memcached's process_started: its clock cannot express an absolute time before this.
-        self._epoch = self.now() - expiry.EPOCH_SLACK
+        self._epoch = self.now() - ttl.EPOCH_SLACK
         self._closed = False
 
     # -- clock and CAS ---------------------------------------------------------------------
@@ -299,7 +300,7 @@ class Engine:
 
     def is_dead(self, item: Item, now: int) -> bool:
         """Expired, or covered by a flush_all: never to be returned again."""
-        return expiry.is_expired(item.deadline, now) or (
+        return ttl.is_expired(item.deadline, now) or (
             bool(self._oldest_live) and self._is_flushed(item, now)
         )
 
@@ -414,7 +415,7 @@ class Engine:
         now = self.now()
         item = self._lookup(key, now)
         if item is not None:
-            deadline = expiry.deadline(exptime, now)
+            deadline = ttl.deadline(exptime, now)
             seen = codec.fetched(item, now)
             self.put(
                 key,
@@ -444,7 +445,7 @@ class Engine:
     ) -> tuple[StoreResult, int]:
         """set/add/replace/append/prepend/cas. Returns the result and the new CAS (0 if none)."""
         now = self.now()
-        deadline = expiry.deadline(exptime, now)
+        deadline = ttl.deadline(exptime, now)
         if mode is StoreMode.SET:
             return StoreResult.STORED, self.put(key, flags, deadline, data, now)
         old = self._lookup(key, now)
@@ -478,7 +479,7 @@ class Engine:
         """Drop whatever is stored under ``key`` (a failed oversized set must not leave it)."""
         self._remove(key)
 
-    # -- meta protocol primitives (petracache.meta_executor composes its commands from these) --
+    # -- meta protocol primitives (petracache.commands.meta composes its commands from these) --
 
     @property
     def item_size_max(self) -> int:
@@ -533,8 +534,8 @@ class Engine:
         stored at or before ``oldest_live`` or has a CAS older than ``oldest_cas``.
         """
         now = self.now()
-        new_oldest = expiry.deadline(delay, now) if delay > 0 else now
-        if delay > expiry.REALTIME_MAXDELTA and delay <= self._epoch:
+        new_oldest = ttl.deadline(delay, now) if delay > 0 else now
+        if delay > ttl.REALTIME_MAXDELTA and delay <= self._epoch:
             # memcached's realtime() maps an absolute time before its start to 1, which makes
             # oldest_live 0: "no flush". Such a flush_all cancels earlier ones, quirk included.
             new_oldest = 1

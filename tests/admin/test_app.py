@@ -10,10 +10,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
-from petracache.admin.app import create_app
+from petracache.admin.routes import create_app
 from petracache.app import Readiness
-from petracache.counters import Counters
-from petracache.metrics import LATENCY_BOUNDS, PetracacheCollector, RequestMetrics
+from petracache.observability.counters import Counters
+from petracache.observability.metrics import LATENCY_BOUNDS, PetracacheCollector, RequestMetrics
 from petracache.protocol.requests import Delete, Get, Store, StoreMode
 from petracache.protocol.responses import Hit, Response, Status, Values
 

@@ -17,12 +17,12 @@ import pytest
 import trio
 import trio.testing
 
+from petracache.commands.executor import Executor
+from petracache.commands.stats import ServerInfo
 from petracache.config import StorageSettings
-from petracache.counters import Counters
-from petracache.executor import Executor
+from petracache.observability.counters import Counters
 from petracache.protocol.connection import MAX_LINE
 from petracache.server.handler import ConnectionTracker, HandlerConfig, handle_connection
-from petracache.stats import ServerInfo
 from petracache.storage.engine import Engine
 from tests.harness import PetracacheProcess, RawClient
 

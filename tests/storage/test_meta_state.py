@@ -8,8 +8,8 @@ the engine's commit counter (every RocksDB write bumps it).
 
 from __future__ import annotations
 
-from petracache import meta_executor
-from petracache.counters import Counters
+from petracache.commands import meta as meta_executor
+from petracache.observability.counters import Counters
 from petracache.protocol.connection import NEED_DATA, MemcacheConnection
 from petracache.protocol.responses import RawReply, Response, Status
 from petracache.storage import codec

@@ -15,7 +15,7 @@ import pytest
 
 from petracache.storage import index as idx
 from petracache.storage.engine import Engine, StoreMode
-from petracache.storage.reaper import Reclaimer
+from petracache.storage.reclaim import Reclaimer
 from tests.storage.conftest import Clock, open_engine
 
 VALUE = b"v" * 1000

@@ -1,5 +1,5 @@
 """The storage verbs, shared by the protocol layer (what a command asks) and the storage
-layer (what a write does), like ``limits`` and ``numeric``: a plain, dependency-free module,
+layer (what a write does), like ``sizes`` and ``numbers``: a plain, dependency-free module,
 so neither layer imports the other and no mapping between two copies is needed.
 """
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import logging
 
-from petracache import mcrouter_ops, meta_executor
-from petracache.counters import Counters
-from petracache.leases import LeaseTable
-from petracache.limits import SERVER_VERSION
-from petracache.modes import StoreMode
-from petracache.prefix_stats import PrefixStats
+from petracache.commands import mcrouter as mcrouter_ops, meta as meta_executor
+from petracache.commands.leases import LeaseTable
+from petracache.commands.prefix_stats import PrefixStats
+from petracache.commands.stats import ServerInfo, general_stats, reset_stats, settings_stats
+from petracache.observability.counters import Counters
 from petracache.protocol.meta_requests import MetaRequest
 from petracache.protocol.requests import (
     Arithmetic,
@@ -45,7 +44,8 @@ from petracache.protocol.responses import (
     Values,
     VersionReply,
 )
-from petracache.stats import ServerInfo, general_stats, reset_stats, settings_stats
+from petracache.rules.verbs import StoreMode
+from petracache.rules.versions import SERVER_VERSION
 from petracache.storage import engine as storage
 from petracache.storage.errors import StorageError
 

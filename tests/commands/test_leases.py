@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from petracache.leases import HOT_MISS, LeaseTable
+from petracache.commands.leases import HOT_MISS, LeaseTable
 from petracache.protocol import compose, errors
 from petracache.protocol.connection import MemcacheConnection
 from petracache.protocol.requests import (

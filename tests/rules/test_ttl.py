@@ -1,10 +1,10 @@
-"""memcached's TTL rules as pure functions (``storage.expiry``)."""
+"""memcached's TTL rules as pure functions (``rules.ttl``)."""
 
 from __future__ import annotations
 
 import pytest
 
-from petracache.storage import expiry
+from petracache.rules import ttl
 
 NOW = 1_700_000_000
 THIRTY_DAYS = 60 * 60 * 24 * 30
@@ -13,19 +13,19 @@ THIRTY_DAYS = 60 * 60 * 24 * 30
 @pytest.mark.parametrize(
     ("exptime", "deadline"),
     [
-        (0, expiry.NEVER),  # 0: never expires
+        (0, ttl.NEVER),  # 0: never expires
         (1, NOW + 1),  # up to 30 days: relative
         (100, NOW + 100),
         (THIRTY_DAYS, NOW + THIRTY_DAYS),
         (THIRTY_DAYS + 1, THIRTY_DAYS + 1),  # above: an absolute Unix time (in 1970 here)
         (NOW + 50, NOW + 50),
-        (-1, expiry.ALREADY_EXPIRED),  # negative: already expired
-        (-(2**31), expiry.ALREADY_EXPIRED),
+        (-1, ttl.ALREADY_EXPIRED),  # negative: already expired
+        (-(2**31), ttl.ALREADY_EXPIRED),
         (2**31 - 1, 2**31 - 1),
     ],
 )
 def test_deadline(exptime: int, deadline: int) -> None:
-    assert expiry.deadline(exptime, NOW) == deadline
+    assert ttl.deadline(exptime, NOW) == deadline
 
 
 @pytest.mark.parametrize(
@@ -33,16 +33,16 @@ def test_deadline(exptime: int, deadline: int) -> None:
     [(0, False), (1, False), (THIRTY_DAYS, False), (THIRTY_DAYS + 1, True), (-1, True)],
 )
 def test_expired_at_once(exptime: int, expired: bool) -> None:
-    assert expiry.is_expired(expiry.deadline(exptime, NOW), NOW) is expired
+    assert ttl.is_expired(ttl.deadline(exptime, NOW), NOW) is expired
 
 
 def test_relative_ttl_expires_at_its_second() -> None:
-    deadline = expiry.deadline(10, NOW)
-    assert not expiry.is_expired(deadline, NOW + 9)
-    assert expiry.is_expired(deadline, NOW + 10)  # memcached: exptime <= current_time
+    deadline = ttl.deadline(10, NOW)
+    assert not ttl.is_expired(deadline, NOW + 9)
+    assert ttl.is_expired(deadline, NOW + 10)  # memcached: exptime <= current_time
 
 
 def test_remaining() -> None:
-    assert expiry.remaining(expiry.NEVER, NOW) == -1
-    assert expiry.remaining(NOW + 30, NOW) == 30
-    assert expiry.remaining(NOW - 5, NOW) == 0
+    assert ttl.remaining(ttl.NEVER, NOW) == -1
+    assert ttl.remaining(NOW + 30, NOW) == 30
+    assert ttl.remaining(NOW - 5, NOW) == 0

@@ -4,7 +4,7 @@ Why: rocksdict holds the GIL for the whole of RocksDB's ``Open``, and ``Open`` r
 WAL. During a long replay no other thread of the server runs, so the admin sidecar cannot
 answer ``/health`` or ``/ready``, and a liveness probe could kill a server that is only
 recovering. When the WAL is large enough for that to matter (``CHILD_RECOVERY_BYTES``),
-``app.py`` first runs ``python -m petracache.recovery``. The child opens the database with
+``app.py`` first runs ``python -m petracache.storage.recovery``. The child opens the database with
 the same ``Engine`` (so the column families and options are the same), which replays the WAL
 and flushes it on close. The server's own open then has almost nothing to replay. If the
 child fails for any reason, the server carries on, and its own open reports the real problem.

@@ -18,9 +18,7 @@ first fetch wins (``W``), later ones see ``Z``; any store clears stale/win state
 
 from __future__ import annotations
 
-from petracache.counters import Counters
-from petracache.limits import CAS_SIZE, ITEM_HEADER_SIZE, item_size_ok
-from petracache.numeric import U64_MAX, parse_stored_counter
+from petracache.observability.counters import Counters
 from petracache.protocol.meta import OPAQUE_TOO_LONG, b64encode_key, opaque_too_long
 from petracache.protocol.meta_requests import (
     MetaArithmetic,
@@ -33,7 +31,10 @@ from petracache.protocol.meta_requests import (
     MetaSet,
 )
 from petracache.protocol.responses import RawReply, Response, Status
-from petracache.storage import codec, expiry
+from petracache.rules import ttl
+from petracache.rules.numbers import U64_MAX, parse_stored_counter
+from petracache.rules.sizes import CAS_SIZE, ITEM_HEADER_SIZE, item_size_ok
+from petracache.storage import codec
 from petracache.storage.codec import FETCHED, KEY_BINARY, STALE, WIN_SENT, Item
 from petracache.storage.engine import Engine
 
@@ -75,7 +76,7 @@ def key_flag(key: bytes, binary: bool) -> bytes:
 
 def _ttl_flag(deadline: int, now: int) -> bytes:
     """`` t<seconds left>``, `` t-1`` for an item that never expires."""
-    if deadline == expiry.NEVER:
+    if deadline == ttl.NEVER:
         return b" t-1"
     return b" t%d" % max(deadline - now, 0)
 
@@ -103,7 +104,7 @@ def _mg(r: MetaGet, engine: Engine, counters: Counters) -> Response:
     created = False
     if item is None and r.vivify is not None:
         cas = r.new_cas or engine.next_cas()
-        item = Item(0, expiry.NEVER, now, cas, b"", now, 0)
+        item = Item(0, ttl.NEVER, now, cas, b"", now, 0)
         created = True
     if item is None:
         return _mg_miss(r, counters)
@@ -116,13 +117,13 @@ def _mg(r: MetaGet, engine: Engine, counters: Counters) -> Response:
         first = token[0]
         if first == 84:  # T
             ttl_set = True
-            deadline = expiry.deadline(r.ttl or 0, now)
+            deadline = ttl.deadline(r.ttl or 0, now)
         elif first == 78:  # N
             if created:
-                deadline = expiry.deadline(r.vivify or 0, now)
+                deadline = ttl.deadline(r.vivify or 0, now)
                 won = True
         elif first == 82:  # R
-            recache = expiry.deadline(r.recache or 0, now)
+            recache = ttl.deadline(r.recache or 0, now)
             if not bits & WIN_SENT and not created and deadline and deadline < recache:
                 won = True
         elif first == 115:  # s
@@ -216,7 +217,7 @@ def _ms(r: MetaSet, engine: Engine, counters: Counters) -> Response:
     mode = r.mode
     compare = r.compare_cas
     cas_mode = compare is not None and mode in ("S", "R")
-    flags, deadline, data = r.client_flags, expiry.deadline(r.ttl, now), r.data
+    flags, deadline, data = r.client_flags, ttl.deadline(r.ttl, now), r.data
     bits = KEY_BINARY if r.binary else 0
     code = b"HD"
     if cas_mode:
@@ -238,7 +239,7 @@ def _ms(r: MetaSet, engine: Engine, counters: Counters) -> Response:
             code = b"NS"
     elif old is None and mode != "S":
         if mode in ("A", "P") and r.vivify is not None:
-            deadline = expiry.deadline(r.vivify, now)
+            deadline = ttl.deadline(r.vivify, now)
         else:
             code = b"NS"
     elif old is not None and mode in ("A", "P"):
@@ -286,12 +287,12 @@ def _md(r: MetaDelete, engine: Engine, counters: Counters) -> Response:
         current = item
         if r.drop_value:
             # newer memcached: replace with an empty item (flags F, TTL T), same CAS unless E.
-            deadline = expiry.deadline(r.ttl or 0, now)
+            deadline = ttl.deadline(r.ttl or 0, now)
             current = Item(r.client_flags, deadline, now, r.new_cas or item.cas, b"", now, 0)
         if r.invalidate:
             deadline = current.deadline
             if r.ttl is not None:
-                deadline = expiry.deadline(r.ttl, now)
+                deadline = ttl.deadline(r.ttl, now)
             bits = (current.bits | STALE) & ~WIN_SENT
             cas = r.new_cas or engine.next_cas()
             engine.rewrite(r.key, current._replace(deadline=deadline, bits=bits, cas=cas), item)
@@ -321,7 +322,7 @@ def _ma(r: MetaArithmetic, engine: Engine, counters: Counters) -> Response:
                 counters.decr_misses += 1
             return _no_item_reply(b"NF", r)
         number = b"%d" % r.initial
-        item = Item(0, expiry.NEVER, now, r.new_cas or engine.next_cas(), number, now, 0)
+        item = Item(0, ttl.NEVER, now, r.new_cas or engine.next_cas(), number, now, 0)
         new = item
         created = True
     elif r.compare_cas and item.cas != r.compare_cas:  # memcached: C0 compares nothing
@@ -355,10 +356,10 @@ def _ma(r: MetaArithmetic, engine: Engine, counters: Counters) -> Response:
         elif first == 116:  # t
             out.append(_ttl_flag(deadline, now))
         elif first == 84:  # T
-            deadline = expiry.deadline(r.ttl or 0, now)
+            deadline = ttl.deadline(r.ttl or 0, now)
         elif first == 78:  # N
             if created:
-                deadline = expiry.deadline(r.vivify or 0, now)
+                deadline = ttl.deadline(r.vivify or 0, now)
         elif first == 79:  # O
             if opaque_too_long(token):
                 error = True
@@ -405,7 +406,7 @@ def _me(r: MetaDebug, engine: Engine) -> Response:
         return RawReply(b"EN\r\n")
     key = b64encode_key(r.key) if item.bits & KEY_BINARY else r.key
     # memcached 1.6.18 prints now - exptime (so a TTL of 100 s left reads exp=-100).
-    exp = -1 if item.deadline == expiry.NEVER else now - item.deadline
+    exp = -1 if item.deadline == ttl.NEVER else now - item.deadline
     size = item_total_size(len(r.key), item.flags, len(item.data))
     return RawReply(
         b"ME %b exp=%d la=%d cas=%d fetch=%b cls=%d size=%d\r\n"

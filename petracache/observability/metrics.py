@@ -26,10 +26,10 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from petracache.counters import Counters
-from petracache.modes import StoreMode
+from petracache.observability.counters import Counters
 from petracache.protocol.requests import Arithmetic, Get, Request, Store, TooLarge
 from petracache.protocol.responses import ErrorReply, Number, Response, Status, Values
+from petracache.rules.verbs import StoreMode
 from petracache.storage.engine import Engine
 
 # Latency buckets are powers of two nanoseconds, so the hot path finds a request's bucket

@@ -18,11 +18,11 @@ router"):
 
 from __future__ import annotations
 
-from petracache.counters import Counters
-from petracache.leases import LeaseTable
-from petracache.modes import StoreMode
+from petracache.commands.leases import LeaseTable
+from petracache.observability.counters import Counters
 from petracache.protocol.requests import LeaseGet, LeaseSet, McrouterMetaget
 from petracache.protocol.responses import Hit, LeaseMiss, MetagetInfo, Response, Status, Values
+from petracache.rules.verbs import StoreMode
 from petracache.storage import engine as storage
 
 

@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 
-from petracache.counters import Counters
-from petracache.limits import SERVER_VERSION
+from petracache.observability.counters import Counters
+from petracache.rules.versions import SERVER_VERSION
 from petracache.storage.engine import Engine
 
 

@@ -9,13 +9,6 @@ must not exceed the item size limit. With a 1-byte key and flags 0 the largest v
 
 from __future__ import annotations
 
-from petracache import __version__
-
-# The memcached release whose text protocol petracache reproduces. ``version`` answers
-# ``VERSION 1.6.18-petracache-<ours>``: clients that gate features on the version (libmemcached's
-# memccapable checks for >= 1.6 before expecting "version foo" to work) read 1.6.18 from it.
-MEMCACHED_VERSION = "1.6.18"
-SERVER_VERSION = f"{MEMCACHED_VERSION}-petracache-{__version__}"
 KEY_MAX_LENGTH = 250
 DEFAULT_ITEM_SIZE_MAX = 1024 * 1024
 ITEM_HEADER_SIZE = 48

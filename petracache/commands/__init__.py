@@ -1,0 +1,1 @@
+"""Request -> response for classic, meta and mcrouter commands and stats; counters move here."""
