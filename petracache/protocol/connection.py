@@ -14,22 +14,25 @@ Rules, from memcached's ``try_read_command_ascii`` and ``conn_nread``/``conn_swa
    otherwise ``CLIENT_ERROR bad data chunk`` and parsing resumes after those bytes.
 4. The data of an oversized storage command is discarded as it arrives (never buffered), so
    memory per connection stays bounded by the item size limit plus one read.
-5. Replies are the caller's to write, but two memcached behaviours decide *which* replies
-   reach the client when a connection ends badly, and the caller must follow them to stay
+5. ``process(execute, limit)`` answers everything complete in the buffer and returns the
+   reply bytes to write (a ``Batch``). Two memcached behaviours decide *which* replies reach
+   the client when a connection ends badly, and ``process`` follows them to stay
    byte-identical: memcached writes a read's replies at *flush points* only: after every
-   get/gets/gat/gats, after the ``FLUSH_AFTER``-th request of a read and every
+   get/gets/gat/gats and mn, after the ``FLUSH_AFTER``-th request of a read and every
    ``FLUSH_EVERY`` requests after that (its ``reqs_per_event`` yield), and when the input
    runs dry. A too-long line (``CloseConnection``) drops the replies held since the last
    flush point, and so does a get with a too-long key (``ProtocolError.discard_unsent``).
+   ``quit`` closes after the replies before it.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Callable
+from typing import Final, NamedTuple
 
 from petracache.protocol import compose, errors
-from petracache.protocol.meta_requests import MetaRejected, MetaSetHeader
-from petracache.protocol.requests import LeaseSet, Request, Store, TooLarge
+from petracache.protocol.meta_requests import MetaNoop, MetaRejected, MetaSetHeader
+from petracache.protocol.requests import Get, LeaseSet, Quit, Request, Store, TooLarge
 from petracache.protocol.responses import Response
 from petracache.protocol.text import StoreHeader, parse_line
 from petracache.rules.sizes import DEFAULT_ITEM_SIZE_MAX
@@ -49,6 +52,20 @@ class _NeedData:
 NEED_DATA: Final = _NeedData()
 
 
+class Batch(NamedTuple):
+    """What ``process`` produced from the buffered input."""
+
+    data: bytes  # replies to write, in order
+    close: bool  # close the connection once ``data`` is written
+    more: bool  # stopped at the write limit: write ``data``, then call ``process`` again
+    errors: int  # protocol errors answered (memcached counts them; the caller keeps counters)
+
+
+Execute = Callable[[Request], Response]
+# Requests after which memcached flushes what a connection holds (get/gets/gat/gats, mn).
+_FLUSHING: Final = (Get, MetaNoop)
+
+
 class MemcacheConnection:
     """Parser state for one connection.
 
@@ -56,7 +73,7 @@ class MemcacheConnection:
         item_size_max: memcached's ``-I``; larger values get ``SERVER_ERROR object too large``.
     """
 
-    __slots__ = ("_buf", "_item_size_max", "_pending", "_pos", "_scanned", "_swallow")
+    __slots__ = ("_buf", "_handled", "_item_size_max", "_pending", "_pos", "_scanned", "_swallow")
 
     def __init__(self, item_size_max: int = DEFAULT_ITEM_SIZE_MAX) -> None:
         self._buf = bytearray()
@@ -65,11 +82,7 @@ class MemcacheConnection:
         self._pending: StoreHeader | MetaSetHeader | None = None
         self._swallow = 0
         self._item_size_max = item_size_max
-
-    @property
-    def buffered(self) -> int:
-        """Unconsumed input bytes (for back-pressure and memory accounting)."""
-        return len(self._buf) - self._pos
+        self._handled = 0  # requests answered since the input last ran dry (flush points)
 
     def receive_data(self, data: bytes) -> None:
         """Add received bytes to the input buffer."""
@@ -156,6 +169,65 @@ class MemcacheConnection:
             raise errors.CloseConnection("command line too long")
         if pending > MAX_MULTIGET_LINE:
             raise errors.CloseConnection("multiget line too long")
+
+    def process(self, execute: Execute, limit: int) -> Batch:
+        """Execute every complete request in the buffer and collect the replies to write.
+
+        Stops early once ``limit`` reply bytes are held (``Batch.more``), so a client that
+        pipelines without reading cannot grow our memory: the caller writes them (waiting
+        for the socket if it must) before asking for more.
+
+        Args:
+            execute: runs one request (synchronously) and returns its response.
+            limit: reply bytes after which to stop and hand back what is held.
+        """
+        out: list[bytes] = []
+        size = 0
+        flushed = 0  # out[:flushed] is what memcached would have written already (rule 5)
+        handled = self._handled
+        failures = 0
+        encode = compose.encode
+        while True:
+            try:
+                request = self.next_request()
+            except errors.ProtocolError as exc:
+                failures += 1
+                if exc.discard_unsent:
+                    size -= sum(map(len, out[flushed:]))
+                    del out[flushed:]
+                if exc.partial is not None:
+                    execute(exc.partial)  # for its effects only (a gat's touches)
+                if not exc.noreply:
+                    out.append(exc.reply)
+                    size += len(exc.reply)
+                handled += 1
+                if handled >= FLUSH_AFTER and (handled - FLUSH_AFTER) % FLUSH_EVERY == 0:
+                    flushed = len(out)
+                continue
+            except errors.CloseConnection:
+                del out[flushed:]
+                return Batch(b"".join(out), True, False, failures)
+            if request is NEED_DATA:
+                self._handled = 0
+                break
+            if request.__class__ is Quit:
+                return Batch(b"".join(out), True, False, failures)
+            response = execute(request)  # type: ignore[arg-type]
+            if not request.noreply:  # type: ignore[union-attr]
+                reply = encode(response)
+                if reply:
+                    out.append(reply)
+                    size += len(reply)
+            handled += 1
+            if isinstance(request, _FLUSHING) or (
+                handled >= FLUSH_AFTER and (handled - FLUSH_AFTER) % FLUSH_EVERY == 0
+            ):
+                flushed = len(out)
+            if size >= limit:
+                self._handled = handled
+                return Batch(b"".join(out), False, True, failures)
+        data = out[0] if len(out) == 1 else b"".join(out)
+        return Batch(data, False, False, failures)
 
     @staticmethod
     def send(request: Request, response: Response) -> bytes:

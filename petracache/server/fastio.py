@@ -37,6 +37,10 @@ class FastSocketStream(trio.abc.Stream):
         self._stream = stream
         self._fd = stream.socket.fileno()
 
+    def fileno(self) -> int:
+        """The socket's descriptor (the reactor registers it)."""
+        return self._fd
+
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         fd = self._fd
         while True:

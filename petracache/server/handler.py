@@ -1,10 +1,17 @@
-"""One connection: read, feed the parser, execute every complete request, write once.
+"""One connection's task: limits, TLS, authentication, the drain; the reactor does the rest.
 
-Loop shape (h11's trio example): ``receive_some`` -> ``receive_data`` -> drain all complete
-requests (pipelining) -> one ``send_all`` with every reply of that read. Replies are flushed
-early when they pass ``WRITE_HIGH_WATER``, and no more input is read until they are sent:
-a client that pipelines requests without reading replies is throttled by TCP back-pressure
-instead of growing our memory.
+A plain TCP connection (no TLS, authenticated if auth is on, not in fsync mode) is *parked*
+in the reactor (``server.reactor``), which serves its requests without waking this task.
+The task takes the connection back when the reactor says it must wait or end: it finishes a
+reply the kernel did not take, closes it, or drains it at shutdown.
+
+Served by the task itself (TLS, before authentication, fsync mode, the drain), the loop is
+h11's trio example: ``receive_some`` -> ``receive_data`` -> ``MemcacheConnection.process``
+(every complete request, pipelining included) -> one ``send_all`` with every reply of that
+read. Replies are written early when they pass ``server.write_buffer_size``, and no more
+input is parsed until they are sent: a client that pipelines requests without reading
+replies is throttled by TCP back-pressure instead of growing our memory. Both paths share
+``process``, so memcached's flush points hold on both.
 
 Error handling: protocol errors are answered and parsing continues; storage errors were
 already turned into ``SERVER_ERROR`` by the executor; a broken socket ends the handler; any
@@ -23,20 +30,14 @@ from dataclasses import dataclass, field
 import trio
 
 from petracache.observability.counters import Counters
-from petracache.protocol.connection import (
-    FLUSH_AFTER,
-    FLUSH_EVERY,
-    NEED_DATA,
-    MemcacheConnection,
-)
-from petracache.protocol.errors import CloseConnection, ProtocolError
-from petracache.protocol.meta_requests import MetaNoop
-from petracache.protocol.requests import Get, Quit, Request
+from petracache.protocol.connection import MemcacheConnection
+from petracache.protocol.requests import Request
 from petracache.protocol.responses import Response
 from petracache.server import tls
 from petracache.server.auth import AuthGate
 from petracache.server.durability import GroupCommitter, NotDurable
-from petracache.server.fastio import fast_stream
+from petracache.server.fastio import FastSocketStream, fast_stream
+from petracache.server.reactor import Handback, Reactor, Reason
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class HandlerConfig:
     write_size: int = WRITE_HIGH_WATER  # flush queued replies past this (server.write_buffer_size)
     tls: ssl.SSLContext | None = None  # server.tls_*: wrap every connection in TLS
     auth: dict[bytes, bytes] | None = None  # server.auth_file: users who may connect
+    reactor: Reactor | None = None  # serves plain TCP connections (None: a task each)
 
 
 @dataclass(slots=True)
@@ -67,6 +69,7 @@ class ConnectionTracker:
     """Live connections, so shutdown can stop them reading and wait for them to finish."""
 
     idle_scopes: set[trio.CancelScope] = field(default_factory=set)
+    reactor: Reactor | None = None
     draining: bool = False
     active: int = 0
     all_closed: trio.Event = field(default_factory=trio.Event)
@@ -74,6 +77,8 @@ class ConnectionTracker:
     def begin_drain(self) -> None:
         """Stop every connection at its next read; in-flight batches still finish."""
         self.draining = True
+        if self.reactor is not None:
+            self.reactor.drain()
         for scope in self.idle_scopes:
             scope.cancel()
         if self.active == 0:
@@ -131,6 +136,10 @@ async def _serve(
     gate = AuthGate(config.auth, counters) if config.auth is not None else None
     read_size = config.read_size
     idle = config.idle_timeout or INF
+    # The reactor serves plain TCP connections whose replies need not wait for an fsync.
+    reactor, fd = None, -1
+    if isinstance(stream, FastSocketStream):
+        reactor, fd = config.reactor, stream.fileno()
 
     async def answer(data: bytes) -> bool:
         """Run one read's worth of input; False when the connection must close."""
@@ -146,15 +155,18 @@ async def _serve(
                 return True
             data, gate = gate.leftover(), None
         conn.receive_data(data)
-        return await _drain_requests(
-            stream, conn, execute, counters, config.durability, config.write_size
-        )
+        return await _answer_buffered(stream, conn, execute, counters, config)
 
     while True:
+        if reactor is not None and gate is None and not tracker.draining:
+            handback = await reactor.park(fd, conn)
+            if not await _take_back(handback, stream, conn, execute, counters, config):
+                return
+            continue
         # While draining, only read what the client already sent (DRAIN_LINGER), so every
         # request in flight when the shutdown began is answered before the close.
         # One cancel scope serves read after read until it is spent (a fresh scope per read
-        # cost ~13 us per request, README "Benchmarks"). It is armed (deadline, idle_scopes)
+        # cost ~13 us per request, docs/benchmarks.md). It is armed (deadline, idle_scopes)
         # only while a read waits, so the drain and the timeouts interrupt reads, never a
         # batch being answered.
         draining = tracker.draining
@@ -183,6 +195,8 @@ async def _serve(
                 if not await answer(data):
                     return
                 data = b""
+                if reactor is not None and gate is None and not draining:
+                    break  # authenticated: the reactor serves it from now on
         if data:
             if not await answer(data):
                 return
@@ -196,73 +210,49 @@ async def _serve(
         # The drain began while a batch was being answered: go on reading as a drainer.
 
 
-async def _drain_requests(
+async def _take_back(
+    handback: Handback,
     stream: trio.abc.Stream,
     conn: MemcacheConnection,
     execute: Callable[[Request], Response],
     counters: Counters,
-    durability: GroupCommitter | None = None,
-    write_size: int = WRITE_HIGH_WATER,
+    config: HandlerConfig,
 ) -> bool:
-    """Run every complete request in the buffer; False when the connection must close."""
+    """Act on the reactor's reason for handing the connection back; False: close it."""
+    reason = handback.reason
+    if reason is Reason.WRITE:
+        await stream.send_all(handback.data)  # waits for the client to read
+        if handback.close:
+            return False
+        return await _answer_buffered(stream, conn, execute, counters, config)
+    return reason is Reason.DRAIN  # CLOSE and IDLE end the connection
+
+
+async def _answer_buffered(
+    stream: trio.abc.Stream,
+    conn: MemcacheConnection,
+    execute: Callable[[Request], Response],
+    counters: Counters,
+    config: HandlerConfig,
+) -> bool:
+    """Answer every complete request buffered in ``conn``; False when it must close.
+
+    Replies are written in batches of at most ``config.write_size`` bytes, each before more
+    input is parsed (back-pressure). In fsync mode a batch is written only once the writes
+    before it are durable.
+    """
+    durability = config.durability
     mark = durability.mark() if durability is not None else 0
-    out: list[bytes] = []
-    size = 0
-    keep_open = True
-    # memcached's flush points (protocol.connection rule 5): out[:flushed] is what memcached
-    # would have written already; a too-long line or a get with a too-long key drops the rest.
-    flushed = 0
-    handled = 0
     while True:
-        try:
-            request = conn.next_request()
-        except ProtocolError as exc:
-            counters.protocol_errors += 1
-            if exc.discard_unsent:
-                size -= sum(map(len, out[flushed:]))
-                del out[flushed:]
-            if exc.partial is not None:
-                execute(exc.partial)  # for its effects only (a gat's touches)
-            if not exc.noreply:
-                out.append(exc.reply)
-                size += len(exc.reply)
-            handled += 1
-            if handled >= FLUSH_AFTER and (handled - FLUSH_AFTER) % FLUSH_EVERY == 0:
-                flushed = len(out)
-            continue
-        except CloseConnection:
-            del out[flushed:]
-            keep_open = False
-            break
-        if request is NEED_DATA:
-            break
-        if isinstance(request, Quit):
-            keep_open = False
-            break
-        reply = conn.send(request, execute(request))  # type: ignore[arg-type]
-        if reply:
-            out.append(reply)
-            size += len(reply)
-        handled += 1
-        if isinstance(request, (Get, MetaNoop)) or (  # memcached: mn flushes too
-            handled >= FLUSH_AFTER and (handled - FLUSH_AFTER) % FLUSH_EVERY == 0
-        ):
-            flushed = len(out)
-        if size >= write_size:
+        batch = conn.process(execute, config.write_size)
+        if batch.errors:
+            counters.protocol_errors += batch.errors
+        if batch.data:
             if durability is not None:
                 mark = await durability.settle(mark)
-            await _write(stream, out, counters)
-            out = []
-            size = 0
-            flushed = 0
-    if out:
-        if durability is not None:
-            await durability.settle(mark)
-        await _write(stream, out, counters)
-    return keep_open
-
-
-async def _write(stream: trio.abc.Stream, out: list[bytes], counters: Counters) -> None:
-    payload = out[0] if len(out) == 1 else b"".join(out)
-    counters.bytes_written += len(payload)
-    await stream.send_all(payload)
+            counters.bytes_written += len(batch.data)
+            await stream.send_all(batch.data)
+        if batch.close:
+            return False
+        if not batch.more:
+            return True

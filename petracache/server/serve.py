@@ -18,12 +18,14 @@ from petracache.observability.counters import Counters
 from petracache.protocol.requests import Request
 from petracache.protocol.responses import Response
 from petracache.server.handler import ConnectionTracker, HandlerConfig, handle_connection
+from petracache.server.reactor import Reactor
 
 log = logging.getLogger(__name__)
 
 
 class DataPlane:
-    """Listens on the data port and runs one handler task per connection."""
+    """Listens on the data port; one handler task per connection, and the reactor task
+    that serves plain TCP connections while their tasks sleep (``server.reactor``)."""
 
     def __init__(
         self,
@@ -64,6 +66,16 @@ class DataPlane:
         """Serve until ``stop()``; reports the bound addresses through ``task_status``."""
         listeners = await trio.open_tcp_listeners(self._port, host=self._host, backlog=4096)
         self.addresses = [listener.socket.getsockname()[:2] for listener in listeners]
+        reactor = None
+        if self._config.durability is None:  # fsync mode: every reply waits in its task
+            reactor = Reactor(
+                self._execute,
+                self._counters,
+                self._config.read_size,
+                self._config.write_size,
+                self._config.idle_timeout,
+            )
+        self._config.reactor = self.tracker.reactor = reactor
         handler = partial(
             handle_connection,
             execute=self._execute,
@@ -73,6 +85,8 @@ class DataPlane:
         )
         async with trio.open_nursery() as connections:
             self._connections = connections
+            if reactor is not None:
+                connections.start_soon(reactor.run)
             async with trio.open_nursery() as acceptor:
                 acceptor.start_soon(
                     partial(trio.serve_listeners, handler, listeners, handler_nursery=connections)

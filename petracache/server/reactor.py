@@ -1,0 +1,247 @@
+"""The reactor: one trio task serving every ready plain-TCP connection from one epoll set.
+
+Why: with a task per connection, every request costs a scheduler pass (wake the task, run
+it, park it again) and an ``epoll_ctl`` (trio registers descriptors one-shot, so each wait
+re-arms). For an unpipelined client that is more CPU than parsing and executing the request
+(docs/benchmarks.md). Here each connection's descriptor is registered once, level-triggered,
+in an epoll set of our own; the reactor task waits on that set's descriptor with
+``trio.lowlevel.wait_readable`` and then serves every ready connection in one pass: read,
+``MemcacheConnection.process`` (parse, execute, encode), write. No task switch and no
+``epoll_ctl`` per request, and under load one wake-up serves many connections.
+
+Invariants:
+
+* A connection is either *parked* here (its descriptor in our epoll set, its own task
+  asleep in ``park``) or served by its task (``server.handler``), never both. The reactor
+  hands a connection back, waking its task with a ``Handback``, whenever the connection has
+  to wait or end: a reply the kernel did not take whole (the task finishes it with trio's
+  ``send_all``, which waits for writability, so back-pressure still bounds memory), end of
+  input or a broken socket, ``quit`` or a protocol close, the idle timeout, and the shutdown
+  drain. Everything with a lifecycle (accept, max_connections, TLS, authentication, the
+  drain, fsync group commit) stays with trio tasks; the handler only parks connections that
+  can be served synchronously.
+* Requests still run one at a time on the trio thread, so commands stay atomic.
+* One read per ready connection per pass, and the reactor yields to other trio tasks
+  (accept, timers, the reclaimer) after each pass, so no connection or task starves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import errno
+import logging
+import os
+import select
+from dataclasses import dataclass
+from typing import Final
+
+import trio
+
+from petracache.observability.counters import Counters
+from petracache.protocol.connection import Execute, MemcacheConnection
+
+log = logging.getLogger(__name__)
+
+# epoll_wait's batch: ready connections served per pass before yielding to other tasks.
+MAX_EVENTS: Final = 256
+_DEAD: Final = select.EPOLLHUP | select.EPOLLERR
+
+
+class Reason(enum.Enum):
+    """Why the reactor handed a connection back to its task."""
+
+    CLOSE = "close"  # end of input, a broken socket, quit, or a protocol close: close it
+    WRITE = "write"  # ``data`` must still be written; then go on (or close, if ``close``)
+    IDLE = "idle"  # no request within the idle timeout
+    DRAIN = "drain"  # the server is shutting down: the task drains the connection itself
+
+
+@dataclass(slots=True)
+class Handback:
+    """The reactor's word to a connection's task when it hands the connection back."""
+
+    reason: Reason
+    data: bytes = b""  # with WRITE: reply bytes the kernel did not take yet
+    close: bool = False  # with WRITE: close once ``data`` is written
+
+
+class _Slot:
+    """A parked connection."""
+
+    __slots__ = ("conn", "fd", "handback", "last_active", "task")
+
+    def __init__(self, fd: int, conn: MemcacheConnection, task: trio.lowlevel.Task) -> None:
+        self.fd = fd
+        self.conn = conn
+        self.task = task
+        self.handback: Handback | None = None
+        self.last_active = 0.0
+
+
+class Reactor:
+    """Serves parked connections (see the module docstring).
+
+    Args:
+        execute: runs one request (the instrumented executor).
+        counters: byte counters and protocol errors are kept here, as the handler does.
+        read_size: bytes per ``os.read`` (``server.read_buffer_size``).
+        write_size: reply bytes after which a batch is written before parsing on
+            (``server.write_buffer_size``).
+        idle_timeout: seconds without input after which a connection is closed; 0 = never.
+    """
+
+    def __init__(
+        self,
+        execute: Execute,
+        counters: Counters,
+        read_size: int,
+        write_size: int,
+        idle_timeout: float = 0.0,
+    ) -> None:
+        self._execute = execute
+        self._counters = counters
+        self._read_size = read_size
+        self._write_size = write_size
+        self._idle = idle_timeout
+        self._epoll = select.epoll()
+        self._slots: dict[int, _Slot] = {}
+        self._closed = False
+        self._next_sweep = 0.0
+
+    @property
+    def parked(self) -> int:
+        """Connections currently served by the reactor."""
+        return len(self._slots)
+
+    async def park(self, fd: int, conn: MemcacheConnection) -> Handback:
+        """Serve ``conn`` (socket ``fd``) from the reactor until it is handed back.
+
+        Cancellation (the end of the drain) unregisters the connection; its task then
+        closes it as usual.
+        """
+        if self._closed:
+            return Handback(Reason.DRAIN)
+        slot = _Slot(fd, conn, trio.lowlevel.current_task())
+        slot.last_active = trio.current_time()
+        self._slots[fd] = slot
+        try:
+            self._epoll.register(fd, select.EPOLLIN)
+        except OSError:
+            del self._slots[fd]
+            return Handback(Reason.CLOSE)
+
+        def abort(_: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+            self._forget(slot)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+        assert slot.handback is not None
+        return slot.handback
+
+    def drain(self) -> None:
+        """Hand every connection back for the shutdown drain; park nothing more."""
+        self._closed = True
+        for slot in list(self._slots.values()):
+            self._hand_back(slot, Handback(Reason.DRAIN))
+
+    async def run(self) -> None:
+        """Serve parked connections until cancelled."""
+        epfd = self._epoll.fileno()
+        poll = self._epoll.poll
+        slots = self._slots
+        serve = self._serve
+        idle = self._idle
+        try:
+            while True:
+                events = poll(0, MAX_EVENTS)
+                if not events:
+                    if idle:
+                        with trio.move_on_after(min(idle, 1.0)):
+                            await trio.lowlevel.wait_readable(epfd)
+                        if trio.current_time() >= self._next_sweep:
+                            self._close_idle()
+                    else:
+                        await trio.lowlevel.wait_readable(epfd)
+                    continue
+                now = trio.current_time() if idle else 0.0
+                for fd, mask in events:
+                    slot = slots.get(fd)
+                    if slot is None:
+                        continue
+                    try:
+                        serve(slot, mask, now)
+                    except Exception:
+                        log.exception("connection failed; closing this connection")
+                        self._hand_back(slot, Handback(Reason.CLOSE))
+                if idle and now >= self._next_sweep:
+                    self._close_idle()
+                await trio.lowlevel.checkpoint()  # let other tasks run between passes
+        finally:
+            self.drain()
+            self._epoll.close()
+
+    def _serve(self, slot: _Slot, mask: int, now: float) -> None:
+        """One read's worth of one connection: read, process, write."""
+        fd = slot.fd
+        try:
+            data = os.read(fd, self._read_size)
+        except BlockingIOError:
+            if mask & _DEAD:
+                self._hand_back(slot, Handback(Reason.CLOSE))
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._hand_back(slot, Handback(Reason.CLOSE))
+            return
+        slot.last_active = now
+        counters = self._counters
+        counters.bytes_read += len(data)
+        conn = slot.conn
+        conn.receive_data(data)
+        while True:
+            batch = conn.process(self._execute, self._write_size)
+            if batch.errors:
+                counters.protocol_errors += batch.errors
+            out = batch.data
+            if out:
+                counters.bytes_written += len(out)
+                try:
+                    sent = os.write(fd, out)
+                except BlockingIOError:
+                    sent = 0
+                except OSError as exc:
+                    if exc.errno not in (errno.EPIPE, errno.ECONNRESET):
+                        raise
+                    self._hand_back(slot, Handback(Reason.CLOSE))
+                    return
+                if sent < len(out):
+                    self._hand_back(slot, Handback(Reason.WRITE, out[sent:], batch.close))
+                    return
+            if batch.close:
+                self._hand_back(slot, Handback(Reason.CLOSE))
+                return
+            if not batch.more:
+                return
+
+    def _close_idle(self) -> None:
+        """Hand back connections idle past the timeout (a scan at most once a second)."""
+        now = trio.current_time()
+        self._next_sweep = now + min(self._idle, 1.0)
+        deadline = now - self._idle
+        for slot in [s for s in self._slots.values() if s.last_active < deadline]:
+            self._hand_back(slot, Handback(Reason.IDLE))
+
+    def _forget(self, slot: _Slot) -> None:
+        if self._slots.get(slot.fd) is slot:
+            del self._slots[slot.fd]
+            with contextlib.suppress(OSError, ValueError):  # already closed
+                self._epoll.unregister(slot.fd)
+
+    def _hand_back(self, slot: _Slot, handback: Handback) -> None:
+        if slot.handback is not None:
+            return  # already handed back
+        self._forget(slot)
+        slot.handback = handback
+        trio.lowlevel.reschedule(slot.task)
