@@ -101,7 +101,8 @@ def render() -> str:
     lines = [BEGIN, ""]
     for section, section_field in Settings.model_fields.items():
         model = section_field.annotation
-        assert isinstance(model, type) and issubclass(model, BaseModel)
+        assert isinstance(model, type)
+        assert issubclass(model, BaseModel)
         doc = (model.__doc__ or "").strip().splitlines()[0]
         lines += [f"### `[{section}]`", "", doc, ""]
         lines += [

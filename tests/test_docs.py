@@ -25,7 +25,8 @@ def config_reference() -> ModuleType:
     spec = importlib.util.spec_from_file_location(
         "config_reference", ROOT / "scripts" / "config_reference.py"
     )
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -47,7 +48,7 @@ def test_reference_names_every_option_and_its_environment_variable() -> None:
         assert f"### `[{section}]`" in page
         model = field.annotation
         assert model is not None
-        for name in model.model_fields:  # type: ignore[union-attr]
+        for name in model.model_fields:
             assert f"`PETRACACHE_{section.upper()}__{name.upper()}`" in page
 
 
@@ -69,9 +70,9 @@ def test_relative_links_resolve(page: Path) -> None:
             continue  # http:, https:, mailto:
         path_part, _, anchor = target.partition("#")
         linked = (page.parent / path_part).resolve() if path_part else page
-        if not linked.exists():
-            broken.append(target)
-        elif anchor and linked.suffix == ".md" and anchor not in anchors(linked):
+        if not linked.exists() or (
+            anchor and linked.suffix == ".md" and anchor not in anchors(linked)
+        ):
             broken.append(target)
     assert not broken, f"{page.name}: broken links {broken}"
 

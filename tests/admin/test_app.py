@@ -17,8 +17,9 @@ from petracache.admin.routes import create_app
 from petracache.app import Readiness
 from petracache.observability.counters import Counters
 from petracache.observability.metrics import LATENCY_BOUNDS, PetracacheCollector, RequestMetrics
-from petracache.protocol.requests import Delete, Get, Store, StoreMode
+from petracache.protocol.requests import Delete, Get, Store
 from petracache.protocol.responses import Hit, Response, Status, Values
+from petracache.rules.verbs import StoreMode
 
 
 def make(readiness: Readiness) -> tuple[TestClient, Counters, RequestMetrics]:
@@ -54,7 +55,7 @@ def fake_execute(request: object) -> Response:
 
 def test_metrics_text_parses_and_counts_by_command_and_result() -> None:
     client, counters, requests = make(Readiness())
-    execute = requests.instrument(fake_execute)  # type: ignore[arg-type]
+    execute = requests.instrument(fake_execute)
     execute(Get([b"a", b"b", b"c"], return_cas=False))
     execute(Get([b"a"], return_cas=True))
     execute(Store(StoreMode.ADD, b"a", 0, 0, b"x"))
