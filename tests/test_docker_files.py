@@ -162,19 +162,71 @@ def test_dockerfile_shape() -> None:
     assert env["PETRACACHE_DB_PATH"].startswith("/var/lib/petracache/")
 
 
+def image_base_env() -> dict[str, str]:
+    """This environment without what the image does not have (PETRACACHE_*, PYTHONPATH)."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("PETRACACHE_") and k not in ("PYTHONPATH", "VIRTUAL_ENV")
+    }
+
+
+def caller_site_packages() -> list[str]:
+    """This interpreter's site-packages directories, in import order.
+
+    They are what the running tests import their dependencies from: a virtual environment's
+    own site-packages, plus the base interpreter's when that environment sees them, or the
+    base (or user) site-packages when the tests run outside any virtual environment.
+    """
+    return [
+        entry
+        for entry in sys.path
+        if Path(entry).name in ("site-packages", "dist-packages") and Path(entry).is_dir()
+    ]
+
+
 @pytest.fixture(scope="module")
 def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """petracache pip-installed into a fresh virtualenv, as the build stage does (the
-    dependencies come from this interpreter's site-packages: no network needed)."""
+    """petracache pip-installed into a fresh virtualenv, as the build stage does.
+
+    The dependencies come from this interpreter's site-packages, so no network is needed: a
+    ``.pth`` file in the new environment lists them after its own site-packages. (A venv
+    built with ``system_site_packages=True`` would see the *base* interpreter's packages,
+    not those of a virtual environment the tests run in.) petracache itself is installed
+    into the new environment's own site-packages, which comes first on its path.
+    """
     root = tmp_path_factory.mktemp("image") / "venv"
-    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(root)
-    pip = [sys.executable, "-m", "pip", "--python", str(root / "bin" / "python")]
+    venv.EnvBuilder(system_site_packages=False, with_pip=False).create(root)
+    python = root / "bin" / "python"
+    purelib = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    (Path(purelib) / "_caller_site_packages.pth").write_text(
+        "".join(f"{entry}\n" for entry in caller_site_packages())
+    )
+    pip = [sys.executable, "-m", "pip", "--python", str(python)]
     subprocess.run(
         [*pip, "install", "-q", "--no-deps", "--disable-pip-version-check", str(ROOT)],
         check=True,
         timeout=300,
     )
+    installed = subprocess.run(
+        [python, "-c", "import petracache, prometheus_client; print(petracache.__file__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=root,
+        env=image_base_env(),
+    ).stdout.strip()
+    assert Path(installed).is_relative_to(purelib), installed  # the copy pip just installed
     return root
+
+
+def server_log(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else "(no log file)"
 
 
 @pytest.mark.integration
@@ -182,7 +234,7 @@ def test_image_command_serves_passes_healthcheck_and_stops_on_sigterm(
     image_venv: Path, tmp_path: Path
 ) -> None:
     data_port, admin_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PETRACACHE_")}
+    env = image_base_env()
     for name, value in image_env().items():
         env[name] = value.replace("$PATH", os.environ["PATH"])
     env["PATH"] = f"{image_venv / 'bin'}:{os.environ['PATH']}"
@@ -193,12 +245,20 @@ def test_image_command_serves_passes_healthcheck_and_stops_on_sigterm(
     entrypoint = json.loads(one(stage, "ENTRYPOINT")) + json.loads(one(stage, "CMD"))
     executable = image_venv / "bin" / entrypoint[0]
     assert executable.is_file()  # the console script the image puts on PATH
-    log = (tmp_path / "server.log").open("wb")
+    log_path = tmp_path / "server.log"
+    log = log_path.open("wb")
     proc = subprocess.Popen(
         [executable, *entrypoint[1:]], env=env, cwd=tmp_path, stdout=log, stderr=log
     )
     try:
-        wait_for_port(data_port)
+        try:
+            wait_for_port(data_port)
+        except TimeoutError:
+            status = proc.poll()
+            pytest.fail(
+                f"the image command did not start (exit status {status}); its log:\n"
+                + server_log(log_path)
+            )
         client = RawClient(data_port)
         client.send(b"set docker 0 0 2\r\nok\r\nget docker\r\n")
         assert client.read_until(b"END\r\n") == b"STORED\r\nVALUE docker 0 2\r\nok\r\nEND\r\n"
@@ -214,7 +274,7 @@ def test_image_command_serves_passes_healthcheck_and_stops_on_sigterm(
         )
         assert result.returncode == 0  # the HEALTHCHECK passes
         proc.send_signal(signal.SIGTERM)  # what `docker stop` sends to PID 1
-        assert proc.wait(30) == 0
+        assert proc.wait(30) == 0, server_log(log_path)
     finally:
         if proc.poll() is None:
             proc.kill()

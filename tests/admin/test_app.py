@@ -6,6 +6,9 @@ drain state is also checked end to end in tests/e2e/test_shutdown.py.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
@@ -14,8 +17,9 @@ from petracache.admin.routes import create_app
 from petracache.app import Readiness
 from petracache.observability.counters import Counters
 from petracache.observability.metrics import LATENCY_BOUNDS, PetracacheCollector, RequestMetrics
-from petracache.protocol.requests import Delete, Get, Store, StoreMode
+from petracache.protocol.requests import Delete, Get, Store
 from petracache.protocol.responses import Hit, Response, Status, Values
+from petracache.rules.verbs import StoreMode
 
 
 def make(readiness: Readiness) -> tuple[TestClient, Counters, RequestMetrics]:
@@ -51,7 +55,7 @@ def fake_execute(request: object) -> Response:
 
 def test_metrics_text_parses_and_counts_by_command_and_result() -> None:
     client, counters, requests = make(Readiness())
-    execute = requests.instrument(fake_execute)  # type: ignore[arg-type]
+    execute = requests.instrument(fake_execute)
     execute(Get([b"a", b"b", b"c"], return_cas=False))
     execute(Get([b"a"], return_cas=True))
     execute(Store(StoreMode.ADD, b"a", 0, 0, b"x"))
@@ -80,3 +84,15 @@ def test_metrics_text_parses_and_counts_by_command_and_result() -> None:
     assert len(buckets) == 4 * (len(LATENCY_BOUNDS) + 1)
     assert families["petracache_current_connections"].samples[0].value == 3
     assert families["petracache_connections"].samples[0].value == 7
+
+
+def test_starlette_testclient_imports_without_a_deprecation_warning() -> None:
+    """Starlette 1.x warns when its TestClient runs on plain httpx; the test extra installs
+    httpx2, the client it now asks for. A fresh interpreter, so the import really runs."""
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-c", "import starlette.testclient"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
