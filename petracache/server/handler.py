@@ -42,7 +42,7 @@ from petracache.server.reactor import Handback, Reactor, Reason
 log = logging.getLogger(__name__)
 
 WRITE_HIGH_WATER = 256 * 1024
-TOO_MANY_CONNECTIONS = b"SERVER_ERROR too many open connections\r\n"
+TOO_MANY_CONNECTIONS = b"ERROR Too many open connections\r\n"  # memcached.c, conn_new
 # While draining, how long a read waits for bytes already on their way (loopback and LAN
 # round trips are well under this); a client still sending after it is cut off.
 DRAIN_LINGER = 0.05

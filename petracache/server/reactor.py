@@ -108,6 +108,8 @@ class Reactor:
         self._slots: dict[int, _Slot] = {}
         self._closed = False
         self._next_sweep = 0.0
+        # Hand-backs by reason, for tests and diagnostics (a WRITE is a client reading slowly).
+        self.handed_back: dict[Reason, int] = dict.fromkeys(Reason, 0)
 
     @property
     def parked(self) -> int:
@@ -243,5 +245,6 @@ class Reactor:
         if slot.handback is not None:
             return  # already handed back
         self._forget(slot)
+        self.handed_back[handback.reason] += 1
         slot.handback = handback
         trio.lowlevel.reschedule(slot.task)

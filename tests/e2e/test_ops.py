@@ -315,7 +315,7 @@ def test_connection_limit(tmp_path: Path) -> None:
         for c in clients:
             assert c.call(b"") == b""  # each one is being served
         extra = proc.client()
-        assert extra.read_line() == b"SERVER_ERROR too many open connections\r\n"
+        assert extra.read_line() == b"ERROR Too many open connections\r\n"
         assert extra.is_closed()
         for c in clients:  # the others are unaffected
             assert c.call(b"set k 0 0 1\r\nv\r\n") == b"STORED\r\n"
