@@ -23,9 +23,10 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from bench import kernel
 from tests.harness import PetracacheProcess, free_port, wait_for_port
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -70,6 +71,7 @@ class LoadResult:
     all_ops: int  # requests completed, warm-up included
     wall_s: float  # the whole run, warm-up included
     server_cpu_s: float = 0.0  # the server's CPU time (user + system) during the run
+    kernel: dict[str, int] = field(default_factory=dict)  # bench.kernel counters that moved
 
     @classmethod
     def from_json(cls, text: str) -> LoadResult:
@@ -132,10 +134,13 @@ def run_loadgen(
     """
     cmd = pinned([str(build_loadgen()), "-p", str(port), *args], LOADGEN_CPUS)
     cpu_before = process_cpu_seconds(server_pid) if server_pid else 0.0
+    counters_before = kernel.snapshot()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    counters_after = kernel.snapshot()
     if proc.returncode != 0:
         raise RuntimeError(f"loadgen {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
     result = LoadResult.from_json(proc.stdout.strip().splitlines()[-1])
+    result.kernel = kernel.delta(counters_before, counters_after)
     if server_pid:
         result.server_cpu_s = process_cpu_seconds(server_pid) - cpu_before
     return result
