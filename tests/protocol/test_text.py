@@ -23,12 +23,12 @@ from petracache.protocol.requests import (
     Quit,
     Stats,
     Store,
-    StoreMode,
     TooLarge,
     Touch,
     Verbosity,
     Version,
 )
+from petracache.rules.verbs import StoreMode
 
 SET, ADD, REP = StoreMode.SET, StoreMode.ADD, StoreMode.REPLACE
 APP, PRE, CAS = StoreMode.APPEND, StoreMode.PREPEND, StoreMode.CAS
