@@ -29,7 +29,7 @@ from typing import Final
 
 from petracache.protocol import compose, errors
 from petracache.protocol.meta_requests import MetaRejected, MetaSetHeader
-from petracache.protocol.requests import LeaseSet, Request, Store, TooLarge
+from petracache.protocol.requests import Request, TooLarge
 from petracache.protocol.responses import Response
 from petracache.protocol.text import StoreHeader, parse_line
 from petracache.rules.sizes import DEFAULT_ITEM_SIZE_MAX
@@ -107,25 +107,7 @@ class MemcacheConnection:
             self._pos = end
             if buf[end - 2 : end] != b"\r\n":
                 raise errors.BadDataChunk(noreply=pending.noreply)
-            if isinstance(pending, MetaSetHeader):
-                return pending.complete(bytes(buf[start : end - 2]))
-            if pending.lease_token is not None:
-                return LeaseSet(
-                    pending.key,
-                    pending.lease_token,
-                    pending.flags,
-                    pending.exptime,
-                    bytes(buf[start : end - 2]),
-                )
-            return Store(
-                pending.mode,
-                pending.key,
-                pending.flags,
-                pending.exptime,
-                bytes(buf[start : end - 2]),
-                pending.cas_unique,
-                pending.noreply,
-            )
+            return pending.complete(bytes(buf[start : end - 2]))
         pos = self._pos
         nl = buf.find(b"\n", pos + self._scanned)
         if nl < 0:
