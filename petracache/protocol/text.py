@@ -237,22 +237,26 @@ def _parse_flush_all(tokens: list[bytes], ntokens: int, _item_size_max: int) -> 
 
 def _parse_verbosity(tokens: list[bytes], ntokens: int, _item_size_max: int) -> Verbosity:
     """verbosity <level> [noreply]."""
-    _want(ntokens, 3, 4)
-    noreply = _noreply(tokens, ntokens)
-    level = strtoul32(tokens[1])
-    if level is None:
-        raise errors.BadCommandLine(noreply=noreply)
+    level, noreply = _number_argument(tokens, ntokens, errors.BadCommandLine)
     return Verbosity(level, noreply)
 
 
 def _parse_cache_memlimit(tokens: list[bytes], ntokens: int, _item_size_max: int) -> CacheMemlimit:
     """cache_memlimit <megabytes> [noreply]: memcached answers a bad number with ``ERROR``."""
+    megabytes, noreply = _number_argument(tokens, ntokens, errors.UnknownCommand)
+    return CacheMemlimit(megabytes, noreply)
+
+
+def _number_argument(
+    tokens: list[bytes], ntokens: int, error: type[errors.ProtocolError]
+) -> tuple[int, bool]:
+    """``<command> <unsigned> [noreply]``: the number and noreply; ``error`` if not a number."""
     _want(ntokens, 3, 4)
     noreply = _noreply(tokens, ntokens)
-    megabytes = strtoul32(tokens[1])
-    if megabytes is None:
-        raise errors.UnknownCommand(noreply=noreply)
-    return CacheMemlimit(megabytes, noreply)
+    value = strtoul32(tokens[1])
+    if value is None:
+        raise error(noreply=noreply)
+    return value, noreply
 
 
 def _parse_shutdown(tokens: list[bytes], ntokens: int, _item_size_max: int) -> Request:
