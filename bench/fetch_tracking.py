@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable
 
 from petracache.config import StorageSettings
-from petracache.storage.engine import Engine, StoreMode
+from petracache.rules.verbs import StoreMode
+from petracache.storage.engine import Engine
 
 KEYS = 1000
 ROUNDS = 200

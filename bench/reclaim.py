@@ -372,7 +372,8 @@ def bench_rss(workdir: Path, cache: int, value_size: int) -> None:
 def bench_write_cost(workdir: Path, n: int = 100_000) -> None:
     """In-process engine cost of a ``set``, with and without the expiry index."""
     from petracache.config import StorageSettings
-    from petracache.storage.engine import Engine, StoreMode
+    from petracache.rules.verbs import StoreMode
+    from petracache.storage.engine import Engine
 
     print(f"== write cost: Engine.store(SET), {n:,} new keys x 100 B, in-process")
     for index_on in (False, True):

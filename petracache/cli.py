@@ -4,66 +4,93 @@ Flags mirror memcached's for the common options and win over the TOML file and t
 environment. Any configuration or start-up problem ends the process with one clear line on
 stderr (``petracache: <option>: <problem>``) and exit status 2 (configuration) or 1
 (start-up: the port is taken, the database is locked...), never a traceback.
+
+memcached's flags that unit files and containers pass are accepted where they mean something
+here (``-m`` is the disk bound in MiB, ``-P`` a pid file, ``-F``/``-A`` settings, ``-o
+idle_timeout=N``), ignored where the concept does not exist (``-t`` threads, ``-U 0``, ``-u``
+when not root), and refused with a line saying why otherwise (``-d``, ``-U`` other than 0, an
+``-o`` option we cannot honour).
+
+Start-up cost: only argparse and the settings model are imported before the arguments are
+parsed, so ``--help`` and a bad flag answer without loading trio, RocksDB or the admin stack.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
-import resource
 import signal
 import sys
 import tempfile
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-import trio
-
 from petracache import __version__
-from petracache.app import StartupError, run
-from petracache.config import ConfigError, Settings, apply_overrides, load_settings, loggable
-from petracache.storage.errors import StorageError
+from petracache.config import (
+    ConfigError,
+    MetricsSettings,
+    ServerSettings,
+    Settings,
+    StorageSettings,
+    apply_overrides,
+    load_settings,
+    loggable,
+    parse_size,
+)
+
+__all__ = ["configure", "main", "parse_size"]
 
 log = logging.getLogger("petracache")
 
 EXIT_CONFIG = 2
 EXIT_STARTUP = 1
-_UNITS = {"k": 1024, "m": 1024**2, "g": 1024**3}
+MIB = 1024 * 1024
 
-
-def parse_size(text: str) -> int:
-    """memcached-style sizes: ``1048576``, ``1024k``, ``1m``, ``2g``."""
-    raw = text.strip().lower()
-    multiplier = _UNITS.get(raw[-1:], 1)
-    digits = raw[:-1] if raw[-1:] in _UNITS else raw
-    try:
-        value = int(digits)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"invalid size {text!r} (e.g. 1048576, 512k, 1m)"
-        ) from None
-    return value * multiplier
-
-
-# (flags, dest, section, option, argparse keyword arguments)
+# (flags, section, option, argparse keyword arguments); sizes stay strings: the model parses
+# their suffixes, so a flag, a TOML value and an environment variable read the same way.
 _FLAGS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
     (("-c", "--max-connections"), "server", "max_connections", {"type": int}),
-    (("-I", "--max-item-size"), "server", "max_item_size", {"type": parse_size}),
+    (("-I", "--max-item-size"), "server", "max_item_size", {}),
     (("--idle-timeout",), "server", "idle_timeout", {"type": float}),
     (("--shutdown-grace",), "server", "shutdown_grace", {"type": float}),
-    (("--log-level",), "server", "log_level", {"type": str.upper}),
-    (("--log-format",), "server", "log_format", {"choices": ["text", "json"]}),
+    (
+        ("--log-level",),
+        "server",
+        "log_level",
+        {"type": str.upper, "choices": ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]},
+    ),
+    (("--log-format",), "server", "log_format", {"type": str.lower, "choices": ["text", "json"]}),
     (("--db-path",), "storage", "db_path", {}),
-    (("--block-cache-size",), "storage", "block_cache_size", {"type": parse_size}),
-    (("--durability",), "storage", "durability", {"choices": ["none", "wal", "fsync"]}),
+    (("--block-cache-size",), "storage", "block_cache_size", {}),
+    (("--max-disk-bytes",), "storage", "max_disk_bytes", {}),
+    (
+        ("--durability",),
+        "storage",
+        "durability",
+        {"type": str.lower, "choices": ["none", "wal", "fsync"]},
+    ),
     (("--metrics-addr",), "metrics", "listen_addr", {}),
     (("-Y", "--auth-file"), "server", "auth_file", {}),
     (("--tls-cert-file",), "server", "tls_cert_file", {}),
     (("--tls-key-file",), "server", "tls_key_file", {}),
     (("--tls-ca-file",), "server", "tls_ca_file", {}),
+    (("-P", "--pid-file"), "server", "pid_file", {}),
+    (("-F", "--disable-flush-all"), "server", "disable_flush_all", {"action": "store_const"}),
+    (("-A", "--enable-shutdown"), "server", "enable_shutdown", {"action": "store_const"}),
 ]
+_SECTIONS: dict[str, type[Any]] = {
+    "server": ServerSettings,
+    "storage": StorageSettings,
+    "metrics": MetricsSettings,
+}
+# memcached's -o options we honour: name -> (section, option).
+_EXTENDED: dict[str, tuple[str, str]] = {
+    "idle_timeout": ("server", "idle_timeout"),
+    "item_size_max": ("server", "max_item_size"),
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -73,25 +100,35 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_CONFIG, f"petracache: {message} (see --help)\n")
 
 
+def _default(section: str, option: str) -> Any:
+    return _SECTIONS[section].model_fields[option].default
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser; ``--help`` lists every flag and the option it sets."""
+    """The argument parser; ``--help`` lists every flag, the option it sets and its default."""
     parser = _Parser(
         prog="petracache",
         description="A persistent, memcached-compatible cache server on RocksDB.",
         epilog="Every option can also be set in the TOML file or as "
-        "PETRACACHE_<SECTION>__<OPTION> in the environment; flags win over both.",
+        "PETRACACHE_<SECTION>__<OPTION> in the environment; flags win over both. "
+        "Sizes take k, m and g suffixes (512k, 2m, 1g).",
     )
     parser.add_argument("config_file", nargs="?", help="TOML configuration file")
     parser.add_argument("--config", dest="config_flag", metavar="FILE", help="TOML file")
     parser.add_argument("-l", "--listen", metavar="HOST", help="listen host (server.listen_addr)")
     parser.add_argument("-p", "--port", type=int, help="listen TCP port (server.listen_addr)")
     for flags, section, option, kwargs in _FLAGS:
+        default = _default(section, option)
+        extra = dict(kwargs)
+        if extra.get("action") == "store_const":
+            extra["const"] = True
+        elif "choices" not in extra:  # argparse lists the choices itself
+            extra["metavar"] = option.rsplit("_", 1)[-1].upper()
         parser.add_argument(
             *flags,
             dest=f"{section}.{option}",
-            metavar=option.rsplit("_", 1)[-1].upper(),
-            help=f"sets {section}.{option}",
-            **kwargs,
+            help=f"sets {section}.{option} (default: {default!r})",
+            **extra,
         )
     parser.add_argument(
         "--no-metrics",
@@ -100,13 +137,75 @@ def build_parser() -> argparse.ArgumentParser:
         const=False,
         help="disable the admin sidecar (metrics.enabled = false)",
     )
+    _add_memcached_flags(parser)
     parser.add_argument("--version", action="version", version=f"petracache {__version__}")
     return parser
 
 
-def _overrides(args: argparse.Namespace, settings: Settings) -> dict[str, dict[str, Any]]:
-    """{section: {option: value}} for every flag given."""
+def _add_memcached_flags(parser: argparse.ArgumentParser) -> None:
+    """memcached's flags that map onto nothing above (see the module docstring)."""
+    group = parser.add_argument_group("memcached compatibility")
+    group.add_argument(
+        "-m",
+        "--memory-limit",
+        type=int,
+        metavar="MB",
+        help="disk bound in MiB "
+        "(sets storage.max_disk_bytes; memcached's memory limit, default: no bound)",
+    )
+    group.add_argument("-t", "--threads", type=int, metavar="N", help="accepted and ignored")
+    group.add_argument("-U", "--udp-port", type=int, metavar="0", help="only 0 (no UDP)")
+    group.add_argument("-u", "--user", metavar="USER", help="run as USER when started as root")
+    group.add_argument("-d", "--daemon", action="store_true", help="refused: use a supervisor")
+    group.add_argument(
+        "-o",
+        "--extended",
+        action="append",
+        default=[],
+        metavar="OPTS",
+        help="comma-separated memcached -o options: " + ", ".join(sorted(_EXTENDED)),
+    )
+
+
+def _memcached_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """{section: {option: value}} from memcached's flags; refuses what cannot be honoured.
+
+    Raises:
+        ConfigError: ``-d``, ``-U`` other than 0, an unknown or valueless ``-o`` option.
+    """
+    if args.daemon:
+        raise ConfigError(
+            "-d: petracache does not daemonize; run it under systemd, a container or "
+            "petracache-cluster (it logs to stderr)"
+        )
+    if args.udp_port not in (None, 0):
+        raise ConfigError(f"-U {args.udp_port}: UDP is not supported; use -U 0 or leave it out")
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"-t {args.threads}: the thread count must be at least 1")
     out: dict[str, dict[str, Any]] = {}
+    if args.memory_limit is not None:
+        if args.memory_limit < 0:
+            raise ConfigError(f"-m {args.memory_limit}: must be 0 or more MiB")
+        out.setdefault("storage", {})["max_disk_bytes"] = args.memory_limit * MIB
+    for text in args.extended:
+        for item in filter(None, text.split(",")):
+            name, sep, value = item.partition("=")
+            if name not in _EXTENDED:
+                raise ConfigError(
+                    f"-o {name}: not supported by petracache (supported: "
+                    + ", ".join(sorted(_EXTENDED))
+                    + ")"
+                )
+            if not sep:
+                raise ConfigError(f"-o {name}: needs a value ({name}=...)")
+            section, option = _EXTENDED[name]
+            out.setdefault(section, {})[option] = value
+    return out
+
+
+def _overrides(args: argparse.Namespace, settings: Settings) -> dict[str, dict[str, Any]]:
+    """{section: {option: value}} for every flag given (explicit flags win over -o and -m)."""
+    out = _memcached_overrides(args)
     for dest, value in vars(args).items():
         if "." in dest and value is not None:
             section, option = dest.split(".", 1)
@@ -121,15 +220,57 @@ def _overrides(args: argparse.Namespace, settings: Settings) -> dict[str, dict[s
     return out
 
 
+def settings_from(args: argparse.Namespace) -> Settings:
+    """The effective settings for parsed arguments (file, environment, flags).
+
+    Raises:
+        ConfigError: a bad option anywhere, naming the layer it came from.
+    """
+    settings = load_settings(args.config_flag or args.config_file)
+    return apply_overrides(settings, _overrides(args, settings))
+
+
 def configure(argv: Sequence[str] | None = None) -> Settings:
     """Parse the command line and build the effective settings.
 
     Raises:
         ConfigError: a bad option anywhere (file, environment, flags).
     """
-    args = build_parser().parse_args(argv)
-    settings = load_settings(args.config_flag or args.config_file)
-    return apply_overrides(settings, _overrides(args, settings))
+    return settings_from(build_parser().parse_args(argv))
+
+
+def compat_notes(args: argparse.Namespace, settings: Settings) -> list[str]:
+    """One log line per memcached flag whose meaning differs here."""
+    notes = []
+    if args.memory_limit is not None:
+        notes.append(
+            f"-m {args.memory_limit}: memcached's memory limit is the disk bound here "
+            f"(storage.max_disk_bytes = {settings.storage.max_disk_bytes})"
+        )
+    if args.threads is not None:
+        notes.append(f"-t {args.threads}: ignored (one event loop; RocksDB has its own threads)")
+    return notes
+
+
+def drop_privileges(user: str | None) -> None:
+    """memcached's ``-u``: switch to ``user`` when started as root; ignored otherwise.
+
+    Raises:
+        ConfigError: the user does not exist.
+    """
+    if user is None or os.geteuid() != 0:
+        return
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise ConfigError(f"-u {user}: no such user") from None
+    if entry.pw_uid == 0:
+        return
+    os.setgroups([])
+    os.setgid(entry.pw_gid)
+    os.setuid(entry.pw_uid)
 
 
 def check_db_path(path: str) -> None:
@@ -144,6 +285,8 @@ def check_db_path(path: str) -> None:
 
 def raise_fd_limit() -> int:
     """Raise the soft RLIMIT_NOFILE to the hard limit (10,000 connections need the fds)."""
+    import resource
+
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or soft < hard:
         target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
@@ -197,11 +340,35 @@ def _root(exc: BaseException) -> BaseException:
     return exc
 
 
+def write_pid_file(path: str) -> None:
+    """memcached's ``-P``: the process id and a newline.
+
+    Raises:
+        ConfigError: the file cannot be written (naming the option).
+    """
+    try:
+        with open(path, "w", encoding="ascii") as out:
+            out.write(f"{os.getpid()}\n")
+    except OSError as exc:
+        raise ConfigError(f"server.pid_file: cannot write {path!r}: {exc.strerror}") from None
+
+
+def remove_pid_file(path: str) -> None:
+    """Remove the pid file at exit, as memcached does; a file already gone is fine."""
+    if path:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``petracache`` console script."""
     try:
-        settings = configure(argv)
+        args = build_parser().parse_args(argv)
+        settings = settings_from(args)
+        drop_privileges(args.user)
         check_db_path(settings.storage.db_path)
+        if settings.server.pid_file:
+            write_pid_file(settings.server.pid_file)
     except ConfigError as exc:
         print(f"petracache: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -214,6 +381,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         nofile,
         loggable(settings),
     )
+    for note in compat_notes(args, settings):
+        log.info("%s", note)
+    try:
+        return serve(settings)
+    finally:
+        remove_pid_file(settings.server.pid_file)
+
+
+def serve(settings: Settings) -> int:
+    """Run the server until it stops; start-up failures become one line and exit status 1."""
+    # Imported here, after the arguments are parsed: --help and bad flags stay fast.
+    import trio
+
+    from petracache.app import StartupError, run
+    from petracache.storage.errors import StorageError
+
     # app.run handles SIGTERM itself while it runs; outside it (trio starting, or the
     # database already closed and the process exiting), SIGTERM means a clean exit 0.
     signal.signal(signal.SIGTERM, _exit_cleanly)

@@ -8,10 +8,14 @@ Environment variables follow one scheme: ``PETRACACHE_<SECTION>__<OPTION>`` (for
 ``PETRACACHE_STORAGE__BLOCK_CACHE_SIZE=268435456``). PetraCache's flat variables are kept as
 documented aliases (``FLAT_ENV_ALIASES``); the nested form wins when both are set.
 
-Invariants: sections are frozen and forbid unknown keys, so a typo is an error, never a
-silently ignored option. Every problem surfaces as one ``ConfigError`` whose text names the
-option (``section.option``) and what is wrong with it. Adding an option is one annotated
-field with a ``description`` (and a line in ``config.toml.example``, which a test checks).
+Invariants: sections are frozen and forbid unknown keys, and an unknown ``PETRACACHE_*``
+variable is refused by name, so a typo is an error, never a silently ignored option. Every
+problem surfaces as one ``ConfigError`` whose text names the option (``section.option``),
+what is wrong with it and the layer the bad value came from (config file, environment
+variable, command line). Sizes accept memcached's suffixes (``512k``, ``2m``, ``1g``) in every
+layer because the model parses them (``ByteSize``); choices are case-insensitive. Adding an
+option is one annotated field with a ``description`` (and a line in ``config.toml.example``,
+which a test checks).
 """
 
 from __future__ import annotations
@@ -21,10 +25,10 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -48,6 +52,38 @@ FLAT_ENV_ALIASES: dict[str, tuple[str, str]] = {
 # Option names that may hold secrets: masked in the start-up log line.
 _SECRET_NAME = re.compile(r"password|secret|token|credential|auth|key", re.IGNORECASE)
 MASK = "***"
+
+
+_UNITS = {"k": 1024, "m": 1024**2, "g": 1024**3}
+# memcached refuses -I above this ("Cannot set item size limit higher than a gigabyte.").
+ITEM_SIZE_MAX_UPPER_LIMIT = 1024 * 1024 * 1024
+
+
+def parse_size(text: str) -> int:
+    """memcached-style sizes: ``1048576``, ``1024k``, ``1m``, ``2g`` (suffix case-insensitive).
+
+    Raises:
+        ValueError: not a whole number with an optional k/m/g suffix.
+    """
+    raw = text.strip().lower()
+    multiplier = _UNITS.get(raw[-1:], 1)
+    digits = raw[:-1] if raw[-1:] in _UNITS else raw
+    if not digits.isdigit():
+        raise ValueError(f"invalid size {text!r} (e.g. 1048576, 512k, 1m, 1g)")
+    return int(digits) * multiplier
+
+
+def _size(value: Any) -> Any:
+    """Before validation: a string size may carry a suffix; other types go to int parsing."""
+    return parse_size(value) if isinstance(value, str) else value
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+# A byte count that takes memcached's suffixes in the TOML file, the environment and flags.
+ByteSize = Annotated[int, BeforeValidator(_size)]
 
 
 class ConfigError(Exception):
@@ -77,14 +113,14 @@ class ServerSettings(_Section):
 
     listen_addr: str = Field("127.0.0.1:11211", description="data port address, host:port")
     max_connections: int = Field(10000, ge=1, description="simultaneous client connections")
-    read_buffer_size: int = Field(65536, ge=1024, description="bytes read per socket receive")
-    write_buffer_size: int = Field(
+    read_buffer_size: ByteSize = Field(65536, ge=1024, description="bytes read per socket receive")
+    write_buffer_size: ByteSize = Field(
         262144, ge=1024, description="queued reply bytes that trigger a socket write"
     )
-    max_item_size: int = Field(
+    max_item_size: ByteSize = Field(
         DEFAULT_ITEM_SIZE_MAX,
         ge=1024,
-        le=1024 * 1024 * 1024,
+        le=ITEM_SIZE_MAX_UPPER_LIMIT,
         description="largest item, memcached's -I (header + key + value)",
     )
     idle_timeout: float = Field(
@@ -107,6 +143,9 @@ class ServerSettings(_Section):
     auth_file: str = Field(
         "", description="user:password lines; when set, clients must authenticate (memcached -Y)"
     )
+    pid_file: str = Field("", description="write the process id here while running (memcached -P)")
+    disable_flush_all: bool = Field(False, description="refuse flush_all (memcached -F)")
+    enable_shutdown: bool = Field(False, description="accept the shutdown command (memcached -A)")
 
     @field_validator("listen_addr")
     @classmethod
@@ -119,17 +158,22 @@ class ServerSettings(_Section):
     def _upper_level(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_format(cls, value: Any) -> Any:
+        return _lower(value)
+
 
 class StorageSettings(_Section):
     """RocksDB and the item store."""
 
     db_path: str = Field("./data/rocksdb", description="RocksDB data directory")
-    block_cache_size: int = Field(256 * 1024 * 1024, ge=0, description="block cache bytes")
-    write_buffer_size: int = Field(
+    block_cache_size: ByteSize = Field(256 * 1024 * 1024, ge=0, description="block cache bytes")
+    write_buffer_size: ByteSize = Field(
         64 * 1024 * 1024, ge=64 * 1024, description="memtable bytes before a flush"
     )
     max_write_buffer_number: int = Field(3, ge=2, description="memtables kept in memory")
-    target_file_size_base: int = Field(
+    target_file_size_base: ByteSize = Field(
         64 * 1024 * 1024, ge=64 * 1024, description="target SST file size"
     )
     max_background_jobs: int = Field(2, ge=1, description="flush and compaction threads")
@@ -141,7 +185,7 @@ class StorageSettings(_Section):
     reaper_interval: float = Field(
         1.0, gt=0, le=3600, description="seconds between background reclaim passes when idle"
     )
-    max_disk_bytes: int = Field(
+    max_disk_bytes: ByteSize = Field(
         0,
         ge=0,
         description="disk bound (SST + WAL or memtable bytes): oldest-written items are evicted"
@@ -150,6 +194,11 @@ class StorageSettings(_Section):
     durability: Literal["none", "wal", "fsync"] = Field(
         "wal", description="none: no WAL; wal: survives a process crash; fsync: power loss"
     )
+
+    @field_validator("durability", mode="before")
+    @classmethod
+    def _lower_durability(cls, value: Any) -> Any:
+        return _lower(value)
 
 
 class MetricsSettings(_Section):
@@ -215,17 +264,61 @@ class Settings(BaseSettings):
         )
 
 
-def describe(error: pydantic.ValidationError, prefix: str = "") -> str:
-    """One line naming the first bad option and its problem."""
+def describe(error: pydantic.ValidationError, prefix: str = "", layer: str = "") -> str:
+    """One line naming the first bad option, its problem and (if given) where it was set."""
     first = error.errors()[0]
     where = ".".join(str(part) for part in (prefix, *first["loc"]) if part != "")
     if first["type"] == "extra_forbidden":
-        return f"{where or 'configuration'}: unknown option"
-    message = first["msg"].removeprefix("Value error, ")
-    value = first.get("input")
-    if first["type"] not in ("missing", "value_error") and not isinstance(value, dict):
-        message += f" (got {value!r})"
-    return f"{where or 'configuration'}: {message}"
+        message = "unknown option"
+    else:
+        message = first["msg"].removeprefix("Value error, ")
+        value = first.get("input")
+        if first["type"] not in ("missing", "value_error") and not isinstance(value, dict):
+            message += f" (got {value!r})"
+    suffix = f" (set in {layer})" if layer else ""
+    return f"{where or 'configuration'}: {message}{suffix}"
+
+
+def _sections() -> dict[str, type[BaseModel]]:
+    return {"server": ServerSettings, "storage": StorageSettings, "metrics": MetricsSettings}
+
+
+def env_names(section: str, option: str) -> list[str]:
+    """The environment variables that set ``section.option``, nested scheme first."""
+    names = [f"{ENV_PREFIX}{section}__{option}".upper()]
+    return names + [var for var, target in FLAT_ENV_ALIASES.items() if target == (section, option)]
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    """Refuse a ``PETRACACHE_*`` variable that sets nothing, so a typo is never ignored.
+
+    pydantic-settings skips such variables silently; an operator who wrote
+    ``PETRACACHE_SERVER__MAX_CONECTIONS`` would run with the default and never know.
+
+    Raises:
+        ConfigError: naming the first unknown variable.
+    """
+    known = set(FLAT_ENV_ALIASES)
+    for section, model in _sections().items():
+        known.add(f"{ENV_PREFIX}{section}".upper())  # a whole section as JSON
+        known.update(env_names(section, option)[0] for option in model.model_fields)
+    for name in sorted(environ):
+        if name.upper().startswith(ENV_PREFIX) and name.upper() not in known:
+            raise ConfigError(
+                f"environment variable {name}: unknown option "
+                f"(expected {ENV_PREFIX}<SECTION>__<OPTION>, e.g. {ENV_PREFIX}SERVER__LISTEN_ADDR)"
+            )
+
+
+def _layer_of(loc: tuple[int | str, ...], toml_file: Path | None) -> str:
+    """Which layer gave the value at ``loc``: the environment wins over the file."""
+    upper = {name.upper(): name for name in os.environ}
+    section = str(loc[0]) if loc else ""
+    names = env_names(section, str(loc[1])) if len(loc) > 1 else []
+    for name in [*names, f"{ENV_PREFIX}{section}".upper()]:
+        if name in upper:
+            return f"environment variable {upper[name]}"
+    return f"config file {toml_file}" if toml_file is not None else "environment"
 
 
 def load_settings(toml_file: str | Path | None = None) -> Settings:
@@ -235,11 +328,13 @@ def load_settings(toml_file: str | Path | None = None) -> Settings:
         toml_file: path of a TOML file with ``[server]``, ``[storage]``, ``[metrics]``.
 
     Raises:
-        ConfigError: the file is missing or not TOML, an option is unknown or has a bad value.
+        ConfigError: the file is missing or not TOML, an option is unknown or has a bad value,
+            or a ``PETRACACHE_*`` variable names no option.
     """
+    check_environment(os.environ)
     cls: type[Settings] = Settings
-    if toml_file is not None:
-        path = Path(toml_file)
+    path = None if toml_file is None else Path(toml_file)
+    if path is not None:
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         config = SettingsConfigDict(**{**Settings.model_config, "toml_file": path})
@@ -247,12 +342,14 @@ def load_settings(toml_file: str | Path | None = None) -> Settings:
     try:
         return cls()
     except pydantic.ValidationError as exc:
-        raise ConfigError(describe(exc)) from None
+        raise ConfigError(describe(exc, layer=_layer_of(exc.errors()[0]["loc"], path))) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {toml_file}: invalid TOML: {exc}") from None
 
 
-def apply_overrides(settings: Settings, overrides: Mapping[str, Mapping[str, Any]]) -> Settings:
+def apply_overrides(
+    settings: Settings, overrides: Mapping[str, Mapping[str, Any]], layer: str = "command line"
+) -> Settings:
     """Settings with ``{section: {option: value}}`` laid on top (command-line flags).
 
     Raises:
@@ -266,7 +363,7 @@ def apply_overrides(settings: Settings, overrides: Mapping[str, Mapping[str, Any
         try:
             updates[section] = type(current).model_validate({**current.model_dump(), **values})
         except pydantic.ValidationError as exc:
-            raise ConfigError(describe(exc, section)) from None
+            raise ConfigError(describe(exc, section, layer)) from None
     return settings.model_copy(update=updates) if updates else settings
 
 

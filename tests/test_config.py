@@ -180,3 +180,88 @@ def test_loggable_masks_secret_looking_options() -> None:
         for name, value in section.items():
             if any(word in name for word in ("password", "secret", "token", "key", "auth")):
                 assert value in (MASK, None, "")
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("0", 0), ("512K", 512 * 1024), ("1g", 1 << 30), (" 2m ", 2 << 20)],
+)
+def test_sizes_take_suffixes_in_every_layer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, value: int
+) -> None:
+    toml = write(tmp_path, f'[storage]\nblock_cache_size = "{text}"\n')
+    assert load_settings(toml).storage.block_cache_size == value
+    monkeypatch.setenv("PETRACACHE_STORAGE__MAX_DISK_BYTES", text)
+    assert load_settings().storage.max_disk_bytes == value
+    assert configure(["--block-cache-size", text]).storage.block_cache_size == value
+
+
+def test_a_bad_size_names_the_option_and_the_layer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ConfigError, match=r"^storage.block_cache_size: invalid size '12x'"):
+        configure(["--block-cache-size", "12x"])
+    with pytest.raises(ConfigError, match="set in command line"):
+        apply_overrides(Settings(), {"server": {"max_connections": 0}})
+    toml = write(tmp_path, '[storage]\nblock_cache_size = "lots"\n')
+    with pytest.raises(ConfigError, match=f"set in config file {toml}"):
+        load_settings(toml)
+    monkeypatch.setenv("PETRACACHE_STORAGE__BLOCK_CACHE_SIZE", "lots")
+    with pytest.raises(ConfigError, match="set in environment variable PETRACACHE_STORAGE__BLOCK"):
+        load_settings(toml)  # the environment wins over the file, so it is the one to blame
+
+
+def test_flat_alias_is_named_when_its_value_is_bad(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PETRACACHE_MAX_CONNECTIONS", "many")
+    with pytest.raises(ConfigError, match="environment variable PETRACACHE_MAX_CONNECTIONS"):
+        load_settings()
+
+
+def test_unknown_environment_variable_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PETRACACHE_SERVER__MAX_CONECTIONS", "5")
+    with pytest.raises(
+        ConfigError, match=r"^environment variable PETRACACHE_SERVER__MAX_CONECTIONS: unknown"
+    ):
+        load_settings()
+
+
+def test_choices_are_case_insensitive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    toml = write(tmp_path, '[storage]\ndurability = "FSYNC"\n[server]\nlog_format = "JSON"\n')
+    settings = load_settings(toml)
+    assert (settings.storage.durability, settings.server.log_format) == ("fsync", "json")
+    assert configure(["--durability", "None"]).storage.durability == "none"
+    assert configure(["--log-level", "debug"]).server.log_level == "DEBUG"
+
+
+def test_item_size_above_a_gigabyte_is_refused_as_memcached_does() -> None:
+    assert configure(["-I", "1g"]).server.max_item_size == 1 << 30
+    with pytest.raises(ConfigError, match=r"^server.max_item_size: .*1073741824"):
+        configure(["-I", "1025m"])
+
+
+def test_memcached_flags_that_map_onto_settings() -> None:
+    s = configure(["-m", "64", "-t", "4", "-U", "0", "-P", "/tmp/pc.pid", "-F", "-A"])
+    assert s.storage.max_disk_bytes == 64 * 1024 * 1024
+    assert s.server.pid_file == "/tmp/pc.pid"
+    assert s.server.disable_flush_all is True
+    assert s.server.enable_shutdown is True
+    s = configure(["-o", "idle_timeout=30,item_size_max=2m"])
+    assert (s.server.idle_timeout, s.server.max_item_size) == (30.0, 2 << 20)
+    assert configure(["-o", "idle_timeout=30", "--idle-timeout", "5"]).server.idle_timeout == 5
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["-d"], "-d: petracache does not daemonize"),
+        (["-U", "11211"], "-U 11211: UDP is not supported"),
+        (["-o", "modern,slab_reassign"], "-o modern: not supported by petracache"),
+        (["-o", "idle_timeout"], "-o idle_timeout: needs a value"),
+        (["-t", "0"], "-t 0: the thread count"),
+        (["-o", "idle_timeout=soon"], "server.idle_timeout: "),
+    ],
+)
+def test_memcached_flags_that_cannot_be_honoured(argv: list[str], expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        configure(argv)
+    assert str(info.value).startswith(expected)

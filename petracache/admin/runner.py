@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
 
 import uvicorn
 from starlette.applications import Starlette
@@ -43,7 +42,6 @@ class AdminServer:
             timeout_graceful_shutdown=1,
         )
         self._server = uvicorn.Server(config)
-        self._stopped = threading.Event()
 
     def serve(self) -> None:
         """Serve until ``stop`` (blocking: call it in a thread). Never raises."""
@@ -53,7 +51,6 @@ class AdminServer:
             log.exception("admin server failed; /health, /ready and /metrics are down")
         finally:
             self.socket.close()
-            self._stopped.set()
 
     def stop(self) -> None:
         """Ask the server to exit (any thread; returns at once)."""

@@ -32,7 +32,7 @@ from typing import Final, NamedTuple
 
 from petracache.protocol import compose, errors
 from petracache.protocol.meta_requests import MetaNoop, MetaRejected, MetaSetHeader
-from petracache.protocol.requests import Get, LeaseSet, Quit, Request, Store, TooLarge
+from petracache.protocol.requests import Get, Quit, Request, TooLarge
 from petracache.protocol.responses import Response
 from petracache.protocol.text import StoreHeader, parse_line
 from petracache.rules.sizes import DEFAULT_ITEM_SIZE_MAX
@@ -84,6 +84,12 @@ class MemcacheConnection:
         self._item_size_max = item_size_max
         self._handled = 0  # requests answered since the input last ran dry (flush points)
 
+    @property
+    def buffered(self) -> int:
+        """Unconsumed input bytes: what the memory bound per connection limits (tests check
+        it against hostile input)."""
+        return len(self._buf) - self._pos
+
     def receive_data(self, data: bytes) -> None:
         """Add received bytes to the input buffer."""
         if self._pos:
@@ -120,25 +126,7 @@ class MemcacheConnection:
             self._pos = end
             if buf[end - 2 : end] != b"\r\n":
                 raise errors.BadDataChunk(noreply=pending.noreply)
-            if isinstance(pending, MetaSetHeader):
-                return pending.complete(bytes(buf[start : end - 2]))
-            if pending.lease_token is not None:
-                return LeaseSet(
-                    pending.key,
-                    pending.lease_token,
-                    pending.flags,
-                    pending.exptime,
-                    bytes(buf[start : end - 2]),
-                )
-            return Store(
-                pending.mode,
-                pending.key,
-                pending.flags,
-                pending.exptime,
-                bytes(buf[start : end - 2]),
-                pending.cas_unique,
-                pending.noreply,
-            )
+            return pending.complete(bytes(buf[start : end - 2]))
         pos = self._pos
         nl = buf.find(b"\n", pos + self._scanned)
         if nl < 0:

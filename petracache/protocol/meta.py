@@ -21,7 +21,8 @@ memcached too (1.6.18 accepts and ignores them).
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final
 
 from petracache.protocol import errors
@@ -38,13 +39,11 @@ from petracache.protocol.meta_requests import (
 )
 from petracache.protocol.requests import TooLarge
 from petracache.rules.numbers import strtol32, strtoul32, strtoull
-from petracache.rules.sizes import KEY_MAX_LENGTH, item_size_ok
+from petracache.rules.sizes import KEY_MAX_LENGTH, MAX_DATA_LENGTH, item_size_ok
 from petracache.rules.verbs import StoreMode
 
-MAX_TOKENS: Final = 24  # memcached's MAX_TOKENS, the terminal token included
 MAX_OPT_TOKENS: Final = 20  # MFLAG_MAX_OPT_LENGTH, compared with ntokens
 MAX_OPAQUE_LENGTH: Final = 32  # MFLAG_MAX_OPAQUE_LENGTH, the leading 'O' included
-INT_MAX: Final = (1 << 31) - 1
 
 BAD_FORMAT: Final = b"CLIENT_ERROR bad command line format\r\n"
 BAD_TOKEN: Final = b"CLIENT_ERROR bad token in command line format\r\n"
@@ -117,11 +116,13 @@ class _Flags:
     mode: int = 0
     initial: int = 0
     delta: int = 1
-    seen: set[int] = field(default_factory=set)
 
 
 def _preparse(key: bytes, flags: list[bytes]) -> _Flags:
     """memcached's ``_meta_flag_preparse``.
+
+    The loop keeps the checks every flag shares (duplicate, unknown); what a flag means is
+    one dict lookup: a switch sets its attribute, a valued flag calls its reader.
 
     Raises:
         ProtocolError: ``duplicate flag`` / ``invalid flag`` (parsing stops there).
@@ -129,70 +130,103 @@ def _preparse(key: bytes, flags: list[bytes]) -> _Flags:
         The parsed flags; ``error`` is the last recorded token error, if any.
     """
     f = _Flags(key)
+    seen: set[int] = set()
     for token in flags:
         o = token[0]
-        if o >= 127 or o in f.seen:
+        if o >= 127 or o in seen:
             raise errors.ProtocolError(b"CLIENT_ERROR duplicate flag\r\n")
-        f.seen.add(o)
+        seen.add(o)
         if o not in _KNOWN:
             raise errors.ProtocolError(b"CLIENT_ERROR invalid flag\r\n")
-        arg = token[1:]
-        if o == 98:  # b
-            decoded = b64decode_key(f.key)
-            if decoded is None:
-                f.error = b"CLIENT_ERROR error decoding key\r\n"
-            f.key = decoded or b""
-            f.binary = True
-        elif o in b"NTR":
-            number = strtol32(arg)
-            if number is None:
-                f.error = BAD_TOKEN
-            elif o == 78:  # N
-                f.vivify = number
-            elif o == 84:  # T
-                f.ttl = number
-            else:
-                f.recache = number
-        elif o == 118:  # v
-            f.value = True
-        elif o == 117:  # u
-            f.no_update = True
-        elif o == 113:  # q
-            f.quiet = True
-        elif o == 120:  # x
-            f.drop_value = True
-        elif o == 73:  # I
-            f.invalidate = True
-        elif o == 70:  # F: a bad value keeps whatever error was recorded before
-            parsed = strtoul32(arg)
-            if parsed is None:
-                f.error = f.error or BAD_FORMAT
-            else:
-                f.client_flags = parsed
-        elif o == 67 or o == 69:  # C, E
-            cas = strtoull(arg)
-            if cas is None:
-                f.error = BAD_TOKEN
-            elif o == 67:
-                f.compare_cas = cas
-            else:
-                f.new_cas = cas
-        elif o == 77:  # M
-            if len(token) != 2:
-                f.error = b"CLIENT_ERROR incorrect length for M token\r\n"
-            else:
-                f.mode = token[1]
-        elif o == 74 or o == 68:  # J, D
-            number = strtoull(arg)
-            if number is None:
-                f.error = b"CLIENT_ERROR invalid numeric %b value\r\n" % (
-                    b"initial" if o == 74 else b"delta"
-                )
-            elif o == 74:
-                f.initial = number
-            else:
-                f.delta = number
+        switch = _SWITCHES.get(o)
+        if switch is not None:
+            setattr(f, switch, True)
+            continue
+        reader = _READERS.get(o)
+        if reader is not None:
+            reader(f, o, token)
     return f
+
+
+def _read_binary(f: _Flags, o: int, token: bytes) -> None:
+    """b: the key is base64; a key that does not decode is an error (and an empty key)."""
+    decoded = b64decode_key(f.key)
+    if decoded is None:
+        f.error = b"CLIENT_ERROR error decoding key\r\n"
+    f.key = decoded or b""
+    f.binary = True
+
+
+def _read_signed(f: _Flags, o: int, token: bytes) -> None:
+    """N, T, R: a 32-bit signed number (vivify TTL, TTL, recache threshold)."""
+    number = strtol32(token[1:])
+    if number is None:
+        f.error = BAD_TOKEN
+    else:
+        setattr(f, _SIGNED[o], number)
+
+
+def _read_client_flags(f: _Flags, o: int, token: bytes) -> None:
+    """F: a bad value keeps whatever error was recorded before."""
+    parsed = strtoul32(token[1:])
+    if parsed is None:
+        f.error = f.error or BAD_FORMAT
+    else:
+        f.client_flags = parsed
+
+
+def _read_cas(f: _Flags, o: int, token: bytes) -> None:
+    """C (compare) and E (explicit new CAS): unsigned 64-bit."""
+    cas = strtoull(token[1:])
+    if cas is None:
+        f.error = BAD_TOKEN
+    elif o == 67:  # C
+        f.compare_cas = cas
+    else:
+        f.new_cas = cas
+
+
+def _read_mode(f: _Flags, o: int, token: bytes) -> None:
+    """M: exactly one mode letter."""
+    if len(token) != 2:
+        f.error = b"CLIENT_ERROR incorrect length for M token\r\n"
+    else:
+        f.mode = token[1]
+
+
+def _read_counter(f: _Flags, o: int, token: bytes) -> None:
+    """J (initial value) and D (delta) of ma: unsigned 64-bit."""
+    number = strtoull(token[1:])
+    if number is None:
+        name = b"initial" if o == 74 else b"delta"
+        f.error = b"CLIENT_ERROR invalid numeric %b value\r\n" % name
+    elif o == 74:  # J
+        f.initial = number
+    else:
+        f.delta = number
+
+
+# Flags without a value: the letter sets one attribute of _Flags.
+_SWITCHES: Final = {
+    ord("v"): "value",
+    ord("u"): "no_update",
+    ord("q"): "quiet",
+    ord("x"): "drop_value",
+    ord("I"): "invalidate",
+}
+_SIGNED: Final = {ord("N"): "vivify", ord("T"): "ttl", ord("R"): "recache"}
+# Flags with a value (or, for b, an effect on the key). Known letters in neither table (k, s,
+# t, c, f, h, l, O, P, L) only ask for return fields; the executor reads them from the tokens.
+_READERS: Final[dict[int, Callable[[_Flags, int, bytes], None]]] = {
+    ord("b"): _read_binary,
+    **dict.fromkeys(_SIGNED, _read_signed),
+    ord("F"): _read_client_flags,
+    ord("C"): _read_cas,
+    ord("E"): _read_cas,
+    ord("M"): _read_mode,
+    ord("J"): _read_counter,
+    ord("D"): _read_counter,
+}
 
 
 def opaque_too_long(token: bytes) -> bool:
@@ -200,13 +234,18 @@ def opaque_too_long(token: bytes) -> bool:
     return token[0] == 79 and len(token) > MAX_OPAQUE_LENGTH
 
 
-def parse_meta(tokens: list[bytes], item_size_max: int) -> MetaRequest | TooLarge:
+def parse_meta(tokens: list[bytes], ntokens: int, item_size_max: int) -> MetaRequest | TooLarge:
     """Parse a line whose command is two bytes starting with ``m``.
+
+    Args:
+        tokens: the line's tokens (``protocol.tokens.tokenize``).
+        ntokens: memcached's token count, its terminal token included (``text.parse_line``
+            computes it once for every command).
+        item_size_max: memcached's ``-I``.
 
     Raises:
         ProtocolError: memcached's reply for the malformed line (never suppressed).
     """
-    ntokens = min(len(tokens), MAX_TOKENS - 1) + 1
     kind = tokens[0][1]
     if kind == 110:  # mn
         return MetaNoop()
@@ -289,7 +328,7 @@ def _parse_ms(tokens: list[bytes], ntokens: int, item_size_max: int) -> MetaRequ
     if ntokens > MAX_OPT_TOKENS:
         raise errors.ProtocolError(b"CLIENT_ERROR options flags too long\r\n")
     nbytes = strtol32(tokens[2])
-    if nbytes is None or nbytes < 0 or nbytes > INT_MAX - 2:
+    if nbytes is None or nbytes < 0 or nbytes > MAX_DATA_LENGTH:
         raise errors.ProtocolError(BAD_FORMAT)
     swallow = nbytes + 2
     flag_tokens = tokens[3 : ntokens - 1]

@@ -1,17 +1,24 @@
 """Classic text commands: one command line (without its line ending) -> a request.
 
-Tokenizing follows memcached's ``tokenize_command``: split on the space character only
-(tabs belong to tokens), ignore empty tokens, and count at most 23 tokens plus a terminal
-one; the token counts below are memcached's (``ntokens`` includes that terminal token), so
-the arity checks read exactly like ``process_command_ascii``. A line is cut at its first NUL
-byte, as C's ``strlen`` does.
+Tokenizing is memcached's ``tokenize_command`` (``protocol.tokens``); the token counts below
+are memcached's (``ntokens`` includes its terminal token), so the arity checks read exactly
+like ``process_command_ascii``. A line is cut at its first NUL byte, as C's ``strlen`` does.
 
-A storage command returns a ``StoreHeader``; the connection then reads its data block.
+Strategy: ``parse_line`` handles what every command shares (NUL cut, tokenizing, the meta
+prefix, the HTTP sniff) and then makes one dict lookup in ``_PARSERS``; each reader takes
+``(tokens, ntokens, item_size_max)`` and re-reads its variant (gets vs gats, the store verb)
+from ``tokens[0]``, so adding a command is one entry and the dispatch costs the same for
+every command.
+
+A storage command returns a ``StoreHeader``; the connection reads its data block and calls
+``StoreHeader.complete``, as it calls ``MetaSetHeader.complete`` for ``ms``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final, TypeAlias
 
 from petracache.protocol import errors
 from petracache.protocol.meta import parse_meta
@@ -22,21 +29,21 @@ from petracache.protocol.requests import (
     FlushAll,
     Get,
     LeaseGet,
+    LeaseSet,
     McrouterMetaget,
     Quit,
     Request,
     Stats,
+    Store,
     TooLarge,
     Touch,
     Verbosity,
     Version,
 )
+from petracache.protocol.tokens import MAX_TOKENS, tokenize
 from petracache.rules.numbers import strtol32, strtoul32, strtoull
-from petracache.rules.sizes import KEY_MAX_LENGTH, item_size_ok
+from petracache.rules.sizes import KEY_MAX_LENGTH, MAX_DATA_LENGTH, item_size_ok
 from petracache.rules.verbs import StoreMode
-
-MAX_TOKENS = 24  # memcached's MAX_TOKENS, including the terminal token
-INT_MAX = (1 << 31) - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +59,20 @@ class StoreHeader:
     noreply: bool
     lease_token: int | None = None  # set for mcrouter's lease-set
 
+    def complete(self, data: bytes) -> Store | LeaseSet:
+        """The request once its data block (without ``\\r\\n``) has arrived.
 
-_STORE_MODES = {
+        The header decides which request it becomes, so the connection completes every
+        header kind (classic, lease-set, ms) with the same call.
+        """
+        if self.lease_token is not None:
+            return LeaseSet(self.key, self.lease_token, self.flags, self.exptime, data)
+        return Store(
+            self.mode, self.key, self.flags, self.exptime, data, self.cas_unique, self.noreply
+        )
+
+
+_STORE_MODES: Final = {
     b"set": StoreMode.SET,
     b"add": StoreMode.ADD,
     b"replace": StoreMode.REPLACE,
@@ -61,78 +80,14 @@ _STORE_MODES = {
     b"prepend": StoreMode.PREPEND,
     b"cas": StoreMode.CAS,
 }
-_GETS = {b"get": (False, False), b"bget": (False, False), b"gets": (True, False)}
-_GATS = {b"gat": (False, True), b"gats": (True, True)}
-_MCROUTER_COMMANDS = frozenset((b"lease-get", b"lease-set", b"metaget"))
-
-
-def tokenize(line: bytes) -> list[bytes]:
-    """Split on spaces, dropping empty tokens."""
-    tokens = line.split(b" ")
-    if b"" in tokens:
-        tokens = [t for t in tokens if t]
-    return tokens
-
-
-def parse_line(line: bytes, item_size_max: int) -> Request | StoreHeader:
-    """Parse one classic command line.
-
-    Raises:
-        ProtocolError: with memcached's reply for the malformed line.
-        CloseConnection: memcached would drop the connection (an HTTP request line).
-    """
-    nul = line.find(b"\0")
-    if nul >= 0:
-        line = line[:nul]
-    tokens = tokenize(line)
-    if not tokens or len(tokens[0]) < 2:
-        raise errors.UnknownCommand()
-    cmd = tokens[0]
-    if cmd[0] == 109 and len(cmd) == 2:  # memcached: first == 'm' && length == 2
-        return parse_meta(tokens, item_size_max)
-    ntokens = min(len(tokens), MAX_TOKENS - 1) + 1
-
-    modes = _GETS.get(cmd) or _GATS.get(cmd)
-    if modes is not None:
-        return _parse_get(tokens, ntokens, *modes)
-    mode = _STORE_MODES.get(cmd)
-    if mode is not None:
-        return _parse_store(tokens, ntokens, mode, item_size_max)
-    if cmd == b"delete":
-        return _parse_delete(tokens, ntokens)
-    if cmd == b"incr" or cmd == b"decr":
-        return _parse_arithmetic(tokens, ntokens, cmd == b"incr")
-    if cmd == b"touch":
-        return _parse_touch(tokens, ntokens)
-    if cmd in _MCROUTER_COMMANDS:
-        return _parse_mcrouter(tokens, ntokens, item_size_max)
-    if cmd == b"version":
-        return Version()
-    if cmd == b"quit":
-        return Quit()
-    if cmd == b"stats":
-        return Stats(tokens[1:])
-    if cmd == b"flush_all":
-        return _parse_flush_all(tokens, ntokens)
-    if cmd == b"verbosity":
-        _want(ntokens, 3, 4)
-        noreply = _noreply(tokens, ntokens)
-        level = strtoul32(tokens[1])
-        if level is None:
-            raise errors.BadCommandLine(noreply=noreply)
-        return Verbosity(level, noreply)
-    if cmd == b"cache_memlimit":
-        _want(ntokens, 3, 4)
-        noreply = _noreply(tokens, ntokens)
-        megabytes = strtoul32(tokens[1])
-        if megabytes is None:
-            raise errors.UnknownCommand(noreply=noreply)
-        return CacheMemlimit(megabytes, noreply)
-    if cmd == b"shutdown":
-        raise errors.ProtocolError(b"ERROR: shutdown not enabled\r\n")
-    if tokens[ntokens - 2].startswith(b"HTTP/"):
-        raise errors.CloseConnection("HTTP request on the memcached port")
-    raise errors.UnknownCommand()
+# command -> (return_cas, touch)
+_GETS: Final = {
+    b"get": (False, False),
+    b"bget": (False, False),
+    b"gets": (True, False),
+    b"gat": (False, True),
+    b"gats": (True, True),
+}
 
 
 def _want(ntokens: int, low: int, high: int) -> None:
@@ -151,9 +106,40 @@ def _check_key(key: bytes, noreply: bool = False) -> bytes:
     return key
 
 
-def _parse_get(tokens: list[bytes], ntokens: int, return_cas: bool, touch: bool) -> Get:
+def parse_line(line: bytes, item_size_max: int) -> Request | StoreHeader:
+    """Parse one classic command line.
+
+    Args:
+        line: the command line without its line ending.
+        item_size_max: memcached's ``-I``; a larger value becomes ``TooLarge``.
+
+    Raises:
+        ProtocolError: with memcached's reply for the malformed line.
+        CloseConnection: memcached would drop the connection (an HTTP request line).
+    """
+    nul = line.find(b"\0")
+    if nul >= 0:
+        line = line[:nul]
+    tokens = tokenize(line)
+    if not tokens or len(tokens[0]) < 2:
+        raise errors.UnknownCommand()
+    cmd = tokens[0]
+    ntokens = min(len(tokens), MAX_TOKENS - 1) + 1  # memcached's count, terminal token included
+    if cmd[0] == 109 and len(cmd) == 2:  # memcached: first == 'm' && length == 2
+        return parse_meta(tokens, ntokens, item_size_max)
+    parser = _PARSERS.get(cmd)
+    if parser is not None:
+        return parser(tokens, ntokens, item_size_max)
+    if tokens[ntokens - 2].startswith(b"HTTP/"):
+        raise errors.CloseConnection("HTTP request on the memcached port")
+    raise errors.UnknownCommand()
+
+
+def _parse_get(tokens: list[bytes], ntokens: int, _item_size_max: int) -> Get:
+    """get/bget/gets/gat/gats: a key over 250 bytes answers for the keys before it."""
     if ntokens < 3:
         raise errors.UnknownCommand()
+    return_cas, touch = _GETS[tokens[0]]
     exptime = None
     keys = tokens[1:]
     if touch:
@@ -167,9 +153,9 @@ def _parse_get(tokens: list[bytes], ntokens: int, return_cas: bool, touch: bool)
     return Get(keys, return_cas, exptime)
 
 
-def _parse_store(
-    tokens: list[bytes], ntokens: int, mode: StoreMode, item_size_max: int
-) -> StoreHeader | TooLarge:
+def _parse_store(tokens: list[bytes], ntokens: int, item_size_max: int) -> StoreHeader | TooLarge:
+    """set/add/replace/append/prepend/cas: the header of a data block."""
+    mode = _STORE_MODES[tokens[0]]
     if mode is StoreMode.CAS:
         _want(ntokens, 7, 8)
     else:
@@ -187,14 +173,15 @@ def _parse_store(
         if parsed_cas is None:
             raise errors.BadCommandLine(noreply=noreply)
         cas_unique = parsed_cas
-    if nbytes < 0 or nbytes > INT_MAX - 2:
+    if nbytes < 0 or nbytes > MAX_DATA_LENGTH:
         raise errors.BadCommandLine(noreply=noreply)
     if not item_size_ok(len(key), flags, nbytes, item_size_max):
         return TooLarge(mode, key, nbytes + 2, noreply)
     return StoreHeader(mode, key, flags, exptime, nbytes, cas_unique, noreply)
 
 
-def _parse_delete(tokens: list[bytes], ntokens: int) -> Delete:
+def _parse_delete(tokens: list[bytes], ntokens: int, _item_size_max: int) -> Delete:
+    """delete <key> [<hold time>] [noreply]."""
     _want(ntokens, 3, 5)
     noreply = False
     if ntokens > 3:
@@ -213,17 +200,19 @@ def _parse_delete(tokens: list[bytes], ntokens: int) -> Delete:
     return Delete(_check_key(tokens[1], noreply), noreply)
 
 
-def _parse_arithmetic(tokens: list[bytes], ntokens: int, incr: bool) -> Arithmetic:
+def _parse_arithmetic(tokens: list[bytes], ntokens: int, _item_size_max: int) -> Arithmetic:
+    """incr/decr <key> <delta> [noreply]."""
     _want(ntokens, 4, 5)
     noreply = _noreply(tokens, ntokens)
     key = _check_key(tokens[1], noreply)
     delta = strtoull(tokens[2])
     if delta is None:
         raise errors.InvalidDelta(noreply=noreply)
-    return Arithmetic(key, delta, incr, noreply)
+    return Arithmetic(key, delta, tokens[0] == b"incr", noreply)
 
 
-def _parse_touch(tokens: list[bytes], ntokens: int) -> Touch:
+def _parse_touch(tokens: list[bytes], ntokens: int, _item_size_max: int) -> Touch:
+    """touch <key> <exptime> [noreply]."""
     _want(ntokens, 4, 5)
     noreply = _noreply(tokens, ntokens)
     key = _check_key(tokens[1], noreply)
@@ -233,7 +222,8 @@ def _parse_touch(tokens: list[bytes], ntokens: int) -> Touch:
     return Touch(key, exptime, noreply)
 
 
-def _parse_flush_all(tokens: list[bytes], ntokens: int) -> FlushAll:
+def _parse_flush_all(tokens: list[bytes], ntokens: int, _item_size_max: int) -> FlushAll:
+    """flush_all [<delay>] [noreply]."""
     _want(ntokens, 2, 4)
     noreply = _noreply(tokens, ntokens)
     delay = 0
@@ -245,19 +235,51 @@ def _parse_flush_all(tokens: list[bytes], ntokens: int) -> FlushAll:
     return FlushAll(delay, noreply)
 
 
-def _parse_mcrouter(tokens: list[bytes], ntokens: int, item_size_max: int) -> Request | StoreHeader:
-    """mcrouter's own commands: ``lease-get <key>``, ``metaget <key>`` and
-    ``lease-set <key> <token> <flags> <exptime> <bytes>`` (its AsciiSerialized.cpp).
+def _parse_verbosity(tokens: list[bytes], ntokens: int, _item_size_max: int) -> Verbosity:
+    """verbosity <level> [noreply]."""
+    level, noreply = _number_argument(tokens, ntokens, errors.BadCommandLine)
+    return Verbosity(level, noreply)
+
+
+def _parse_cache_memlimit(tokens: list[bytes], ntokens: int, _item_size_max: int) -> CacheMemlimit:
+    """cache_memlimit <megabytes> [noreply]: memcached answers a bad number with ``ERROR``."""
+    megabytes, noreply = _number_argument(tokens, ntokens, errors.UnknownCommand)
+    return CacheMemlimit(megabytes, noreply)
+
+
+def _number_argument(
+    tokens: list[bytes], ntokens: int, error: type[errors.ProtocolError]
+) -> tuple[int, bool]:
+    """``<command> <unsigned> [noreply]``: the number and noreply; ``error`` if not a number."""
+    _want(ntokens, 3, 4)
+    noreply = _noreply(tokens, ntokens)
+    value = strtoul32(tokens[1])
+    if value is None:
+        raise error(noreply=noreply)
+    return value, noreply
+
+
+def _parse_shutdown(tokens: list[bytes], ntokens: int, _item_size_max: int) -> Request:
+    """shutdown: refused, as memcached refuses it without ``-A``."""
+    raise errors.ProtocolError(b"ERROR: shutdown not enabled\r\n")
+
+
+def _parse_mcrouter_get(tokens: list[bytes], ntokens: int, _item_size_max: int) -> Request:
+    """mcrouter's ``lease-get <key>`` and ``metaget <key>`` (its AsciiSerialized.cpp).
 
     mcrouter never sends ``noreply`` with them and sends one key per request; a malformed
     line gets ``CLIENT_ERROR`` (never ``ERROR``, which would mark the backend down).
     """
-    cmd = tokens[0]
-    if cmd != b"lease-set":
-        if ntokens != 3:
-            raise errors.BadCommandLine()
-        key = _check_key(tokens[1])
-        return LeaseGet(key) if cmd == b"lease-get" else McrouterMetaget(key)
+    if ntokens != 3:
+        raise errors.BadCommandLine()
+    key = _check_key(tokens[1])
+    return LeaseGet(key) if tokens[0] == b"lease-get" else McrouterMetaget(key)
+
+
+def _parse_lease_set(
+    tokens: list[bytes], ntokens: int, item_size_max: int
+) -> StoreHeader | TooLarge:
+    """mcrouter's ``lease-set <key> <token> <flags> <exptime> <bytes>``: errors as lease-get."""
     if ntokens != 7:
         raise errors.BadCommandLine()
     key = _check_key(tokens[1])
@@ -267,8 +289,31 @@ def _parse_mcrouter(tokens: list[bytes], ntokens: int, item_size_max: int) -> Re
     nbytes = strtol32(tokens[5])
     if token is None or flags is None or exptime is None or nbytes is None:
         raise errors.BadCommandLine()
-    if nbytes < 0 or nbytes > INT_MAX - 2:
+    if nbytes < 0 or nbytes > MAX_DATA_LENGTH:
         raise errors.BadCommandLine()
     if not item_size_ok(len(key), flags, nbytes, item_size_max):
         return TooLarge(StoreMode.ADD, key, nbytes + 2)
     return StoreHeader(StoreMode.ADD, key, flags, exptime, nbytes, 0, False, token)
+
+
+_Parser: TypeAlias = Callable[[list[bytes], int, int], Request | StoreHeader]
+
+# Every classic command but the meta ones (``m`` + one letter, routed before this lookup).
+_PARSERS: Final[dict[bytes, _Parser]] = {
+    **dict.fromkeys(_GETS, _parse_get),
+    **dict.fromkeys(_STORE_MODES, _parse_store),
+    b"delete": _parse_delete,
+    b"incr": _parse_arithmetic,
+    b"decr": _parse_arithmetic,
+    b"touch": _parse_touch,
+    b"lease-get": _parse_mcrouter_get,
+    b"metaget": _parse_mcrouter_get,
+    b"lease-set": _parse_lease_set,
+    b"version": lambda _tokens, _ntokens, _size: Version(),
+    b"quit": lambda _tokens, _ntokens, _size: Quit(),
+    b"stats": lambda tokens, _ntokens, _size: Stats(tokens[1:]),
+    b"flush_all": _parse_flush_all,
+    b"verbosity": _parse_verbosity,
+    b"cache_memlimit": _parse_cache_memlimit,
+    b"shutdown": _parse_shutdown,
+}

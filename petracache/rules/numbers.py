@@ -17,6 +17,7 @@ Every function returns ``None`` where memcached's helper returns false.
 from __future__ import annotations
 
 C_SPACE = b" \t\n\v\f\r"
+INT_MAX = (1 << 31) - 1  # C's INT_MAX (a 32-bit int)
 U64_MAX = (1 << 64) - 1
 I64_MIN = -(1 << 63)
 I64_MAX = (1 << 63) - 1

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from petracache.observability.counters import Counters
+from petracache.protocol.tokens import tokenize
 
 MAX_UNTERMINATED = 2048  # memcached 1.6.18 closes past this many bytes without a newline
 MAX_CREDENTIALS = 64 * 1024
@@ -73,11 +74,6 @@ def load_auth_file(path: str | Path) -> dict[bytes, bytes]:
     if not users:
         raise AuthFileError(f"{path}: no user:password lines")
     return users
-
-
-def _tokens(line: bytes) -> list[bytes]:
-    """memcached's ``tokenize_command``: split on spaces only, skipping empty tokens."""
-    return [token for token in line.split(b" ") if token]
 
 
 def _strtoul(token: bytes) -> int | None:
@@ -120,7 +116,7 @@ class AuthGate:
                         self.closed = True
                     break
                 line, self._buf = self._buf[:nl], self._buf[nl + 1 :]
-                tokens = _tokens(line)
+                tokens = tokenize(line)
                 size = _strtoul(tokens[4]) if len(tokens) >= 5 and tokens[0] == b"set" else None
                 if size is None:
                     reply = UNAUTHENTICATED
@@ -139,7 +135,7 @@ class AuthGate:
     def _check(self, block: bytes) -> bytes:
         if not block.endswith(b"\r\n"):
             return BAD_TERMINATION
-        words = _tokens(block[:-2])
+        words = tokenize(block[:-2])
         if len(words) < 2:
             return BAD_TOKEN_FORMAT
         self.counters.auth_cmds += 1

@@ -11,19 +11,10 @@ from __future__ import annotations
 
 import re
 import socket
-from pathlib import Path
 
 import pytest
-import trio
-import trio.testing
 
-from petracache.commands.executor import Executor
-from petracache.commands.stats import ServerInfo
-from petracache.config import StorageSettings
-from petracache.observability.counters import Counters
 from petracache.protocol.connection import MAX_LINE
-from petracache.server.handler import ConnectionTracker, HandlerConfig, handle_connection
-from petracache.storage.engine import Engine
 from tests.harness import PetracacheProcess, RawClient
 
 pytestmark = pytest.mark.integration
@@ -376,42 +367,3 @@ def test_many_commands_in_one_packet(shared_server: PetracacheProcess) -> None:
     expected += b"".join(b"VALUE p%d 0 %d\r\n%d\r\n" % (i, len(b"%d" % i), i) for i in range(500))
     assert client.call(payload) == expected + b"END\r\n"
     client.close()
-
-
-def test_replies_of_one_read_go_out_in_one_write(tmp_path: Path) -> None:
-    """Pipelined requests that arrive in one read are answered with a single send.
-
-    In process, on trio's in-memory streams (they count the handler's ``send_all`` calls), with
-    a real engine on tmp_path.
-    """
-    trio.run(_one_write, tmp_path)
-
-
-async def _one_write(tmp_path: Path) -> None:
-    engine = Engine(StorageSettings(db_path=str(tmp_path / "db")))
-    counters = Counters()
-    executor = Executor(engine, counters, ServerInfo(max_connections=10, item_size_max=1 << 20))
-    client, server_side = trio.testing.memory_stream_pair()
-    writes: list[int] = []
-    original = server_side.send_stream.send_all_hook  # type: ignore[attr-defined]
-
-    async def count_write() -> None:
-        writes.append(1)
-        if original is not None:
-            await original()
-
-    server_side.send_stream.send_all_hook = count_write  # type: ignore[attr-defined]
-    config = HandlerConfig(item_size_max=1 << 20, read_size=1 << 20, max_connections=10)
-    payload = b"".join(b"set k%d 0 0 1\r\nx\r\nget k%d\r\n" % (i, i) for i in range(50))
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(
-            handle_connection, server_side, executor.execute, counters, config, ConnectionTracker()
-        )
-        await client.send_all(payload)
-        got = b""
-        while got.count(b"END\r\n") < 50:
-            got += await client.receive_some(1 << 20)
-        await client.aclose()
-    engine.close()
-    assert got.count(b"STORED\r\n") == 50
-    assert len(writes) == 1

@@ -134,7 +134,7 @@ def test_precedence_toml_env_flags(tmp_path: Path) -> None:
         ('[server]\nmax_connections = "lots"\n', [], "server.max_connections: Input should be"),
         ("", ["-p", "70000"], "server.listen_addr: port 70000 out of range"),
         ("[storage]\nenable_compression = 3\n", [], "storage.enable_compression:"),
-        ("", ["-I", "huge"], "-I/--max-item-size: invalid size"),
+        ("", ["-I", "huge"], "server.max_item_size: invalid size"),
     ],
 )
 def test_bad_config_stops_with_one_line(

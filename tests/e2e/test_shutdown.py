@@ -34,7 +34,7 @@ def status_of(url: str) -> int:
 
 
 def read_to_eof(sock: socket.socket) -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         chunk = sock.recv(1 << 20)
         if not chunk:

@@ -24,7 +24,8 @@ from petracache.protocol.meta_requests import (
     MetaRejected,
     MetaSet,
 )
-from petracache.protocol.requests import StoreMode, TooLarge
+from petracache.protocol.requests import TooLarge
+from petracache.rules.verbs import StoreMode
 
 ERROR = ("error", b"ERROR\r\n")
 BAD = ("error", b"CLIENT_ERROR bad command line format\r\n")

@@ -22,11 +22,11 @@ from petracache.protocol.requests import (
     Get,
     Request,
     Store,
-    StoreMode,
     Touch,
     Verbosity,
     Version,
 )
+from petracache.rules.verbs import StoreMode
 from tests.protocol.test_text import outcomes
 
 PROPS = settings(max_examples=200, deadline=None)

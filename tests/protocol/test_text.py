@@ -20,15 +20,17 @@ from petracache.protocol.requests import (
     Delete,
     FlushAll,
     Get,
+    LeaseSet,
     Quit,
     Stats,
     Store,
-    StoreMode,
     TooLarge,
     Touch,
     Verbosity,
     Version,
 )
+from petracache.protocol.text import StoreHeader, parse_line
+from petracache.rules.verbs import StoreMode
 
 SET, ADD, REP = StoreMode.SET, StoreMode.ADD, StoreMode.REPLACE
 APP, PRE, CAS = StoreMode.APPEND, StoreMode.PREPEND, StoreMode.CAS
@@ -277,3 +279,14 @@ def test_send_respects_noreply() -> None:
     conn = MemcacheConnection()
     assert conn.send(Delete(b"k", True), Status.DELETED) == b""
     assert conn.send(Delete(b"k"), Status.DELETED) == b"DELETED\r\n"
+
+
+def test_a_store_header_completes_into_its_request() -> None:
+    """The header, not the connection, decides what its data block completes."""
+    header = parse_line(b"cas k 5 60 2 99 noreply", 1 << 20)
+    assert header == StoreHeader(StoreMode.CAS, b"k", 5, 60, 2, 99, True)
+    assert isinstance(header, StoreHeader)
+    assert header.complete(b"ab") == Store(StoreMode.CAS, b"k", 5, 60, b"ab", 99, True)
+    lease = parse_line(b"lease-set k 7 5 60 2", 1 << 20)
+    assert isinstance(lease, StoreHeader)
+    assert lease.complete(b"ab") == LeaseSet(b"k", 7, 5, 60, b"ab")

@@ -13,8 +13,9 @@ import pytest
 import trio
 
 from petracache.config import StorageSettings
+from petracache.rules.verbs import StoreMode
 from petracache.server.durability import GroupCommitter, NotDurable
-from petracache.storage.engine import Engine, StoreMode
+from petracache.storage.engine import Engine
 
 WRITERS = 50
 WRITES_EACH = 20
