@@ -37,7 +37,7 @@ from petracache.server import tls
 from petracache.server.auth import AuthGate
 from petracache.server.durability import GroupCommitter, NotDurable
 from petracache.server.fastio import FastSocketStream, fast_stream
-from petracache.server.reactor import Handback, Reactor, Reason
+from petracache.server.reactor import Reactor, Reason
 
 log = logging.getLogger(__name__)
 
@@ -131,128 +131,131 @@ async def _serve(
     config: HandlerConfig,
     tracker: ConnectionTracker,
 ) -> None:
-    stream = fast_stream(stream)  # plain TCP: fewer syscalls and scheduler passes
-    conn = MemcacheConnection(config.item_size_max)
-    gate = AuthGate(config.auth, counters) if config.auth is not None else None
-    read_size = config.read_size
-    idle = config.idle_timeout or INF
-    # The reactor serves plain TCP connections whose replies need not wait for an fsync.
-    reactor, fd = None, -1
-    if isinstance(stream, FastSocketStream):
-        reactor, fd = config.reactor, stream.fileno()
+    session = _Session(fast_stream(stream), execute, counters, config)
+    while True:
+        if session.parkable(tracker):
+            if not await session.park():
+                return
+        elif not await _serve_reads(session, tracker):
+            return
 
-    async def answer(data: bytes) -> bool:
+
+class _Session:
+    """One connection's state, shared by its two ways of being served."""
+
+    __slots__ = ("config", "conn", "counters", "execute", "fd", "gate", "reactor", "stream")
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        execute: Callable[[Request], Response],
+        counters: Counters,
+        config: HandlerConfig,
+    ) -> None:
+        self.stream = stream  # plain TCP: fewer syscalls and scheduler passes (fastio)
+        self.execute = execute
+        self.counters = counters
+        self.config = config
+        self.conn = MemcacheConnection(config.item_size_max)
+        self.gate = AuthGate(config.auth, counters) if config.auth is not None else None
+        # The reactor serves plain TCP connections whose replies need not wait for an fsync.
+        self.reactor, self.fd = None, -1
+        if isinstance(stream, FastSocketStream):
+            self.reactor, self.fd = config.reactor, stream.fileno()
+
+    def parkable(self, tracker: ConnectionTracker) -> bool:
+        """Whether the reactor may serve this connection now."""
+        return self.reactor is not None and self.gate is None and not tracker.draining
+
+    async def park(self) -> bool:
+        """Let the reactor serve the connection until it hands it back; False: close it."""
+        assert self.reactor is not None
+        handback = await self.reactor.park(self.fd, self.conn)
+        reason = handback.reason
+        if reason is Reason.WRITE:
+            await self.stream.send_all(handback.data)  # waits for the client to read
+            return not handback.close and await self.answer_buffered()
+        return reason is Reason.DRAIN  # CLOSE and IDLE end the connection
+
+    async def answer(self, data: bytes) -> bool:
         """Run one read's worth of input; False when the connection must close."""
-        nonlocal gate
-        counters.bytes_read += len(data)
+        self.counters.bytes_read += len(data)
+        gate = self.gate
         if gate is not None:  # not authenticated yet: only the credentials set may pass
             replies = gate.receive_data(data)
             if replies:
-                await stream.send_all(replies)
+                await self.stream.send_all(replies)
             if gate.closed:
                 return False
             if not gate.authenticated:
                 return True
-            data, gate = gate.leftover(), None
-        conn.receive_data(data)
-        return await _answer_buffered(stream, conn, execute, counters, config)
+            data, self.gate = gate.leftover(), None
+        self.conn.receive_data(data)
+        return await self.answer_buffered()
 
-    while True:
-        if reactor is not None and gate is None and not tracker.draining:
-            handback = await reactor.park(fd, conn)
-            if not await _take_back(handback, stream, conn, execute, counters, config):
-                return
-            continue
-        # While draining, only read what the client already sent (DRAIN_LINGER), so every
-        # request in flight when the shutdown began is answered before the close.
-        # One cancel scope serves read after read until it is spent (a fresh scope per read
-        # cost ~13 us per request, docs/benchmarks.md). It is armed (deadline, idle_scopes)
-        # only while a read waits, so the drain and the timeouts interrupt reads, never a
-        # batch being answered.
-        draining = tracker.draining
-        wait = DRAIN_LINGER if draining else idle
-        data = b""
-        eof = False
-        with trio.CancelScope() as scope:
-            while tracker.draining == draining:
-                if wait != INF:
-                    scope.deadline = trio.current_time() + wait
-                if not draining:
-                    tracker.idle_scopes.add(scope)
-                try:
-                    data = await stream.receive_some(read_size)  # type: ignore[assignment]
-                except (ConnectionError, trio.BrokenResourceError):
-                    data = b""
-                finally:
-                    tracker.idle_scopes.discard(scope)
-                if not data:
-                    eof = True
-                    break
-                if scope.cancel_called:
-                    break  # cancelled as the read completed: answer it outside the spent scope
-                if wait != INF:
-                    scope.deadline = INF  # a slow batch is not an idle client
-                if not await answer(data):
-                    return
-                data = b""
-                if reactor is not None and gate is None and not draining:
-                    break  # authenticated: the reactor serves it from now on
-        if data:
-            if not await answer(data):
-                return
-            continue
-        if scope.cancelled_caught:
-            if not draining and tracker.draining:
-                continue  # the drain interrupted this read: take one last look
-            return  # idle timeout, or nothing more arrived while draining
-        if eof:
-            return
-        # The drain began while a batch was being answered: go on reading as a drainer.
+    async def answer_buffered(self) -> bool:
+        """Answer every complete request buffered in the parser; False when it must close.
+
+        Replies are written in batches of at most ``server.write_buffer_size`` bytes, each
+        before more input is parsed (back-pressure). In fsync mode a batch is written only
+        once the writes before it are durable.
+        """
+        durability = self.config.durability
+        mark = durability.mark() if durability is not None else 0
+        while True:
+            batch = self.conn.process(self.execute, self.config.write_size)
+            if batch.errors:
+                self.counters.protocol_errors += batch.errors
+            if batch.data:
+                if durability is not None:
+                    mark = await durability.settle(mark)
+                self.counters.bytes_written += len(batch.data)
+                await self.stream.send_all(batch.data)
+            if batch.close:
+                return False
+            if not batch.more:
+                return True
 
 
-async def _take_back(
-    handback: Handback,
-    stream: trio.abc.Stream,
-    conn: MemcacheConnection,
-    execute: Callable[[Request], Response],
-    counters: Counters,
-    config: HandlerConfig,
-) -> bool:
-    """Act on the reactor's reason for handing the connection back; False: close it."""
-    reason = handback.reason
-    if reason is Reason.WRITE:
-        await stream.send_all(handback.data)  # waits for the client to read
-        if handback.close:
-            return False
-        return await _answer_buffered(stream, conn, execute, counters, config)
-    return reason is Reason.DRAIN  # CLOSE and IDLE end the connection
+async def _serve_reads(session: _Session, tracker: ConnectionTracker) -> bool:
+    """Serve the connection from its own task until it closes (False) or can be parked.
 
-
-async def _answer_buffered(
-    stream: trio.abc.Stream,
-    conn: MemcacheConnection,
-    execute: Callable[[Request], Response],
-    counters: Counters,
-    config: HandlerConfig,
-) -> bool:
-    """Answer every complete request buffered in ``conn``; False when it must close.
-
-    Replies are written in batches of at most ``config.write_size`` bytes, each before more
-    input is parsed (back-pressure). In fsync mode a batch is written only once the writes
-    before it are durable.
+    While draining, only read what the client already sent (DRAIN_LINGER), so every request
+    in flight when the shutdown began is answered before the close. One cancel scope serves
+    read after read until it is spent (a fresh scope per read cost ~13 us per request,
+    docs/benchmarks.md). It is armed (deadline, idle_scopes) only while a read waits, so the
+    drain and the timeouts interrupt reads, never a batch being answered.
     """
-    durability = config.durability
-    mark = durability.mark() if durability is not None else 0
-    while True:
-        batch = conn.process(execute, config.write_size)
-        if batch.errors:
-            counters.protocol_errors += batch.errors
-        if batch.data:
-            if durability is not None:
-                mark = await durability.settle(mark)
-            counters.bytes_written += len(batch.data)
-            await stream.send_all(batch.data)
-        if batch.close:
-            return False
-        if not batch.more:
-            return True
+    draining = tracker.draining
+    wait = DRAIN_LINGER if draining else session.config.idle_timeout or INF
+    data = b""
+    with trio.CancelScope() as scope:
+        while tracker.draining == draining:
+            if wait != INF:
+                scope.deadline = trio.current_time() + wait
+            if not draining:
+                tracker.idle_scopes.add(scope)
+            try:
+                data = await session.stream.receive_some(session.config.read_size)  # type: ignore[assignment]
+            except (ConnectionError, trio.BrokenResourceError):
+                data = b""
+            finally:
+                tracker.idle_scopes.discard(scope)
+            if not data:
+                return False  # end of input
+            if scope.cancel_called:
+                break  # cancelled as the read completed: answer it outside the spent scope
+            if wait != INF:
+                scope.deadline = INF  # a slow batch is not an idle client
+            if not await session.answer(data):
+                return False
+            data = b""
+            if not draining and session.parkable(tracker):
+                return True  # authenticated: the reactor serves it from now on
+    if data:
+        return await session.answer(data)
+    if scope.cancelled_caught:
+        # The drain interrupted this read: take one last look. Otherwise the idle timeout,
+        # or nothing more arrived while draining.
+        return not draining and tracker.draining
+    return True  # the drain began while a batch was being answered: go on as a drainer
