@@ -24,8 +24,9 @@ from petracache.commands.stats import ServerInfo
 from petracache.config import StorageSettings
 from petracache.observability.counters import Counters
 from petracache.observability.metrics import RequestMetrics
-from petracache.protocol.requests import Get, Request, Store, StoreMode
+from petracache.protocol.requests import Get, Request, Store
 from petracache.protocol.responses import Hit, Response, Values
+from petracache.rules.verbs import StoreMode
 from petracache.storage.engine import Engine
 from tests.harness import PetracacheProcess
 
@@ -39,7 +40,7 @@ def in_process(n: int, rounds: int) -> tuple[float, float]:
         )
         plain = executor.execute
         timed = RequestMetrics().instrument(plain)
-        requests = [
+        requests: list[Request] = [
             Store(StoreMode.SET, b"key%d" % (i % 1000), 0, 0, b"x" * 100) for i in range(n // 10)
         ]
         requests += [Get([b"key%d" % (i % 1000)], return_cas=False) for i in range(n - n // 10)]

@@ -400,7 +400,6 @@ class Engine:
         """Whether the ``age`` index is maintained (``max_disk_bytes`` > 0)."""
         return self._index.track_age
 
-    @property
     def needs_backfill(self) -> bool:
         """Whether a maintained index misses items written before it was maintained."""
         return self._index.needs_backfill

@@ -82,8 +82,6 @@ class ItemIndex:
     ) -> None:
         self._db = db
         self._write_opts = write_opts
-        self.expiry_cf = db.get_column_family(EXPIRY_CF)
-        self.age_cf = db.get_column_family(AGE_CF)
         self._expiry_h = db.get_column_family_handle(EXPIRY_CF)
         self._age_h = db.get_column_family_handle(AGE_CF)
         self.track_expiry = track_expiry
@@ -96,10 +94,6 @@ class ItemIndex:
         self.expiry_complete = track_expiry and b"E" in complete
         self.age_complete = track_age and b"A" in complete
         self._save_state()
-
-    @property
-    def active(self) -> bool:
-        return self.track_expiry or self.track_age
 
     @property
     def needs_backfill(self) -> bool:

@@ -19,6 +19,11 @@ backlog, growing with the age of its oldest dead item; all of it for eviction):
 3. Crawl of the items themselves, only when there is no index to read: after a flush_all
    (every item it covers is deleted) and to backfill an index that was not maintained.
 
+Naming: the code says "reclaim" throughout (``Reclaimer`` here, ``server.tasks.ReclaimTask``
+that schedules it); the ``[storage]`` settings that drive it keep their published names,
+``reaper_interval`` (the idle poll) and ``enable_ttl_compaction`` (maintain the expiry index
+and reap through it), and so do the ``stats`` fields ``expired_reaped``/``flushed_reaped``.
+
 Invariant (no lost update, by construction): every step runs synchronously on the trio
 thread, like every client command, so no command interleaves with a step. A step re-reads
 each item named by an index entry and deletes it only if the stored version is the one the
@@ -124,7 +129,7 @@ class Reclaimer:
             more = self._evict(deadline)
             # Eviction reads the age index; while that is being backfilled, the crawl
             # must progress too, so it gets every other step.
-            self._other_turn = self._engine.needs_backfill
+            self._other_turn = self._engine.needs_backfill()
             return more or self._other_turn
         self._other_turn = False
         if self._engine.tracks_expiry and self._expiry_due(now):
@@ -237,7 +242,7 @@ class Reclaimer:
             # A new flush covers more than the crawl in progress (if any): start over.
             self._crawl_flush = state
             self._crawl_cursor = b""
-        if self._crawl_cursor is None and self._engine.needs_backfill:
+        if self._crawl_cursor is None and self._engine.needs_backfill():
             self._crawl_backfill = True
             self._crawl_cursor = b""
         return self._crawl_cursor is not None
