@@ -20,11 +20,8 @@ Invariants:
   with respect to every other command without any lock.
 * Dead items (expired, or invalidated by flush_all) are never returned; a read that finds one
   deletes it (lazy expiry).
-* CAS uniques strictly increase, across restarts too: the engine persists a high-water mark
-  ``CAS_RESERVATION`` ids ahead of use (synced to the WAL before any id from the block is
-  handed out), and resumes from it after a restart or a crash.
-* flush_all state (``oldest_live``, ``oldest_cas``, memcached's names) is persisted, so a
-  flush keeps invalidating the items it covered after a restart.
+* CAS uniques strictly increase, across restarts too (``storage.state.CasSource``).
+* flush_all state is persisted (``storage.state.FlushState``).
 
 Column families: ``default`` holds items (key = raw memcached key, value = ``codec`` format);
 ``meta`` holds the engine's own state.
@@ -32,10 +29,8 @@ Column families: ``default`` holds items (key = raw memcached key, value = ``cod
 
 from __future__ import annotations
 
-import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from petracache.config import StorageSettings
@@ -48,34 +43,10 @@ from petracache.storage.commit import CommitLog
 from petracache.storage.errors import CorruptValue, StorageError
 from petracache.storage.index import IndexBatch, ItemIndex
 from petracache.storage.items import DeltaResult, StoreResult
-from petracache.storage.rocks import AGE_CF, EXPIRY_CF, FLUSH_STATE, META_CF
+from petracache.storage.rocks import AGE_CF, EXPIRY_CF, META_CF
+from petracache.storage.state import CasSource, EngineCounters, FlushState
 
 __all__ = ["DeltaResult", "Engine", "EngineCounters", "StoreMode", "StoreResult"]
-
-CAS_KEY = b"cas_high_water"
-FLUSH_KEY = b"flush_state"
-CAS_RESERVATION = 1 << 20  # ids handed out per synced high-water write
-_U64 = struct.Struct("<Q")
-
-
-@dataclass(slots=True)
-class EngineCounters:
-    """Plain integer counters, read by stats and /metrics on demand."""
-
-    expired_lazy: int = 0
-    # Background reclaim (storage.reclaim): items deleted because they expired, because a
-    # flush_all covered them, or to stay under max_disk_bytes; their key+value bytes; and the
-    # SST bytes that the reclaimer's compactions gave back to the filesystem.
-    expired_reaped: int = 0
-    flushed_reaped: int = 0
-    evictions: int = 0
-    reclaimed_bytes: int = 0
-    compactions: int = 0
-    compacted_bytes: int = 0
-    flushed_lazy: int = 0
-    corrupt_values: int = 0
-    total_items: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 class Engine:
@@ -123,15 +94,11 @@ class Engine:
             AGE_CF: self._db.get_column_family(AGE_CF),
             META_CF: self._meta,
         }
-        raw = self._meta.get(CAS_KEY)
-        self._cas = _U64.unpack(raw)[0] if raw else 0
-        self._cas_reserved = self._cas
-        raw = self._meta.get(FLUSH_KEY)
-        flush_state = FLUSH_STATE.unpack(raw) if raw else (0, 0)
-        self._oldest_live: int = flush_state[0]
-        self._oldest_cas: int = flush_state[1]
+        self._cas = CasSource(self._meta)
+        # Bound once: ``next_cas`` is on the write path, so no wrapper method.
+        self.next_cas = self._cas.take
         # memcached's process_started: its clock cannot express an absolute time before this.
-        self._epoch = self.now() - ttl.EPOCH_SLACK
+        self._flush = FlushState(self._meta, self.now() - ttl.EPOCH_SLACK)
         self._closed = False
 
     # -- clock and CAS ---------------------------------------------------------------------
@@ -140,22 +107,10 @@ class Engine:
         """Current time in whole seconds (memcached's clock ticks once per second)."""
         return int(self._clock())
 
-    def next_cas(self) -> int:
-        """Take the next CAS unique, persisting a new reservation block when needed."""
-        self._cas += 1
-        if self._cas > self._cas_reserved:
-            reserved = self._cas + CAS_RESERVATION
-            try:
-                rocks.put_synced(self._meta, CAS_KEY, _U64.pack(reserved))
-            except StorageError:
-                self._cas -= 1  # never hand out an id the database has not reserved
-                raise
-            self._cas_reserved = reserved
-        return self._cas
-
     @property
     def current_cas(self) -> int:
-        return self._cas
+        """The last CAS unique handed out (``next_cas`` takes the next one)."""
+        return self._cas.current
 
     @property
     def item_size_max(self) -> int:
@@ -163,24 +118,14 @@ class Engine:
 
     # -- liveness ----------------------------------------------------------------------------
 
-    def _is_flushed(self, item: Item, now: int) -> bool:
-        oldest_live = self._oldest_live
-        if oldest_live == 0 or oldest_live > now:
-            return False
-        return item.stored_at <= oldest_live or (
-            self._oldest_cas != 0 and item.cas < self._oldest_cas
-        )
-
     def is_dead(self, item: Item, now: int) -> bool:
         """Expired, or covered by a flush_all: never to be returned again."""
-        return ttl.is_expired(item.deadline, now) or (
-            bool(self._oldest_live) and self._is_flushed(item, now)
-        )
+        return ttl.is_expired(item.deadline, now) or self._flush.covers(item, now)
 
     @property
     def flush_state(self) -> tuple[int, int]:
         """(oldest_live, oldest_cas) of the latest flush_all; (0, 0) if none."""
-        return self._oldest_live, self._oldest_cas
+        return self._flush.oldest_live, self._flush.oldest_cas
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -204,7 +149,8 @@ class Engine:
             self.counters.expired_lazy += 1
             self._side_write(lambda: self.remove(key, item))
             return None
-        if self._oldest_live and self._is_flushed(item, now):
+        flush = self._flush
+        if flush.oldest_live and flush.covers(item, now):
             self.counters.flushed_lazy += 1
             self._side_write(lambda: self.remove(key, item))
             return None
@@ -369,24 +315,8 @@ class Engine:
         return item
 
     def flush_all(self, delay: int) -> None:
-        """Invalidate every item stored before now (delay <= 0) or before the deadline.
-
-        memcached: ``oldest_live = realtime(delay) - 1`` and, when that is not in the future,
-        ``oldest_cas = get_cas_id()``; an item is flushed once ``oldest_live <= now`` if it was
-        stored at or before ``oldest_live`` or has a CAS older than ``oldest_cas``.
-        """
-        now = self.now()
-        new_oldest = ttl.deadline(delay, now) if delay > 0 else now
-        if delay > ttl.REALTIME_MAXDELTA and delay <= self._epoch:
-            # memcached's realtime() maps an absolute time before its start to 1, which makes
-            # oldest_live 0: "no flush". Such a flush_all cancels earlier ones, quirk included.
-            new_oldest = 1
-        self._oldest_live = new_oldest - 1
-        if self._oldest_live <= now:
-            self._oldest_cas = self.next_cas()
-        rocks.put_synced(
-            self._meta, FLUSH_KEY, FLUSH_STATE.pack(self._oldest_live, self._oldest_cas)
-        )
+        """Invalidate every item stored before now, or before ``delay`` (``FlushState``)."""
+        self._flush.flush_all(delay, self.now(), self.next_cas)
 
     # -- the reclaimer's seam ----------------------------------------------------------------
 
