@@ -136,18 +136,26 @@ def arithmetic(ctx: Context, request: Arithmetic) -> Response:
     """incr/decr: the new value, ``NOT_FOUND``, or the non-numeric error."""
     new = ctx.engine.delta(request.key, request.delta, request.incr)
     if new is DeltaResult.NOT_FOUND:
-        if request.incr:
-            ctx.counters.incr_misses += 1
-        else:
-            ctx.counters.decr_misses += 1
+        count_delta(ctx, request.incr, False)
         return Status.NOT_FOUND
     if new is DeltaResult.NON_NUMERIC:
         return NON_NUMERIC
-    if request.incr:
-        ctx.counters.incr_hits += 1
-    else:
-        ctx.counters.decr_hits += 1
+    count_delta(ctx, request.incr, True)
     return Number(int(new.data))  # int() ignores the padding
+
+
+def count_delta(ctx: Context, incr: bool, hit: bool) -> None:
+    """memcached's incr_hits / incr_misses / decr_hits / decr_misses (not for non-numeric)."""
+    counters = ctx.counters
+    if incr:
+        if hit:
+            counters.incr_hits += 1
+        else:
+            counters.incr_misses += 1
+    elif hit:
+        counters.decr_hits += 1
+    else:
+        counters.decr_misses += 1
 
 
 def touch(ctx: Context, request: Touch) -> Status:

@@ -21,7 +21,7 @@ first fetch wins (``W``), later ones see ``Z``; any store clears stale/win state
 
 from __future__ import annotations
 
-from petracache.commands.classic import NON_NUMERIC, count_cas
+from petracache.commands.classic import NON_NUMERIC, count_cas, count_delta
 from petracache.commands.context import Context, Handler
 from petracache.protocol.meta import OPAQUE_TOO_LONG, b64encode_key, opaque_too_long
 from petracache.protocol.meta_requests import (
@@ -45,7 +45,7 @@ from petracache.rules.sizes import item_size, slab_class
 from petracache.rules.verbs import StoreMode
 from petracache.storage import items
 from petracache.storage.codec import FETCHED, KEY_BINARY, STALE, WIN_SENT, Item
-from petracache.storage.items import DeltaResult, StoreResult
+from petracache.storage.items import StoreResult
 
 OPAQUE_ERROR = ErrorReply(OPAQUE_TOO_LONG)
 MN = MetaReply(MetaCode.MN, [])
@@ -264,18 +264,21 @@ def ms(ctx: Context, r: MetaSet) -> Response:
         invalidate=r.invalidate,
         vivify=r.vivify,
     )
-    stored = new.__class__ is Item
-    if mode is StoreMode.CAS:
-        count_cas(ctx, StoreResult.STORED if stored else new)  # type: ignore[arg-type]
-    if stored and r.quiet:
-        return QUIET_HD
+    if isinstance(new, Item):
+        if mode is StoreMode.CAS:
+            count_cas(ctx, StoreResult.STORED)
+        if r.quiet:
+            return QUIET_HD
+        # c: the new CAS; s: the stored item's size (after append)
+        code, cas, size = MetaCode.HD, new.cas, len(new.data)
+    else:
+        if mode is StoreMode.CAS:
+            count_cas(ctx, new)
+        # nothing stored: c0 and the request's size
+        code, cas, size = _STORE_CODES[new], 0, len(r.data)
     flags: list[bytes] = []
-    if stored:  # c: the new CAS; s: the stored item's size (after append)
-        cas, size = new.cas, len(new.data)  # type: ignore[union-attr]
-    else:  # nothing stored: c0 and the request's size
-        cas, size = 0, len(r.data)
     _return_flags(flags, r.tokens, MS_FLAGS, r.key, r.binary, cas=cas, size=size)
-    return MetaReply(MetaCode.HD if stored else _STORE_CODES[new], flags)  # type: ignore[index]
+    return MetaReply(code, flags)
 
 
 # -- md ----------------------------------------------------------------------------------------
@@ -322,25 +325,18 @@ def ma(ctx: Context, r: MetaArithmetic) -> Response:
     item = engine.read(r.key, now)
     if item is None:
         if r.vivify is None:
-            if r.incr:
-                ctx.counters.incr_misses += 1
-            else:
-                ctx.counters.decr_misses += 1
+            count_delta(ctx, r.incr, False)
             return _no_item(MetaCode.NF, r.tokens, r.key, r.binary)
         number = b"%d" % r.initial
         new = items.created(0, ttl.NEVER, number, now, r.new_cas or engine.next_cas())
         return _ma_reply(ctx, r, None, new, number, now)
     if r.compare_cas and item.cas != r.compare_cas:  # memcached: C0 compares nothing
         return _no_item(MetaCode.EX, r.tokens, r.key, r.binary)
-    delta = items.delta(item, r.delta, r.incr, now, engine.next_cas, r.new_cas or 0)
-    if delta is DeltaResult.NON_NUMERIC:
+    counter = items.delta(item, r.delta, r.incr, now, engine.next_cas, r.new_cas or 0)
+    if counter.__class__ is not Item:  # DeltaResult.NON_NUMERIC
         return NON_NUMERIC
-    if r.incr:
-        ctx.counters.incr_hits += 1
-    else:
-        ctx.counters.decr_hits += 1
-    new = delta  # type: ignore[assignment]
-    return _ma_reply(ctx, r, item, new, new.data.rstrip(b" "), now)
+    count_delta(ctx, r.incr, True)
+    return _ma_reply(ctx, r, item, counter, counter.data.rstrip(b" "), now)
 
 
 def _ma_reply(
