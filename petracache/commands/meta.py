@@ -260,7 +260,7 @@ def ms(ctx: Context, r: MetaSet) -> Response:
         r.data,
         compare or 0,
         cas=r.new_cas or 0,
-        bits=KEY_BINARY if r.binary else 0,
+        binary_key=r.binary,
         invalidate=r.invalidate,
         vivify=r.vivify,
     )

@@ -267,7 +267,7 @@ class Engine:
         compare: int = 0,
         *,
         cas: int = 0,
-        bits: int = 0,
+        binary_key: bool = False,
         invalidate: bool = False,
         vivify: int | None = None,
     ) -> Item | StoreResult:
@@ -287,7 +287,7 @@ class Engine:
             self.next_cas,
             compare=compare,
             cas=cas,
-            bits=bits,
+            binary_key=binary_key,
             invalidate=invalidate,
             vivify=None if vivify is None else ttl.deadline(vivify, now),
         )

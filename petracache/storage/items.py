@@ -27,7 +27,7 @@ from collections.abc import Callable
 from petracache.rules.numbers import U64_MAX, parse_stored_counter
 from petracache.rules.sizes import item_size_ok
 from petracache.rules.verbs import StoreMode
-from petracache.storage.codec import FETCHED, STALE, WIN_SENT, Item
+from petracache.storage.codec import FETCHED, KEY_BINARY, STALE, WIN_SENT, Item
 
 # memcached's ITEM_UPDATE_INTERVAL: an item's access time is only moved when it is older.
 ACCESS_UPDATE_INTERVAL = 60
@@ -117,7 +117,7 @@ def store(
     *,
     compare: int = 0,
     cas: int = 0,
-    bits: int = 0,
+    binary_key: bool = False,
     invalidate: bool = False,
     vivify: int | None = None,
 ) -> Item | StoreResult:
@@ -132,11 +132,12 @@ def store(
         compare: for append/prepend, a non-zero CAS that must match (meta ``C``; memcached
             compares nothing for C0); for ``CAS``, the unique to match (0 never matches).
         cas: the new version's CAS (meta ``E``); 0 takes the next one.
-        bits: the new version's meta bits (meta ``b``: the key is binary).
+        binary_key: meta ``b``: the key was sent base64-encoded (``k`` echoes it so).
         invalidate: meta ``I``: a ``CAS`` with a CAS older than the live one still stores,
             keeping the TTL and win state and marking the item stale.
         vivify: meta ``N``: an append/prepend to a missing key creates it with this deadline.
     """
+    bits = KEY_BINARY if binary_key else 0
     if mode is StoreMode.SET:
         pass
     elif mode is StoreMode.CAS:

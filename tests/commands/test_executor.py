@@ -23,11 +23,6 @@ from tests.storage.conftest import Clock, open_engine
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
 def executor(tmp_path: Path, clock: Clock) -> Iterator[Executor]:
     engine = open_engine(tmp_path / "db", clock)
     yield Executor(engine, Counters(), ServerInfo(max_connections=4, item_size_max=1 << 20))

@@ -69,7 +69,7 @@ def test_cas_match_and_meta_stale_write() -> None:
 
 
 def test_meta_vivify_creates_on_append_and_explicit_cas_and_bits() -> None:
-    got = store(StoreMode.APPEND, None, vivify=NOW + 9, cas=42, bits=KEY_BINARY)
+    got = store(StoreMode.APPEND, None, vivify=NOW + 9, cas=42, binary_key=True)
     assert got == Item(5, NOW + 9, NOW, 42, b"xy", NOW, KEY_BINARY)
 
 
