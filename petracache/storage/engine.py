@@ -76,7 +76,8 @@ class Engine:
         self._meta = self._db.get_column_family(META_CF)
         # fsync mode writes un-synced too: group commit (``commit``) syncs the WAL for many
         # writes at once before their replies are released.
-        self._db.set_write_options(rocks.write_options(wal=settings.durability != "none"))
+        write_opts = rocks.write_options(wal=settings.durability != "none")
+        self._db.set_write_options(write_opts)
         self.commit = CommitLog(self._db)
         # Fetch records (see ``_write_hint``) skip the WAL: they are hints, and a crash that
         # loses one leaves the previous, WAL-logged version with the same data in place.
@@ -84,7 +85,7 @@ class Engine:
         self._index = ItemIndex(
             self._db,
             self._meta,
-            rocks.write_options(wal=settings.durability != "none"),
+            write_opts,
             track_expiry=settings.enable_ttl_compaction,
             track_age=settings.max_disk_bytes > 0,
         )
