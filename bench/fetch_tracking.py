@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable
 
 from petracache.config import StorageSettings
-from petracache.rules.verbs import StoreMode
 from petracache.storage.engine import Engine
 
 KEYS = 1000
@@ -35,12 +34,12 @@ def main() -> None:
         engine = Engine(StorageSettings(db_path=path))
         keys = [b"key:%d" % i for i in range(KEYS)]
         for key in keys:
-            engine.store(StoreMode.SET, key, 0, 0, b"x" * 100)
-            engine.get(key)  # the first fetch: the one write it costs
+            engine.set(key, 0, 0, b"x" * 100)
+            engine.fetch(key)  # the first fetch: the one write it costs
         writes = engine.commit.writes
         calls: dict[str, Callable[[bytes], object]] = {
-            "get (records fetches)": engine.get,
-            "lookup (no bookkeeping)": lambda key: engine.lookup(key, engine.now()),
+            "get (records fetches)": engine.fetch,
+            "read (no bookkeeping)": lambda key: engine.read(key, engine.now()),
         }
         best = {name: float("inf") for name in calls}
         for _ in range(REPEATS):

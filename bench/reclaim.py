@@ -205,7 +205,7 @@ def wait_back(db: Path, baseline: int, since: float, horizon: float = 240.0) -> 
 def bench_burst(workdir: Path, items: int, value_size: int) -> None:
     """Every item gets the same absolute deadline, set a little after the writes end.
 
-    This isolates the reaper: the load is measured in a window after the writes and before
+    This isolates the reclaimer: the load is measured in a window after the writes and before
     the deadline (no writes, nothing to reap) and in a window from the deadline on (the
     whole backlog is due at once), on the same server and data.
     """

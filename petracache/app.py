@@ -39,7 +39,8 @@ from petracache.server.serve import DataPlane
 from petracache.server.tasks import reclaim_task
 from petracache.server.tls import TLSConfigError, server_context
 from petracache.storage.engine import Engine
-from petracache.storage.recovery import CHILD_RECOVERY_BYTES, wal_bytes
+from petracache.storage.recovery import CHILD_RECOVERY_BYTES
+from petracache.storage.rocks import wal_bytes
 
 log = logging.getLogger("petracache")
 

@@ -1,7 +1,7 @@
 """Execution of mcrouter's own commands: lease-get, lease-set and metaget.
 
-Kept out of ``executor.py`` so the classic memcached paths stay short; the executor
-dispatches these three request types here. Same rules as the executor: synchronous, so each
+Kept apart from ``classic`` so the classic memcached paths stay short; same shape
+(``(ctx, request) -> Response`` handlers in ``HANDLERS``) and same rules: synchronous, so each
 command is atomic on the trio thread; counters are incremented here, never in the protocol.
 
 What the replies mean (mcrouter's McAsciiParser grammar, documented in README "Behind a
@@ -18,39 +18,46 @@ router"):
 
 from __future__ import annotations
 
-from petracache.commands.leases import LeaseTable
-from petracache.observability.counters import Counters
+from petracache.commands.context import Context, Handler
 from petracache.protocol.requests import LeaseGet, LeaseSet, McrouterMetaget
 from petracache.protocol.responses import Hit, LeaseMiss, MetagetInfo, Response, Status, Values
 from petracache.rules.verbs import StoreMode
-from petracache.storage import engine as storage
+from petracache.storage.codec import Item
 
 
-def execute(
-    request: LeaseGet | LeaseSet | McrouterMetaget,
-    engine: storage.Engine,
-    leases: LeaseTable,
-    counters: Counters,
-) -> Response:
-    """Run one mcrouter-specific request."""
-    if isinstance(request, LeaseGet):
-        counters.cmd_get += 1
-        item = engine.get(request.key)
-        if item is None:
-            counters.get_misses += 1
-            return LeaseMiss(request.key, leases.acquire(request.key))
-        counters.get_hits += 1
-        return Values([Hit(request.key, item.flags, item.cas, item.data)], False)
-    if isinstance(request, LeaseSet):
-        counters.cmd_set += 1
-        if not leases.redeem(request.key, request.token):
-            return Status.NOT_STORED
-        result, _cas = engine.store(
-            StoreMode.ADD, request.key, request.flags, request.exptime, request.data
-        )
-        return Status.STORED if result is storage.StoreResult.STORED else Status.NOT_STORED
-    item = engine.get(request.key)
+def lease_get(ctx: Context, request: LeaseGet) -> Response:
+    """A get that hands out a fill lease on a miss."""
+    ctx.counters.cmd_get += 1
+    item = ctx.engine.fetch(request.key)
+    if item is None:
+        ctx.counters.get_misses += 1
+        return LeaseMiss(request.key, ctx.leases.acquire(request.key))
+    ctx.counters.get_hits += 1
+    return Values([Hit(request.key, item.flags, item.cas, item.data)], False)
+
+
+def lease_set(ctx: Context, request: LeaseSet) -> Status:
+    """An add, with the live lease token only."""
+    ctx.counters.cmd_set += 1
+    if not ctx.leases.redeem(request.key, request.token):
+        return Status.NOT_STORED
+    outcome = ctx.engine.store(
+        StoreMode.ADD, request.key, request.flags, request.exptime, request.data
+    )
+    return Status.STORED if outcome.__class__ is Item else Status.NOT_STORED
+
+
+def metaget(ctx: Context, request: McrouterMetaget) -> Response:
+    """The item's age and absolute expiry, or ``END`` alone on a miss."""
+    item = ctx.engine.fetch(request.key)
     if item is None:
         return Status.END
-    age = max(engine.now() - item.stored_at, 0)
+    age = max(ctx.engine.now() - item.stored_at, 0)
     return MetagetInfo(request.key, age, item.deadline)
+
+
+HANDLERS: dict[type, Handler] = {
+    LeaseGet: lease_get,
+    LeaseSet: lease_set,
+    McrouterMetaget: metaget,
+}

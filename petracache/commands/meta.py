@@ -1,15 +1,18 @@
-"""Runs meta protocol requests (mg ms md ma mn me) against the engine, replying like memcached.
+"""The meta protocol (mg ms md ma mn me): ``(ctx, request) -> Response`` handlers, like memcached.
 
-Strategy: each command reads the live item once (``engine.lookup``), computes the new item
-state in locals, walks the request's flag tokens in order (the reply echoes return flags in
-request order, and ``T``/``N`` take effect at their position: ``t T30`` shows the old TTL),
-and writes at most one new version. Commands run synchronously on the trio thread, so each
-is atomic like every other engine operation.
+Strategy: each command reads the live item once (``Engine.read``), lets ``storage.items``
+compute the new version (the same transitions classic commands use: ``store``, ``delta``,
+``meta_fetched``, ``invalidated``...), walks the request's flag tokens in order with
+``_return_flags`` (the reply echoes return flags in request order, and ``T``/``N`` take
+effect at their position: ``t T30`` shows the old TTL), and writes at most one new version
+(``Engine.write``; ``Engine.record_fetch`` when only the fetch state changed). The reply is a
+``MetaReply``, encoded by ``protocol.compose``. Commands run synchronously on the trio
+thread, so each is atomic like every other engine operation.
 
 Per-item meta state lives in the value header (``storage.codec``, format v2): the fetched,
 stale and win-token-sent bits, the binary-key bit, and the last access time. A fetch sets
 the fetched bit and moves the access time only when it is older than 60 s
-(``codec.fetch_is_news``), so a hot item is not rewritten on every read.
+(``items.fetch_is_news``), so a hot item is not rewritten on every read.
 
 Invariants (memcached 1.6's): ``q`` suppresses EN (mg), HD (ms, md) and successful HD/VA
 (ma, except when it created the counter); errors are never suppressed. A stale item's
@@ -18,7 +21,8 @@ first fetch wins (``W``), later ones see ``Z``; any store clears stale/win state
 
 from __future__ import annotations
 
-from petracache.observability.counters import Counters
+from petracache.commands.classic import NON_NUMERIC, count_cas, count_delta
+from petracache.commands.context import Context, Handler
 from petracache.protocol.meta import OPAQUE_TOO_LONG, b64encode_key, opaque_too_long
 from petracache.protocol.meta_requests import (
     MetaArithmetic,
@@ -27,161 +31,195 @@ from petracache.protocol.meta_requests import (
     MetaGet,
     MetaNoop,
     MetaRejected,
-    MetaRequest,
     MetaSet,
 )
-from petracache.protocol.responses import RawReply, Response, Status
+from petracache.protocol.responses import (
+    ErrorReply,
+    MetaCode,
+    MetaDebugReply,
+    MetaReply,
+    Response,
+)
 from petracache.rules import ttl
-from petracache.rules.numbers import U64_MAX, parse_stored_counter
-from petracache.rules.sizes import CAS_SIZE, ITEM_HEADER_SIZE, item_size_ok
-from petracache.storage import codec
+from petracache.rules.sizes import item_size, slab_class
+from petracache.rules.verbs import StoreMode
+from petracache.storage import items
 from petracache.storage.codec import FETCHED, KEY_BINARY, STALE, WIN_SENT, Item
-from petracache.storage.engine import Engine
+from petracache.storage.items import StoreResult
 
-NON_NUMERIC = RawReply(b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n")
-OPAQUE_ERROR = RawReply(OPAQUE_TOO_LONG)
-MN = RawReply(b"MN\r\n")
-SILENT = Status.NOTHING
-
-
-def execute(request: MetaRequest, engine: Engine, counters: Counters) -> Response:
-    """Run one meta request."""
-    if isinstance(request, MetaGet):
-        return _mg(request, engine, counters)
-    if isinstance(request, MetaSet):
-        return _ms(request, engine, counters)
-    if isinstance(request, MetaDelete):
-        return _md(request, engine, counters)
-    if isinstance(request, MetaArithmetic):
-        return _ma(request, engine, counters)
-    if isinstance(request, MetaNoop):
-        return MN
-    if isinstance(request, MetaDebug):
-        return _me(request, engine)
-    if isinstance(request, MetaRejected):
-        counters.protocol_errors += 1
-        return RawReply(request.reply)
-    raise AssertionError(f"unhandled meta request {request!r}")  # pragma: no cover
+OPAQUE_ERROR = ErrorReply(OPAQUE_TOO_LONG)
+MN = MetaReply(MetaCode.MN, [])
+QUIET_HD = MetaReply(MetaCode.HD, [], quiet=True)
+NO_MARK = -1  # a T or N flag that does not apply
+# The return flags each command renders besides O and k (T, N and R act on the walk's TTL).
+MG_FLAGS = b"tcsflhTNR"
+MS_FLAGS = b"cs"
+MA_FLAGS = b"ctTN"
+NO_FLAGS = b""
+_MS_MODES = {
+    "S": StoreMode.SET,
+    "E": StoreMode.ADD,
+    "A": StoreMode.APPEND,
+    "P": StoreMode.PREPEND,
+    "R": StoreMode.REPLACE,
+}
+_STORE_CODES = {
+    StoreResult.NOT_STORED: MetaCode.NS,
+    StoreResult.EXISTS: MetaCode.EX,
+    StoreResult.NOT_FOUND: MetaCode.NF,
+}
 
 
-# -- reply pieces ----------------------------------------------------------------------------
+# -- return flags ------------------------------------------------------------------------------
 
 
-def key_flag(key: bytes, binary: bool) -> bytes:
-    """`` k<key>``; a binary key is printed base64-encoded and followed by `` b``."""
-    if binary:
-        return b" k" + b64encode_key(key) + b" b"
-    return b" k" + key
+def _return_flags(
+    out: list[bytes],
+    tokens: tuple[bytes, ...],
+    letters: bytes,
+    key: bytes,
+    binary: bool,
+    now: int = 0,
+    item: Item | None = None,
+    *,
+    cas: int = 0,
+    size: int = 0,
+    deadline: int = 0,
+    t_mark: int = 0,
+    n_mark: int = NO_MARK,
+    recache: int = 0,
+) -> tuple[bool, int, bool]:
+    """Append the return flags of ``tokens`` to ``out``, in request order.
 
+    ``O`` and ``k`` are echoed for every command; of the other letters only ``letters``.
+    ``c`` and ``s`` show ``cas`` and ``size``; ``f``, ``l`` and ``h`` come from ``item``;
+    ``t`` shows the TTL in effect at its position: ``deadline``, then ``t_mark`` after a
+    ``T`` and ``n_mark`` after an ``N`` (when it applies). ``R`` wins the token if that TTL
+    is below ``recache``; an applying ``N`` wins it too.
 
-def _ttl_flag(deadline: int, now: int) -> bytes:
-    """`` t<seconds left>``, `` t-1`` for an item that never expires."""
-    if deadline == ttl.NEVER:
-        return b" t-1"
-    return b" t%d" % max(deadline - now, 0)
-
-
-def _echo_flags(tokens: tuple[bytes, ...], key: bytes, binary: bool) -> bytes | None:
-    """The O and k return flags of a reply without an item; None if an opaque is too long."""
-    out = b""
+    Returns:
+        (False if an opaque is too long (the walk stops there), the TTL in effect where the
+        walk stopped, whether N or R won the token).
+    """
+    won = False
     for token in tokens:
         first = token[0]
         if first == 79:  # O
             if opaque_too_long(token):
-                return None
-            out += b" " + token
+                return False, deadline, won
+            out.append(token)
         elif first == 107:  # k
-            out += key_flag(key, binary)
-    return out
+            if binary:
+                out.append(b"k" + b64encode_key(key))
+                out.append(b"b")
+            else:
+                out.append(b"k" + key)
+        elif first not in letters:
+            continue
+        elif first == 99:  # c
+            out.append(b"c%d" % cas)
+        elif first == 115:  # s
+            out.append(b"s%d" % size)
+        elif first == 116:  # t
+            out.append(b"t%d" % ttl.remaining(deadline, now))
+        elif first == 84:  # T
+            deadline = t_mark
+        elif first == 78:  # N
+            if n_mark != NO_MARK:
+                deadline, won = n_mark, True
+        elif first == 82:  # R
+            won = won or (recache != 0 and deadline != 0 and deadline < recache)
+        elif item is not None:
+            out.append(_item_flag(first, item, now))
+    return True, deadline, won
+
+
+def _item_flag(letter: int, item: Item, now: int) -> bytes:
+    """One of an item's state flags: f (client flags), l (seconds since access), h (hit)."""
+    if letter == 102:  # f
+        return b"f%d" % item.flags
+    if letter == 108:  # l
+        return b"l%d" % max(now - item.last_access, 0)
+    return b"h1" if item.bits & FETCHED else b"h0"  # h
+
+
+def _no_item(
+    code: MetaCode, tokens: tuple[bytes, ...], key: bytes, binary: bool, quiet: bool = False
+) -> Response:
+    """A reply without an item: the code and the echoed O and k flags."""
+    out: list[bytes] = []
+    if not _return_flags(out, tokens, NO_FLAGS, key, binary)[0]:
+        return OPAQUE_ERROR
+    return MetaReply(code, out, None, quiet)
 
 
 # -- mg ----------------------------------------------------------------------------------------
 
 
-def _mg(r: MetaGet, engine: Engine, counters: Counters) -> Response:
+def mg(ctx: Context, r: MetaGet) -> Response:
+    """mg: a get whose flags choose what the reply shows and how the item's state moves."""
+    engine = ctx.engine
     now = engine.now()
-    item = engine.lookup(r.key, now)
+    item = engine.read(r.key, now)
     created = False
-    if item is None and r.vivify is not None:
-        cas = r.new_cas or engine.next_cas()
-        item = Item(0, ttl.NEVER, now, cas, b"", now, 0)
-        created = True
     if item is None:
-        return _mg_miss(r, counters)
-
-    deadline, bits, last_access = item.deadline, item.bits, item.last_access
-    won = ttl_set = False
-    out = [b"VA %d" % len(item.data) if r.value else b"HD"]
-    error = False
-    for token in r.tokens:
-        first = token[0]
-        if first == 84:  # T
-            ttl_set = True
-            deadline = ttl.deadline(r.ttl or 0, now)
-        elif first == 78:  # N
-            if created:
-                deadline = ttl.deadline(r.vivify or 0, now)
-                won = True
-        elif first == 82:  # R
-            recache = ttl.deadline(r.recache or 0, now)
-            if not bits & WIN_SENT and not created and deadline and deadline < recache:
-                won = True
-        elif first == 115:  # s
-            out.append(b" s%d" % len(item.data))
-        elif first == 116:  # t
-            out.append(_ttl_flag(deadline, now))
-        elif first == 99:  # c
-            out.append(b" c%d" % item.cas)
-        elif first == 102:  # f
-            out.append(b" f%d" % item.flags)
-        elif first == 108:  # l
-            out.append(b" l%d" % max(now - last_access, 0))
-        elif first == 104:  # h
-            out.append(b" h1" if bits & FETCHED else b" h0")
-        elif first == 79:  # O
-            if opaque_too_long(token):
-                error = True
-                break
-            out.append(b" " + token)
-        elif first == 107:  # k
-            out.append(key_flag(r.key, bool(bits & KEY_BINARY)))
-    if not error:
-        if bits & WIN_SENT:
-            out.append(b" Z")
-        if bits & STALE:
-            out.append(b" X")
-            if not bits & WIN_SENT:
-                won = True
-        if won:
-            out.append(b" W")
-            bits |= WIN_SENT
-    if not r.no_update and (not error or not _locked(r.tokens)):
-        bits, last_access = bits | FETCHED, codec.accessed(last_access, now)
-
-    new = item._replace(deadline=deadline, bits=bits, last_access=last_access)
+        if r.vivify is None:
+            return _mg_miss(ctx, r)
+        item = items.created(0, ttl.NEVER, b"", now, r.new_cas or engine.next_cas())
+        created = True
+    bits = item.bits
+    flags: list[bytes] = []
+    ok, deadline, won = _return_flags(
+        flags,
+        r.tokens,
+        MG_FLAGS,
+        r.key,
+        bool(bits & KEY_BINARY),
+        now,
+        item,
+        cas=item.cas,
+        size=len(item.data),
+        deadline=item.deadline,
+        t_mark=ttl.deadline(r.ttl, now) if r.ttl is not None else 0,
+        n_mark=ttl.deadline(r.vivify or 0, now) if created else NO_MARK,
+        recache=0
+        if r.recache is None or created or bits & WIN_SENT
+        else ttl.deadline(r.recache, now),
+    )
+    won = ok and items.wins_token(item, won)
+    if ok:
+        _win_flags(flags, bits, won)
+    record = not r.no_update and (ok or not _locked(r.tokens))
+    new = items.meta_fetched(item, deadline, won, record, now)
     if created:
-        engine.put(r.key, 0, deadline, b"", now, cas=item.cas, bits=bits, last_access=now)
-    elif new._replace(bits=new.bits & ~FETCHED, last_access=0) == item._replace(
-        bits=item.bits & ~FETCHED, last_access=0
-    ):
-        if new != item:  # only the fetch record changed
+        engine.write(r.key, new, None)
+    elif items.only_fetch_differs(new, item):
+        if new != item:
             engine.record_fetch(r.key, new)
     else:
-        engine.rewrite(r.key, new, item)
-    if error:
+        engine.write(r.key, new, item, link=False)
+    if not ok:
         return OPAQUE_ERROR
-
-    if ttl_set:
+    counters = ctx.counters
+    if r.ttl is not None:
         counters.cmd_touch += 1
         counters.touch_hits += 1
     else:
         counters.cmd_get += 1
         counters.get_hits += 1
-    out.append(b"\r\n")
     if r.value:
-        out.append(item.data)
-        out.append(b"\r\n")
-    return RawReply(b"".join(out))
+        return MetaReply(MetaCode.VA, flags, item.data)
+    return MetaReply(MetaCode.HD, flags)
+
+
+def _win_flags(flags: list[bytes], bits: int, won: bool) -> None:
+    """Z (a token was already sent), X (stale), W (this fetch won the token)."""
+    if bits & WIN_SENT:
+        flags.append(b"Z")
+    if bits & STALE:
+        flags.append(b"X")
+    if won:
+        flags.append(b"W")
 
 
 def _locked(tokens: tuple[bytes, ...]) -> bool:
@@ -191,257 +229,191 @@ def _locked(tokens: tuple[bytes, ...]) -> bool:
     return any(t[0] in b"hlTNR" for t in tokens)
 
 
-def _mg_miss(r: MetaGet, counters: Counters) -> Response:
+def _mg_miss(ctx: Context, r: MetaGet) -> Response:
+    counters = ctx.counters
     if r.ttl is not None:
         counters.cmd_touch += 1
         counters.touch_misses += 1
     else:
         counters.cmd_get += 1
         counters.get_misses += 1
-    echoed = _echo_flags(r.tokens, r.key, r.binary)
-    if echoed is None:
-        return OPAQUE_ERROR
-    if r.quiet:
-        return SILENT
-    return RawReply(b"EN" + echoed + b"\r\n")
+    return _no_item(MetaCode.EN, r.tokens, r.key, r.binary, r.quiet)
 
 
 # -- ms ----------------------------------------------------------------------------------------
 
 
-def _ms(r: MetaSet, engine: Engine, counters: Counters) -> Response:
-    """memcached's do_store_item for ms: C turns set/replace into cas, add ignores C."""
-    counters.cmd_set += 1
-    now = engine.now()
-    old = engine.lookup(r.key, now)
-    mode = r.mode
+def ms(ctx: Context, r: MetaSet) -> Response:
+    """ms: memcached's do_store_item; C turns set/replace into cas, add ignores C."""
+    ctx.counters.cmd_set += 1
     compare = r.compare_cas
-    cas_mode = compare is not None and mode in ("S", "R")
-    flags, deadline, data = r.client_flags, ttl.deadline(r.ttl, now), r.data
-    bits = KEY_BINARY if r.binary else 0
-    code = b"HD"
-    if cas_mode:
-        if old is None:
-            counters.cas_misses += 1
-            code = b"NF"
-        elif old.cas == compare:
-            counters.cas_hits += 1
-        elif r.invalidate and compare and compare < old.cas:  # C0 never matches
-            # A stale write: keeps the TTL and the win state, marks the item stale.
-            counters.cas_hits += 1
-            deadline = old.deadline
-            bits |= STALE | (old.bits & WIN_SENT)
-        else:
-            counters.cas_badval += 1
-            code = b"EX"
-    elif mode == "E":
-        if old is not None:
-            code = b"NS"
-    elif old is None and mode != "S":
-        if mode in ("A", "P") and r.vivify is not None:
-            deadline = ttl.deadline(r.vivify, now)
-        else:
-            code = b"NS"
-    elif old is not None and mode in ("A", "P"):
-        if compare and compare != old.cas:  # memcached: C0 compares nothing here
-            code = b"EX"
-        else:
-            data = old.data + data if mode == "A" else data + old.data
-            flags, deadline, bits = old.flags, old.deadline, 0
-            if not item_size_ok(len(r.key), flags, len(data), engine.item_size_max):
-                code = b"NS"
-    cas = 0
-    if code == b"HD":
-        cas = engine.put(r.key, flags, deadline, data, now, cas=r.new_cas or 0, old=old, bits=bits)
-    if code == b"HD" and r.quiet:
-        return SILENT
-    out = [code]
-    for token in r.tokens:
-        first = token[0]
-        if first == 79:  # O
-            out.append(b" " + token)
-        elif first == 107:  # k
-            out.append(key_flag(r.key, r.binary))
-        elif first == 99:  # c
-            out.append(b" c%d" % cas)
-        elif first == 115:  # s: the stored item's size (after append), else the request's
-            out.append(b" s%d" % len(data if code == b"HD" else r.data))
-    out.append(b"\r\n")
-    return RawReply(b"".join(out))
+    mode = _MS_MODES[r.mode]
+    if compare is not None and mode in (StoreMode.SET, StoreMode.REPLACE):
+        mode = StoreMode.CAS
+    elif mode is not StoreMode.APPEND and mode is not StoreMode.PREPEND:
+        compare = 0
+    new = ctx.engine.store(
+        mode,
+        r.key,
+        r.client_flags,
+        r.ttl,
+        r.data,
+        compare or 0,
+        cas=r.new_cas or 0,
+        binary_key=r.binary,
+        invalidate=r.invalidate,
+        vivify=r.vivify,
+    )
+    if isinstance(new, Item):
+        if mode is StoreMode.CAS:
+            count_cas(ctx, StoreResult.STORED)
+        if r.quiet:
+            return QUIET_HD
+        # c: the new CAS; s: the stored item's size (after append)
+        code, cas, size = MetaCode.HD, new.cas, len(new.data)
+    else:
+        if mode is StoreMode.CAS:
+            count_cas(ctx, new)
+        # nothing stored: c0 and the request's size
+        code, cas, size = _STORE_CODES[new], 0, len(r.data)
+    flags: list[bytes] = []
+    _return_flags(flags, r.tokens, MS_FLAGS, r.key, r.binary, cas=cas, size=size)
+    return MetaReply(code, flags)
 
 
 # -- md ----------------------------------------------------------------------------------------
 
 
-def _md(r: MetaDelete, engine: Engine, counters: Counters) -> Response:
+def md(ctx: Context, r: MetaDelete) -> Response:
+    """md: delete, or with ``I`` mark stale, or with ``x`` drop the value and keep the key."""
+    engine = ctx.engine
     now = engine.now()
-    item = engine.lookup(r.key, now)
+    item = engine.read(r.key, now)
     if item is None:
-        counters.delete_misses += 1
-        code = b"NF"
-    elif r.compare_cas is not None and item.cas != r.compare_cas:
-        counters.delete_misses += 1
-        code = b"EX"
+        ctx.counters.delete_misses += 1
+        return _no_item(MetaCode.NF, r.tokens, r.key, r.binary)
+    if r.compare_cas is not None and item.cas != r.compare_cas:
+        ctx.counters.delete_misses += 1
+        return _no_item(MetaCode.EX, r.tokens, r.key, r.binary)
+    current = item
+    if r.drop_value:
+        # newer memcached: replace with an empty item (flags F, TTL T), same CAS unless E.
+        deadline = ttl.deadline(r.ttl or 0, now)
+        current = items.created(r.client_flags, deadline, b"", now, r.new_cas or item.cas)
+    if r.invalidate:
+        deadline = current.deadline if r.ttl is None else ttl.deadline(r.ttl, now)
+        cas = r.new_cas or engine.next_cas()
+        engine.write(r.key, items.invalidated(current, deadline, cas), item, link=False)
     else:
-        code = b"HD"
-        current = item
+        ctx.counters.delete_hits += 1
         if r.drop_value:
-            # newer memcached: replace with an empty item (flags F, TTL T), same CAS unless E.
-            deadline = ttl.deadline(r.ttl or 0, now)
-            current = Item(r.client_flags, deadline, now, r.new_cas or item.cas, b"", now, 0)
-        if r.invalidate:
-            deadline = current.deadline
-            if r.ttl is not None:
-                deadline = ttl.deadline(r.ttl, now)
-            bits = (current.bits | STALE) & ~WIN_SENT
-            cas = r.new_cas or engine.next_cas()
-            engine.rewrite(r.key, current._replace(deadline=deadline, bits=bits, cas=cas), item)
+            engine.write(r.key, current, item, link=False)
         else:
-            counters.delete_hits += 1
-            if r.drop_value:
-                engine.rewrite(r.key, current, item)
-            else:
-                engine.delete_item(r.key, item)
-        if r.quiet:
-            return SILENT
-    return RawReply(code + (_echo_flags(r.tokens, r.key, r.binary) or b"") + b"\r\n")
+            engine.remove(r.key, item)
+    if r.quiet:
+        return QUIET_HD
+    return _no_item(MetaCode.HD, r.tokens, r.key, r.binary)
 
 
 # -- ma ----------------------------------------------------------------------------------------
 
 
-def _ma(r: MetaArithmetic, engine: Engine, counters: Counters) -> Response:
+def ma(ctx: Context, r: MetaArithmetic) -> Response:
+    """ma: incr/decr through ``items.delta``; ``N`` creates a missing counter."""
+    engine = ctx.engine
     now = engine.now()
-    item = engine.lookup(r.key, now)
-    created = False
+    item = engine.read(r.key, now)
     if item is None:
         if r.vivify is None:
-            if r.incr:
-                counters.incr_misses += 1
-            else:
-                counters.decr_misses += 1
-            return _no_item_reply(b"NF", r)
+            count_delta(ctx, r.incr, False)
+            return _no_item(MetaCode.NF, r.tokens, r.key, r.binary)
         number = b"%d" % r.initial
-        item = Item(0, ttl.NEVER, now, r.new_cas or engine.next_cas(), number, now, 0)
-        new = item
-        created = True
-    elif r.compare_cas and item.cas != r.compare_cas:  # memcached: C0 compares nothing
-        return _no_item_reply(b"EX", r)
-    else:
-        value = parse_stored_counter(item.data)
-        if value is None:
-            return NON_NUMERIC
-        value = (value + r.delta) & U64_MAX if r.incr else max(value - r.delta, 0)
-        number = b"%d" % value
-        digits = number.ljust(len(item.data)) if len(number) < len(item.data) else number
-        last_access, bits = codec.after_delta(item, digits, now)
-        cas = r.new_cas or engine.next_cas()
-        new = item._replace(data=digits, stored_at=now, cas=cas, last_access=last_access, bits=bits)
-        if r.incr:
-            counters.incr_hits += 1
-        else:
-            counters.decr_hits += 1
+        new = items.created(0, ttl.NEVER, number, now, r.new_cas or engine.next_cas())
+        return _ma_reply(ctx, r, None, new, number, now)
+    if r.compare_cas and item.cas != r.compare_cas:  # memcached: C0 compares nothing
+        return _no_item(MetaCode.EX, r.tokens, r.key, r.binary)
+    counter = items.delta(item, r.delta, r.incr, now, engine.next_cas, r.new_cas or 0)
+    if counter.__class__ is not Item:  # DeltaResult.NON_NUMERIC
+        return NON_NUMERIC
+    count_delta(ctx, r.incr, True)
+    return _ma_reply(ctx, r, item, counter, counter.data.rstrip(b" "), now)
 
-    # memcached applies T and N to the item it hands back: the live one when the counter
-    # was created or rewritten in place, but the replaced (unlinked) one when the number
-    # grew into a new item; then they only show in a later ``t`` of this same reply.
-    in_place = created or len(new.data) == len(item.data)
-    deadline = new.deadline
-    out = [b"VA %d" % len(number) if r.value else b"HD"]
-    error = False
-    for token in r.tokens:
-        first = token[0]
-        if first == 99:  # c
-            out.append(b" c%d" % new.cas)
-        elif first == 116:  # t
-            out.append(_ttl_flag(deadline, now))
-        elif first == 84:  # T
-            deadline = ttl.deadline(r.ttl or 0, now)
-        elif first == 78:  # N
-            if created:
-                deadline = ttl.deadline(r.vivify or 0, now)
-        elif first == 79:  # O
-            if opaque_too_long(token):
-                error = True
-                break
-            out.append(b" " + token)
-        elif first == 107:  # k
-            out.append(key_flag(r.key, r.binary))
-    engine.put(
+
+def _ma_reply(
+    ctx: Context, r: MetaArithmetic, old: Item | None, new: Item, number: bytes, now: int
+) -> Response:
+    """Walk ma's flags, write the counter, reply.
+
+    memcached applies T and N to the item it hands back: the live one when the counter was
+    created or rewritten in place, but the replaced (unlinked) one when the number grew into
+    a new item; then they only show in a later ``t`` of this same reply.
+    """
+    created = old is None
+    flags: list[bytes] = []
+    ok, deadline, _won = _return_flags(
+        flags,
+        r.tokens,
+        MA_FLAGS,
         r.key,
-        new.flags,
-        deadline if in_place else new.deadline,
-        new.data,
+        r.binary,
         now,
         cas=new.cas,
-        old=None if created else item,
-        last_access=new.last_access,
-        bits=new.bits,
+        deadline=new.deadline,
+        t_mark=ttl.deadline(r.ttl, now) if r.ttl is not None else 0,
+        n_mark=ttl.deadline(r.vivify or 0, now) if created else NO_MARK,
     )
-    if error:
+    in_place = old is None or len(new.data) == len(old.data)
+    if in_place and deadline != new.deadline:
+        new = new._replace(deadline=deadline)
+    ctx.engine.write(r.key, new, old)
+    if not ok:
         return OPAQUE_ERROR
     if r.quiet and not created:
-        return SILENT
-    out.append(b"\r\n")
+        return QUIET_HD
     if r.value:
-        out.append(number)
-        out.append(b"\r\n")
-    return RawReply(b"".join(out))
+        return MetaReply(MetaCode.VA, flags, number)
+    return MetaReply(MetaCode.HD, flags)
 
 
-def _no_item_reply(code: bytes, r: MetaArithmetic) -> Response:
-    echoed = _echo_flags(r.tokens, r.key, r.binary)
-    if echoed is None:
-        return OPAQUE_ERROR
-    return RawReply(code + echoed + b"\r\n")
+# -- mn, me, rejected ----------------------------------------------------------------------------
 
 
-# -- me ----------------------------------------------------------------------------------------
+def mn(ctx: Context, r: MetaNoop) -> MetaReply:
+    return MN
 
 
-def _me(r: MetaDebug, engine: Engine) -> Response:
+def me(ctx: Context, r: MetaDebug) -> Response:
+    """me: one line of the item's internals, as memcached 1.6.18 prints them."""
+    engine = ctx.engine
     now = engine.now()
-    item = engine.lookup(r.key, now)
+    item = engine.read(r.key, now)
     if item is None:
-        return RawReply(b"EN\r\n")
-    key = b64encode_key(r.key) if item.bits & KEY_BINARY else r.key
-    # memcached 1.6.18 prints now - exptime (so a TTL of 100 s left reads exp=-100).
-    exp = -1 if item.deadline == ttl.NEVER else now - item.deadline
-    size = item_total_size(len(r.key), item.flags, len(item.data))
-    return RawReply(
-        b"ME %b exp=%d la=%d cas=%d fetch=%b cls=%d size=%d\r\n"
-        % (
-            key,
-            exp,
-            max(now - item.last_access, 0),
-            item.cas,
-            b"yes" if item.bits & FETCHED else b"no",
-            slab_class(size, engine.item_size_max),
-            size,
-        )
+        return MetaReply(MetaCode.EN, [])
+    size = item_size(len(r.key), item.flags, len(item.data))
+    return MetaDebugReply(
+        b64encode_key(r.key) if item.bits & KEY_BINARY else r.key,
+        # memcached 1.6.18 prints now - exptime (so a TTL of 100 s left reads exp=-100).
+        -1 if item.deadline == ttl.NEVER else now - item.deadline,
+        max(now - item.last_access, 0),
+        item.cas,
+        bool(item.bits & FETCHED),
+        slab_class(size, engine.item_size_max),
+        size,
     )
 
 
-def item_total_size(key_length: int, flags: int, data_length: int) -> int:
-    """memcached's ``ITEM_ntotal`` for this item (what ``me`` reports as ``size``)."""
-    suffix = 4 if flags else 0
-    return ITEM_HEADER_SIZE + key_length + 1 + suffix + data_length + 2 + CAS_SIZE
+def rejected(ctx: Context, r: MetaRejected) -> ErrorReply:
+    """An ms the parser refused once its data length was known (its data is swallowed)."""
+    ctx.counters.protocol_errors += 1
+    return ErrorReply(r.reply)
 
 
-def slab_class(size: int, item_size_max: int) -> int:
-    """The slab class memcached (default ``-n 48 -f 1.25``) would store ``size`` bytes in.
-
-    petracache has no slabs; ``me`` reports the class a memcached with the same item size
-    limit would use, so tools that read ``cls=`` see familiar numbers.
-    """
-    chunk_max = max(item_size_max // 2, 1)
-    chunk = ITEM_HEADER_SIZE + 48
-    cls = 1
-    while chunk < chunk_max / 1.25:
-        if chunk % 8:
-            chunk += 8 - chunk % 8
-        if size <= chunk:
-            return cls
-        cls += 1
-        chunk = int(chunk * 1.25)
-    return cls
+HANDLERS: dict[type, Handler] = {
+    MetaGet: mg,
+    MetaSet: ms,
+    MetaDelete: md,
+    MetaArithmetic: ma,
+    MetaNoop: mn,
+    MetaDebug: me,
+    MetaRejected: rejected,
+}

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from petracache.protocol.responses import ErrorReply, PrefixDump, Response, Status
+
 DELIMITER = 0x3A  # ":"
 PREFIX_HASH_SIZE = 256  # memcached stats_prefix.c
+USAGE = ErrorReply(b"CLIENT_ERROR usage: stats detail on|off|dump\r\n")
 
 
 def murmur3_32(data: bytes, seed: int = 0) -> int:
@@ -90,30 +93,27 @@ class PrefixStats:
     def clear(self) -> None:
         self.table.clear()
 
-    def dump(self) -> bytes:
-        """``PREFIX <p> get <n> hit <n> set <n> del <n>`` lines then ``END``."""
+    def dump(self) -> PrefixDump:
+        """The rows of ``stats detail dump``, in memcached's order."""
         order = sorted(
             enumerate(self.table),
             key=lambda item: (murmur3_32(item[1]) % PREFIX_HASH_SIZE, -item[0]),
         )
-        lines = []
+        rows = []
         for _, prefix in order:
             gets, hits, sets, deletes = self.table[prefix]
-            lines.append(
-                b"PREFIX %b get %d hit %d set %d del %d\r\n" % (prefix, gets, hits, sets, deletes)
-            )
-        lines.append(b"END\r\n")
-        return b"".join(lines)
+            rows.append((prefix, gets, hits, sets, deletes))
+        return PrefixDump(rows)
 
-    def command(self, args: list[bytes]) -> bytes:
+    def command(self, args: list[bytes]) -> Response:
         """The reply to ``stats detail <args>`` (memcached's ``process_stats_detail``)."""
         word = args[0] if args else b""
         if word == b"on":
             self.enabled = True
-            return b"OK\r\n"
+            return Status.OK
         if word == b"off":
             self.enabled = False
-            return b"OK\r\n"
+            return Status.OK
         if word == b"dump":
             return self.dump()
-        return b"CLIENT_ERROR usage: stats detail on|off|dump\r\n"
+        return USAGE

@@ -11,9 +11,9 @@ import resource
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
-from petracache.observability.counters import Counters
+from petracache.observability.counters import Counters, counts
 from petracache.rules.versions import SERVER_VERSION
 from petracache.storage.engine import Engine
 
@@ -28,29 +28,13 @@ class ServerInfo:
     threads: int = 1
     verbosity: int = 0
     extra_settings: Callable[[], list[tuple[str, str]]] | None = None
-    engine_baseline: dict[str, int] = field(default_factory=dict)
     auth_enabled: bool = False  # memcached lists auth_cmds/auth_errors only with -Y
 
 
-def _engine_counts(engine: Engine) -> dict[str, int]:
-    """The engine's monotonic counters, flattened (``extra`` holds optional ones)."""
-    ec = engine.counters
-    counts = dict(ec.extra)
-    for f in fields(ec):
-        value = getattr(ec, f.name)
-        if isinstance(value, int):
-            counts[f.name] = value
-    return counts
-
-
-def reset_stats(counters: Counters, engine: Engine, info: ServerInfo) -> None:
-    """``stats reset``: rebase the counters memcached's stats_reset zeroes.
-
-    Nothing is actually zeroed (``/metrics`` stays monotonic); ``stats`` subtracts the
-    values recorded here.
-    """
-    counters.reset()
-    info.engine_baseline = _engine_counts(engine)
+def reset_stats(counters: Counters, engine: Engine) -> None:
+    """``stats reset``: rebase the counters memcached's stats_reset zeroes (the request
+    counters and the engine's). Nothing is zeroed: ``/metrics`` stays monotonic."""
+    counters.reset(counts(engine.counters))
 
 
 def general_stats(counters: Counters, engine: Engine, info: ServerInfo) -> list[tuple[str, str]]:
@@ -59,8 +43,7 @@ def general_stats(counters: Counters, engine: Engine, info: ServerInfo) -> list[
     usage = resource.getrusage(resource.RUSAGE_SELF)
     db = engine.statistics()
     c = counters.since_reset()
-    base = info.engine_baseline
-    ec = {name: value - base.get(name, 0) for name, value in _engine_counts(engine).items()}
+    ec = counters.since_reset(counts(engine.counters))
     values: list[tuple[str, object]] = [
         ("pid", os.getpid()),
         ("uptime", int(now - info.started)),

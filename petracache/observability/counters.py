@@ -6,12 +6,14 @@ update, nothing more. ``stats`` and ``/metrics`` read them when asked (collect o
 Invariant: the fields only ever grow (gauges excepted), so ``/metrics`` stays a proper
 Prometheus counter. ``stats reset`` does not zero them; it records a baseline, and
 ``since_reset`` reports each counter minus its baseline, which is what memcached's
-``stats`` shows after a reset.
+``stats`` shows after a reset. That one baseline covers the storage engine's counters too
+(``storage.engine.EngineCounters``, flattened by ``counts``): one reset for every counter.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 # Gauges are current values: ``stats reset`` leaves them alone (memcached keeps
 # curr_connections too).
@@ -51,17 +53,37 @@ class Counters:
     curr_connections: int = 0
     baseline: dict[str, int] = field(default_factory=dict, repr=False)
 
-    def reset(self) -> None:
-        """``stats reset``: from now on ``since_reset`` counts from the current values."""
-        self.baseline = {
-            name: value for name, value in self.snapshot().items() if name not in GAUGES
-        }
+    def reset(self, *others: dict[str, int]) -> None:
+        """``stats reset``: from now on ``since_reset`` counts from the current values.
+
+        Args:
+            others: more counters to rebase with these (the engine's, from ``counts``).
+        """
+        base = {name: value for name, value in self.snapshot().items() if name not in GAUGES}
+        for values in others:
+            base.update(values)
+        self.baseline = base
 
     def snapshot(self) -> dict[str, int]:
         """Every counter's absolute value, by name (what ``/metrics`` exports)."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "baseline"}
 
-    def since_reset(self) -> dict[str, int]:
-        """Every counter minus its value at the last ``stats reset`` (what ``stats`` shows)."""
+    def since_reset(self, values: dict[str, int] | None = None) -> dict[str, int]:
+        """Each counter minus its value at the last ``stats reset`` (what ``stats`` shows).
+
+        Args:
+            values: other counters (``counts`` of the engine's) instead of these.
+        """
         base = self.baseline
-        return {name: value - base.get(name, 0) for name, value in self.snapshot().items()}
+        current = self.snapshot() if values is None else values
+        return {name: value - base.get(name, 0) for name, value in current.items()}
+
+
+def counts(obj: Any) -> dict[str, int]:
+    """A counters dataclass's integer fields by name, plus its optional ``extra`` dict."""
+    out: dict[str, int] = dict(getattr(obj, "extra", {}))
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, int):
+            out[f.name] = value
+    return out

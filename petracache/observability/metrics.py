@@ -27,8 +27,17 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from petracache.observability.counters import Counters
+from petracache.protocol.meta_requests import MetaSet
 from petracache.protocol.requests import Arithmetic, Get, Request, Store, TooLarge
-from petracache.protocol.responses import ErrorReply, Number, Response, Status, Values
+from petracache.protocol.responses import (
+    ErrorReply,
+    MetaCode,
+    MetaReply,
+    Number,
+    Response,
+    Status,
+    Values,
+)
 from petracache.rules.verbs import StoreMode
 from petracache.storage.engine import Engine
 
@@ -57,6 +66,16 @@ _STATUS_RESULTS.update(
 )
 # Keyed by id(): Enum.__hash__ is Python code, id() and int hashing are not.
 _STATUS_BY_ID = {id(status): result for status, result in _STATUS_RESULTS.items()}
+# Meta codes by id() as well; HD and VA are "stored" for ms and "hit" for mg, md and ma
+# (what STORED, DELETED and an incr's number count as).
+_META_RESULTS = {
+    id(MetaCode.EN): "miss",
+    id(MetaCode.NS): "not_stored",
+    id(MetaCode.NF): "not_found",
+    id(MetaCode.EX): "exists",
+    id(MetaCode.MN): "ok",
+}
+_META_SUCCESS = (id(MetaCode.HD), id(MetaCode.VA))
 _GET_NAMES = ("get", "gets", "gat", "gats")  # index: 2 * (exptime given) + return_cas
 _STORE_NAMES = {id(mode): mode.value for mode in StoreMode}  # by id() too
 
@@ -144,6 +163,12 @@ class RequestMetrics:
                 if hits:
                     results["hit"] = results.get("hit", 0) + hits
                 return response
+            elif rcls is MetaReply:
+                code = id(response.code)  # type: ignore[union-attr]
+                if code in _META_SUCCESS:
+                    result = "stored" if cls is MetaSet else "hit"
+                else:
+                    result = _META_RESULTS[code]
             elif rcls is Number:
                 result = "hit"
             elif rcls is ErrorReply:

@@ -1,13 +1,18 @@
-"""Response -> bytes. Pure functions; the only place reply formats are spelled out."""
+"""Response -> bytes. Pure functions; the only place reply formats are spelled out.
+
+The common replies (``Status``, ``Values``, ``MetaReply``) are tested first.
+"""
 
 from __future__ import annotations
 
 from petracache.protocol.responses import (
     ErrorReply,
     LeaseMiss,
+    MetaDebugReply,
     MetagetInfo,
+    MetaReply,
     Number,
-    RawReply,
+    PrefixDump,
     Response,
     StatsReply,
     Status,
@@ -30,12 +35,27 @@ def encode_values(values: Values) -> bytes:
     return b"".join(parts)
 
 
+def encode_meta(reply: MetaReply) -> bytes:
+    """``<code>[ <flag>...]\\r\\n``; ``VA`` is ``VA <bytes>[ <flag>...]\\r\\n<data>\\r\\n``."""
+    if reply.quiet:
+        return b""
+    value = reply.value
+    head = reply.code.value if value is None else b"VA %d" % len(value)
+    if reply.flags:
+        head = b" ".join([head, *reply.flags])
+    if value is None:
+        return head + b"\r\n"
+    return b"%b\r\n%b\r\n" % (head, value)
+
+
 def encode(response: Response) -> bytes:
     """Encode any response to its exact memcached wire form."""
     if isinstance(response, Status):
         return response.value
     if isinstance(response, Values):
         return encode_values(response)
+    if isinstance(response, MetaReply):
+        return encode_meta(response)
     if isinstance(response, Number):
         return b"%d\r\n" % response.value
     if isinstance(response, ErrorReply):
@@ -46,8 +66,21 @@ def encode(response: Response) -> bytes:
         return "".join(lines).encode()
     if isinstance(response, VersionReply):
         return b"VERSION %b\r\n" % response.text.encode()
-    if isinstance(response, RawReply):
-        return response.data
+    if isinstance(response, MetaDebugReply):
+        r = response
+        return b"ME %b exp=%d la=%d cas=%d fetch=%b cls=%d size=%d\r\n" % (
+            r.key,
+            r.exp,
+            r.last_access,
+            r.cas,
+            b"yes" if r.fetched else b"no",
+            r.slab_class,
+            r.size,
+        )
+    if isinstance(response, PrefixDump):
+        rows = [b"PREFIX %b get %d hit %d set %d del %d\r\n" % row for row in response.rows]
+        rows.append(b"END\r\n")
+        return b"".join(rows)
     if isinstance(response, LeaseMiss):
         # mcrouter's lease-get grammar: LVALUE <key> <token> <flags> <bytes>, an (empty)
         # data block, END. A bare END would be a parse error there, so a miss is never one.

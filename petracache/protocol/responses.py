@@ -1,7 +1,10 @@
 """Results of executing a command, as the protocol layer understands them.
 
-The executor builds these from storage results; ``compose.encode`` turns them into wire
-bytes. Simple one-line replies are members of ``Status`` whose value is the exact line.
+The commands build these from storage results; ``compose.encode`` turns them into wire
+bytes, and is the only place reply formats are spelled out. Simple one-line replies are
+members of ``Status`` whose value is the exact line; meta replies are ``MetaReply`` (a code,
+the return flags, an optional value). The reply's type and code are also what ``/metrics``
+labels a request's result by.
 """
 
 from __future__ import annotations
@@ -25,6 +28,56 @@ class Status(enum.Enum):
     RESET = b"RESET\r\n"
     ERROR = b"ERROR\r\n"
     NOTHING = b""
+    # cache_memlimit's refusals (memcached proto_text.c process_memlimit_command)
+    MEMLIMIT_TOO_SMALL = b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n"
+    MEMLIMIT_NOT_BYTES = b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes\r\n"
+
+
+class MetaCode(enum.Enum):
+    """A meta reply's status code (memcached protocol.txt, "Meta Commands")."""
+
+    HD = b"HD"  # success, no value
+    VA = b"VA"  # success with a value
+    EN = b"EN"  # mg miss
+    NF = b"NF"  # not found (md, ma, ms in CAS mode)
+    NS = b"NS"  # not stored
+    EX = b"EX"  # CAS mismatch
+    MN = b"MN"  # mn: end of a pipeline
+
+
+@dataclass(slots=True)
+class MetaReply:
+    """A meta reply: ``<code> <flags>`` then, for ``VA``, the value block.
+
+    ``flags`` are the return flags in request order, each a token without its separating
+    space (``b"c42"``, ``b"Oabc"``, ``b"k<key>"``, ``b"b"``). ``quiet``: ``q`` suppressed the
+    reply (nothing is sent), but the result still counts as what it was.
+    """
+
+    code: MetaCode
+    flags: list[bytes]
+    value: bytes | None = None
+    quiet: bool = False
+
+
+@dataclass(slots=True)
+class MetaDebugReply:
+    """``me``: one line of an item's internals (memcached 1.6.18's format)."""
+
+    key: bytes
+    exp: int
+    last_access: int
+    cas: int
+    fetched: bool
+    slab_class: int
+    size: int
+
+
+@dataclass(slots=True)
+class PrefixDump:
+    """``stats detail dump``: ``(prefix, gets, hits, sets, deletes)`` rows then ``END``."""
+
+    rows: list[tuple[bytes, int, int, int, int]]
 
 
 class Hit(NamedTuple):
@@ -71,13 +124,6 @@ class VersionReply:
 
 
 @dataclass(slots=True)
-class RawReply:
-    """Already-encoded reply bytes (used by less common commands with bespoke texts)."""
-
-    data: bytes
-
-
-@dataclass(slots=True)
 class LeaseMiss:
     """A lease-get miss: ``LVALUE <key> <token> <flags> <bytes>`` (token 1 = hot miss)."""
 
@@ -101,7 +147,9 @@ Response: TypeAlias = (
     | ErrorReply
     | StatsReply
     | VersionReply
-    | RawReply
+    | MetaReply
+    | MetaDebugReply
+    | PrefixDump
     | LeaseMiss
     | MetagetInfo
 )

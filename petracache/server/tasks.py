@@ -1,8 +1,9 @@
-"""The background reclaim loop: drives ``storage.reaper.Reclaimer`` from the trio thread.
+"""The background reclaim loop: drives ``storage.reclaim.Reclaimer`` from the trio thread.
 
 Strategy: each ``Reclaimer.step()`` is synchronous and bounded (``BATCH`` items, a few
 milliseconds), so it runs on the trio thread like a client command and cannot interleave
-with one; that is what makes the reaper's check-and-delete race-free (see ``storage.reaper``).
+with one; that is what makes the reclaimer's check-and-delete race-free (see
+``storage.reclaim``).
 Between steps the loop yields. While there is a backlog it sleeps long enough to keep the
 reclaimer to the share of the thread the backlog earns (``Reclaimer.share``: a quarter for a
 fresh expiry backlog, growing with the age of its oldest dead item up to all of it); at full
@@ -39,7 +40,9 @@ class ReclaimTask:
 
     Args:
         reclaimer: the storage-side logic.
-        interval: seconds to sleep when there is no backlog (``[storage] reaper_interval``).
+        interval: seconds to sleep when there is no backlog (``[storage] reaper_interval``:
+            the settings keep their published names, ``reaper_interval`` and
+            ``enable_ttl_compaction``; the code calls the work "reclaim").
     """
 
     def __init__(self, reclaimer: Reclaimer, interval: float) -> None:

@@ -100,37 +100,3 @@ def decode(raw: bytes) -> Item:
         _v, flags, deadline, stored_at, cas = HEADER_V1.unpack_from(raw)
         return Item(flags, deadline, stored_at, cas, raw[HEADER_V1_SIZE:], stored_at, 0)
     raise CorruptValue(f"undecodable value ({len(raw)} bytes, version {raw[:1]!r})")
-
-
-# memcached's ITEM_UPDATE_INTERVAL: an item's access time is only moved when it is older.
-ACCESS_UPDATE_INTERVAL = 60
-
-
-def fetch_is_news(item: Item, now: int) -> bool:
-    """Whether a read of ``item`` changes its recorded state (so it costs a write).
-
-    True at most once for the fetched bit and then once per ``ACCESS_UPDATE_INTERVAL``:
-    a plain ``get`` of a hot item never writes.
-    """
-    return not item.bits & FETCHED or item.last_access < now - ACCESS_UPDATE_INTERVAL
-
-
-def accessed(last_access: int, now: int) -> int:
-    """The access time after an access at ``now``: moved only if older than the interval."""
-    return now if last_access < now - ACCESS_UPDATE_INTERVAL else last_access
-
-
-def fetched(item: Item, now: int) -> Item:
-    """``item`` after a fetch at ``now``: fetched bit set, access time moved if it was old."""
-    return item._replace(bits=item.bits | FETCHED, last_access=accessed(item.last_access, now))
-
-
-def after_delta(item: Item, digits: bytes, now: int) -> tuple[int, int]:
-    """(last_access, bits) after incr/decr wrote ``digits`` over ``item``'s data.
-
-    memcached rewrites a counter in place when the new number fits (keeping the item's
-    state bits, e.g. stale) and allocates a fresh item otherwise (no bits, accessed now).
-    """
-    if len(digits) == len(item.data):
-        return accessed(item.last_access, now), item.bits
-    return now, 0

@@ -54,11 +54,6 @@ class CommitLog:
         self.untracked += self.written - mark
         self.written = mark
 
-    @property
-    def pending(self) -> bool:
-        """Whether some acknowledged-to-be write is not yet known to be on stable storage."""
-        return self.written > self.synced
-
     def sync(self, target: int) -> int:
         """fsync the WAL; returns ``target`` (the caller passes ``written`` as read on its thread).
 

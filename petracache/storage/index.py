@@ -4,7 +4,7 @@ RocksDB keys items by memcached key, which says nothing about when an item dies 
 is. Two column families answer those questions without scanning live data:
 
 * ``expiry``: ``deadline (u32 BE) | cas (u64 BE) | key`` -> empty. One entry per item
-  version that has a deadline, in deadline order: the reaper reads a prefix of it.
+  version that has a deadline, in deadline order: the reclaimer reads a prefix of it.
 * ``age``: ``cas (u64 BE) | key`` -> empty. One entry per item version, in write order (CAS
   uniques strictly increase): the evictor reads a prefix of it (FIFO by write age).
 
@@ -32,27 +32,15 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-import rocksdict
-
+from petracache.storage import rocks
 from petracache.storage.codec import Item
-from petracache.storage.errors import StorageError
+from petracache.storage.rocks import AGE_CF, EXPIRY_CF
 
-EXPIRY_CF = "expiry"
-AGE_CF = "age"
 INDEX_STATE_KEY = b"index_complete"  # meta key: b"E" and/or b"A" for complete indexes
 _EXPIRY = struct.Struct(">IQ")
 _AGE = struct.Struct(">Q")
 EXPIRY_PREFIX = _EXPIRY.size
 AGE_PREFIX = _AGE.size
-INDEX_WRITE_BUFFER = 8 * 1024 * 1024  # index entries are small: a smaller memtable suffices
-# Each index family gets its own small block cache (RocksDB would otherwise give each one a
-# default 32 MiB cache): the head of an index is read sequentially, so little cache helps.
-INDEX_BLOCK_CACHE = 4 * 1024 * 1024
-# RocksDB's CompactOnDeletionCollector: mark an SST for compaction once 50% of any 1,024
-# consecutive entries are tombstones (the deletion pattern reaping and eviction produce).
-DELETION_WINDOW = 1024
-DELETION_TRIGGER = 512
-DELETION_RATIO = 0.5
 
 
 def expiry_key(deadline: int, cas: int, key: bytes) -> bytes:
@@ -78,30 +66,6 @@ def expiry_deadline_of(raw: bytes) -> int:
     return int(_EXPIRY.unpack_from(raw)[0])
 
 
-def collect_deletions(opts: rocksdict.Options) -> None:
-    """Let RocksDB compact tombstone-dense SST files on its own (compact-on-deletion)."""
-    opts.add_compact_on_deletion_collector_factory(
-        DELETION_WINDOW, DELETION_TRIGGER, DELETION_RATIO
-    )
-
-
-def index_cf_options(write_buffer_size: int) -> rocksdict.Options:
-    """Options for the index families: small memtables and cache, tombstone-driven compaction.
-
-    Their memory is fixed: ``INDEX_BLOCK_CACHE`` plus two memtables of at most
-    ``INDEX_WRITE_BUFFER`` each, per family.
-    """
-    opts = rocksdict.Options(raw_mode=True)
-    opts.set_write_buffer_size(min(write_buffer_size, INDEX_WRITE_BUFFER))
-    opts.set_max_write_buffer_number(2)
-    table = rocksdict.BlockBasedOptions()
-    table.set_block_cache(rocksdict.Cache(INDEX_BLOCK_CACHE))
-    table.set_bloom_filter(10, False)
-    opts.set_block_based_table_factory(table)
-    collect_deletions(opts)
-    return opts
-
-
 class ItemIndex:
     """Writes items together with their index entries.
 
@@ -118,24 +82,18 @@ class ItemIndex:
     ) -> None:
         self._db = db
         self._write_opts = write_opts
-        self.expiry_cf = db.get_column_family(EXPIRY_CF)
-        self.age_cf = db.get_column_family(AGE_CF)
         self._expiry_h = db.get_column_family_handle(EXPIRY_CF)
         self._age_h = db.get_column_family_handle(AGE_CF)
         self.track_expiry = track_expiry
         self.track_age = track_age
         self._meta = meta
         complete = bytes(meta.get(INDEX_STATE_KEY) or b"")
-        if not complete and _empty(db):
+        if not complete and rocks.is_empty(db):
             complete = b"EA"
         # An index not maintained from now on is incomplete from now on.
         self.expiry_complete = track_expiry and b"E" in complete
         self.age_complete = track_age and b"A" in complete
         self._save_state()
-
-    @property
-    def active(self) -> bool:
-        return self.track_expiry or self.track_age
 
     @property
     def needs_backfill(self) -> bool:
@@ -151,37 +109,33 @@ class ItemIndex:
 
     def _save_state(self) -> None:
         state = (b"E" if self.expiry_complete else b"") + (b"A" if self.age_complete else b"")
-        synced = rocksdict.WriteOptions()
-        synced.sync = True
-        try:
-            self._meta.put(INDEX_STATE_KEY, state, synced)
-        except Exception as exc:
-            raise StorageError(f"metadata write failed: {exc}") from exc
+        rocks.put_synced(self._meta, INDEX_STATE_KEY, state)
 
     # -- batches -------------------------------------------------------------------------------
 
-    def drop_entries(self, batch: rocksdict.WriteBatch, key: bytes, old: Item) -> None:
+    def drop_entries(self, batch: Any, key: bytes, old: Item) -> None:
         """Add deletes of ``old``'s index entries to ``batch``."""
         if self.track_expiry and old.deadline:
             batch.delete(expiry_key(old.deadline, old.cas, key), self._expiry_h)
         if self.track_age:
             batch.delete(age_key(old.cas, key), self._age_h)
 
-    def add_entries(self, batch: rocksdict.WriteBatch, key: bytes, deadline: int, cas: int) -> None:
+    def add_entries(self, batch: Any, key: bytes, deadline: int, cas: int) -> None:
         """Add puts of a version's index entries to ``batch``."""
         if self.track_expiry and deadline:
             batch.put(expiry_key(deadline, cas, key), b"", self._expiry_h)
         if self.track_age:
             batch.put(age_key(cas, key), b"", self._age_h)
 
-    def delete_stale(self, batch: rocksdict.WriteBatch, entry: bytes, family: str) -> None:
+    def delete_stale(self, batch: Any, entry: bytes, family: str) -> None:
         batch.delete(entry, self._expiry_h if family == EXPIRY_CF else self._age_h)
 
-    def commit(self, batch: rocksdict.WriteBatch) -> None:
-        try:
-            self._db.write(batch, self._write_opts)
-        except Exception as exc:
-            raise StorageError(f"write failed: {exc}") from exc
+    def commit(self, batch: Any) -> None:
+        rocks.commit_batch(self._db, batch, self._write_opts)
+
+    def batch(self) -> IndexBatch:
+        """A batch of deletes and index entries, for the reclaimer."""
+        return IndexBatch(self)
 
     # -- item writes (the engine's hooks) ------------------------------------------------------
 
@@ -193,7 +147,7 @@ class ItemIndex:
 
     def put(self, key: bytes, value: bytes, deadline: int, cas: int, old: Item | None) -> None:
         """Write an item version and its entries, dropping ``old``'s entries, atomically."""
-        batch = rocksdict.WriteBatch(raw_mode=True)
+        batch = rocks.new_batch()
         if old is not None:
             self.drop_entries(batch, key, old)
         batch.put(key, value)
@@ -202,14 +156,38 @@ class ItemIndex:
 
     def delete(self, key: bytes, old: Item | None) -> None:
         """Delete an item and (when known) its version's entries, atomically."""
-        batch = rocksdict.WriteBatch(raw_mode=True)
+        batch = rocks.new_batch()
         if old is not None:
             self.drop_entries(batch, key, old)
         batch.delete(key)
         self.commit(batch)
 
 
-def _empty(db: Any) -> bool:
-    it = db.iter()
-    it.seek_to_first()
-    return not it.valid()
+class IndexBatch:
+    """Item deletions and index changes gathered by a reclaim step, applied by ``commit``.
+
+    An item is deleted together with its version's entries, so a reclaim step keeps the
+    index exact for everything it deletes (see the module invariants).
+    """
+
+    __slots__ = ("_batch", "_index")
+
+    def __init__(self, index: ItemIndex) -> None:
+        self._index = index
+        self._batch = rocks.new_batch()
+
+    def delete_item(self, key: bytes, item: Item) -> None:
+        """Delete ``key``, whose stored version is ``item``, and that version's entries."""
+        self._index.drop_entries(self._batch, key, item)
+        self._batch.delete(key)
+
+    def delete_entry(self, entry: bytes, family: str) -> None:
+        """Delete a (stale or consumed) entry of the ``expiry`` or ``age`` family."""
+        self._index.delete_stale(self._batch, entry, family)
+
+    def index_item(self, key: bytes, item: Item) -> None:
+        """Add a stored version's entries (backfill)."""
+        self._index.add_entries(self._batch, key, item.deadline, item.cas)
+
+    def commit(self) -> None:
+        self._index.commit(self._batch)

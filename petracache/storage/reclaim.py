@@ -19,6 +19,11 @@ backlog, growing with the age of its oldest dead item; all of it for eviction):
 3. Crawl of the items themselves, only when there is no index to read: after a flush_all
    (every item it covers is deleted) and to backfill an index that was not maintained.
 
+Naming: the code says "reclaim" throughout (``Reclaimer`` here, ``server.tasks.ReclaimTask``
+that schedules it); the ``[storage]`` settings that drive it keep their published names,
+``reaper_interval`` (the idle poll) and ``enable_ttl_compaction`` (maintain the expiry index
+and reap through it), and so do the ``stats`` fields ``expired_reaped``/``flushed_reaped``.
+
 Invariant (no lost update, by construction): every step runs synchronously on the trio
 thread, like every client command, so no command interleaves with a step. A step re-reads
 each item named by an index entry and deletes it only if the stored version is the one the
@@ -30,23 +35,19 @@ worker thread (``server.tasks``), and compaction never changes what a read retur
 
 from __future__ import annotations
 
-import os
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-import rocksdict
 
 from petracache.storage import codec, index as idx
 from petracache.storage.codec import Item
-from petracache.storage.engine import META_CF, Engine
-from petracache.storage.errors import CorruptValue, StorageError
+from petracache.storage.engine import Engine
+from petracache.storage.errors import CorruptValue
+from petracache.storage.index import IndexBatch
+from petracache.storage.rocks import AGE_CF, EXPIRY_CF, FLUSH_STATE
 
 BATCH = 512  # items examined per step
 STEP_BUDGET = 0.002  # seconds of trio-thread time per step: a client waits at most this long
-BUDGET_CHECK_EVERY = 16
 COMPACT_MIN_BYTES = 1 << 20  # reclaimed bytes worth a manual compaction
 # Share of the trio thread a backlog may take (the loop sleeps between steps to honour it):
 # a fresh expiry backlog gets MIN_SHARE; one whose oldest dead item has waited FULL_SPEED_LAG
@@ -58,16 +59,6 @@ HIGH_WATER = 0.55  # share of max_disk_bytes that starts an eviction round
 LOW_WATER = 0.40  # share an eviction round aims for
 ENTRY_OVERHEAD = 24  # RocksDB per-entry bytes (internal key trailer, block index share)
 FLUSH_DONE_KEY = b"flush_reclaimed"  # meta: the flush state whose items are all deleted
-_FLUSH = struct.Struct("<qQ")
-FAMILIES = ("default", idx.EXPIRY_CF, idx.AGE_CF, META_CF)
-
-
-def _property(family: Any, name: str) -> int:
-    """An integer RocksDB property (0 if unavailable)."""
-    try:
-        return int(family.property_int_value(name) or 0)
-    except Exception:
-        return 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,17 +86,7 @@ class Reclaimer:
         timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._engine = engine
-        self._db: Any = engine.raw_db()
-        self._index = engine.index
-        self._meta: Any = self._db.get_column_family(META_CF)
-        self._families: dict[str, Any] = {
-            "default": self._db,
-            idx.EXPIRY_CF: self._index.expiry_cf,
-            idx.AGE_CF: self._index.age_cf,
-            META_CF: self._meta,
-        }
-        self._max_disk = max_disk_bytes if self._index.track_age else 0
-        self._db_path = engine.settings.db_path
+        self._max_disk = max_disk_bytes if engine.tracks_age else 0
         self._timer = timer
         self.counters = engine.counters
         # expiry walk
@@ -119,8 +100,8 @@ class Reclaimer:
         self._other_turn = False
         self.share = 1.0  # of the trio thread the current backlog may take (see MIN_SHARE)
         # crawl (flush reclaim / backfill)
-        raw = self._meta.get(FLUSH_DONE_KEY)
-        self._flush_done: tuple[int, int] = _FLUSH.unpack(raw) if raw else (0, 0)
+        raw = engine.load_state(FLUSH_DONE_KEY)
+        self._flush_done: tuple[int, int] = FLUSH_STATE.unpack(raw) if raw else (0, 0)
         self._crawl_cursor: bytes | None = None
         self._crawl_flush: tuple[int, int] | None = None
         self._crawl_backfill = False
@@ -148,10 +129,10 @@ class Reclaimer:
             more = self._evict(deadline)
             # Eviction reads the age index; while that is being backfilled, the crawl
             # must progress too, so it gets every other step.
-            self._other_turn = self._index.needs_backfill
+            self._other_turn = self._engine.needs_backfill()
             return more or self._other_turn
         self._other_turn = False
-        if self._index.track_expiry and self._expiry_due(now):
+        if self._engine.tracks_expiry and self._expiry_due(now):
             more = self._reap_expired(now, deadline)
         elif self._crawl_due(now):
             self.share = MIN_SHARE  # nothing grows while a crawl waits: lazy checks hold
@@ -168,32 +149,8 @@ class Reclaimer:
     # -- eviction ----------------------------------------------------------------------------
 
     def disk_usage(self) -> int:
-        """What ``max_disk_bytes`` bounds: SST bytes plus the unflushed writes' bytes.
-
-        The unflushed writes are counted once, as the larger of the memtables and the WAL
-        files on disk (a WAL file outlives its memtable's flush until every family's data in
-        it is flushed; without a WAL only the memtables count). SST bytes include the
-        inputs a running compaction still holds.
-        """
-        sst = memtables = 0
-        for family in self._families.values():
-            sst += _property(family, "rocksdb.total-sst-files-size")
-            memtables += _property(family, "rocksdb.cur-size-all-mem-tables")
-        return sst + max(memtables, self._wal_bytes())
-
-    def _wal_bytes(self) -> int:
-        total = 0
-        try:
-            with os.scandir(self._db_path) as entries:
-                for entry in entries:
-                    if entry.name.endswith(".log") and entry.name[:-4].isdigit():
-                        try:
-                            total += entry.stat().st_size
-                        except FileNotFoundError:  # released between listing and stat
-                            continue
-        except OSError:
-            return 0
-        return total
+        """What ``max_disk_bytes`` bounds (``Engine.disk_usage``)."""
+        return self._engine.disk_usage()
 
     def _eviction_due(self) -> bool:
         if self._evict_target > 0:
@@ -208,17 +165,16 @@ class Reclaimer:
         return True
 
     def _evict(self, deadline: float) -> bool:
-        it = self._index.age_cf.iter()
-        it.seek(self._age_cursor)
-        batch = rocksdict.WriteBatch(raw_mode=True)
-        seen: set[bytes] = set()
-        n = 0
         limit = BATCH * (OVER_BOUND_SHARE if self._over_bound else 1)
-        while it.valid() and n < limit and self._evict_target > 0:
-            entry = bytes(it.key())
+        walk = self._engine.walk(AGE_CF, self._age_cursor, limit, deadline, self._timer)
+        batch = self._engine.batch()
+        seen: set[bytes] = set()
+        for entry in walk:
+            if self._evict_target <= 0:
+                break
             cas, key = idx.parse_age_key(entry)
             self._age_cursor = entry + b"\x00"
-            item, size = self._read(key) if key not in seen else (None, 0)
+            item, size = self._engine.stored(key) if key not in seen else (None, 0)
             if item is not None and item.cas == cas:
                 seen.add(key)
                 self._delete_item(batch, key, item, size)
@@ -229,13 +185,9 @@ class Reclaimer:
                 else:
                     self.counters.evictions += 1
             else:
-                self._index.delete_stale(batch, entry, idx.AGE_CF)
-            n += 1
-            it.next()
-            if n % BUDGET_CHECK_EVERY == 0 and self._timer() > deadline:
-                break
-        self._index.commit(batch)
-        if self._evict_target > 0 and it.valid():
+                batch.delete_entry(entry, AGE_CF)
+        batch.commit()
+        if self._evict_target > 0 and walk.more:
             return True
         # Round over (target met or index exhausted): compact, then measure again. A round
         # that found nothing to evict (the age index is still being backfilled) compacts
@@ -248,43 +200,37 @@ class Reclaimer:
         self._request(Compaction("default", None, None))  # covers every pending deletion
         self._pending_bytes = 0
         self._pending_lo = self._pending_hi = None
-        self._request(Compaction(idx.AGE_CF, None, self._age_cursor))
+        self._request(Compaction(AGE_CF, None, self._age_cursor))
         return False
 
     # -- expiry ------------------------------------------------------------------------------
 
     def _expiry_due(self, now: int) -> bool:
-        it = self._index.expiry_cf.iter()
-        it.seek(self._expiry_cursor)
-        return bool(it.valid()) and idx.expiry_deadline_of(bytes(it.key())) <= now
+        head = self._engine.walk(EXPIRY_CF, self._expiry_cursor, 0, 0.0, self._timer).head()
+        return head is not None and idx.expiry_deadline_of(head) <= now
 
     def _reap_expired(self, now: int, deadline: float) -> bool:
-        it = self._index.expiry_cf.iter()
-        it.seek(self._expiry_cursor)
-        if it.valid():
-            lag = now - idx.expiry_deadline_of(bytes(it.key()))
+        walk = self._engine.walk(EXPIRY_CF, self._expiry_cursor, BATCH, deadline, self._timer)
+        head = walk.head()
+        if head is not None:
+            lag = now - idx.expiry_deadline_of(head)
             self.share = min(max(lag / FULL_SPEED_LAG, MIN_SHARE), 1.0)
-        batch = rocksdict.WriteBatch(raw_mode=True)
+        batch = self._engine.batch()
         seen: set[bytes] = set()
-        n = 0
-        while it.valid() and n < BATCH:
-            entry = bytes(it.key())
+        for entry in walk:
             entry_deadline, cas, key = idx.parse_expiry_key(entry)
             if entry_deadline > now:
                 break
             self._expiry_cursor = entry + b"\x00"
-            item, size = self._read(key) if key not in seen else (None, 0)
+            item, size = self._engine.stored(key) if key not in seen else (None, 0)
             if item is not None and item.cas == cas and self._engine.is_dead(item, now):
                 seen.add(key)
                 self._delete_item(batch, key, item, size)
                 self._count_dead(item, now)
-            self._index.delete_stale(batch, entry, idx.EXPIRY_CF)
-            n += 1
-            it.next()
-            if n % BUDGET_CHECK_EVERY == 0 and self._timer() > deadline:
-                break
-        self._index.commit(batch)
-        return bool(it.valid()) and idx.expiry_deadline_of(bytes(it.key())) <= now
+            batch.delete_entry(entry, EXPIRY_CF)
+        batch.commit()
+        head = walk.head()
+        return head is not None and idx.expiry_deadline_of(head) <= now
 
     # -- crawl (flush reclaim, index backfill) -------------------------------------------------
 
@@ -296,37 +242,29 @@ class Reclaimer:
             # A new flush covers more than the crawl in progress (if any): start over.
             self._crawl_flush = state
             self._crawl_cursor = b""
-        if self._crawl_cursor is None and self._index.needs_backfill:
+        if self._crawl_cursor is None and self._engine.needs_backfill():
             self._crawl_backfill = True
             self._crawl_cursor = b""
         return self._crawl_cursor is not None
 
     def _crawl(self, now: int, deadline: float) -> bool:
         assert self._crawl_cursor is not None
-        it = self._db.iter()
-        it.seek(self._crawl_cursor)
-        batch = rocksdict.WriteBatch(raw_mode=True)
-        n = 0
-        while it.valid() and n < BATCH:
-            key = bytes(it.key())
-            raw = bytes(it.value())
+        walk = self._engine.walk("default", self._crawl_cursor, BATCH, deadline, self._timer)
+        batch = self._engine.batch()
+        for key in walk:
+            raw = walk.value()
             self._crawl_cursor = key + b"\x00"
             try:
                 item = codec.decode(raw)
             except CorruptValue:
-                item = None
-            if item is not None:
-                if self._engine.is_dead(item, now):
-                    self._delete_item(batch, key, item, len(key) + len(raw))
-                    self._count_dead(item, now)
-                elif self._crawl_backfill:
-                    self._index.add_entries(batch, key, item.deadline, item.cas)
-            n += 1
-            it.next()
-            if n % BUDGET_CHECK_EVERY == 0 and self._timer() > deadline:
-                break
-        self._index.commit(batch)
-        if it.valid():
+                continue
+            if self._engine.is_dead(item, now):
+                self._delete_item(batch, key, item, len(key) + len(raw))
+                self._count_dead(item, now)
+            elif self._crawl_backfill:
+                batch.index_item(key, item)
+        batch.commit()
+        if walk.more:
             return True
         self._finish_crawl()
         return False
@@ -334,31 +272,17 @@ class Reclaimer:
     def _finish_crawl(self) -> None:
         if self._crawl_flush is not None:
             self._flush_done = self._crawl_flush
-            self._put_meta(FLUSH_DONE_KEY, _FLUSH.pack(*self._flush_done))
+            self._engine.save_state(FLUSH_DONE_KEY, FLUSH_STATE.pack(*self._flush_done))
         if self._crawl_backfill:
-            self._index.mark_complete()
+            self._engine.mark_indexed()
         self._crawl_cursor = None
         self._crawl_flush = None
         self._crawl_backfill = False
 
     # -- shared helpers ------------------------------------------------------------------------
 
-    def _read(self, key: bytes) -> tuple[Item | None, int]:
-        """The stored version under ``key`` (None if absent or undecodable) and its size."""
-        try:
-            raw = self._db.get(key)
-        except Exception as exc:
-            raise StorageError(f"read failed: {exc}") from exc
-        if raw is None:
-            return None, 0
-        try:
-            return codec.decode(raw), len(key) + len(raw)
-        except CorruptValue:
-            return None, 0
-
-    def _delete_item(self, batch: rocksdict.WriteBatch, key: bytes, item: Item, size: int) -> None:
-        self._index.drop_entries(batch, key, item)
-        batch.delete(key)
+    def _delete_item(self, batch: IndexBatch, key: bytes, item: Item, size: int) -> None:
+        batch.delete_item(key, item)
         self.counters.reclaimed_bytes += size
         self._pending_bytes += size
         self._round_bytes += size
@@ -372,14 +296,6 @@ class Reclaimer:
             self.counters.expired_reaped += 1
         else:
             self.counters.flushed_reaped += 1
-
-    def _put_meta(self, key: bytes, value: bytes) -> None:
-        synced = rocksdict.WriteOptions()
-        synced.sync = True
-        try:
-            self._meta.put(key, value, synced)
-        except Exception as exc:
-            raise StorageError(f"metadata write failed: {exc}") from exc
 
     # -- compaction ----------------------------------------------------------------------------
 
@@ -398,7 +314,7 @@ class Reclaimer:
             return
         self._request(Compaction("default", self._pending_lo, self._pending_hi))
         if self._expiry_cursor:
-            self._request(Compaction(idx.EXPIRY_CF, None, self._expiry_cursor))
+            self._request(Compaction(EXPIRY_CF, None, self._expiry_cursor))
         self._pending_bytes = 0
         self._pending_lo = self._pending_hi = None
 
@@ -419,29 +335,16 @@ class Reclaimer:
         return self._requests.pop(family)
 
     def compact(self, job: Compaction) -> int:
-        """Run ``job`` (blocking: call from a worker thread); returns the SST bytes freed.
-
-        ``exclusive_manual_compaction`` is off so RocksDB's own compactions keep running
-        (and writes do not stall behind a long manual compaction).
-        """
-        family = self._families[job.family]
-        before = _property(family, "rocksdb.total-sst-files-size")
-        opts = rocksdict.CompactOptions()
-        opts.set_exclusive_manual_compaction(False)
-        try:
-            family.compact_range(job.begin, job.end, opts)
-        except Exception as exc:
-            raise StorageError(f"compaction failed: {exc}") from exc
-        after = _property(family, "rocksdb.total-sst-files-size")
-        return max(before - after, 0)
+        """Run ``job`` (blocking: call from a worker thread); returns the SST bytes freed."""
+        return self._engine.compact(job.family, job.begin, job.end)
 
     def compaction_done(self, job: Compaction, freed: int) -> None:
         """Record a finished compaction (on the trio thread)."""
         self.counters.compactions += 1
         self.counters.compacted_bytes += freed
-        if job.family == idx.EXPIRY_CF:
+        if job.family == EXPIRY_CF:
             self._expiry_cursor = b""  # tombstones below it are gone; re-seek from the head
-        elif job.family == idx.AGE_CF:
+        elif job.family == AGE_CF:
             self._age_cursor = b""
         elif job.family == "default":
             self._evict_waits_compaction = False

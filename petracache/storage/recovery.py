@@ -12,7 +12,6 @@ child fails for any reason, the server carries on, and its own open reports the 
 
 from __future__ import annotations
 
-import os
 import sys
 
 from petracache.config import StorageSettings
@@ -21,22 +20,6 @@ from petracache.config import StorageSettings
 # (100 MB took about 0.6 s); a child process (about 0.3 s of interpreter start-up) would
 # cost more than the stall it avoids.
 CHILD_RECOVERY_BYTES = 16 * 1024 * 1024
-
-
-def wal_bytes(db_path: str) -> int:
-    """Total size of the RocksDB WAL files (``NNNNNN.log``) in ``db_path``; 0 if none."""
-    try:
-        entries = list(os.scandir(db_path))
-    except OSError:
-        return 0
-    total = 0
-    for entry in entries:
-        if entry.name.endswith(".log") and entry.name[:-4].isdigit():
-            try:
-                total += entry.stat().st_size
-            except OSError:
-                continue
-    return total
 
 
 def main() -> int:

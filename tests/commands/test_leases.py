@@ -13,10 +13,10 @@ from petracache.protocol.requests import (
     LeaseGet,
     LeaseSet,
     McrouterMetaget,
-    StoreMode,
     TooLarge,
 )
 from petracache.protocol.responses import LeaseMiss, MetagetInfo
+from petracache.rules.verbs import StoreMode
 from tests.storage.conftest import Clock
 
 

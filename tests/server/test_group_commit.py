@@ -62,9 +62,9 @@ def test_reads_wait_for_nothing(tmp_path: Path) -> None:
     async def main() -> None:
         engine.store(StoreMode.SET, b"k", 0, 0, b"v")
         mark = committer.mark()
-        engine.get(b"absent")
+        engine.fetch(b"absent")
         writes = engine.commit.writes
-        assert engine.get(b"k") is not None  # a first fetch is recorded on disk...
+        assert engine.fetch(b"k") is not None  # a first fetch is recorded on disk...
         assert engine.commit.writes == writes + 1
         assert await committer.settle(mark) == mark  # ...but the reply waits for no fsync
 

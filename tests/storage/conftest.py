@@ -9,7 +9,10 @@ from typing import Any
 import pytest
 
 from petracache.config import StorageSettings
+from petracache.rules.verbs import StoreMode
+from petracache.storage.codec import Item
 from petracache.storage.engine import Engine
+from petracache.storage.items import DeltaResult, StoreResult
 
 T0 = 1_700_000_000
 
@@ -47,3 +50,34 @@ def engine(tmp_path: Path, clock: Clock) -> Iterator[Engine]:
     eng = open_engine(tmp_path / "db", clock)
     yield eng
     eng.close()
+
+
+def store(
+    engine: Engine,
+    mode: StoreMode,
+    key: bytes,
+    flags: int,
+    exptime: int,
+    data: bytes,
+    cas_unique: int = 0,
+) -> tuple[StoreResult, int]:
+    """A classic store through ``Engine.store``: (result, the new CAS or 0)."""
+    outcome = engine.store(mode, key, flags, exptime, data, cas_unique)
+    if isinstance(outcome, Item):
+        return StoreResult.STORED, outcome.cas
+    return outcome, 0
+
+
+def delta(engine: Engine, key: bytes, amount: int, incr: bool) -> int | DeltaResult:
+    """incr/decr through ``Engine.delta``: the new number, or why there is none."""
+    outcome = engine.delta(key, amount, incr)
+    return int(outcome.data) if isinstance(outcome, Item) else outcome
+
+
+def delete(engine: Engine, key: bytes) -> bool:
+    """A classic delete: read the live item, remove it; False if there was none."""
+    item = engine.read(key, engine.now())
+    if item is None:
+        return False
+    engine.remove(key, item)
+    return True

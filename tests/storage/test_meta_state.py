@@ -1,6 +1,6 @@
 """Per-item meta state (format v2) on a real RocksDB with an injected clock.
 
-Runs meta requests through ``meta_executor`` against a real ``Engine`` so time can move
+Runs meta requests through the meta command handlers against a real ``Engine`` so time can move
 without sleeping: last-access times, the once-per-60-s access update, the fetched bit, stale
 and win flags, TTL flags, and reading values written in format v1. Write counts come from
 the engine's commit counter (every RocksDB write bumps it).
@@ -8,13 +8,15 @@ the engine's commit counter (every RocksDB write bumps it).
 
 from __future__ import annotations
 
-from petracache.commands import meta as meta_executor
+from petracache.commands.context import Context
+from petracache.commands.executor import HANDLERS
+from petracache.commands.stats import ServerInfo
 from petracache.observability.counters import Counters
+from petracache.protocol import compose
 from petracache.protocol.connection import NEED_DATA, MemcacheConnection
-from petracache.protocol.responses import RawReply, Response, Status
 from petracache.storage import codec
 from petracache.storage.engine import Engine, StoreMode
-from tests.storage.conftest import T0, Clock
+from tests.storage.conftest import T0, Clock, delta, store
 
 
 def run(engine: Engine, line: bytes) -> bytes:
@@ -23,11 +25,8 @@ def run(engine: Engine, line: bytes) -> bytes:
     conn.receive_data(line)
     request = conn.next_request()
     assert request is not NEED_DATA
-    response: Response = meta_executor.execute(request, engine, Counters())  # type: ignore[arg-type]
-    if response is Status.NOTHING:
-        return b""
-    assert isinstance(response, RawReply)
-    return response.data
+    info = ServerInfo(max_connections=1, item_size_max=engine.item_size_max)
+    return compose.encode(HANDLERS[type(request)](Context(engine, Counters(), info), request))
 
 
 def writes(engine: Engine) -> int:
@@ -37,25 +36,25 @@ def writes(engine: Engine) -> int:
 def test_get_records_a_fetch_once_then_at_most_every_60_seconds(
     engine: Engine, clock: Clock
 ) -> None:
-    engine.store(StoreMode.SET, b"k", 0, 0, b"v")
+    store(engine, StoreMode.SET, b"k", 0, 0, b"v")
     before = writes(engine)
-    engine.get(b"k")  # first fetch: sets the fetched bit (one write)
+    engine.fetch(b"k")  # first fetch: sets the fetched bit (one write)
     assert writes(engine) == before + 1
     for _ in range(5):
-        engine.get(b"k")
+        engine.fetch(b"k")
     clock.now += 60
-    engine.get(b"k")
+    engine.fetch(b"k")
     assert writes(engine) == before + 1, "a hot item must not be rewritten on every read"
     clock.now += 1  # access time now older than 60 s: one more write
-    engine.get(b"k")
-    engine.get(b"k")
+    engine.fetch(b"k")
+    engine.fetch(b"k")
     assert writes(engine) == before + 2
 
 
 def test_fetch_keeps_cas_deadline_and_data(engine: Engine, clock: Clock) -> None:
-    _result, cas = engine.store(StoreMode.SET, b"k", 7, 100, b"v")
+    _result, cas = store(engine, StoreMode.SET, b"k", 7, 100, b"v")
     clock.now += 61
-    item = engine.get(b"k")
+    item = engine.fetch(b"k")
     assert item is not None
     assert (item.cas, item.deadline, item.flags, item.data) == (cas, T0 + 100, 7, b"v")
     assert item.bits & codec.FETCHED
@@ -74,7 +73,7 @@ def test_hit_and_last_access_flags(engine: Engine, clock: Clock) -> None:
 
 def test_classic_get_counts_as_a_fetch(engine: Engine) -> None:
     run(engine, b"ms k 2\r\nhi\r\n")
-    engine.get(b"k")
+    engine.fetch(b"k")
     assert run(engine, b"mg k h\r\n") == b"HD h1\r\n"
 
 
@@ -107,16 +106,16 @@ def test_stale_while_revalidate(engine: Engine) -> None:
 def test_gat_keeps_stale_state(engine: Engine) -> None:
     run(engine, b"ms k 2\r\nhi\r\n")
     run(engine, b"md k I\r\n")
-    engine.get_and_touch(b"k", 100)
+    engine.touch(b"k", 100)
     assert run(engine, b"mg k t\r\n") == b"HD t100 X W\r\n"
 
 
 def test_in_place_incr_keeps_state_and_a_longer_number_does_not(engine: Engine) -> None:
     run(engine, b"ms n 1\r\n1\r\n")
     run(engine, b"md n I\r\n")
-    assert engine.arithmetic(b"n", 1, True) == 2
+    assert delta(engine, b"n", 1, True) == 2
     assert run(engine, b"mg n v\r\n") == b"VA 1 X W\r\n2\r\n"
-    assert engine.arithmetic(b"n", 100, True) == 102
+    assert delta(engine, b"n", 100, True) == 102
     assert run(engine, b"mg n v\r\n") == b"VA 3\r\n102\r\n"
 
 
@@ -166,7 +165,7 @@ def test_me_reports_this_store(engine: Engine, clock: Clock) -> None:
     assert run(engine, b"me foo\r\n") == (
         b"ME foo exp=-95 la=5 cas=%d fetch=no cls=1 size=64\r\n" % engine.current_cas
     )
-    engine.get(b"foo")
+    engine.fetch(b"foo")
     assert b" fetch=yes " in run(engine, b"me foo\r\n")
     assert run(engine, b"me nope\r\n") == b"EN\r\n"
 
@@ -174,7 +173,7 @@ def test_me_reports_this_store(engine: Engine, clock: Clock) -> None:
 def test_version_1_values_are_still_served(engine: Engine, clock: Clock) -> None:
     raw = codec.HEADER_V1.pack(codec.FORMAT_V1, 5, T0 + 100, T0 - 10, 77) + b"legacy"
     engine.raw_db().put(b"old", raw)
-    item = engine.get(b"old")
+    item = engine.fetch(b"old")
     assert item is not None
     assert (item.flags, item.deadline, item.cas, item.data) == (5, T0 + 100, 77, b"legacy")
     assert run(engine, b"mg old v f c t h\r\n") == b"VA 6 f5 c77 t100 h1\r\nlegacy\r\n"

@@ -1,7 +1,7 @@
 """The background reclaimer against a real RocksDB in tmp_path, with an injected clock.
 
 The reclaimer's steps and compactions are driven synchronously here (the trio loop in
-``server.tasks`` only schedules them), so every interleaving of client writes and reaper
+``server.tasks`` only schedules them), so every interleaving of client writes and reclaim
 steps below is chosen by the test, not by timing.
 """
 
@@ -16,13 +16,13 @@ import pytest
 from petracache.storage import index as idx
 from petracache.storage.engine import Engine, StoreMode
 from petracache.storage.reclaim import Reclaimer
-from tests.storage.conftest import Clock, open_engine
+from tests.storage.conftest import Clock, open_engine, store
 
 VALUE = b"v" * 1000
 
 
-def make_engine(path: Path, clock: Clock, **options: object) -> Engine:
-    defaults: dict[str, object] = {"enable_ttl_compaction": True}
+def make_engine(path: Path, clock: Clock, **options: Any) -> Engine:
+    defaults: dict[str, Any] = {"enable_ttl_compaction": True}
     return open_engine(path, clock, target_file_size_base=256 * 1024, **(defaults | options))
 
 
@@ -62,9 +62,9 @@ def raw_keys(engine: Engine) -> set[bytes]:
 
 def test_reaped_items_disappear_and_their_space_is_compacted(engine: Engine, clock: Clock) -> None:
     for i in range(3000):
-        engine.store(StoreMode.SET, b"ttl:%d" % i, 0, 10, VALUE)
+        engine.set(b"ttl:%d" % i, 0, 10, VALUE)
     for i in range(50):
-        engine.store(StoreMode.SET, b"keep:%d" % i, 0, 0, VALUE)
+        engine.set(b"keep:%d" % i, 0, 0, VALUE)
     engine.flush_memtables()
     full = sst_bytes(engine)
     assert full > 3000 * 1000
@@ -82,13 +82,13 @@ def test_reaped_items_disappear_and_their_space_is_compacted(engine: Engine, clo
     assert engine.counters.compactions >= 1
     assert raw_keys(engine) == {b"keep:%d" % i for i in range(50)}
     assert sst_bytes(engine) < full // 10
-    assert not keys_of(engine.index.expiry_cf)
+    assert not keys_of(engine.family("expiry"))
 
 
-def test_rewritten_keys_survive_the_reaper(engine: Engine, clock: Clock) -> None:
-    """Rewrites between reaper steps (set, touch, gat, cas) are never lost."""
+def test_rewritten_keys_survive_reclaim(engine: Engine, clock: Clock) -> None:
+    """Rewrites between reclaim steps (set, touch, gat, cas) are never lost."""
     for i in range(2000):
-        engine.store(StoreMode.SET, b"k:%04d" % i, 0, 5, b"old")
+        engine.set(b"k:%04d" % i, 0, 5, b"old")
     clock.now += 6
     reclaimer = Reclaimer(engine)
     assert reclaimer.step()  # one bounded step: part of the backlog is reaped
@@ -101,46 +101,46 @@ def test_rewritten_keys_survive_the_reaper(engine: Engine, clock: Clock) -> None
         key = b"k:%04d" % i
         match n % 4:
             case 0:
-                engine.store(StoreMode.SET, key, 0, 0, b"new")  # blind set: stale entry left
+                engine.set(key, 0, 0, b"new")  # blind set: stale entry left
             case 1:
                 assert engine.touch(key, 0)
             case 2:
-                assert engine.get_and_touch(key, 100) is not None
+                assert engine.touch(key, 100) is not None
             case _:
-                old = engine.get(key)
+                old = engine.fetch(key)
                 assert old is not None
-                engine.store(StoreMode.CAS, key, 0, 0, b"cas", cas_unique=old.cas)
-        rewritten[key] = engine.get(key)
+                store(engine, StoreMode.CAS, key, 0, 0, b"cas", old.cas)
+        rewritten[key] = engine.fetch(key)
     clock.now += 6
     drain(reclaimer)
     for key, item in rewritten.items():
         assert item is not None
-        assert engine.get(key) == item, key
+        assert engine.fetch(key) == item, key
     assert engine.counters.expired_reaped == 2000 - len(rewritten)
     assert engine.counters.expired_lazy == 0
 
 
 def test_entry_is_stale_once_the_item_is_rewritten(engine: Engine, clock: Clock) -> None:
-    engine.store(StoreMode.SET, b"a", 0, 5, b"one")
-    engine.store(StoreMode.SET, b"a", 0, 50, b"two")  # blind: the first entry is now stale
-    assert len(keys_of(engine.index.expiry_cf)) == 2
+    engine.set(b"a", 0, 5, b"one")
+    engine.set(b"a", 0, 50, b"two")  # blind: the first entry is now stale
+    assert len(keys_of(engine.family("expiry"))) == 2
     clock.now += 6
     drain(Reclaimer(engine))
-    item = engine.get(b"a")
+    item = engine.fetch(b"a")
     assert item is not None
     assert item.data == b"two"
     assert engine.counters.expired_reaped == 0
-    assert [idx.parse_expiry_key(bytes(k))[2] for k in keys_of(engine.index.expiry_cf)] == [b"a"]
+    assert [idx.parse_expiry_key(bytes(k))[2] for k in keys_of(engine.family("expiry"))] == [b"a"]
 
 
 def test_flush_all_space_is_reclaimed(engine: Engine, clock: Clock) -> None:
     for i in range(2000):
-        engine.store(StoreMode.SET, b"f:%d" % i, 0, 0, VALUE)
+        engine.set(b"f:%d" % i, 0, 0, VALUE)
     engine.flush_memtables()
     full = sst_bytes(engine)
     engine.flush_all(0)
     clock.now += 1
-    engine.store(StoreMode.SET, b"after", 0, 0, b"x")
+    engine.set(b"after", 0, 0, b"x")
     drain(Reclaimer(engine))
     engine.flush_memtables()
     assert engine.counters.flushed_reaped == 2000
@@ -154,7 +154,7 @@ def test_flush_all_space_is_reclaimed(engine: Engine, clock: Clock) -> None:
 
 def test_delayed_flush_is_reclaimed_when_it_takes_effect(engine: Engine, clock: Clock) -> None:
     for i in range(100):
-        engine.store(StoreMode.SET, b"d:%d" % i, 0, 0, b"x")
+        engine.set(b"d:%d" % i, 0, 0, b"x")
     engine.flush_all(10)
     reclaimer = Reclaimer(engine)
     drain(reclaimer)
@@ -178,7 +178,7 @@ def test_eviction_keeps_writes_working_and_never_returns_stale_data(
         for i in range(6000):  # 3x the bound of writes, a quarter of them rewrites
             key = b"e:%d" % (i % 4500)
             value = b"%d:" % i + VALUE
-            engine.store(StoreMode.SET, key, 0, 0, value)
+            engine.set(key, 0, 0, value)
             latest[key] = value
             if i % 200 == 0:
                 drain(reclaimer)
@@ -188,13 +188,13 @@ def test_eviction_keeps_writes_working_and_never_returns_stale_data(
         assert peak < 2 * bound
         hits = 0
         for key, value in latest.items():
-            item = engine.get(key)
+            item = engine.fetch(key)
             if item is not None:
                 hits += 1
                 assert item.data == value, key
         assert 0 < hits < len(latest)
         # FIFO by write age: the most recent writes survived.
-        assert engine.get(b"e:%d" % (5999 % 4500)) is not None
+        assert engine.fetch(b"e:%d" % (5999 % 4500)) is not None
     finally:
         engine.close()
 
@@ -203,18 +203,18 @@ def test_index_is_backfilled_when_reclaim_is_turned_on(tmp_path: Path, clock: Cl
     path = tmp_path / "db"
     engine = make_engine(path, clock, enable_ttl_compaction=False)
     for i in range(300):
-        engine.store(StoreMode.SET, b"b:%d" % i, 0, 5, b"x")
-    engine.store(StoreMode.SET, b"forever", 0, 0, b"x")
-    assert not keys_of(engine.index.expiry_cf)
+        engine.set(b"b:%d" % i, 0, 5, b"x")
+    engine.set(b"forever", 0, 0, b"x")
+    assert not keys_of(engine.family("expiry"))
     engine.close()
     del engine  # column-family handles keep RocksDB's lock until they are released
 
     engine = make_engine(path, clock)
     try:
-        assert engine.index.needs_backfill
+        assert engine.needs_backfill()
         drain(Reclaimer(engine))
-        assert not engine.index.needs_backfill
-        assert len(keys_of(engine.index.expiry_cf)) == 300
+        assert not engine.needs_backfill()
+        assert len(keys_of(engine.family("expiry"))) == 300
         clock.now += 6
         drain(Reclaimer(engine))
         assert engine.counters.expired_reaped == 300
@@ -227,17 +227,17 @@ def test_eviction_turned_on_later_backfills_while_it_evicts(tmp_path: Path, cloc
     path = tmp_path / "db"
     engine = make_engine(path, clock)
     for i in range(3000):
-        engine.store(StoreMode.SET, b"old:%d" % i, 0, 0, VALUE)
+        engine.set(b"old:%d" % i, 0, 0, VALUE)
     engine.close()
     del engine
 
     bound = 1024 * 1024
     engine = make_engine(path, clock, max_disk_bytes=bound)
     try:
-        assert engine.index.needs_backfill
+        assert engine.needs_backfill()
         reclaimer = Reclaimer(engine, max_disk_bytes=bound)
         drain(reclaimer)
-        assert not engine.index.needs_backfill
+        assert not engine.needs_backfill()
         assert engine.counters.evictions > 0
         drain(reclaimer)
         assert reclaimer.disk_usage() < bound
@@ -248,10 +248,11 @@ def test_eviction_turned_on_later_backfills_while_it_evicts(tmp_path: Path, cloc
 def test_without_reclaim_no_index_is_written(tmp_path: Path, clock: Clock) -> None:
     engine = make_engine(tmp_path / "db", clock, enable_ttl_compaction=False)
     try:
-        engine.store(StoreMode.SET, b"k", 0, 5, b"x")
-        assert not engine.index.active
-        assert not keys_of(engine.index.expiry_cf)
-        assert not keys_of(engine.index.age_cf)
+        engine.set(b"k", 0, 5, b"x")
+        assert not engine.tracks_expiry
+        assert not engine.tracks_age
+        assert not keys_of(engine.family("expiry"))
+        assert not keys_of(engine.family("age"))
     finally:
         engine.close()
 
@@ -270,7 +271,7 @@ def test_bounded_usage_counts_wal_files_the_memtables_no_longer_hold(
     try:
         reclaimer = Reclaimer(engine, max_disk_bytes=64 << 20)
         for i in range(200):  # less than one 256 KiB memtable
-            engine.store(StoreMode.SET, b"w:%d" % i, 0, 0, VALUE)
+            engine.set(b"w:%d" % i, 0, 0, VALUE)
         # Flush the items alone: their WAL file stays, pinned by the age index's memtable,
         # and still takes its space on disk.
         engine.raw_db().flush(True)

@@ -1,0 +1,228 @@
+"""memcached's classic text commands: ``(ctx, request) -> Response`` handlers.
+
+Each handler runs synchronously on the trio thread (see ``storage.engine``), so a
+read-modify-write command is atomic. What a command does to an item is ``storage.items``'
+transition, applied by the engine; what is left here is memcached's counting and the reply.
+The get and set handlers are the hot path: no allocation beyond the reply.
+"""
+
+from __future__ import annotations
+
+from petracache.commands.context import Context, Handler
+from petracache.commands.stats import general_stats, reset_stats, settings_stats
+from petracache.protocol.requests import (
+    Arithmetic,
+    CacheMemlimit,
+    Delete,
+    FlushAll,
+    Get,
+    Quit,
+    Stats,
+    Store,
+    TooLarge,
+    Touch,
+    Verbosity,
+    Version,
+)
+from petracache.protocol.responses import (
+    ErrorReply,
+    Hit,
+    Number,
+    Response,
+    StatsReply,
+    Status,
+    Values,
+    VersionReply,
+)
+from petracache.rules.verbs import StoreMode
+from petracache.rules.versions import SERVER_VERSION
+from petracache.storage.items import DeltaResult, StoreResult
+
+TOO_LARGE = ErrorReply(b"SERVER_ERROR object too large for cache\r\n")
+NON_NUMERIC = ErrorReply(b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n")
+STORE_REPLIES = {
+    StoreResult.STORED: Status.STORED,
+    StoreResult.NOT_STORED: Status.NOT_STORED,
+    StoreResult.EXISTS: Status.EXISTS,
+    StoreResult.NOT_FOUND: Status.NOT_FOUND,
+}
+MEMLIMIT_MIN_MB = 8  # memcached refuses less (MEMLIMIT_TOO_SMALL)
+MEMLIMIT_MAX_MB = 1_000_000_000  # more looks like bytes (MEMLIMIT_ADJUST_FAILED)
+
+
+def get(ctx: Context, request: Get) -> Values:
+    """get/gets, and gat/gats (a touch of each key) when the request has an exptime."""
+    engine = ctx.engine
+    counters = ctx.counters
+    hits: list[Hit] = []
+    exptime = request.exptime
+    detail = ctx.prefixes if ctx.prefixes.enabled else None
+    for key in request.keys:
+        item = engine.fetch(key) if exptime is None else engine.touch(key, exptime)
+        if detail is not None:
+            detail.record_get(key, item is not None)
+        if item is None:
+            if exptime is None:
+                counters.get_misses += 1
+            else:
+                counters.touch_misses += 1
+        else:
+            if exptime is None:
+                counters.get_hits += 1
+            else:
+                counters.touch_hits += 1
+            hits.append(Hit(key, item.flags, item.cas, item.data))
+    if exptime is None:
+        counters.cmd_get += len(request.keys)
+    else:
+        counters.cmd_touch += len(request.keys)
+    return Values(hits, request.return_cas)
+
+
+def store(ctx: Context, request: Store) -> Status:
+    """set/add/replace/append/prepend/cas; a plain set is a blind write (``Engine.set``)."""
+    ctx.counters.cmd_set += 1
+    if ctx.prefixes.enabled:
+        ctx.prefixes.record_set(request.key)
+    mode = request.mode
+    if mode is StoreMode.SET:
+        ctx.engine.set(request.key, request.flags, request.exptime, request.data)
+        return Status.STORED
+    outcome = ctx.engine.store(
+        mode, request.key, request.flags, request.exptime, request.data, request.cas_unique
+    )
+    result = outcome if outcome.__class__ is StoreResult else StoreResult.STORED
+    if mode is StoreMode.CAS:
+        count_cas(ctx, result)
+    return STORE_REPLIES[result]
+
+
+def count_cas(ctx: Context, result: StoreResult) -> None:
+    """memcached's cas_hits / cas_badval / cas_misses for a compare-and-swap."""
+    if result is StoreResult.STORED:
+        ctx.counters.cas_hits += 1
+    elif result is StoreResult.EXISTS:
+        ctx.counters.cas_badval += 1
+    else:
+        ctx.counters.cas_misses += 1
+
+
+def too_large(ctx: Context, request: TooLarge) -> ErrorReply:
+    """A store whose data block exceeds the item size limit (the parser swallowed it)."""
+    ctx.counters.store_too_large += 1
+    if ctx.prefixes.enabled:
+        ctx.prefixes.record_set(request.key)
+    if request.mode is StoreMode.SET:
+        # memcached: "Avoid stale data persisting in cache because we failed alloc."
+        ctx.engine.remove(request.key)
+    return TOO_LARGE
+
+
+def delete(ctx: Context, request: Delete) -> Status:
+    ctx.leases.invalidate(request.key)
+    if ctx.prefixes.enabled:
+        ctx.prefixes.record_delete(request.key)
+    engine = ctx.engine
+    item = engine.read(request.key, engine.now())
+    if item is None:
+        ctx.counters.delete_misses += 1
+        return Status.NOT_FOUND
+    engine.remove(request.key, item)
+    ctx.counters.delete_hits += 1
+    return Status.DELETED
+
+
+def arithmetic(ctx: Context, request: Arithmetic) -> Response:
+    """incr/decr: the new value, ``NOT_FOUND``, or the non-numeric error."""
+    new = ctx.engine.delta(request.key, request.delta, request.incr)
+    if new is DeltaResult.NOT_FOUND:
+        count_delta(ctx, request.incr, False)
+        return Status.NOT_FOUND
+    if new is DeltaResult.NON_NUMERIC:
+        return NON_NUMERIC
+    count_delta(ctx, request.incr, True)
+    return Number(int(new.data))  # int() ignores the padding
+
+
+def count_delta(ctx: Context, incr: bool, hit: bool) -> None:
+    """memcached's incr_hits / incr_misses / decr_hits / decr_misses (not for non-numeric)."""
+    counters = ctx.counters
+    if incr:
+        if hit:
+            counters.incr_hits += 1
+        else:
+            counters.incr_misses += 1
+    elif hit:
+        counters.decr_hits += 1
+    else:
+        counters.decr_misses += 1
+
+
+def touch(ctx: Context, request: Touch) -> Status:
+    ctx.counters.cmd_touch += 1
+    if ctx.engine.touch(request.key, request.exptime) is not None:
+        ctx.counters.touch_hits += 1
+        return Status.TOUCHED
+    ctx.counters.touch_misses += 1
+    return Status.NOT_FOUND
+
+
+def flush_all(ctx: Context, request: FlushAll) -> Status:
+    ctx.counters.cmd_flush += 1
+    ctx.engine.flush_all(request.delay)
+    ctx.leases.clear()
+    return Status.OK
+
+
+def version(ctx: Context, request: Version) -> VersionReply:
+    return VersionReply(SERVER_VERSION)
+
+
+def verbosity(ctx: Context, request: Verbosity) -> Status:
+    ctx.info.verbosity = min(request.level, 2)
+    return Status.OK
+
+
+def cache_memlimit(ctx: Context, request: CacheMemlimit) -> Status:
+    """Accepted and ignored (the bound is ``[storage] max_disk_bytes``), memcached's checks kept."""
+    if request.megabytes < MEMLIMIT_MIN_MB:
+        return Status.MEMLIMIT_TOO_SMALL
+    if request.megabytes > MEMLIMIT_MAX_MB:
+        return Status.MEMLIMIT_NOT_BYTES
+    return Status.OK
+
+
+def quit_(ctx: Context, request: Quit) -> Status:
+    return Status.NOTHING
+
+
+def stats(ctx: Context, request: Stats) -> Response:
+    """stats, stats reset, stats settings, stats detail on|off|dump."""
+    if not request.args:
+        return StatsReply(general_stats(ctx.counters, ctx.engine, ctx.info))
+    group = request.args[0]
+    if group == b"reset":
+        reset_stats(ctx.counters, ctx.engine)
+        ctx.prefixes.clear()
+        return Status.RESET
+    if group == b"settings":
+        return StatsReply(settings_stats(ctx.engine, ctx.info))
+    if group == b"detail":
+        return ctx.prefixes.command(request.args[1:])
+    return Status.ERROR
+
+
+HANDLERS: dict[type, Handler] = {
+    Get: get,
+    Store: store,
+    Delete: delete,
+    Arithmetic: arithmetic,
+    Touch: touch,
+    TooLarge: too_large,
+    FlushAll: flush_all,
+    Version: version,
+    Verbosity: verbosity,
+    Stats: stats,
+    CacheMemlimit: cache_memlimit,
+    Quit: quit_,
+}

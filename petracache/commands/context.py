@@ -1,0 +1,43 @@
+"""What every command handler gets: the engine and the server's command-side state.
+
+Every command module exposes handlers of one shape, ``(ctx, request) -> Response``, and a
+``HANDLERS`` table from request type to handler; ``executor`` merges the tables and
+dispatches on ``type(request)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+from petracache.commands.leases import LeaseTable
+from petracache.commands.prefix_stats import PrefixStats
+from petracache.commands.stats import ServerInfo
+from petracache.observability.counters import Counters
+from petracache.protocol.responses import Response
+from petracache.storage.engine import Engine
+
+
+@dataclass(slots=True)
+class Context:
+    """The state commands read and change.
+
+    Attributes:
+        engine: the item store.
+        counters: memcached's counters; commands are the only code that moves them (the
+            server moves connection and byte counts).
+        info: facts about the server that ``stats`` reports and ``verbosity`` sets.
+        leases: mcrouter lease-get/lease-set tokens, in memory only.
+        prefixes: ``stats detail`` per-prefix counters.
+    """
+
+    engine: Engine
+    counters: Counters
+    info: ServerInfo
+    leases: LeaseTable = field(default_factory=LeaseTable)
+    prefixes: PrefixStats = field(default_factory=PrefixStats)
+
+
+# A handler takes the request type its table entry names; ``Any`` lets one table hold all.
+Handler: TypeAlias = Callable[[Context, Any], Response]

@@ -1,0 +1,305 @@
+"""RocksDB plumbing: options, opening, synced metadata writes, properties, WAL size, walks.
+
+Invariants:
+
+* This is the only module that imports ``rocksdict``; the rest of the storage layer holds
+  its objects as ``Any`` and calls them through the helpers here or their plain methods
+  (``get``, ``put``, ``delete``, ``iter``).
+* rocksdict raises a bare ``Exception`` for every RocksDB failure; helpers here turn a
+  failure that matters into ``StorageError`` and a failed read of an optional figure
+  (a property, a WAL file that vanished) into 0.
+* Only ``flush``, ``flush_wal``, ``compact_range`` and ``close`` release the GIL (rocksdict
+  ``src/rdict.rs``); callers run those in a worker thread, everything else inline.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import rocksdict
+
+from petracache.config import StorageSettings
+from petracache.storage.errors import DatabaseLocked, StorageError
+
+META_CF = "meta"
+EXPIRY_CF = "expiry"
+AGE_CF = "age"
+META_WRITE_BUFFER = 64 * 1024  # the smallest write_buffer_size StorageSettings accepts
+INDEX_WRITE_BUFFER = 8 * 1024 * 1024  # index entries are small: a smaller memtable suffices
+# Each index family gets its own small block cache (RocksDB would otherwise give each one a
+# default 32 MiB cache): the head of an index is read sequentially, so little cache helps.
+INDEX_BLOCK_CACHE = 4 * 1024 * 1024
+# RocksDB's CompactOnDeletionCollector: mark an SST for compaction once 50% of any 1,024
+# consecutive entries are tombstones (the deletion pattern reaping and eviction produce).
+DELETION_WINDOW = 1024
+DELETION_TRIGGER = 512
+DELETION_RATIO = 0.5
+# RocksDB's message when the LOCK file is held: "IO error: While lock file: <path>/LOCK: ..."
+_LOCK_MESSAGE = "while lock file"
+# A flush_all state in the meta family: oldest_live (Unix s, 0 = no flush), oldest_cas.
+FLUSH_STATE = struct.Struct("<qQ")
+BUDGET_CHECK_EVERY = 16  # entries between two clock reads of a time-budgeted walk
+
+
+# -- options -------------------------------------------------------------------------------------
+
+
+def _collect_deletions(opts: Any) -> None:
+    """Let RocksDB compact tombstone-dense SST files on its own (compact-on-deletion)."""
+    opts.add_compact_on_deletion_collector_factory(
+        DELETION_WINDOW, DELETION_TRIGGER, DELETION_RATIO
+    )
+
+
+def _item_options(settings: StorageSettings) -> Any:
+    opts = rocksdict.Options(raw_mode=True)
+    opts.create_if_missing(True)
+    opts.create_missing_column_families(True)
+    opts.set_write_buffer_size(settings.write_buffer_size)
+    opts.set_max_write_buffer_number(settings.max_write_buffer_number)
+    opts.set_target_file_size_base(settings.target_file_size_base)
+    opts.set_max_background_jobs(settings.max_background_jobs)
+    opts.set_compression_type(
+        rocksdict.DBCompressionType.lz4()
+        if settings.enable_compression
+        else rocksdict.DBCompressionType.none()
+    )
+    table = rocksdict.BlockBasedOptions()
+    if settings.block_cache_size:
+        table.set_block_cache(rocksdict.Cache(settings.block_cache_size))
+    else:
+        table.disable_cache()
+    table.set_bloom_filter(10, False)
+    # RocksDB refuses cache_index_and_filter_blocks without a block cache.
+    table.set_cache_index_and_filter_blocks(bool(settings.block_cache_size))
+    opts.set_block_based_table_factory(table)
+    _collect_deletions(opts)
+    # A WAL file is deleted only once every family's data in it is flushed; the small
+    # families (meta, expiry, age) would otherwise pin old WALs and the disk would grow with
+    # every write. Past this total, RocksDB flushes the families holding the oldest WAL.
+    opts.set_max_total_wal_size(settings.write_buffer_size * settings.max_write_buffer_number)
+    if settings.max_disk_bytes:
+        _bounded_layout(opts, settings)
+    return opts
+
+
+def _bounded_layout(opts: Any, settings: StorageSettings) -> None:
+    """Keep every compaction small next to ``max_disk_bytes``, so its transient fits the bound.
+
+    A compaction writes its outputs before it deletes its inputs, so the disk briefly holds
+    both. With RocksDB's defaults a database smaller than ``max_bytes_for_level_base``
+    (256 MiB) has a single sorted level, and every L0 flush is merged with all of it: each
+    compaction rewrites the whole database and doubles it on disk for a moment. Here the
+    base level is an eighth of the bound and levels grow 4x, so the data spreads over a few
+    levels; L0 is compacted after two flushes; files, and the compactions RocksDB picks, are
+    capped at a small share of the bound; and the WAL is released after about one memtable
+    (the reclaimer counts WAL bytes in its usage measure).
+    """
+    bound = settings.max_disk_bytes
+    opts.set_max_bytes_for_level_base(max(bound // 8, settings.write_buffer_size))
+    opts.set_max_bytes_for_level_multiplier(4.0)
+    opts.set_level_zero_file_num_compaction_trigger(2)
+    target = min(settings.target_file_size_base, max(bound // 32, 1 << 20))
+    opts.set_target_file_size_base(target)
+    opts.set_max_compaction_bytes(max(bound // 8, 4 * target))
+    opts.set_max_total_wal_size(settings.write_buffer_size)
+
+
+def _meta_options() -> Any:
+    """The ``meta`` family holds a few keys; a small write buffer matters for disk-full recovery.
+
+    After ENOSPC, RocksDB's SstFileManager clears the error by itself (polling every 5 s)
+    once the free space exceeds the largest ``write_buffer_size`` of any column family; the
+    64 MiB default here would otherwise set that bar regardless of ``[storage]``.
+    """
+    opts = rocksdict.Options(raw_mode=True)
+    opts.set_write_buffer_size(META_WRITE_BUFFER)
+    return opts
+
+
+def _index_options(write_buffer_size: int) -> Any:
+    """Options for the index families: small memtables and cache, tombstone-driven compaction.
+
+    Their memory is fixed: ``INDEX_BLOCK_CACHE`` plus two memtables of at most
+    ``INDEX_WRITE_BUFFER`` each, per family.
+    """
+    opts = rocksdict.Options(raw_mode=True)
+    opts.set_write_buffer_size(min(write_buffer_size, INDEX_WRITE_BUFFER))
+    opts.set_max_write_buffer_number(2)
+    table = rocksdict.BlockBasedOptions()
+    table.set_block_cache(rocksdict.Cache(INDEX_BLOCK_CACHE))
+    table.set_bloom_filter(10, False)
+    opts.set_block_based_table_factory(table)
+    _collect_deletions(opts)
+    return opts
+
+
+# -- opening and writing -------------------------------------------------------------------------
+
+
+def open_db(settings: StorageSettings) -> Any:
+    """Open (creating if needed) the database with its four column families.
+
+    Raises:
+        DatabaseLocked: another process has the database open.
+        StorageError: RocksDB could not open the directory.
+    """
+    path = settings.db_path
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create db_path {path!r}: {exc.strerror}") from exc
+    try:
+        return rocksdict.Rdict(
+            path,
+            _item_options(settings),
+            column_families={
+                META_CF: _meta_options(),
+                EXPIRY_CF: _index_options(settings.write_buffer_size),
+                AGE_CF: _index_options(settings.write_buffer_size),
+            },
+        )
+    except Exception as exc:  # rocksdict raises bare Exception
+        text = str(exc)
+        if _LOCK_MESSAGE in text.lower():
+            raise DatabaseLocked(
+                f"db_path {path!r} is locked by another process (is petracache running?)"
+            ) from exc
+        raise StorageError(f"cannot open db_path {path!r}: {text}") from exc
+
+
+def write_options(*, wal: bool = True, sync: bool = False) -> Any:
+    """``WriteOptions`` with the WAL on or off and fsync on or off."""
+    opts = rocksdict.WriteOptions()
+    # A settable attribute at runtime; rocksdict's stub wrongly declares a method.
+    opts.disable_wal = not wal  # type: ignore[method-assign,assignment]
+    opts.sync = sync
+    return opts
+
+
+_SYNCED = write_options(sync=True)
+
+
+def put_synced(family: Any, key: bytes, value: bytes) -> None:
+    """Write engine state (CAS reservation, flush state, index state) synced to the WAL.
+
+    Raises:
+        StorageError: the write failed; nothing may rely on it.
+    """
+    try:
+        family.put(key, value, _SYNCED)
+    except Exception as exc:
+        raise StorageError(f"metadata write failed: {exc}") from exc
+
+
+def new_batch() -> Any:
+    """An empty raw-mode ``WriteBatch`` (applied atomically by ``commit_batch``)."""
+    return rocksdict.WriteBatch(raw_mode=True)
+
+
+def commit_batch(db: Any, batch: Any, opts: Any) -> None:
+    try:
+        db.write(batch, opts)
+    except Exception as exc:
+        raise StorageError(f"write failed: {exc}") from exc
+
+
+def compact(family: Any, begin: bytes | None, end: bytes | None) -> int:
+    """Compact a key range of ``family`` (blocking); returns the SST bytes it freed.
+
+    ``exclusive_manual_compaction`` is off so RocksDB's own compactions keep running (and
+    writes do not stall behind a long manual compaction).
+    """
+    before = property_int(family, "rocksdb.total-sst-files-size")
+    opts = rocksdict.CompactOptions()
+    opts.set_exclusive_manual_compaction(False)
+    try:
+        family.compact_range(begin, end, opts)
+    except Exception as exc:
+        raise StorageError(f"compaction failed: {exc}") from exc
+    return max(before - property_int(family, "rocksdb.total-sst-files-size"), 0)
+
+
+# -- reading -------------------------------------------------------------------------------------
+
+
+def property_int(family: Any, name: str) -> int:
+    """An integer RocksDB property of ``family`` (0 if unavailable)."""
+    try:
+        return int(family.property_int_value(name) or 0)
+    except Exception:
+        return 0
+
+
+def wal_bytes(db_path: str) -> int:
+    """Total size of the RocksDB WAL files (``NNNNNN.log``) in ``db_path``; 0 if none.
+
+    A file released between listing and ``stat`` counts 0.
+    """
+    total = 0
+    try:
+        with os.scandir(db_path) as entries:
+            for entry in entries:
+                if entry.name.endswith(".log") and entry.name[:-4].isdigit():
+                    try:
+                        total += entry.stat().st_size
+                    except OSError:
+                        continue
+    except OSError:
+        return 0
+    return total
+
+
+def is_empty(family: Any) -> bool:
+    it = family.iter()
+    it.seek_to_first()
+    return not it.valid()
+
+
+class Walk:
+    """A walk over a family from ``start``, bounded by an entry count and a time budget.
+
+    Iterating yields each key; ``value()`` is the current entry's value. The walk stops
+    after ``limit`` entries, or once ``timer()`` passes ``deadline`` (checked every
+    ``BUDGET_CHECK_EVERY`` entries). A caller that breaks out leaves the walk on the entry
+    it broke at, so ``head()`` and ``more`` then describe that entry.
+    """
+
+    def __init__(
+        self,
+        family: Any,
+        start: bytes,
+        limit: int,
+        deadline: float,
+        timer: Callable[[], float],
+    ) -> None:
+        self._it = family.iter()
+        self._it.seek(start)
+        self._limit = limit
+        self._deadline = deadline
+        self._timer = timer
+
+    def __iter__(self) -> Iterator[bytes]:
+        it = self._it
+        n = 0
+        while it.valid() and n < self._limit:
+            yield bytes(it.key())
+            n += 1
+            it.next()
+            if n % BUDGET_CHECK_EVERY == 0 and self._timer() > self._deadline:
+                return
+
+    def value(self) -> bytes:
+        return bytes(self._it.value())
+
+    @property
+    def more(self) -> bool:
+        """Whether entries remain past the walk's position."""
+        return bool(self._it.valid())
+
+    def head(self) -> bytes | None:
+        """The key at the walk's position, or None at the end."""
+        return bytes(self._it.key()) if self._it.valid() else None

@@ -1,0 +1,54 @@
+"""``/metrics`` result labels: a meta reply counts as what its code says, like classic ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from petracache.commands.executor import Executor
+from petracache.commands.stats import ServerInfo
+from petracache.observability.counters import Counters
+from petracache.observability.metrics import RequestMetrics
+from petracache.protocol.connection import NEED_DATA, MemcacheConnection
+from tests.storage.conftest import Clock, open_engine
+
+
+def results(tmp_path: Path, data: bytes) -> dict[str, dict[str, int]]:
+    """Run ``data`` through the instrumented executor; results by command."""
+    engine = open_engine(tmp_path / "db", Clock())
+    try:
+        executor = Executor(
+            engine, Counters(), ServerInfo(max_connections=1, item_size_max=1 << 20)
+        )
+        metrics = RequestMetrics()
+        execute = metrics.instrument(executor.execute)
+        conn = MemcacheConnection()
+        conn.receive_data(data)
+        while (request := conn.next_request()) is not NEED_DATA:
+            execute(request)  # type: ignore[arg-type]
+        return {name: stats.results for name, stats in metrics.commands.items()}
+    finally:
+        engine.close()
+
+
+def test_meta_codes_label_results(tmp_path: Path) -> None:
+    got = results(
+        tmp_path,
+        b"mg a v\r\nmg a q\r\n"  # EN twice (the quiet one is counted, not sent)
+        b"ms a 1 ME\r\nx\r\nms a 1 ME\r\ny\r\nms a 1 C999\r\nz\r\nms b 1 C1\r\nz\r\n"
+        b"mg a v\r\nmg a\r\n"
+        b"md a\r\nmd a\r\n"
+        b"ma n\r\nma n N0 J5\r\nma n\r\nmn\r\n",
+    )
+    assert got["meta_get"] == {"miss": 2, "hit": 2}
+    assert got["meta_set"] == {"stored": 1, "not_stored": 1, "exists": 1, "not_found": 1}
+    assert got["meta_delete"] == {"hit": 1, "not_found": 1}
+    assert got["meta_arithmetic"] == {"not_found": 1, "hit": 2}
+    assert got["meta_noop"] == {"ok": 1}
+
+
+def test_classic_labels_are_unchanged(tmp_path: Path) -> None:
+    got = results(tmp_path, b"get a\r\nset a 0 0 1\r\nx\r\nget a b\r\ndelete a\r\nincr a 1\r\n")
+    assert got["get"] == {"miss": 2, "hit": 1}
+    assert got["set"] == {"stored": 1}
+    assert got["delete"] == {"hit": 1}
+    assert got["incr"] == {"not_found": 1}
