@@ -116,4 +116,3 @@ def test_flush_point_count_spans_write_limit_stops() -> None:
 def test_incomplete_input_waits() -> None:
     data, close, more, _errors = process(b"set k 0 0 5\r\nab")
     assert (data, close, more) == (b"", False, False)
-
