@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 
 from petracache.commands import mcrouter as mcrouter_ops, meta as meta_executor
+from petracache.commands.crawler import Crawler
 from petracache.commands.leases import LeaseTable
 from petracache.commands.prefix_stats import PrefixStats
 from petracache.commands.stats import ServerInfo, general_stats, reset_stats, settings_stats
 from petracache.observability.counters import Counters
+from petracache.protocol.crawler import LruCrawler
 from petracache.protocol.meta_requests import MetaRequest
 from petracache.protocol.requests import (
     Arithmetic,
@@ -71,6 +73,7 @@ class Executor:
         self.info = info
         self.leases = LeaseTable()  # mcrouter lease-get/lease-set; in memory only
         self.prefixes = PrefixStats()  # stats detail on|off|dump
+        self.crawler = Crawler()  # lru_crawler's settable state
 
     def execute(self, request: Request) -> Response:
         """Run one request; storage failures become ``SERVER_ERROR`` replies."""
@@ -125,6 +128,8 @@ class Executor:
                 return Status.NOTHING
             case MetaRequest():
                 return meta_executor.execute(request, self.engine, self.counters)
+            case LruCrawler():
+                return self.crawler.execute(request, self.engine)
         raise AssertionError(f"unhandled request {request!r}")  # pragma: no cover
 
     def _get(self, request: Get) -> Values:

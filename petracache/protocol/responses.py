@@ -10,6 +10,8 @@ import enum
 from dataclasses import dataclass
 from typing import NamedTuple, TypeAlias
 
+from petracache.protocol.crawler import Streamed
+
 
 class Status(enum.Enum):
     """Fixed one-line replies, valued by their wire bytes."""
@@ -104,4 +106,5 @@ Response: TypeAlias = (
     | RawReply
     | LeaseMiss
     | MetagetInfo
+    | Streamed
 )

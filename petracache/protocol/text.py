@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from petracache.protocol import errors
+from petracache.protocol.crawler import LruCrawler
 from petracache.protocol.meta import parse_meta
 from petracache.protocol.requests import (
     Arithmetic,
@@ -112,6 +113,8 @@ def parse_line(line: bytes, item_size_max: int) -> Request | StoreHeader:
         return Quit()
     if cmd == b"stats":
         return Stats(tokens[1:])
+    if cmd == b"lru_crawler":
+        return LruCrawler(tokens[1:])
     if cmd == b"flush_all":
         return _parse_flush_all(tokens, ntokens)
     if cmd == b"verbosity":

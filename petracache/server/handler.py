@@ -256,3 +256,5 @@ async def _answer_buffered(
             return False
         if not batch.more:
             return True
+        if conn.streaming:
+            await trio.lowlevel.checkpoint()  # a metadump: other clients run between chunks
