@@ -25,6 +25,7 @@ from petracache import __version__
 from petracache.app import StartupError, run
 from petracache.config import ConfigError, Settings, apply_overrides, load_settings, loggable
 from petracache.storage.errors import StorageError
+from petracache.tools import run_tool
 
 log = logging.getLogger("petracache")
 
@@ -199,6 +200,9 @@ def _root(exc: BaseException) -> BaseException:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``petracache`` console script."""
+    status = run_tool(sys.argv[1:] if argv is None else argv)  # migrate, backup, restore
+    if status is not None:
+        return status
     try:
         settings = configure(argv)
         check_db_path(settings.storage.db_path)
