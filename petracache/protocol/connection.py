@@ -205,6 +205,10 @@ class MemcacheConnection:
             if chunk is not None:
                 return Batch(chunk, False, True, 0)
             self._stream = None
+        return self._process(execute, limit)
+
+    def _process(self, execute: Execute, limit: int) -> Batch:
+        """``process`` with no Streamed reply pending: parse, execute, encode."""
         out: list[bytes] = []
         size = 0
         flushed = 0  # out[:flushed] is what memcached would have written already (rule 5)
