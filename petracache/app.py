@@ -38,6 +38,7 @@ from petracache.server.handler import HandlerConfig
 from petracache.server.serve import DataPlane
 from petracache.server.tasks import reclaim_task
 from petracache.server.tls import TLSConfigError, server_context
+from petracache.storage.backup import Backups, default_backup_dir
 from petracache.storage.engine import Engine
 from petracache.storage.recovery import CHILD_RECOVERY_BYTES
 from petracache.storage.rocks import wal_bytes
@@ -63,7 +64,7 @@ class Readiness:
 
 
 def _start_admin(
-    settings: Settings, readiness: Readiness, collector: PetracacheCollector
+    settings: Settings, readiness: Readiness, collector: PetracacheCollector, backups: Backups
 ) -> AdminServer | None:
     if not settings.metrics.enabled:
         return None
@@ -71,7 +72,7 @@ def _start_admin(
     registry.register(collector)
     host, port = split_host_port(settings.metrics.listen_addr)
     try:
-        admin = AdminServer(create_app(readiness, registry), host, port)
+        admin = AdminServer(create_app(readiness, registry, backups), host, port)
     except OSError as exc:
         raise StartupError(
             f"metrics.listen_addr: cannot listen on {settings.metrics.listen_addr}: "
@@ -118,10 +119,14 @@ async def _run(settings: Settings, readiness: Readiness, signals: AsyncIterator[
     planes: list[DataPlane] = []
     engine: Engine | None = None
     tls_context, users = _security(server_cfg)
+    storage_cfg = settings.storage
+    backups = Backups(
+        storage_cfg.backup_dir or default_backup_dir(storage_cfg.db_path), storage_cfg.backup_keep
+    )
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch_signals, signals, stop, planes)
-            admin = _start_admin(settings, readiness, collector)
+            admin = _start_admin(settings, readiness, collector, backups)
             if admin is not None:
                 nursery.start_soon(partial(trio.to_thread.run_sync, admin.serve))
             try:
@@ -131,6 +136,7 @@ async def _run(settings: Settings, readiness: Readiness, signals: AsyncIterator[
                 )
                 readiness.db_open = True
                 collector.engine = engine
+                backups.attach(engine)
                 reclaim = reclaim_task(engine, settings.storage)
                 if reclaim is not None:
                     nursery.start_soon(reclaim.run)  # cancelled with the nursery, before close
@@ -175,6 +181,7 @@ async def _run(settings: Settings, readiness: Readiness, signals: AsyncIterator[
                 nursery.cancel_scope.cancel()  # the signal watcher
     finally:
         if engine is not None:
+            await trio.to_thread.run_sync(backups.detach)  # waits for a running backup
             await trio.to_thread.run_sync(engine.close)
             readiness.db_open = False
             log.info("database closed; bye")

@@ -362,6 +362,11 @@ def remove_pid_file(path: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``petracache`` console script."""
+    from petracache.tools import run_tool  # migrate, backup, restore
+
+    status = run_tool(sys.argv[1:] if argv is None else argv)
+    if status is not None:
+        return status
     try:
         args = build_parser().parse_args(argv)
         settings = settings_from(args)

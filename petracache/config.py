@@ -194,6 +194,12 @@ class StorageSettings(_Section):
     durability: Literal["none", "wal", "fsync"] = Field(
         "wal", description="none: no WAL; wal: survives a process crash; fsync: power loss"
     )
+    backup_dir: str = Field(
+        "",
+        description="where POST /backup (petracache backup) puts checkpoints;"
+        " empty = <db_path>.backups beside the database",
+    )
+    backup_keep: int = Field(3, ge=1, description="backups kept; older ones are deleted")
 
     @field_validator("durability", mode="before")
     @classmethod

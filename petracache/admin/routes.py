@@ -1,7 +1,8 @@
-"""The sidecar's Starlette application: three read-only routes.
+"""The sidecar's Starlette application: three read-only routes, and ``POST /backup``.
 
 Invariant: a route only reads plain objects the trio thread writes (``Readiness`` flags,
 counters) and the Prometheus registry; it never calls into the data plane or waits for it.
+``POST /backup`` (``admin.backup_route``) works on RocksDB from a worker thread.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from petracache.admin.backup_route import backup_route
+from petracache.storage.backup import Backups
+
 
 class ReadinessView(Protocol):
     """What /ready needs: ``app.Readiness`` satisfies it."""
@@ -22,12 +26,15 @@ class ReadinessView(Protocol):
     def ready(self) -> bool: ...
 
 
-def create_app(readiness: ReadinessView, registry: CollectorRegistry) -> Starlette:
+def create_app(
+    readiness: ReadinessView, registry: CollectorRegistry, backups: Backups | None = None
+) -> Starlette:
     """The admin ASGI app.
 
     Args:
         readiness: read on every /ready request.
         registry: scraped on every /metrics request (collectors run then, on this thread).
+        backups: serves ``POST /backup`` when given.
     """
 
     async def health(request: Request) -> Response:
@@ -41,10 +48,11 @@ def create_app(readiness: ReadinessView, registry: CollectorRegistry) -> Starlet
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    return Starlette(
-        routes=[
-            Route("/health", health, methods=["GET", "HEAD"]),
-            Route("/ready", ready, methods=["GET", "HEAD"]),
-            Route("/metrics", metrics, methods=["GET", "HEAD"]),
-        ]
-    )
+    routes = [
+        Route("/health", health, methods=["GET", "HEAD"]),
+        Route("/ready", ready, methods=["GET", "HEAD"]),
+        Route("/metrics", metrics, methods=["GET", "HEAD"]),
+    ]
+    if backups is not None:
+        routes.append(backup_route(backups))
+    return Starlette(routes=routes)

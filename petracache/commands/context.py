@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
+from petracache.commands.crawler import Crawler
 from petracache.commands.leases import LeaseTable
 from petracache.commands.prefix_stats import PrefixStats
 from petracache.commands.stats import ServerInfo
@@ -30,6 +31,7 @@ class Context:
         info: facts about the server that ``stats`` reports and ``verbosity`` sets.
         leases: mcrouter lease-get/lease-set tokens, in memory only.
         prefixes: ``stats detail`` per-prefix counters.
+        crawler: ``lru_crawler``'s settable state.
     """
 
     engine: Engine
@@ -37,6 +39,7 @@ class Context:
     info: ServerInfo
     leases: LeaseTable = field(default_factory=LeaseTable)
     prefixes: PrefixStats = field(default_factory=PrefixStats)
+    crawler: Crawler = field(default_factory=Crawler)
 
 
 # A handler takes the request type its table entry names; ``Any`` lets one table hold all.

@@ -1,6 +1,7 @@
 """execute(request) -> response: the seam between the protocol and storage layers.
 
-Strategy: every command module (``classic``, ``meta``, ``mcrouter``) exposes ``HANDLERS``, a
+Strategy: every command module (``classic``, ``meta``, ``mcrouter``, ``crawler``) exposes
+``HANDLERS``, a
 table from request type to a ``(ctx, request) -> Response`` handler; the executor merges them
 once and dispatches on ``type(request)`` (one dict lookup, no chain of type tests). It does
 nothing else but turn a ``StorageError`` into ``SERVER_ERROR <reason>``: a storage failure
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import logging
 
-from petracache.commands import classic, mcrouter, meta
+from petracache.commands import classic, crawler, mcrouter, meta
 from petracache.commands.context import Context, Handler
 from petracache.commands.stats import ServerInfo
 from petracache.observability.counters import Counters
@@ -25,7 +26,12 @@ from petracache.storage.errors import StorageError
 
 log = logging.getLogger(__name__)
 
-HANDLERS: dict[type, Handler] = {**classic.HANDLERS, **mcrouter.HANDLERS, **meta.HANDLERS}
+HANDLERS: dict[type, Handler] = {
+    **classic.HANDLERS,
+    **mcrouter.HANDLERS,
+    **meta.HANDLERS,
+    **crawler.HANDLERS,
+}
 
 
 class Executor:

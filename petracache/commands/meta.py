@@ -40,8 +40,8 @@ from petracache.protocol.responses import (
     MetaReply,
     Response,
 )
-from petracache.rules import ttl
-from petracache.rules.sizes import item_size, slab_class
+from petracache.rules import slabs, ttl
+from petracache.rules.sizes import item_size
 from petracache.rules.verbs import StoreMode
 from petracache.storage import items
 from petracache.storage.codec import FETCHED, KEY_BINARY, STALE, WIN_SENT, Item
@@ -397,7 +397,7 @@ def me(ctx: Context, r: MetaDebug) -> Response:
         max(now - item.last_access, 0),
         item.cas,
         bool(item.bits & FETCHED),
-        slab_class(size, engine.item_size_max),
+        slabs.class_id(size, engine.item_size_max),
         size,
     )
 

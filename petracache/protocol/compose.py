@@ -5,6 +5,7 @@ The common replies (``Status``, ``Values``, ``MetaReply``) are tested first.
 
 from __future__ import annotations
 
+from petracache.protocol.crawler import Streamed
 from petracache.protocol.responses import (
     ErrorReply,
     LeaseMiss,
@@ -92,4 +93,7 @@ def encode(response: Response) -> bytes:
             response.age,
             response.exptime,
         )
+    if isinstance(response, Streamed):
+        # Only a caller that cannot write piece by piece gets here; the connection streams.
+        return b"".join(response.chunks)
     raise TypeError(f"not a response: {response!r}")  # pragma: no cover

@@ -23,14 +23,18 @@ Rules, from memcached's ``try_read_command_ascii`` and ``conn_nread``/``conn_swa
    runs dry. A too-long line (``CloseConnection``) drops the replies held since the last
    flush point, and so does a get with a too-long key (``ProtocolError.discard_unsent``).
    ``quit`` closes after the replies before it.
+6. A ``Streamed`` reply (``lru_crawler metadump``) is written one chunk per ``process``
+   call (``Batch.more``); requests after it wait until it ends. ``streaming`` tells the
+   data plane to yield between chunks, so other connections are served meanwhile.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Final, NamedTuple
 
 from petracache.protocol import compose, errors
+from petracache.protocol.crawler import Streamed
 from petracache.protocol.meta_requests import MetaNoop, MetaRejected, MetaSetHeader
 from petracache.protocol.requests import Get, Quit, Request, TooLarge
 from petracache.protocol.responses import Response
@@ -73,7 +77,16 @@ class MemcacheConnection:
         item_size_max: memcached's ``-I``; larger values get ``SERVER_ERROR object too large``.
     """
 
-    __slots__ = ("_buf", "_handled", "_item_size_max", "_pending", "_pos", "_scanned", "_swallow")
+    __slots__ = (
+        "_buf",
+        "_handled",
+        "_item_size_max",
+        "_pending",
+        "_pos",
+        "_scanned",
+        "_stream",
+        "_swallow",
+    )
 
     def __init__(self, item_size_max: int = DEFAULT_ITEM_SIZE_MAX) -> None:
         self._buf = bytearray()
@@ -83,6 +96,12 @@ class MemcacheConnection:
         self._swallow = 0
         self._item_size_max = item_size_max
         self._handled = 0  # requests answered since the input last ran dry (flush points)
+        self._stream: Iterator[bytes] | None = None  # a Streamed reply being written (rule 6)
+
+    @property
+    def streaming(self) -> bool:
+        """Whether a ``Streamed`` reply is being written (the caller yields between chunks)."""
+        return self._stream is not None
 
     @property
     def buffered(self) -> int:
@@ -169,6 +188,15 @@ class MemcacheConnection:
             execute: runs one request (synchronously) and returns its response.
             limit: reply bytes after which to stop and hand back what is held.
         """
+        if self._stream is not None:
+            chunk = next(self._stream, None)
+            if chunk is not None:
+                return Batch(chunk, False, True, 0)
+            self._stream = None
+        return self._process(execute, limit)
+
+    def _process(self, execute: Execute, limit: int) -> Batch:
+        """``process`` with no Streamed reply pending: parse, execute, encode."""
         out: list[bytes] = []
         size = 0
         flushed = 0  # out[:flushed] is what memcached would have written already (rule 5)
@@ -201,6 +229,10 @@ class MemcacheConnection:
             if request.__class__ is Quit:
                 return Batch(b"".join(out), True, False, failures)
             response = execute(request)  # type: ignore[arg-type]
+            if response.__class__ is Streamed:
+                self._stream = response.chunks
+                self._handled = handled + 1
+                return Batch(b"".join(out), False, True, failures)
             if not request.noreply:  # type: ignore[union-attr]
                 reply = encode(response)
                 if reply:

@@ -13,6 +13,8 @@ import enum
 from dataclasses import dataclass
 from typing import NamedTuple, TypeAlias
 
+from petracache.protocol.crawler import Streamed
+
 
 class Status(enum.Enum):
     """Fixed one-line replies, valued by their wire bytes."""
@@ -31,6 +33,8 @@ class Status(enum.Enum):
     # cache_memlimit's refusals (memcached proto_text.c process_memlimit_command)
     MEMLIMIT_TOO_SMALL = b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n"
     MEMLIMIT_NOT_BYTES = b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes\r\n"
+    # lru_crawler's (memcached proto_text.c process_lru_crawler_command)
+    BADCLASS = b"BADCLASS invalid class id\r\n"
 
 
 class MetaCode(enum.Enum):
@@ -152,4 +156,5 @@ Response: TypeAlias = (
     | PrefixDump
     | LeaseMiss
     | MetagetInfo
+    | Streamed
 )

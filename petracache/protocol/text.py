@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Final, TypeAlias
 
 from petracache.protocol import errors
+from petracache.protocol.crawler import LruCrawler
 from petracache.protocol.meta import parse_meta
 from petracache.protocol.requests import (
     Arithmetic,
@@ -312,6 +313,7 @@ _PARSERS: Final[dict[bytes, _Parser]] = {
     b"version": lambda _tokens, _ntokens, _size: Version(),
     b"quit": lambda _tokens, _ntokens, _size: Quit(),
     b"stats": lambda tokens, _ntokens, _size: Stats(tokens[1:]),
+    b"lru_crawler": lambda tokens, _ntokens, _size: LruCrawler(tokens[1:]),
     b"flush_all": _parse_flush_all,
     b"verbosity": _parse_verbosity,
     b"cache_memlimit": _parse_cache_memlimit,

@@ -29,22 +29,3 @@ def item_size(key_length: int, flags: int, data_length: int) -> int:
 def item_size_ok(key_length: int, flags: int, data_length: int, item_size_max: int) -> bool:
     """Whether memcached would accept an item of this shape under ``item_size_max`` (``-I``)."""
     return item_size(key_length, flags, data_length) <= item_size_max
-
-
-def slab_class(size: int, item_size_max: int) -> int:
-    """The slab class memcached (default ``-n 48 -f 1.25``) would store ``size`` bytes in.
-
-    petracache has no slabs; ``me`` reports the class a memcached with the same item size
-    limit would use, so tools that read ``cls=`` see familiar numbers.
-    """
-    chunk_max = max(item_size_max // 2, 1)
-    chunk = ITEM_HEADER_SIZE + 48
-    cls = 1
-    while chunk < chunk_max / 1.25:
-        if chunk % 8:
-            chunk += 8 - chunk % 8
-        if size <= chunk:
-            return cls
-        cls += 1
-        chunk = int(chunk * 1.25)
-    return cls

@@ -215,6 +215,8 @@ class _Session:
                 return False
             if not batch.more:
                 return True
+            if self.conn.streaming:
+                await trio.lowlevel.checkpoint()  # a metadump: other clients run between chunks
 
 
 async def _serve_reads(session: _Session, tracker: ConnectionTracker) -> bool:

@@ -226,6 +226,9 @@ class Reactor:
                 return
             if not batch.more:
                 return
+            if conn.streaming:  # a metadump: its task writes it, yielding between chunks
+                self._hand_back(slot, Handback(Reason.WRITE))
+                return
 
     def _close_idle(self) -> None:
         """Hand back connections idle past the timeout (a scan at most once a second)."""

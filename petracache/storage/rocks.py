@@ -253,6 +253,40 @@ def wal_bytes(db_path: str) -> int:
     return total
 
 
+def checkpoint(db: Any, path: str) -> None:
+    """A RocksDB checkpoint of ``db`` at ``path`` (which must not exist).
+
+    First the WAL is synced and every family's memtable flushed, in calls that release the
+    GIL: the checkpoint flushes whatever is left while holding it (rocksdict), stalling the
+    data plane (45 ms with the small families' memtables unflushed, 1-2 ms after this).
+    """
+    db.flush_wal(True)
+    db.flush(True)
+    for family in (EXPIRY_CF, AGE_CF, META_CF):
+        db.get_column_family(family).flush(True)
+    rocksdict.Checkpoint(db).create_checkpoint(path)
+
+
+def families_of(path: str) -> list[str]:
+    """The column families of the database at ``path``.
+
+    Raises:
+        Exception: not a RocksDB database (rocksdict raises a bare ``Exception``).
+    """
+    return list(rocksdict.Rdict.list_cf(path))
+
+
+def open_existing(path: str) -> Any:
+    """Open the database at ``path`` with every family it has (for offline tools).
+
+    Raises:
+        Exception: it does not open (rocksdict raises a bare ``Exception``).
+    """
+    families = families_of(path)
+    cf_opts = {name: rocksdict.Options(raw_mode=True) for name in families if name != "default"}
+    return rocksdict.Rdict(path, rocksdict.Options(raw_mode=True), column_families=cf_opts)
+
+
 def is_empty(family: Any) -> bool:
     it = family.iter()
     it.seek_to_first()

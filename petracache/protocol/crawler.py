@@ -1,0 +1,31 @@
+"""The ``lru_crawler`` request and the one reply shape that is produced piece by piece.
+
+``lru_crawler <subcommand> [<arg>]`` is parsed no further than its tokens here: memcached
+checks the token count per subcommand (``proto_text.c`` ``process_lru_crawler_command``),
+so the command layer (``commands.crawler``) validates them and picks the reply.
+
+``Streamed`` is a reply too large to build at once (a metadump of a 10 GB store): an
+iterator of already-encoded chunks. ``MemcacheConnection.process`` writes one chunk per
+call and reports ``more``, and the data plane yields between chunks, so the reply is never
+held whole and other clients are served while it is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class LruCrawler:
+    """``lru_crawler ...``; ``args`` are the tokens after ``lru_crawler``."""
+
+    args: list[bytes]
+    noreply: bool = False  # memcached has no noreply form for lru_crawler
+
+
+@dataclass(slots=True)
+class Streamed:
+    """Reply bytes produced in bounded chunks; each ``next`` does one bounded step of work."""
+
+    chunks: Iterator[bytes]
