@@ -24,13 +24,19 @@ from petracache.protocol.responses import (
 
 def encode_values(values: Values) -> bytes:
     """``VALUE <key> <flags> <bytes>[ <cas>]\\r\\n<data>\\r\\n`` per hit, then ``END``."""
+    hits = values.hits
+    if len(hits) == 1:  # the common get: one format, no list
+        key, flags, cas, data = hits[0]
+        if values.with_cas:
+            return b"VALUE %b %d %d %d\r\n%b\r\nEND\r\n" % (key, flags, len(data), cas, data)
+        return b"VALUE %b %d %d\r\n%b\r\nEND\r\n" % (key, flags, len(data), data)
     parts: list[bytes] = []
     append = parts.append
     if values.with_cas:
-        for key, flags, cas, data in values.hits:
+        for key, flags, cas, data in hits:
             append(b"VALUE %b %d %d %d\r\n%b\r\n" % (key, flags, len(data), cas, data))
     else:
-        for key, flags, _cas, data in values.hits:
+        for key, flags, _cas, data in hits:
             append(b"VALUE %b %d %d\r\n%b\r\n" % (key, flags, len(data), data))
     append(b"END\r\n")
     return b"".join(parts)
