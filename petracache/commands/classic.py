@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from petracache.commands.context import Context, Handler
 from petracache.commands.stats import general_stats, reset_stats, settings_stats
+from petracache.observability.counters import Counters
 from petracache.protocol.requests import (
     Arithmetic,
     CacheMemlimit,
@@ -77,6 +78,23 @@ def get(ctx: Context, request: Get) -> Values:
     else:
         counters.cmd_touch += len(request.keys)
     return Values(hits, request.return_cas)
+
+
+def count_fetch(counters: Counters, *, touch: bool, hit: bool) -> None:
+    """memcached's counters for one key of a get (cmd_get, get_hits/misses) or of a gat or
+    an mg with T (cmd_touch, touch_hits/misses); mg counts like get."""
+    if touch:
+        counters.cmd_touch += 1
+        if hit:
+            counters.touch_hits += 1
+        else:
+            counters.touch_misses += 1
+    else:
+        counters.cmd_get += 1
+        if hit:
+            counters.get_hits += 1
+        else:
+            counters.get_misses += 1
 
 
 def store(ctx: Context, request: Store) -> Status:

@@ -21,7 +21,7 @@ first fetch wins (``W``), later ones see ``Z``; any store clears stale/win state
 
 from __future__ import annotations
 
-from petracache.commands.classic import NON_NUMERIC, count_cas, count_delta
+from petracache.commands.classic import NON_NUMERIC, count_cas, count_delta, count_fetch
 from petracache.commands.context import Context, Handler
 from petracache.protocol.meta import OPAQUE_TOO_LONG, b64encode_key, opaque_too_long
 from petracache.protocol.meta_requests import (
@@ -200,13 +200,7 @@ def mg(ctx: Context, r: MetaGet) -> Response:
         engine.write(r.key, new, item, link=False)
     if not ok:
         return OPAQUE_ERROR
-    counters = ctx.counters
-    if r.ttl is not None:
-        counters.cmd_touch += 1
-        counters.touch_hits += 1
-    else:
-        counters.cmd_get += 1
-        counters.get_hits += 1
+    count_fetch(ctx.counters, touch=r.ttl is not None, hit=True)
     if r.value:
         return MetaReply(MetaCode.VA, flags, item.data)
     return MetaReply(MetaCode.HD, flags)
@@ -230,13 +224,7 @@ def _locked(tokens: tuple[bytes, ...]) -> bool:
 
 
 def _mg_miss(ctx: Context, r: MetaGet) -> Response:
-    counters = ctx.counters
-    if r.ttl is not None:
-        counters.cmd_touch += 1
-        counters.touch_misses += 1
-    else:
-        counters.cmd_get += 1
-        counters.get_misses += 1
+    count_fetch(ctx.counters, touch=r.ttl is not None, hit=False)
     return _no_item(MetaCode.EN, r.tokens, r.key, r.binary, r.quiet)
 
 
