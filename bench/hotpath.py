@@ -70,7 +70,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--get-ratio", type=float, default=0.9)
     parser.add_argument("--profile", action="store_true", help="cProfile the full path")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="petracache-hotpath-") as tmp:
+    # RocksDB may still be deleting obsolete files just after close: cleanup is best effort.
+    with tempfile.TemporaryDirectory(
+        prefix="petracache-hotpath-", ignore_cleanup_errors=True
+    ) as tmp:
         engine = Engine(StorageSettings(db_path=tmp))
         try:
             executor = Executor(
