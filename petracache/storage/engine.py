@@ -29,6 +29,7 @@ Column families: ``default`` holds items (key = raw memcached key, value = ``cod
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -43,10 +44,14 @@ from petracache.storage.commit import CommitLog
 from petracache.storage.errors import CorruptValue, StorageError
 from petracache.storage.index import IndexBatch, ItemIndex
 from petracache.storage.items import DeltaResult, StoreResult
+from petracache.storage.liveness import Heartbeat, LastRun, Verdict, judge, read_last_run
 from petracache.storage.rocks import AGE_CF, EXPIRY_CF, META_CF
 from petracache.storage.state import CasSource, EngineCounters, FlushState
+from petracache.storage.tally import ItemTally, Recount
 
 __all__ = ["DeltaResult", "Engine", "EngineCounters", "StoreMode", "StoreResult"]
+
+log = logging.getLogger(__name__)
 
 
 class Engine:
@@ -74,6 +79,11 @@ class Engine:
         self.counters = EngineCounters()
         self._db = rocks.open_db(settings)
         self._meta = self._db.get_column_family(META_CF)
+        # Read before anything below writes: the previous run's record and whether anything
+        # was written since it (its sequence number) decide if its tally is still exact.
+        self.last_run: LastRun | None = read_last_run(self._meta)
+        self.tally = _restored_tally(self.last_run, rocks.sequence_number(self._db))
+        self._heartbeat = Heartbeat(self._meta)
         # fsync mode writes un-synced too: group commit (``commit``) syncs the WAL for many
         # writes at once before their replies are released.
         write_opts = rocks.write_options(wal=settings.durability != "none")
@@ -100,6 +110,11 @@ class Engine:
         self.next_cas = self._cas.take
         # memcached's process_started: its clock cannot express an absolute time before this.
         self._flush = FlushState(self._meta, self.now() - ttl.EPOCH_SLACK)
+        self.verdict: Verdict = judge(self.last_run, self.now(), settings.max_warm_downtime)
+        if self.verdict.cold:
+            self.flush_all(0)
+            self.counters.extra["cold_starts"] = 1
+        self._heartbeat.beat(self.now())
         self._closed = False
 
     # -- clock and CAS ---------------------------------------------------------------------
@@ -179,7 +194,14 @@ class Engine:
         if link and item.deadline and item.deadline <= item.stored_at:
             self.remove(key, old)
         else:
-            self._put(key, codec.encode_item(item), item.deadline, item.cas, old)
+            value = codec.encode_item(item)
+            self._put(key, value, item.deadline, item.cas, old)
+            tally = self.tally
+            if old is None:
+                tally.items += 1
+                tally.bytes += len(key) + len(value)
+            else:
+                tally.bytes += len(value) - len(old.data) - codec.HEADER_SIZE
         if link:
             self.counters.total_items += 1
 
@@ -191,7 +213,20 @@ class Engine:
         if deadline and deadline <= now:
             self.remove(key)
         else:
-            self._put(key, codec.encode(flags, deadline, now, cas, data), deadline, cas, None)
+            # The one read of the blind write: whether the key is new, and the old size, for
+            # the exact tally (``storage.tally``).
+            try:
+                old = self._db.get(key)
+            except Exception as exc:
+                raise StorageError(f"read failed: {exc}") from exc
+            value = codec.encode(flags, deadline, now, cas, data)
+            self._put(key, value, deadline, cas, None)
+            tally = self.tally
+            if old is None:
+                tally.items += 1
+                tally.bytes += len(key) + len(value)
+            else:
+                tally.bytes += len(key) + len(value) - codec.stored_size(key, old)
         self.counters.total_items += 1
 
     def _put(self, key: bytes, value: bytes, deadline: int, cas: int, old: Item | None) -> None:
@@ -206,7 +241,21 @@ class Engine:
         self.commit.written += 1
 
     def remove(self, key: bytes, old: Item | None = None) -> None:
-        """Delete ``key``; ``old`` (the stored version, if read) also drops its index entries."""
+        """Delete ``key``; ``old`` (the stored version, if read) also drops its index entries.
+
+        Without ``old`` the key is looked up first (for the tally); an absent key is left
+        alone (no tombstone).
+        """
+        if old is not None:
+            size = codec.item_stored_size(key, old)
+        else:
+            try:
+                raw = self._db.get(key)
+            except Exception as exc:
+                raise StorageError(f"read failed: {exc}") from exc
+            if raw is None:
+                return
+            size = codec.stored_size(key, raw)
         if old is not None and self._index.wants(0, old):
             self._index.delete(key, old)
         else:
@@ -214,6 +263,7 @@ class Engine:
                 self._db.delete(key)
             except Exception as exc:
                 raise StorageError(f"delete failed: {exc}") from exc
+        self.tally.removed(size)
         self.commit.written += 1
 
     def record_fetch(self, key: bytes, item: Item) -> None:
@@ -361,7 +411,7 @@ class Engine:
 
     def batch(self) -> IndexBatch:
         """A batch of item deletions and index changes, applied atomically by its commit."""
-        return self._index.batch()
+        return self._index.batch(self.tally)
 
     def load_state(self, key: bytes) -> bytes | None:
         """A value the reclaimer persisted in the ``meta`` family."""
@@ -390,6 +440,16 @@ class Engine:
         """Compact a key range of one family (blocking: call from a worker thread); returns
         the SST bytes freed."""
         return rocks.compact(self._families[family], begin, end)
+
+    # -- liveness and the item tally -----------------------------------------------------------
+
+    def heartbeat(self) -> None:
+        """Record that the server is alive now (``storage.liveness``; called periodically)."""
+        self._heartbeat.beat(self.now())
+
+    def recount(self) -> Recount | None:
+        """A recount of the items to run in steps, or None when the tally is already exact."""
+        return None if self.tally.exact else Recount(self._db, self.tally)
 
     # -- introspection and lifecycle ----------------------------------------------------------
 
@@ -441,6 +501,12 @@ class Engine:
         self._closed = True
         error: Exception | None = None
         try:
+            tally = self.tally
+            if tally.exact:  # else the figures are changes since an unfinished recount
+                sequence = rocks.sequence_number(self._db) + 1  # this record's own
+                self._heartbeat.stopped(self.now(), tally.items, tally.bytes, sequence)
+            else:
+                self._heartbeat.stopped(self.now(), 0, 0, 0)
             self._db.flush(True)
             self._db.flush_wal(True)
         except Exception as exc:  # rocksdict raises bare Exception
@@ -451,3 +517,13 @@ class Engine:
             error = error or exc
         if error is not None:
             raise StorageError(f"closing the database: {error}") from error
+
+
+def _restored_tally(last: LastRun | None, sequence: int) -> ItemTally:
+    """The previous run's tally if nothing was written since its clean stop, else an
+    inexact one (``Engine.recount`` rebuilds it)."""
+    if last is not None and last.stopped_cleanly and last.sequence == sequence:
+        return ItemTally(last.items, last.size)
+    if sequence == 0:
+        return ItemTally()  # a new database: nothing to count
+    return ItemTally(exact=False)
