@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeAlias
 
+from petracache.protocol.admin import Admin
 from petracache.protocol.crawler import LruCrawler
 from petracache.protocol.meta_requests import MetaRequest
 from petracache.rules.verbs import StoreMode
@@ -158,4 +159,5 @@ Request: TypeAlias = (
     | Quit
     | MetaRequest
     | LruCrawler
+    | Admin
 )

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Final, TypeAlias
 
 from petracache.protocol import errors
+from petracache.protocol.admin import parse_admin
 from petracache.protocol.crawler import LruCrawler
 from petracache.protocol.meta import parse_meta
 from petracache.protocol.requests import (
@@ -260,11 +261,6 @@ def _number_argument(
     return value, noreply
 
 
-def _parse_shutdown(tokens: list[bytes], ntokens: int, _item_size_max: int) -> Request:
-    """shutdown: refused, as memcached refuses it without ``-A``."""
-    raise errors.ProtocolError(b"ERROR: shutdown not enabled\r\n")
-
-
 def _parse_mcrouter_get(tokens: list[bytes], ntokens: int, _item_size_max: int) -> Request:
     """mcrouter's ``lease-get <key>`` and ``metaget <key>`` (its AsciiSerialized.cpp).
 
@@ -317,5 +313,5 @@ _PARSERS: Final[dict[bytes, _Parser]] = {
     b"flush_all": _parse_flush_all,
     b"verbosity": _parse_verbosity,
     b"cache_memlimit": _parse_cache_memlimit,
-    b"shutdown": _parse_shutdown,
+    **dict.fromkeys((b"slabs", b"lru", b"watch", b"shutdown"), parse_admin),
 }

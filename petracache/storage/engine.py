@@ -42,7 +42,7 @@ from petracache.storage import codec, items, rocks
 from petracache.storage.codec import Item
 from petracache.storage.commit import CommitLog
 from petracache.storage.errors import CorruptValue, StorageError
-from petracache.storage.index import IndexBatch, ItemIndex
+from petracache.storage.index import IndexBatch, ItemIndex, parse_age_key
 from petracache.storage.items import DeltaResult, StoreResult
 from petracache.storage.liveness import Heartbeat, LastRun, Verdict, judge, read_last_run
 from petracache.storage.rocks import AGE_CF, EXPIRY_CF, META_CF
@@ -52,6 +52,7 @@ from petracache.storage.tally import ItemTally, Recount
 __all__ = ["DeltaResult", "Engine", "EngineCounters", "StoreMode", "StoreResult"]
 
 log = logging.getLogger(__name__)
+OLDEST_PROBE = 64  # age-index entries looked at for ``oldest_write`` (stale ones are skipped)
 
 
 class Engine:
@@ -186,47 +187,45 @@ class Engine:
     def write(self, key: bytes, item: Item, old: Item | None, *, link: bool = True) -> None:
         """Write ``item`` under ``key``; ``old`` is the version it replaces, if read.
 
-        ``link`` (memcached's do_item_link): a new version, counted in ``total_items`` and
-        removed instead of written when it is already dead at its ``stored_at`` (a new
-        version's is now). ``link=False``: the same version
-        with changed state (meta flags), written exactly as given.
+        ``link`` (memcached's do_item_link): a new version, counted in ``total_items``.
+        ``link=False``: the same version with changed state (meta flags). Either way it is
+        written exactly as given, even when already dead: memcached links an item whose
+        absolute exptime is in the past too, and the next get counts it in ``get_expired``.
         """
-        if link and item.deadline and item.deadline <= item.stored_at:
-            self.remove(key, old)
+        value = codec.encode_item(item)
+        self._put(key, value, item.deadline, item.cas, old)
+        tally = self.tally
+        if old is None:
+            tally.items += 1
+            tally.bytes += len(key) + len(value)
         else:
-            value = codec.encode_item(item)
-            self._put(key, value, item.deadline, item.cas, old)
-            tally = self.tally
-            if old is None:
-                tally.items += 1
-                tally.bytes += len(key) + len(value)
-            else:
-                tally.bytes += len(value) - len(old.data) - codec.HEADER_SIZE
+            tally.bytes += len(value) - len(old.data) - codec.HEADER_SIZE
         if link:
             self.counters.total_items += 1
 
     def set(self, key: bytes, flags: int, exptime: int, data: bytes) -> None:
-        """memcached's ``set``: a blind store (no read of the old version, no ``Item``)."""
+        """memcached's ``set``: a store without decoding the old version (no ``Item``).
+
+        An already-dead item (an absolute exptime in the past) is stored as memcached links
+        it: the next read finds it expired (``get_expired``) and the reclaimer reaps it.
+        """
         now = self.now()
         deadline = ttl.deadline(exptime, now)
         cas = self.next_cas()
-        if deadline and deadline <= now:
-            self.remove(key)
+        # The one read of the blind write: whether the key is new, and the old size, for
+        # the exact tally (``storage.tally``).
+        try:
+            old = self._db.get(key)
+        except Exception as exc:
+            raise StorageError(f"read failed: {exc}") from exc
+        value = codec.encode(flags, deadline, now, cas, data)
+        self._put(key, value, deadline, cas, None)
+        tally = self.tally
+        if old is None:
+            tally.items += 1
+            tally.bytes += len(key) + len(value)
         else:
-            # The one read of the blind write: whether the key is new, and the old size, for
-            # the exact tally (``storage.tally``).
-            try:
-                old = self._db.get(key)
-            except Exception as exc:
-                raise StorageError(f"read failed: {exc}") from exc
-            value = codec.encode(flags, deadline, now, cas, data)
-            self._put(key, value, deadline, cas, None)
-            tally = self.tally
-            if old is None:
-                tally.items += 1
-                tally.bytes += len(key) + len(value)
-            else:
-                tally.bytes += len(key) + len(value) - codec.stored_size(key, old)
+            tally.bytes += len(key) + len(value) - codec.stored_size(key, old)
         self.counters.total_items += 1
 
     def _put(self, key: bytes, value: bytes, deadline: int, cas: int, old: Item | None) -> None:
@@ -440,6 +439,19 @@ class Engine:
         """Compact a key range of one family (blocking: call from a worker thread); returns
         the SST bytes freed."""
         return rocks.compact(self._families[family], begin, end)
+
+    def oldest_write(self) -> int:
+        """When the oldest surviving version was written (Unix s), from the head of the
+        ``age`` index; 0 when that index is not kept or holds nothing live."""
+        if not self._index.track_age:
+            return 0
+        walk = rocks.Walk(self._families[AGE_CF], b"", OLDEST_PROBE, float("inf"), time.monotonic)
+        for entry in walk:
+            cas, key = parse_age_key(entry)
+            item, _size = self.stored(key)
+            if item is not None and item.cas == cas:  # else a stale entry (see storage.index)
+                return item.stored_at
+        return 0
 
     # -- liveness and the item tally -----------------------------------------------------------
 
