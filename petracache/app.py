@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from functools import partial
 
 import trio
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 
 from petracache.admin.routes import create_app
 from petracache.admin.runner import AdminServer
@@ -71,6 +71,7 @@ def _start_admin(
         return None
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
+    ProcessCollector(registry=registry)  # process_cpu_seconds_total, open fds, memory...
     host, port = split_host_port(settings.metrics.listen_addr)
     try:
         admin = AdminServer(create_app(readiness, registry, backups), host, port)

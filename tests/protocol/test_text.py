@@ -14,6 +14,7 @@ import pytest
 
 from petracache.protocol import errors
 from petracache.protocol.connection import MAX_LINE, NEED_DATA, MemcacheConnection
+from petracache.protocol.admin import Admin
 from petracache.protocol.requests import (
     Arithmetic,
     CacheMemlimit,
@@ -195,7 +196,13 @@ CASES: list[tuple[bytes, list[object]]] = [
     (b"cache_memlimit abc\r\n", [ERROR]),
     (b"cache_memlimit\r\n", [ERROR]),
     (b"quit\r\n", [Quit()]),
-    (b"shutdown\r\n", [("error", b"ERROR: shutdown not enabled\r\n", False)]),
+    (b"shutdown\r\n", [Admin(b"shutdown", [])]),
+    (b"shutdown graceful\r\n", [Admin(b"shutdown", [b"graceful"])]),
+    (b"slabs automove 1 noreply\r\n", [Admin(b"slabs", [b"automove", b"1", b"noreply"], True)]),
+    (b"slabs reassign 1 2 noreply\r\n", [Admin(b"slabs", [b"reassign", b"1", b"2", b"noreply"])]),
+    (b"lru mode flat noreply\r\n", [Admin(b"lru", [b"mode", b"flat", b"noreply"], True)]),
+    (b"lru\r\n", [ERROR]),
+    (b"watch noreply\r\n", [Admin(b"watch", [b"noreply"], True)]),
     (b"GET a\r\n", [ERROR]),
     (b"\r\n", [ERROR]),
     (b"\n", [ERROR]),
