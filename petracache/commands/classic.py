@@ -47,6 +47,7 @@ STORE_REPLIES = {
     StoreResult.EXISTS: Status.EXISTS,
     StoreResult.NOT_FOUND: Status.NOT_FOUND,
 }
+BAD_EXPTIME = ErrorReply(b"CLIENT_ERROR invalid exptime argument\r\n")
 FLUSH_REFUSED = ErrorReply(b"CLIENT_ERROR flush_all not allowed\r\n")  # memcached -F
 MEMLIMIT_MIN_MB = 8  # memcached refuses less (MEMLIMIT_TOO_SMALL)
 MEMLIMIT_MAX_MB = 1_000_000_000  # more looks like bytes (MEMLIMIT_ADJUST_FAILED)
@@ -173,6 +174,8 @@ def flush_all(ctx: Context, request: FlushAll) -> Response:
     ctx.counters.cmd_flush += 1  # memcached counts a refused flush_all too
     if not ctx.info.flush_enabled:
         return FLUSH_REFUSED
+    if request.delay is None:
+        return BAD_EXPTIME
     ctx.engine.flush_all(request.delay)
     ctx.leases.clear()
     return Status.OK

@@ -75,9 +75,9 @@ class Touch:
 
 @dataclass(frozen=True, slots=True)
 class FlushAll:
-    """flush_all; ``delay`` <= 0 means now."""
+    """flush_all; ``delay`` <= 0 means now, None that it was not a number."""
 
-    delay: int = 0
+    delay: int | None = 0
     noreply: bool = False
 
 

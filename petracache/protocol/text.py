@@ -228,12 +228,11 @@ def _parse_flush_all(tokens: list[bytes], ntokens: int, _item_size_max: int) -> 
     """flush_all [<delay>] [noreply]."""
     _want(ntokens, 2, 4)
     noreply = _noreply(tokens, ntokens)
-    delay = 0
+    delay: int | None = 0
     if ntokens != (3 if noreply else 2):
-        parsed = strtol32(tokens[1])
-        if parsed is None:
-            raise errors.InvalidExptime(noreply=noreply)
-        delay = parsed
+        # None: not a number. memcached checks -F (flush_all disabled) before the argument,
+        # so the command layer, which knows the setting, picks the error.
+        delay = strtol32(tokens[1])
     return FlushAll(delay, noreply)
 
 
