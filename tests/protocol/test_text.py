@@ -13,8 +13,8 @@ from collections.abc import Iterable
 import pytest
 
 from petracache.protocol import errors
-from petracache.protocol.connection import MAX_LINE, NEED_DATA, MemcacheConnection
 from petracache.protocol.admin import Admin
+from petracache.protocol.connection import MAX_LINE, NEED_DATA, MemcacheConnection
 from petracache.protocol.requests import (
     Arithmetic,
     CacheMemlimit,
