@@ -11,8 +11,13 @@ Router configurations are generated from the same plan, so they can never disagr
 * twemproxy (nutcracker) YAML: ketama consistent hashing, each server named ``<name>-<i>``
   (ketama hashes the name, so moving an instance to another port keeps its keys), with
   optional auto-ejection of a dead server;
-* mcrouter JSON: a consistent-hashing (Ch3) pool behind a FailoverRoute whose extra children
-  re-hash the key with a salt, so a key whose server is down goes to another live one.
+* mcrouter JSON: a consistent-hashing (Ch3) pool behind an OperationSelectorRoute. Reads
+  (get, gets, metaget, lease-get) go through a FailoverRoute whose extra children re-hash
+  the key with a salt, so a read whose server is down is answered by another live one (a
+  miss, then whatever the client fills). Writes and deletes go to the key's own server
+  only, and fail while it is down: a write that failed over would land on another shard
+  and be shadowed by the old value once the owner is back, and a delete that failed over
+  would leave the owner's copy in place. See docs/deployment.md ("Routers and failover").
 
 Command line (``petracache-cluster`` or ``python -m petracache.cluster``)::
 
@@ -41,6 +46,9 @@ from typing import Any
 DEFAULT_POOL = "petracache"
 NUTCRACKER_PATHS = ("nutcracker", "/usr/sbin/nutcracker")
 FAILOVER_SALTS = ("failover-1", "failover-2")  # two re-hashes: a 2nd dead server is skipped too
+# mcrouter operation names that may fail over; every other operation (sets, deletes, touch,
+# arithmetic, lease-set) goes to the key's own server only.
+FAILOVER_OPERATIONS = ("get", "gets", "metaget", "lease-get")
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,21 +141,30 @@ def nutcracker_yaml(
 
 
 def mcrouter_config(servers: Sequence[str], *, pool: str = DEFAULT_POOL) -> dict[str, Any]:
-    """An mcrouter config: a Ch3 consistent-hashing pool with failover to re-hashed routes.
+    """An mcrouter config: a Ch3 consistent-hashing pool; only reads fail over.
 
-    The first child sends each key to its server on the ring; if that server errors or is
-    marked down (TKO), the next child re-hashes the key with a salt onto the same pool.
+    Every operation goes to the key's server on the ring (``default_policy``). The read
+    operations instead go through a FailoverRoute: if that server errors or is marked down
+    (TKO), the next child re-hashes the key with a salt onto the same pool.
     """
-    routes: list[dict[str, Any]] = [
-        {"type": "PoolRoute", "pool": pool, "hash": {"hash_func": "Ch3"}}
-    ]
-    routes += [
-        {"type": "PoolRoute", "pool": pool, "hash": {"hash_func": "Ch3", "salt": salt}}
-        for salt in FAILOVER_SALTS
-    ]
+    primary: dict[str, Any] = {"type": "PoolRoute", "pool": pool, "hash": {"hash_func": "Ch3"}}
+    failover = {
+        "type": "FailoverRoute",
+        "children": [
+            primary,
+            *(
+                {"type": "PoolRoute", "pool": pool, "hash": {"hash_func": "Ch3", "salt": salt}}
+                for salt in FAILOVER_SALTS
+            ),
+        ],
+    }
     return {
         "pools": {pool: {"servers": list(servers)}},
-        "route": {"type": "FailoverRoute", "children": routes},
+        "route": {
+            "type": "OperationSelectorRoute",
+            "default_policy": primary,
+            "operation_policies": dict.fromkeys(FAILOVER_OPERATIONS, failover),
+        },
     }
 
 

@@ -124,10 +124,18 @@ def test_mcrouter_config_routes_to_every_instance(compose: dict[str, Any]) -> No
     text = (DOCKER / "mcrouter.json").read_text()
     config = json.loads(text)
     pools = config["pools"]
-    children = config["route"]["children"]
-    assert config["route"]["type"] == "FailoverRoute"
-    assert all(child["pool"] in pools for child in children)
-    assert children[0]["hash"] == {"hash_func": "Ch3"}  # consistent hashing first
+    route = config["route"]
+    # Only reads fail over; writes and deletes go to the key's own server (the primary).
+    assert route["type"] == "OperationSelectorRoute"
+    primary = route["default_policy"]
+    assert primary == {"type": "PoolRoute", "pool": "petracache", "hash": {"hash_func": "Ch3"}}
+    policies = route["operation_policies"]
+    assert set(policies) == {"get", "gets", "metaget", "lease-get"}
+    for policy in policies.values():
+        assert policy["type"] == "FailoverRoute"
+        children = policy["children"]
+        assert children[0] == primary  # the key's own server first
+        assert all(child["pool"] in pools for child in children)
     servers = {server for pool in pools.values() for server in pool["servers"]}
     petracache_services = {name for name in compose["services"] if name.startswith("petracache")}
     assert servers == {f"{name}:11211" for name in petracache_services}
