@@ -191,6 +191,12 @@ class StorageSettings(_Section):
         description="disk bound (SST + WAL or memtable bytes): oldest-written items are evicted"
         " from 55% of it, leaving room for compaction; 0 = no bound",
     )
+    exact_item_count: bool = Field(
+        True,
+        description="keep curr_items and bytes exact: a set of an existing key then reads it"
+        " first (about 10 us); false: set stays a blind write and stats reports RocksDB's"
+        " estimates",
+    )
     max_warm_downtime: float = Field(
         60.0,
         ge=0,

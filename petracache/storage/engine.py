@@ -83,7 +83,10 @@ class Engine:
         # Read before anything below writes: the previous run's record and whether anything
         # was written since it (its sequence number) decide if its tally is still exact.
         self.last_run: LastRun | None = read_last_run(self._meta)
+        self._exact_count = settings.exact_item_count
         self.tally = _restored_tally(self.last_run, rocks.sequence_number(self._db))
+        if not self._exact_count:
+            self.tally.exact = False  # and it stays so: no recount either
         self._heartbeat = Heartbeat(self._meta)
         # fsync mode writes un-synced too: group commit (``commit``) syncs the WAL for many
         # writes at once before their replies are released.
@@ -212,10 +215,16 @@ class Engine:
         now = self.now()
         deadline = ttl.deadline(exptime, now)
         cas = self.next_cas()
+        if not self._exact_count:  # storage.exact_item_count = false: a blind write
+            self._put(key, codec.encode(flags, deadline, now, cas, data), deadline, cas, None)
+            self.counters.total_items += 1
+            return
         # The one read of the blind write: whether the key is new, and the old size, for
-        # the exact tally (``storage.tally``).
+        # the exact tally (``storage.tally``). The bloom filters answer "absent" for most new
+        # keys (a set after a miss) without reading a block; only a key that may exist is
+        # read (docs/benchmarks.md has the cost).
         try:
-            old = self._db.get(key)
+            old = self._db.get(key) if self._db.key_may_exist(key) else None
         except Exception as exc:
             raise StorageError(f"read failed: {exc}") from exc
         value = codec.encode(flags, deadline, now, cas, data)
@@ -461,7 +470,9 @@ class Engine:
 
     def recount(self) -> Recount | None:
         """A recount of the items to run in steps, or None when the tally is already exact."""
-        return None if self.tally.exact else Recount(self._db, self.tally)
+        if self.tally.exact or not self._exact_count:
+            return None
+        return Recount(self._db, self.tally)
 
     # -- introspection and lifecycle ----------------------------------------------------------
 
