@@ -32,6 +32,7 @@ from petracache.commands.stats import ServerInfo
 from petracache.config import ServerSettings, Settings, split_host_port
 from petracache.observability.counters import Counters
 from petracache.observability.metrics import PetracacheCollector, RequestMetrics
+from petracache.server.accept_guard import AcceptGuard
 from petracache.server.auth import AuthFileError, load_auth_file
 from petracache.server.durability import GroupCommitter
 from petracache.server.handler import HandlerConfig
@@ -58,10 +59,12 @@ class Readiness:
     db_open: bool = False
     accepting: bool = False
     draining: bool = False
+    accepts: AcceptGuard | None = None  # set while serving: accepts failing for lack of fds
 
     @property
     def ready(self) -> bool:
-        return self.db_open and self.accepting and not self.draining
+        starved = self.accepts is not None and self.accepts.starved
+        return self.db_open and self.accepting and not self.draining and not starved
 
 
 def _start_admin(
@@ -106,10 +109,15 @@ async def run(settings: Settings, readiness: Readiness | None = None) -> None:
         StorageError: the database cannot be opened (locked, unreadable).
     """
     readiness = readiness or Readiness()
-    # The receiver stays installed until the database is closed, so a signal during the
-    # close is absorbed instead of killing the process mid-flush.
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        await _run(settings, readiness, signals)
+    guard = readiness.accepts = AcceptGuard()  # trio's accept-failure log, and /ready
+    guard.install()
+    try:
+        # The receiver stays installed until the database is closed, so a signal during the
+        # close is absorbed instead of killing the process mid-flush.
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            await _run(settings, readiness, signals)
+    finally:
+        guard.remove()
 
 
 async def _run(settings: Settings, readiness: Readiness, signals: AsyncIterator[int]) -> None:
