@@ -9,7 +9,7 @@ No image can be built here, so instead:
   service is a server of that pool, and it is exactly what ``petracache.cluster`` generates;
 * the Prometheus config scrapes every petracache service's admin port;
 * the Dockerfile has the promised shape (multi-stage, slim base, non-root user, volume, both
-  ports, HEALTHCHECK on /health, exec-form ENTRYPOINT);
+  ports, HEALTHCHECK on /ready at the configured admin address, exec-form ENTRYPOINT);
 * the image's command is run for real: petracache is pip-installed into a fresh virtualenv
   the way the build stage does it, then started with the Dockerfile's own ENV and
   ENTRYPOINT (only the ports and data directory moved to free/temporary ones); it serves
@@ -161,7 +161,7 @@ def test_dockerfile_shape() -> None:
     assert user not in ("root", "0")
     assert json.loads(one(stage, "VOLUME")) == ["/var/lib/petracache"]
     assert set(one(stage, "EXPOSE").split()) == {"11211", "9090"}
-    assert "/health" in " ".join(healthcheck_command())
+    assert healthcheck_command() == ["python", "-m", "petracache.healthcheck"]  # asks /ready
     entrypoint = json.loads(one(stage, "ENTRYPOINT"))  # exec form: JSON, no shell
     assert entrypoint == ["petracache"]
     env = image_env()
