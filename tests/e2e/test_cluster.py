@@ -17,21 +17,9 @@ from pathlib import Path
 import pytest
 
 from petracache import cluster
-from tests.harness import RawClient, free_port, wait_for_port
+from tests.harness import RawClient, free_port_pair, wait_for_port
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port_pair() -> int:
-    for _ in range(50):
-        port = free_port()
-        try:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no pair of free ports")
 
 
 def _wait(condition: Callable[[], bool], timeout: float = 30.0) -> None:
@@ -74,7 +62,7 @@ def run_cluster(tmp_path: Path, base: int, *extra: str) -> Iterator[subprocess.P
 
 
 def test_kill_9_is_named_and_restarted_with_its_data(tmp_path: Path) -> None:
-    base = _free_port_pair()
+    base = free_port_pair()
     config = tmp_path / "petracache.toml"
     config.write_text("[storage]\nmax_warm_downtime = 600\n")
     log = tmp_path / "cluster.log"
@@ -103,7 +91,7 @@ def test_kill_9_is_named_and_restarted_with_its_data(tmp_path: Path) -> None:
 
 
 def test_a_crash_loop_makes_the_cluster_give_up(tmp_path: Path) -> None:
-    base = _free_port_pair()
+    base = free_port_pair()
     with socket.socket() as squatter:  # pc-0 cannot bind its port: it exits at once
         squatter.bind(("127.0.0.1", base))
         squatter.listen()
