@@ -9,8 +9,9 @@ Invariants:
 
   - reads: ``read`` (the live item, as stored) and ``fetch`` (a read that records the
     fetch, as a ``get`` does);
-  - writes: ``write`` (one version, exactly as given), ``set`` (a blind store of fields:
-    the hot path's ``set``, no read and no ``Item``), ``record_fetch`` (a fetch-state
+  - writes: ``write`` (one version, exactly as given), ``set`` (a store of fields, the
+    hot path's ``set``: no ``Item``, and no read unless the bloom filters say the key may
+    exist, for the exact tally), ``record_fetch`` (a fetch-state
     hint) and ``remove``;
   - whole operations: ``store``, ``delta``, ``touch``, ``flush_all``;
   - the reclaimer's seam: ``stored``, ``walk``, ``batch``, ``disk_usage``, ``compact``,
@@ -22,6 +23,11 @@ Invariants:
   deletes it (lazy expiry).
 * CAS uniques strictly increase, across restarts too (``storage.state.CasSource``).
 * flush_all state is persisted (``storage.state.FlushState``).
+* ``tally`` (``storage.tally``) is the exact item count and bytes: every write and delete
+  here, and every committed reclaim batch, moves it by what it changed.
+* A liveness record (``storage.liveness``) is written at open, by ``heartbeat``, and at a
+  clean ``close``; at open, a downtime past ``max_warm_downtime`` invalidates everything
+  stored before (``flush_all(0)``).
 
 Column families: ``default`` holds items (key = raw memcached key, value = ``codec`` format);
 ``meta`` holds the engine's own state.
@@ -219,7 +225,7 @@ class Engine:
             self._put(key, codec.encode(flags, deadline, now, cas, data), deadline, cas, None)
             self.counters.total_items += 1
             return
-        # The one read of the blind write: whether the key is new, and the old size, for
+        # The one read of the set: whether the key is new, and the old size, for
         # the exact tally (``storage.tally``). The bloom filters answer "absent" for most new
         # keys (a set after a miss) without reading a block; only a key that may exist is
         # read (docs/benchmarks.md has the cost).

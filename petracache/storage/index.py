@@ -12,7 +12,7 @@ Invariants:
 
 * An item and its index entries are written in one ``WriteBatch`` (all or nothing), so an
   index entry never points at a version that was not written.
-* Entries may be *stale*: a blind ``set`` overwrites an item without reading it, so it cannot
+* Entries may be *stale*: ``set`` overwrites an item without decoding it, so it cannot
   delete the previous version's entries. Readers of an index therefore never trust an entry:
   they re-read the item and act only if the stored version is the one the entry names (same
   CAS) or is dead by its own header. Stale entries cost one read each when they reach the

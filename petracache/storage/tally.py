@@ -7,8 +7,9 @@ expired-but-not-yet-reaped ones included; here that is the number of keys in the
 family, and ``bytes`` is ``codec.stored_size`` summed over them.
 
 Strategy: the engine keeps the count as it writes. Every write knows whether its key was
-there before: the read-modify-write commands read the old version anyway; the blind ``set``
-now reads the old value's size (one ``get``, measured in docs/benchmarks.md); a reclaim
+there before: the read-modify-write commands read the old version anyway; ``set`` asks the bloom
+filters and reads the old value only when the key may exist (docs/benchmarks.md,
+"Exact item count"); a reclaim
 batch deletes only versions it has just read. So each write moves the count by exactly what
 it changed.
 
