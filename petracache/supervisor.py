@@ -141,6 +141,8 @@ class Supervisor:
         """One round: note crashes, restart children whose back-off has passed."""
         now = self._clock()
         for child in self.children:
+            if self.stopping:  # a signal arrived during this round: nothing is a crash now
+                return
             proc = child.proc
             if proc is not None and proc.poll() is not None and child.restart_at is None:
                 self._crashed(child, proc.returncode, now)

@@ -192,17 +192,17 @@ def verbosity(ctx: Context, request: Verbosity) -> Status:
 
 def cache_memlimit(ctx: Context, request: CacheMemlimit) -> Status:
     """Sets the disk bound (``storage.max_disk_bytes``) to ``megabytes`` MiB, memcached's
-    checks kept. Without a configured bound there is no eviction to re-aim (its index is
-    not kept): memcached's ``MEMLIMIT_ADJUST_FAILED`` reply."""
+    checks kept. Without a bound configured at start there is no eviction to re-aim (its
+    index is not kept): the command is accepted with ``OK`` and changes nothing, as
+    memcached scripts expect ``OK`` (docs/operations.md, "Admin commands")."""
     if request.megabytes < MEMLIMIT_MIN_MB:
         return Status.MEMLIMIT_TOO_SMALL
     if request.megabytes > MEMLIMIT_MAX_MB:
         return Status.MEMLIMIT_NOT_BYTES
     bound = request.megabytes * 1024 * 1024
     setter = ctx.info.set_disk_bound
-    if setter is None or not setter(bound):
-        return Status.MEMLIMIT_FAILED
-    ctx.info.disk_bound = bound
+    if setter is not None and setter(bound):
+        ctx.info.disk_bound = bound
     return Status.OK
 
 

@@ -33,7 +33,6 @@ class Status(enum.Enum):
     # cache_memlimit's refusals (memcached proto_text.c process_memlimit_command)
     MEMLIMIT_TOO_SMALL = b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n"
     MEMLIMIT_NOT_BYTES = b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes\r\n"
-    MEMLIMIT_FAILED = b"MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust\r\n"
     # lru_crawler's (memcached proto_text.c process_lru_crawler_command)
     BADCLASS = b"BADCLASS invalid class id\r\n"
 

@@ -242,3 +242,12 @@ def test_metrics_has_process_and_build_info(server: PetracacheProcess) -> None:
     assert "process_open_fds" in text
     assert re.search(r'petracache_build_info\{[^}]*memcached="1\.6\.18"[^}]*\} 1\.0', text)
     assert "petracache_curr_items 0.0" in text
+
+
+def test_cache_memlimit_moves_the_disk_bound(tmp_path: Path) -> None:
+    with PetracacheProcess(tmp_path / "pc", ["-m", "64"]) as server:
+        client = server.client()
+        settings = dict(stat_lines(client, b"stats settings"))
+        assert (settings["maxbytes"], settings["evictions"]) == (str(64 << 20), "on")
+        assert client.call(b"cache_memlimit 100\r\n") == b"OK\r\n"
+        assert dict(stat_lines(client, b"stats"))["limit_maxbytes"] == str(100 << 20)
