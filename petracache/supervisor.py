@@ -36,6 +36,7 @@ STABLE_AFTER = 30.0  # seconds up after which a child's crash count starts over
 MAX_CRASHES = 5  # crashes in a row (none STABLE_AFTER apart) before giving up
 STOP_TIMEOUT = 60.0  # seconds a child gets to stop on SIGTERM before SIGKILL
 POLL = 0.1  # seconds between checks of the children
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def describe_exit(returncode: int) -> str:
@@ -182,5 +183,7 @@ class Supervisor:
                 pump.join(5)
         if self.gave_up:
             return 1
-        failed = [status for status in statuses if status != 0]
+        # A child that the stop signal itself ended (nutcracker exits by SIGTERM's default
+        # action) stopped as asked.
+        failed = [status for status in statuses if status != 0 and -status not in STOP_SIGNALS]
         return 0 if not failed else (failed[0] if failed[0] > 0 else 1)

@@ -518,6 +518,21 @@ class Engine:
         except Exception as exc:
             raise StorageError(f"flush failed: {exc}") from exc
 
+    def _record_stop(self) -> None:
+        """The clean-stop record (``storage.liveness``), best effort: if it cannot be written
+        (a full disk), the next start measures the downtime from the last heartbeat, which
+        is longer (the safe direction), and recounts; the flush that follows reports the
+        failure."""
+        tally = self.tally
+        try:
+            if tally.exact:  # else the figures are changes since an unfinished recount
+                sequence = rocks.sequence_number(self._db) + 1  # this record's own
+                self._heartbeat.stopped(self.now(), tally.items, tally.bytes, sequence)
+            else:
+                self._heartbeat.stopped(self.now(), 0, 0, 0)
+        except StorageError as exc:
+            log.warning("could not record the clean stop: %s", exc)
+
     def close(self) -> None:
         """Flush memtables and close the database cleanly. Idempotent.
 
@@ -529,13 +544,8 @@ class Engine:
             return
         self._closed = True
         error: Exception | None = None
+        self._record_stop()
         try:
-            tally = self.tally
-            if tally.exact:  # else the figures are changes since an unfinished recount
-                sequence = rocks.sequence_number(self._db) + 1  # this record's own
-                self._heartbeat.stopped(self.now(), tally.items, tally.bytes, sequence)
-            else:
-                self._heartbeat.stopped(self.now(), 0, 0, 0)
             self._db.flush(True)
             self._db.flush_wal(True)
         except Exception as exc:  # rocksdict raises bare Exception
