@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from functools import partial
 
 import trio
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 
 from petracache.admin.routes import create_app
 from petracache.admin.runner import AdminServer
@@ -32,9 +32,11 @@ from petracache.commands.stats import ServerInfo
 from petracache.config import ServerSettings, Settings, split_host_port
 from petracache.observability.counters import Counters
 from petracache.observability.metrics import PetracacheCollector, RequestMetrics
+from petracache.server.accept_guard import AcceptGuard
 from petracache.server.auth import AuthFileError, load_auth_file
 from petracache.server.durability import GroupCommitter
 from petracache.server.handler import HandlerConfig
+from petracache.server.housekeeping import heartbeat, recount
 from petracache.server.serve import DataPlane
 from petracache.server.tasks import reclaim_task
 from petracache.server.tls import TLSConfigError, server_context
@@ -57,10 +59,12 @@ class Readiness:
     db_open: bool = False
     accepting: bool = False
     draining: bool = False
+    accepts: AcceptGuard | None = None  # set while serving: accepts failing for lack of fds
 
     @property
     def ready(self) -> bool:
-        return self.db_open and self.accepting and not self.draining
+        starved = self.accepts is not None and self.accepts.starved
+        return self.db_open and self.accepting and not self.draining and not starved
 
 
 def _start_admin(
@@ -70,6 +74,7 @@ def _start_admin(
         return None
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
+    ProcessCollector(registry=registry)  # process_cpu_seconds_total, open fds, memory...
     host, port = split_host_port(settings.metrics.listen_addr)
     try:
         admin = AdminServer(create_app(readiness, registry, backups), host, port)
@@ -104,10 +109,15 @@ async def run(settings: Settings, readiness: Readiness | None = None) -> None:
         StorageError: the database cannot be opened (locked, unreadable).
     """
     readiness = readiness or Readiness()
-    # The receiver stays installed until the database is closed, so a signal during the
-    # close is absorbed instead of killing the process mid-flush.
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        await _run(settings, readiness, signals)
+    guard = readiness.accepts = AcceptGuard()  # trio's accept-failure log, and /ready
+    guard.install()
+    try:
+        # The receiver stays installed until the database is closed, so a signal during the
+        # close is absorbed instead of killing the process mid-flush.
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            await _run(settings, readiness, signals)
+    finally:
+        guard.remove()
 
 
 async def _run(settings: Settings, readiness: Readiness, signals: AsyncIterator[int]) -> None:
@@ -135,15 +145,24 @@ async def _run(settings: Settings, readiness: Readiness, signals: AsyncIterator[
                     lambda: Engine(settings.storage, item_size_max=server_cfg.max_item_size)
                 )
                 readiness.db_open = True
+                _log_verdict(engine)
                 collector.engine = engine
                 backups.attach(engine)
                 reclaim = reclaim_task(engine, settings.storage)
                 if reclaim is not None:
                     nursery.start_soon(reclaim.run)  # cancelled with the nursery, before close
+                nursery.start_soon(heartbeat, engine)
+                nursery.start_soon(recount, engine)
                 info = ServerInfo(
                     max_connections=server_cfg.max_connections,
                     item_size_max=server_cfg.max_item_size,
                     auth_enabled=users is not None,
+                    flush_enabled=not server_cfg.disable_flush_all,
+                    shutdown_enabled=server_cfg.enable_shutdown,
+                    tls_enabled=tls_context is not None,
+                    idle_timeout=server_cfg.idle_timeout,
+                    request_shutdown=partial(_shutdown_command, stop),
+                    set_disk_bound=None if reclaim is None else reclaim.reclaimer.set_bound,
                 )
                 executor = Executor(engine, counters, info)
                 fsync = settings.storage.durability == "fsync"
@@ -170,8 +189,9 @@ async def _run(settings: Settings, readiness: Readiness, signals: AsyncIterator[
                     shutdown_grace=server_cfg.shutdown_grace,
                 )
                 planes.append(plane)
+                info.connections = plane.connection_rows
                 if not stop.is_set():
-                    await _serve(plane, committer, readiness, stop)
+                    await _serve(plane, committer, readiness, stop, info)
             finally:
                 readiness.draining = True
                 readiness.accepting = False
@@ -185,6 +205,22 @@ async def _run(settings: Settings, readiness: Readiness, signals: AsyncIterator[
             await trio.to_thread.run_sync(engine.close)
             readiness.db_open = False
             log.info("database closed; bye")
+
+
+def _log_verdict(engine: Engine) -> None:
+    """Say whether the stored items are served (storage.max_warm_downtime) and why."""
+    verdict = engine.verdict
+    if verdict.cold:
+        log.warning("cold start: %s", verdict.reason)
+    else:
+        log.info("warm start: %s", verdict.reason)
+
+
+def _shutdown_command(stop: trio.Event, graceful: bool) -> None:
+    """The ``shutdown`` command (enabled by -A): the same graceful stop as SIGTERM."""
+    if not stop.is_set():
+        log.info("shutdown%s command received, shutting down", " graceful" if graceful else "")
+        stop.set()
 
 
 async def _recover_in_child(settings: Settings) -> None:
@@ -221,7 +257,11 @@ def _security(
 
 
 async def _serve(
-    plane: DataPlane, committer: GroupCommitter | None, readiness: Readiness, stop: trio.Event
+    plane: DataPlane,
+    committer: GroupCommitter | None,
+    readiness: Readiness,
+    stop: trio.Event,
+    info: ServerInfo,
 ) -> None:
     """Serve the data port until ``stop``; return once connections have drained."""
     serve = plane.run if committer is None else partial(committer.run_alongside, plane.run)
@@ -233,6 +273,7 @@ async def _serve(
                 f"server.listen_addr: cannot listen on {plane.address_text}: {exc.strerror}"
             ) from None
         readiness.accepting = True
+        info.listen[:] = addresses
         for addr_host, addr_port in addresses:
             log.info("petracache listening on %s:%d", addr_host, addr_port)
         await stop.wait()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -37,8 +36,14 @@ from petracache.config import (
     StorageSettings,
     apply_overrides,
     load_settings,
-    loggable,
     parse_size,
+)
+from petracache.startup import (
+    fit_connections,
+    log_configuration,
+    raise_fd_limit,
+    setup_logging,
+    startup_line,
 )
 
 __all__ = ["configure", "main", "parse_size"]
@@ -283,49 +288,6 @@ def check_db_path(path: str) -> None:
         raise ConfigError(f"storage.db_path: {path!r} is not writable: {exc.strerror}") from None
 
 
-def raise_fd_limit() -> int:
-    """Raise the soft RLIMIT_NOFILE to the hard limit (10,000 connections need the fds)."""
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        except (ValueError, OSError):
-            pass
-    return soft
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": self.formatTime(record),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-def setup_logging(level: str, fmt: str) -> None:
-    """Configure the root logger once: level and text/json format."""
-    handler = logging.StreamHandler()
-    if fmt == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    # uvicorn's own start/stop chatter is noise here; "admin listening on" says it all.
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
-
-
 def _exit_cleanly(signum: int, frame: object) -> None:
     """SIGTERM while app.run is not listening: before it opened anything or after it closed
     everything, so there is nothing to clean up. Raising instead could land inside trio's
@@ -372,20 +334,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings_from(args)
         drop_privileges(args.user)
         check_db_path(settings.storage.db_path)
+        nofile = raise_fd_limit()
+        settings, fd_warning = fit_connections(settings, nofile)
         if settings.server.pid_file:
             write_pid_file(settings.server.pid_file)
     except ConfigError as exc:
         print(f"petracache: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     setup_logging(settings.server.log_level, settings.server.log_format)
-    nofile = raise_fd_limit()
-    log.info(
-        "starting petracache %s (pid %d, fd limit %d) with %s",
-        __version__,
-        os.getpid(),
-        nofile,
-        loggable(settings),
-    )
+    log.info("%s", startup_line(settings, __version__, os.getpid(), nofile))
+    log_configuration(log, settings)
+    if fd_warning:
+        log.warning("%s", fd_warning)
     for note in compat_notes(args, settings):
         log.info("%s", note)
     try:

@@ -11,16 +11,25 @@ Router configurations are generated from the same plan, so they can never disagr
 * twemproxy (nutcracker) YAML: ketama consistent hashing, each server named ``<name>-<i>``
   (ketama hashes the name, so moving an instance to another port keeps its keys), with
   optional auto-ejection of a dead server;
-* mcrouter JSON: a consistent-hashing (Ch3) pool behind a FailoverRoute whose extra children
-  re-hash the key with a salt, so a key whose server is down goes to another live one.
+* mcrouter JSON: a consistent-hashing (Ch3) pool behind an OperationSelectorRoute. Reads
+  (get, gets, metaget, lease-get) go through a FailoverRoute whose extra children re-hash
+  the key with a salt, so a read whose server is down is answered by another live one (a
+  miss, then whatever the client fills). Writes and deletes go to the key's own server
+  only, and fail while it is down: a write that failed over would land on another shard
+  and be shadowed by the old value once the owner is back, and a delete that failed over
+  would leave the owner's copy in place. See docs/deployment.md ("Routers and failover").
 
 Command line (``petracache-cluster`` or ``python -m petracache.cluster``)::
 
     petracache-cluster config nutcracker -n 4          # print a router config
     petracache-cluster run -n 2 --router-port 22121     # run 2 instances + nutcracker
 
-``run`` starts the instances (and nutcracker when ``--router-port`` is given), forwards
-SIGTERM/SIGINT to every child so each one shuts down cleanly, and exits when all are gone.
+``run`` starts the instances (and nutcracker when ``--router-port`` is given; refused when
+nutcracker is not installed) and supervises them (``petracache.supervisor``): a crashed
+instance is restarted with back-off on its own data, every output line is prefixed with its
+instance's name, SIGTERM/SIGINT stop every child cleanly, and the command exits non-zero
+when it gives up on a child that keeps crashing. For production, run one systemd unit per
+instance instead (``deploy/petracache@.service``, docs/deployment.md).
 """
 
 from __future__ import annotations
@@ -30,17 +39,20 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from petracache.supervisor import BACKOFF_FIRST, MAX_CRASHES, Child, Supervisor
+
 DEFAULT_POOL = "petracache"
 NUTCRACKER_PATHS = ("nutcracker", "/usr/sbin/nutcracker")
 FAILOVER_SALTS = ("failover-1", "failover-2")  # two re-hashes: a 2nd dead server is skipped too
+# mcrouter operation names that may fail over; every other operation (sets, deletes, touch,
+# arithmetic, lease-set) goes to the key's own server only.
+FAILOVER_OPERATIONS = ("get", "gets", "metaget", "lease-get")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +69,14 @@ class Instance:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def command(self, python: str = sys.executable) -> list[str]:
-        """The exact command line that starts this instance."""
+    def command(self, python: str = sys.executable, config: str | None = None) -> list[str]:
+        """The exact command line that starts this instance (``config``: a TOML file every
+        instance reads; the flags here, its own address and directory, win over it)."""
         return [
             python,
             "-m",
             "petracache",
+            *([config] if config else []),
             "-l",
             self.host,
             "-p",
@@ -133,21 +147,30 @@ def nutcracker_yaml(
 
 
 def mcrouter_config(servers: Sequence[str], *, pool: str = DEFAULT_POOL) -> dict[str, Any]:
-    """An mcrouter config: a Ch3 consistent-hashing pool with failover to re-hashed routes.
+    """An mcrouter config: a Ch3 consistent-hashing pool; only reads fail over.
 
-    The first child sends each key to its server on the ring; if that server errors or is
-    marked down (TKO), the next child re-hashes the key with a salt onto the same pool.
+    Every operation goes to the key's server on the ring (``default_policy``). The read
+    operations instead go through a FailoverRoute: if that server errors or is marked down
+    (TKO), the next child re-hashes the key with a salt onto the same pool.
     """
-    routes: list[dict[str, Any]] = [
-        {"type": "PoolRoute", "pool": pool, "hash": {"hash_func": "Ch3"}}
-    ]
-    routes += [
-        {"type": "PoolRoute", "pool": pool, "hash": {"hash_func": "Ch3", "salt": salt}}
-        for salt in FAILOVER_SALTS
-    ]
+    primary: dict[str, Any] = {"type": "PoolRoute", "pool": pool, "hash": {"hash_func": "Ch3"}}
+    failover = {
+        "type": "FailoverRoute",
+        "children": [
+            primary,
+            *(
+                {"type": "PoolRoute", "pool": pool, "hash": {"hash_func": "Ch3", "salt": salt}}
+                for salt in FAILOVER_SALTS
+            ),
+        ],
+    }
     return {
         "pools": {pool: {"servers": list(servers)}},
-        "route": {"type": "FailoverRoute", "children": routes},
+        "route": {
+            "type": "OperationSelectorRoute",
+            "default_policy": primary,
+            "operation_policies": dict.fromkeys(FAILOVER_OPERATIONS, failover),
+        },
     }
 
 
@@ -171,43 +194,36 @@ def _run(args: argparse.Namespace) -> int:
         admin_base_port=args.admin_base_port,
         data_dir=args.data_dir,
     )
+    nutcracker = find_nutcracker() if args.router_port else None
+    if args.router_port and nutcracker is None:
+        print(
+            "petracache-cluster: --router-port needs nutcracker (twemproxy), which is not"
+            f" installed (looked for {', '.join(NUTCRACKER_PATHS)})",
+            file=sys.stderr,
+        )
+        return 2
+    config = str(Path(args.config).resolve()) if args.config else None
+    if config is not None and not Path(config).is_file():
+        print(f"petracache-cluster: --config {args.config}: no such file", file=sys.stderr)
+        return 2
     data_dir = Path(args.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    children: list[subprocess.Popen[bytes]] = [
-        subprocess.Popen(inst.command(), env={**os.environ, **inst.env()}) for inst in instances
+    children = [
+        Child(inst.name, inst.command(config=config), {**os.environ, **inst.env()})
+        for inst in instances
     ]
-    if args.router_port:
-        binary = find_nutcracker()
-        if binary is None:
-            print("petracache-cluster: nutcracker not found", file=sys.stderr)
-        else:
-            conf = data_dir / "nutcracker.yml"
-            conf.write_text(nutcracker_yaml(instances, listen=f"{args.host}:{args.router_port}"))
-            log = data_dir / "nutcracker.log"
-            stats = ["-s", str(args.router_stats_port), "-a", args.host]
-            children.append(subprocess.Popen([binary, "-c", str(conf), "-o", str(log), *stats]))
+    if nutcracker is not None:
+        conf = data_dir / "nutcracker.yml"
+        conf.write_text(nutcracker_yaml(instances, listen=f"{args.host}:{args.router_port}"))
+        stats = ["-s", str(args.router_stats_port), "-a", args.host]
+        children.append(Child("nutcracker", [nutcracker, "-c", str(conf), *stats]))
     (data_dir / "mcrouter.json").write_text(mcrouter_json([i.address for i in instances]))
-    stopping = False
-
-    def stop_all(signum: int, _frame: object = None) -> None:
-        nonlocal stopping
-        stopping = True
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, stop_all)
-    signal.signal(signal.SIGINT, stop_all)
+    supervisor = Supervisor(children, max_crashes=args.max_restarts, backoff=args.backoff)
+    signal.signal(signal.SIGTERM, lambda signum, _frame: supervisor.stop(signum))
+    signal.signal(signal.SIGINT, lambda signum, _frame: supervisor.stop(signum))
     for inst in instances:
-        print(f"{inst.name}: data {inst.address} admin {inst.host}:{inst.admin_port}", flush=True)
-    while any(child.poll() is None for child in children):
-        if not stopping and any(child.poll() is not None for child in children):
-            # one process died on its own (a port in use, a crash): take the rest down too
-            # rather than run a cluster with a hole in it
-            print("petracache-cluster: a process exited; stopping the others", file=sys.stderr)
-            stop_all(signal.SIGTERM)
-        time.sleep(0.2)
-    return max((child.returncode or 0) for child in children)
+        supervisor.say(f"{inst.name}: data {inst.address} admin {inst.host}:{inst.admin_port}")
+    return supervisor.run()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,6 +242,26 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--data-dir", default="./data")
         p.add_argument("--router-port", type=int, default=0, help="nutcracker listen port")
         p.add_argument("--router-stats-port", type=int, default=22222, help="nutcracker stats")
+        if action == "run":
+            p.add_argument(
+                "--config",
+                metavar="FILE",
+                help="petracache TOML config file passed to every instance (addresses and"
+                " data directories still come from the plan)",
+            )
+            p.add_argument(
+                "--max-restarts",
+                type=int,
+                default=MAX_CRASHES,
+                help="restarts of a crashing instance, with none up 30s between, before giving"
+                " up (then every instance is stopped and the command exits 1)",
+            )
+            p.add_argument(
+                "--backoff",
+                type=float,
+                default=BACKOFF_FIRST,
+                help="seconds before the first restart; doubles per crash, up to 30",
+            )
     return parser
 
 

@@ -191,6 +191,19 @@ class StorageSettings(_Section):
         description="disk bound (SST + WAL or memtable bytes): oldest-written items are evicted"
         " from 55% of it, leaving room for compaction; 0 = no bound",
     )
+    exact_item_count: bool = Field(
+        True,
+        description="keep curr_items and bytes exact: a set of an existing key then reads it"
+        " first (about 10 us); false: set stays a blind write and stats reports RocksDB's"
+        " estimates",
+    )
+    max_warm_downtime: float = Field(
+        60.0,
+        ge=0,
+        description="seconds the server may have been down (since its clean stop or last"
+        " heartbeat) and still serve what it stored before; longer: everything stored before"
+        " is invalidated at start (as by flush_all); 0 = always serve it",
+    )
     durability: Literal["none", "wal", "fsync"] = Field(
         "wal", description="none: no WAL; wal: survives a process crash; fsync: power loss"
     )

@@ -9,7 +9,7 @@ No image can be built here, so instead:
   service is a server of that pool, and it is exactly what ``petracache.cluster`` generates;
 * the Prometheus config scrapes every petracache service's admin port;
 * the Dockerfile has the promised shape (multi-stage, slim base, non-root user, volume, both
-  ports, HEALTHCHECK on /health, exec-form ENTRYPOINT);
+  ports, HEALTHCHECK on /ready at the configured admin address, exec-form ENTRYPOINT);
 * the image's command is run for real: petracache is pip-installed into a fresh virtualenv
   the way the build stage does it, then started with the Dockerfile's own ENV and
   ENTRYPOINT (only the ports and data directory moved to free/temporary ones); it serves
@@ -124,10 +124,18 @@ def test_mcrouter_config_routes_to_every_instance(compose: dict[str, Any]) -> No
     text = (DOCKER / "mcrouter.json").read_text()
     config = json.loads(text)
     pools = config["pools"]
-    children = config["route"]["children"]
-    assert config["route"]["type"] == "FailoverRoute"
-    assert all(child["pool"] in pools for child in children)
-    assert children[0]["hash"] == {"hash_func": "Ch3"}  # consistent hashing first
+    route = config["route"]
+    # Only reads fail over; writes and deletes go to the key's own server (the primary).
+    assert route["type"] == "OperationSelectorRoute"
+    primary = route["default_policy"]
+    assert primary == {"type": "PoolRoute", "pool": "petracache", "hash": {"hash_func": "Ch3"}}
+    policies = route["operation_policies"]
+    assert set(policies) == {"get", "gets", "metaget", "lease-get"}
+    for policy in policies.values():
+        assert policy["type"] == "FailoverRoute"
+        children = policy["children"]
+        assert children[0] == primary  # the key's own server first
+        assert all(child["pool"] in pools for child in children)
     servers = {server for pool in pools.values() for server in pool["servers"]}
     petracache_services = {name for name in compose["services"] if name.startswith("petracache")}
     assert servers == {f"{name}:11211" for name in petracache_services}
@@ -153,7 +161,7 @@ def test_dockerfile_shape() -> None:
     assert user not in ("root", "0")
     assert json.loads(one(stage, "VOLUME")) == ["/var/lib/petracache"]
     assert set(one(stage, "EXPOSE").split()) == {"11211", "9090"}
-    assert "/health" in " ".join(healthcheck_command())
+    assert healthcheck_command() == ["python", "-m", "petracache.healthcheck"]  # asks /ready
     entrypoint = json.loads(one(stage, "ENTRYPOINT"))  # exec form: JSON, no shell
     assert entrypoint == ["petracache"]
     env = image_env()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from petracache.commands.context import Context, Handler
 from petracache.commands.stats import general_stats, reset_stats, settings_stats
+from petracache.commands.stats_groups import GROUPS
 from petracache.observability.counters import Counters
 from petracache.protocol.requests import (
     Arithmetic,
@@ -47,6 +48,8 @@ STORE_REPLIES = {
     StoreResult.EXISTS: Status.EXISTS,
     StoreResult.NOT_FOUND: Status.NOT_FOUND,
 }
+BAD_EXPTIME = ErrorReply(b"CLIENT_ERROR invalid exptime argument\r\n")
+FLUSH_REFUSED = ErrorReply(b"CLIENT_ERROR flush_all not allowed\r\n")  # memcached -F
 MEMLIMIT_MIN_MB = 8  # memcached refuses less (MEMLIMIT_TOO_SMALL)
 MEMLIMIT_MAX_MB = 1_000_000_000  # more looks like bytes (MEMLIMIT_ADJUST_FAILED)
 
@@ -185,8 +188,12 @@ def touch(ctx: Context, request: Touch) -> Status:
     return Status.NOT_FOUND
 
 
-def flush_all(ctx: Context, request: FlushAll) -> Status:
-    ctx.counters.cmd_flush += 1
+def flush_all(ctx: Context, request: FlushAll) -> Response:
+    ctx.counters.cmd_flush += 1  # memcached counts a refused flush_all too
+    if not ctx.info.flush_enabled:
+        return FLUSH_REFUSED
+    if request.delay is None:
+        return BAD_EXPTIME
     ctx.engine.flush_all(request.delay)
     ctx.leases.clear()
     return Status.OK
@@ -202,11 +209,18 @@ def verbosity(ctx: Context, request: Verbosity) -> Status:
 
 
 def cache_memlimit(ctx: Context, request: CacheMemlimit) -> Status:
-    """Accepted and ignored (the bound is ``[storage] max_disk_bytes``), memcached's checks kept."""
+    """Sets the disk bound (``storage.max_disk_bytes``) to ``megabytes`` MiB, memcached's
+    checks kept. Without a bound configured at start there is no eviction to re-aim (its
+    index is not kept): the command is accepted with ``OK`` and changes nothing, as
+    memcached scripts expect ``OK`` (docs/operations.md, "Admin commands")."""
     if request.megabytes < MEMLIMIT_MIN_MB:
         return Status.MEMLIMIT_TOO_SMALL
     if request.megabytes > MEMLIMIT_MAX_MB:
         return Status.MEMLIMIT_NOT_BYTES
+    bound = request.megabytes * 1024 * 1024
+    setter = ctx.info.set_disk_bound
+    if setter is not None and setter(bound):
+        ctx.info.disk_bound = bound
     return Status.OK
 
 
@@ -215,7 +229,8 @@ def quit_(ctx: Context, request: Quit) -> Status:
 
 
 def stats(ctx: Context, request: Stats) -> Response:
-    """stats, stats reset, stats settings, stats detail on|off|dump."""
+    """stats, stats reset, stats settings, stats detail on|off|dump, and the groups of
+    ``stats_groups`` (slabs, items, sizes, conns, cachedump)."""
     if not request.args:
         return StatsReply(general_stats(ctx.counters, ctx.engine, ctx.info))
     group = request.args[0]
@@ -227,6 +242,9 @@ def stats(ctx: Context, request: Stats) -> Response:
         return StatsReply(settings_stats(ctx.engine, ctx.info))
     if group == b"detail":
         return ctx.prefixes.command(request.args[1:])
+    answer = GROUPS.get(group)
+    if answer is not None:
+        return answer(ctx, request.args)
     return Status.ERROR
 
 

@@ -20,7 +20,11 @@ from petracache.storage.engine import Engine
 
 @dataclass(slots=True)
 class ServerInfo:
-    """Facts about the running server that stats reports."""
+    """Facts about the running server that stats reports, and the admin commands' hooks.
+
+    ``app.py`` fills in what only the server knows (addresses, connections, how to stop);
+    tests leave the defaults.
+    """
 
     max_connections: int
     item_size_max: int
@@ -29,6 +33,26 @@ class ServerInfo:
     verbosity: int = 0
     extra_settings: Callable[[], list[tuple[str, str]]] | None = None
     auth_enabled: bool = False  # memcached lists auth_cmds/auth_errors only with -Y
+    flush_enabled: bool = True  # memcached -F turns it off
+    shutdown_enabled: bool = False  # memcached -A turns it on
+    tls_enabled: bool = False
+    idle_timeout: float = 0.0
+    listen: list[tuple[str, int]] = field(default_factory=list)  # bound data addresses
+    # ``stats conns`` rows (server.conns), and the ``shutdown`` command's way to stop.
+    connections: Callable[[], list[tuple[str, str]]] | None = None
+    request_shutdown: Callable[[bool], None] | None = None
+    # ``cache_memlimit``: sets the disk bound at run time (None: no bound, so no eviction).
+    set_disk_bound: Callable[[int], bool] | None = None
+    disk_bound: int = 0  # the bound cache_memlimit set (0: storage.max_disk_bytes)
+    slab_automove: int = 0  # ``slabs automove`` is accepted and remembered, nothing moves
+    slab_automove_ratio: float = 0.8
+
+
+TCP_BACKLOG = 4096  # server.serve: the listen backlog
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
 
 
 def reset_stats(counters: Counters, engine: Engine) -> None:
@@ -85,10 +109,10 @@ def general_stats(counters: Counters, engine: Engine, info: ServerInfo) -> list[
         ),
         ("bytes_read", c["bytes_read"]),
         ("bytes_written", c["bytes_written"]),
-        ("limit_maxbytes", _limit_maxbytes(engine)),
+        ("limit_maxbytes", limit_maxbytes(engine, info)),
         ("threads", info.threads),
-        ("bytes", db["live_data_bytes"] + db["memtable_bytes"]),
-        ("curr_items", db["estimated_keys"]),
+        ("bytes", stored_bytes(engine, db)),
+        ("curr_items", curr_items(engine, db)),
         ("total_items", ec["total_items"]),
         ("expired_unfetched", ec.get("expired_unfetched", 0)),
         ("evicted_unfetched", ec.get("evicted_unfetched", 0)),
@@ -101,28 +125,80 @@ def general_stats(counters: Counters, engine: Engine, info: ServerInfo) -> list[
         ("wal_fsyncs", engine.commit.syncs),  # group commits (durability = fsync)
         # writes a read makes on the side (lazy delete, fetch record) that failed, e.g. ENOSPC
         ("read_write_failures", ec.get("read_write_failures", 0)),
+        # starts that invalidated what was stored (down longer than max_warm_downtime)
+        ("cold_starts", ec.get("cold_starts", 0)),
     ]
     return [(name, str(value)) for name, value in values]
 
 
-def _limit_maxbytes(engine: Engine) -> int:
-    """The capacity bound (storage.max_disk_bytes) if set, else the block cache size."""
-    return getattr(engine.settings, "max_disk_bytes", 0) or engine.settings.block_cache_size
+def curr_items(engine: Engine, db: dict[str, int] | None = None) -> int:
+    """The exact item count (``storage.tally``); RocksDB's estimate while a recount runs."""
+    tally = engine.tally
+    if tally.exact:
+        return tally.items
+    return (db or engine.statistics())["estimated_keys"]
+
+
+def stored_bytes(engine: Engine, db: dict[str, int] | None = None) -> int:
+    """Keys + values as stored (``storage.tally``); RocksDB's estimate while recounting."""
+    tally = engine.tally
+    if tally.exact:
+        return tally.bytes
+    figures = db or engine.statistics()
+    return figures["live_data_bytes"] + figures["memtable_bytes"]
+
+
+def limit_maxbytes(engine: Engine, info: ServerInfo) -> int:
+    """The disk bound (``cache_memlimit``'s, else ``storage.max_disk_bytes``) if set, else
+    the size of the filesystem holding the database: the bound that then applies (0 if it
+    cannot be read)."""
+    bound = info.disk_bound or engine.settings.max_disk_bytes
+    if bound:
+        return int(bound)
+    try:
+        fs = os.statvfs(engine.settings.db_path)
+    except OSError:
+        return 0
+    return fs.f_blocks * fs.f_frsize
 
 
 def settings_stats(engine: Engine, info: ServerInfo) -> list[tuple[str, str]]:
-    """``stats settings``: the effective configuration under memcached's names."""
+    """``stats settings``: memcached 1.6.18's keys that mean something here, in its order,
+    then petracache's own (``db_path`` onwards). Keys for features petracache does not have
+    (slab sizing, hash tables, extstore, UDP threads) are left out rather than invented."""
+    host, port = info.listen[0] if info.listen else ("", 0)
+    storage = engine.settings
     values: list[tuple[str, object]] = [
-        ("maxbytes", _limit_maxbytes(engine)),
+        ("maxbytes", limit_maxbytes(engine, info)),
         ("maxconns", info.max_connections),
-        ("item_size_max", info.item_size_max),
+        ("tcpport", port),
+        ("udpport", 0),
+        ("inter", host or "NULL"),
         ("verbosity", info.verbosity),
-        ("evictions", "on"),
-        ("cas_enabled", "yes"),
-        ("flush_enabled", "yes"),
+        ("evictions", "on" if storage.max_disk_bytes else "off"),
+        ("domain_socket", "NULL"),
+        ("shutdown_command", _yes(info.shutdown_enabled)),
         ("num_threads", info.threads),
-        ("db_path", engine.settings.db_path),
-        ("durability", engine.settings.durability),
+        ("stat_key_prefix", ":"),
+        ("cas_enabled", "yes"),
+        ("tcp_backlog", TCP_BACKLOG),
+        ("auth_enabled_sasl", "no"),
+        ("auth_enabled_ascii", _yes(info.auth_enabled)),
+        ("item_size_max", info.item_size_max),
+        ("maxconns_fast", "yes"),  # over the limit: refused at once with an ERROR line
+        ("slab_reassign", "no"),
+        ("slab_automove", info.slab_automove),
+        ("slab_automove_ratio", f"{info.slab_automove_ratio:.2f}"),
+        ("lru_crawler", "yes"),
+        ("flush_enabled", _yes(info.flush_enabled)),
+        ("dump_enabled", "yes"),
+        ("idle_timeout", int(info.idle_timeout)),
+        ("track_sizes", "no"),
+        ("ssl_enabled", _yes(info.tls_enabled)),
+        ("db_path", storage.db_path),
+        ("durability", storage.durability),
+        ("max_disk_bytes", storage.max_disk_bytes),
+        ("max_warm_downtime", f"{storage.max_warm_downtime:g}"),
     ]
     if info.extra_settings is not None:
         values.extend(info.extra_settings())

@@ -14,6 +14,9 @@ Prometheus counters here are monotonic: ``stats reset`` rebases what ``stats`` s
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
+import platform
 import re
 from collections.abc import Callable, Iterator
 from time import perf_counter_ns
@@ -26,6 +29,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from petracache import __version__
 from petracache.observability.counters import Counters
 from petracache.protocol.meta_requests import MetaSet
 from petracache.protocol.requests import Arithmetic, Get, Request, Store, TooLarge
@@ -39,6 +43,7 @@ from petracache.protocol.responses import (
     Values,
 )
 from petracache.rules.verbs import StoreMode
+from petracache.rules.versions import MEMCACHED_VERSION
 from petracache.storage.engine import Engine
 
 # Latency buckets are powers of two nanoseconds, so the hot path finds a request's bucket
@@ -222,11 +227,13 @@ class PetracacheCollector(Collector):
         self.engine: Engine | None = None
 
     def collect(self) -> Iterator[Metric]:
+        yield _build_info()
         yield from self._requests()
         yield from self._counters()
         engine = self.engine
         if engine is not None:
             yield from self._engine(engine)
+            yield from self._items(engine)
 
     def _requests(self) -> Iterator[Metric]:
         family = CounterMetricFamily(
@@ -287,3 +294,40 @@ class PetracacheCollector(Collector):
             yield GaugeMetricFamily(
                 f"petracache_rocksdb_{label}", f"RocksDB {label.replace('_', ' ')}.", value=value
             )
+
+    def _items(self, engine: Engine) -> Iterator[Metric]:
+        """The exact tally (``stats`` curr_items and bytes) and the cold-start count."""
+        tally = engine.tally
+        if tally.exact:
+            yield GaugeMetricFamily(
+                "petracache_curr_items", "Items stored (memcached curr_items).", value=tally.items
+            )
+            yield GaugeMetricFamily(
+                "petracache_bytes", "Keys and values stored (memcached bytes).", value=tally.bytes
+            )
+        yield CounterMetricFamily(
+            "petracache_cold_starts",
+            "Starts that invalidated everything stored (down longer than max_warm_downtime).",
+            value=engine.counters.extra.get("cold_starts", 0),
+        )
+
+
+def _build_info() -> Metric:
+    """``petracache_build_info``: 1, labelled with what was built and what it runs on."""
+    family = GaugeMetricFamily(
+        "petracache_build_info",
+        "petracache's version, the memcached release it reproduces, Python and RocksDB binding.",
+        labels=["version", "memcached", "python", "rocksdict"],
+    )
+    family.add_metric(
+        [__version__, MEMCACHED_VERSION, platform.python_version(), _rocksdict_version()], 1
+    )
+    return family
+
+
+@functools.cache
+def _rocksdict_version() -> str:
+    try:
+        return importlib.metadata.version("rocksdict")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"

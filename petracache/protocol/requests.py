@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeAlias
 
+from petracache.protocol.admin import Admin
 from petracache.protocol.crawler import LruCrawler
 from petracache.protocol.meta_requests import MetaRequest
 from petracache.rules.verbs import StoreMode
@@ -74,9 +75,9 @@ class Touch:
 
 @dataclass(frozen=True, slots=True)
 class FlushAll:
-    """flush_all; ``delay`` <= 0 means now."""
+    """flush_all; ``delay`` <= 0 means now, None that it was not a number."""
 
-    delay: int = 0
+    delay: int | None = 0
     noreply: bool = False
 
 
@@ -158,4 +159,5 @@ Request: TypeAlias = (
     | Quit
     | MetaRequest
     | LruCrawler
+    | Admin
 )

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Final, TypeAlias
 
 from petracache.protocol import errors
+from petracache.protocol.admin import parse_admin
 from petracache.protocol.crawler import LruCrawler
 from petracache.protocol.meta import parse_meta
 from petracache.protocol.requests import (
@@ -227,12 +228,11 @@ def _parse_flush_all(tokens: list[bytes], ntokens: int, _item_size_max: int) -> 
     """flush_all [<delay>] [noreply]."""
     _want(ntokens, 2, 4)
     noreply = _noreply(tokens, ntokens)
-    delay = 0
+    delay: int | None = 0
     if ntokens != (3 if noreply else 2):
-        parsed = strtol32(tokens[1])
-        if parsed is None:
-            raise errors.InvalidExptime(noreply=noreply)
-        delay = parsed
+        # None: not a number. memcached checks -F (flush_all disabled) before the argument,
+        # so the command layer, which knows the setting, picks the error.
+        delay = strtol32(tokens[1])
     return FlushAll(delay, noreply)
 
 
@@ -258,11 +258,6 @@ def _number_argument(
     if value is None:
         raise error(noreply=noreply)
     return value, noreply
-
-
-def _parse_shutdown(tokens: list[bytes], ntokens: int, _item_size_max: int) -> Request:
-    """shutdown: refused, as memcached refuses it without ``-A``."""
-    raise errors.ProtocolError(b"ERROR: shutdown not enabled\r\n")
 
 
 def _parse_mcrouter_get(tokens: list[bytes], ntokens: int, _item_size_max: int) -> Request:
@@ -317,5 +312,5 @@ _PARSERS: Final[dict[bytes, _Parser]] = {
     b"flush_all": _parse_flush_all,
     b"verbosity": _parse_verbosity,
     b"cache_memlimit": _parse_cache_memlimit,
-    b"shutdown": _parse_shutdown,
+    **dict.fromkeys((b"slabs", b"lru", b"watch", b"shutdown"), parse_admin),
 }

@@ -107,3 +107,18 @@ def parse_stored_counter(data: bytes) -> int | None:
         if not data:
             return None
     return strtoull(data + b"\r\n")
+
+
+def strtod(token: bytes) -> float | None:
+    """memcached ``safe_strtod``: the whole token is a C floating-point number, or ``None``.
+
+    ``strtod`` skips leading white space and reads decimal, hex, ``inf`` and ``nan`` forms;
+    Python's ``float`` reads the same set except hex, which no memcached setting needs, and
+    also takes ``_`` separators, which C does not.
+    """
+    if b"_" in token:
+        return None
+    try:
+        return float(token.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return None

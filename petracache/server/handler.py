@@ -64,10 +64,21 @@ class HandlerConfig:
     reactor: Reactor | None = None  # serves plain TCP connections (None: a task each)
 
 
+@dataclass(eq=False, slots=True)
+class ConnView:
+    """What ``stats conns`` shows of a connection: its socket and when it last sent input
+    (trio time; the reactor keeps its own for the connections it serves)."""
+
+    sock: trio.socket.SocketType | None
+    last_active: float
+
+
 @dataclass(slots=True)
 class ConnectionTracker:
-    """Live connections, so shutdown can stop them reading and wait for them to finish."""
+    """Live connections, so shutdown can stop them reading and wait for them to finish,
+    and ``stats conns`` can list them."""
 
+    views: set[ConnView] = field(default_factory=set)
     idle_scopes: set[trio.CancelScope] = field(default_factory=set)
     reactor: Reactor | None = None
     draining: bool = False
@@ -99,6 +110,7 @@ async def handle_connection(
     tracker: ConnectionTracker,
 ) -> None:
     """Serve one client until it disconnects, quits, or the server drains."""
+    view = ConnView(getattr(stream, "socket", None), trio.current_time())
     stream = tls.wrap(stream, config.tls)
     counters.total_connections += 1
     if counters.curr_connections >= config.max_connections or tracker.draining:
@@ -110,8 +122,9 @@ async def handle_connection(
         return
     counters.curr_connections += 1
     tracker.active += 1
+    tracker.views.add(view)
     try:
-        await _serve(stream, execute, counters, config, tracker)
+        await _serve(stream, execute, counters, config, tracker, view)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
     except NotDurable:
@@ -120,6 +133,7 @@ async def handle_connection(
         log.exception("connection handler failed; closing this connection")
     finally:
         counters.curr_connections -= 1
+        tracker.views.discard(view)
         tracker.connection_closed()
         await trio.aclose_forcefully(stream)
 
@@ -130,8 +144,9 @@ async def _serve(
     counters: Counters,
     config: HandlerConfig,
     tracker: ConnectionTracker,
+    view: ConnView,
 ) -> None:
-    session = _Session(fast_stream(stream), execute, counters, config)
+    session = _Session(fast_stream(stream), execute, counters, config, view)
     while True:
         if session.parkable(tracker):
             if not await session.park():
@@ -143,7 +158,17 @@ async def _serve(
 class _Session:
     """One connection's state, shared by its two ways of being served."""
 
-    __slots__ = ("config", "conn", "counters", "execute", "fd", "gate", "reactor", "stream")
+    __slots__ = (
+        "config",
+        "conn",
+        "counters",
+        "execute",
+        "fd",
+        "gate",
+        "reactor",
+        "stream",
+        "view",
+    )
 
     def __init__(
         self,
@@ -151,7 +176,9 @@ class _Session:
         execute: Callable[[Request], Response],
         counters: Counters,
         config: HandlerConfig,
+        view: ConnView,
     ) -> None:
+        self.view = view
         self.stream = stream  # plain TCP: fewer syscalls and scheduler passes (fastio)
         self.execute = execute
         self.counters = counters
@@ -180,6 +207,7 @@ class _Session:
     async def answer(self, data: bytes) -> bool:
         """Run one read's worth of input; False when the connection must close."""
         self.counters.bytes_read += len(data)
+        self.view.last_active = trio.current_time()
         gate = self.gate
         if gate is not None:  # not authenticated yet: only the credentials set may pass
             replies = gate.receive_data(data)

@@ -122,6 +122,11 @@ class Reactor:
         """Connections currently served by the reactor."""
         return len(self._slots)
 
+    def last_active(self, fd: int) -> float | None:
+        """When the connection on ``fd`` last sent input (trio time), if parked here."""
+        slot = self._slots.get(fd)
+        return None if slot is None else slot.last_active
+
     async def park(self, fd: int, conn: MemcacheConnection) -> Handback:
         """Serve ``conn`` (socket ``fd``) from the reactor until it is handed back.
 
@@ -175,7 +180,7 @@ class Reactor:
                     else:
                         await trio.lowlevel.wait_readable(epfd)
                     continue
-                now = trio.current_time() if idle else 0.0
+                now = trio.current_time()  # once per pass: idle timeout and stats conns
                 for fd, mask in events:
                     slot = slots.get(fd)
                     if slot is None:

@@ -17,6 +17,7 @@ import trio
 from petracache.observability.counters import Counters
 from petracache.protocol.requests import Request
 from petracache.protocol.responses import Response
+from petracache.server.conns import conns_rows
 from petracache.server.handler import ConnectionTracker, HandlerConfig, handle_connection
 from petracache.server.reactor import Reactor
 
@@ -45,12 +46,17 @@ class DataPlane:
         self._stop = trio.Event()
         self.tracker = ConnectionTracker()
         self.addresses: list[tuple[str, int]] = []
+        self.listen_sockets: list[trio.socket.SocketType] = []
         self._connections: trio.Nursery | None = None
 
     @property
     def address_text(self) -> str:
         """The configured address, for messages."""
         return f"{self._host}:{self._port}"
+
+    def connection_rows(self) -> list[tuple[str, str]]:
+        """``stats conns``: the listeners and the live connections."""
+        return conns_rows(self.listen_sockets, self.tracker)
 
     def stop(self) -> None:
         """Begin a graceful shutdown (safe to call more than once)."""
@@ -66,6 +72,7 @@ class DataPlane:
         """Serve until ``stop()``; reports the bound addresses through ``task_status``."""
         listeners = await trio.open_tcp_listeners(self._port, host=self._host, backlog=4096)
         self.addresses = [listener.socket.getsockname()[:2] for listener in listeners]
+        self.listen_sockets = [listener.socket for listener in listeners]
         reactor = None
         if self._config.durability is None:  # fsync mode: every reply waits in its task
             reactor = Reactor(

@@ -52,6 +52,10 @@ class ReclaimTask:
         self._limiter = trio.CapacityLimiter(1)
         self._compacting = False
 
+    @property
+    def reclaimer(self) -> Reclaimer:
+        return self._reclaimer
+
     def stop(self) -> None:
         """End the loop (safe to call more than once)."""
         self._stop.set()

@@ -35,6 +35,7 @@ HEADER_V1 = struct.Struct("<BIIIQ")
 HEADER_V2 = struct.Struct("<BIIIQIB")
 HEADER_SIZE = HEADER_V2.size  # of the format written now
 HEADER_V1_SIZE = HEADER_V1.size
+_V1_BYTE = bytes([FORMAT_V1])
 
 # Meta bits (memcached's ITEM_FETCHED, ITEM_STALE, ITEM_TOKEN_SENT, ITEM_KEY_BINARY).
 FETCHED = 1
@@ -100,3 +101,19 @@ def decode(raw: bytes) -> Item:
         _v, flags, deadline, stored_at, cas = HEADER_V1.unpack_from(raw)
         return Item(flags, deadline, stored_at, cas, raw[HEADER_V1_SIZE:], stored_at, 0)
     raise CorruptValue(f"undecodable value ({len(raw)} bytes, version {raw[:1]!r})")
+
+
+def stored_size(key: bytes, raw: bytes) -> int:
+    """What a stored value counts for in ``stats`` ``bytes``: key + value as format 2.
+
+    A format-1 value counts as the format-2 value its next write makes of it, so the total
+    does not drift when such a value is rewritten (see ``storage.tally``).
+    """
+    if raw[:1] == _V1_BYTE:
+        return len(key) + len(raw) + HEADER_SIZE - HEADER_V1_SIZE
+    return len(key) + len(raw)
+
+
+def item_stored_size(key: bytes, item: Item) -> int:
+    """``stored_size`` of a decoded item (what ``encode_item`` would write)."""
+    return len(key) + HEADER_SIZE + len(item.data)

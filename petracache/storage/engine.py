@@ -9,8 +9,9 @@ Invariants:
 
   - reads: ``read`` (the live item, as stored) and ``fetch`` (a read that records the
     fetch, as a ``get`` does);
-  - writes: ``write`` (one version, exactly as given), ``set`` (a blind store of fields:
-    the hot path's ``set``, no read and no ``Item``), ``record_fetch`` (a fetch-state
+  - writes: ``write`` (one version, exactly as given), ``set`` (a store of fields, the
+    hot path's ``set``: no ``Item``, and no read unless the bloom filters say the key may
+    exist, for the exact tally), ``record_fetch`` (a fetch-state
     hint) and ``remove``;
   - whole operations: ``store``, ``delta``, ``touch``, ``flush_all``;
   - the reclaimer's seam: ``stored``, ``walk``, ``batch``, ``disk_usage``, ``compact``,
@@ -22,6 +23,11 @@ Invariants:
   deletes it (lazy expiry).
 * CAS uniques strictly increase, across restarts too (``storage.state.CasSource``).
 * flush_all state is persisted (``storage.state.FlushState``).
+* ``tally`` (``storage.tally``) is the exact item count and bytes: every write and delete
+  here, and every committed reclaim batch, moves it by what it changed.
+* A liveness record (``storage.liveness``) is written at open, by ``heartbeat``, and at a
+  clean ``close``; at open, a downtime past ``max_warm_downtime`` invalidates everything
+  stored before (``flush_all(0)``).
 
 Column families: ``default`` holds items (key = raw memcached key, value = ``codec`` format);
 ``meta`` holds the engine's own state.
@@ -29,6 +35,7 @@ Column families: ``default`` holds items (key = raw memcached key, value = ``cod
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -41,12 +48,17 @@ from petracache.storage import codec, items, rocks
 from petracache.storage.codec import Item
 from petracache.storage.commit import CommitLog
 from petracache.storage.errors import CorruptValue, StorageError
-from petracache.storage.index import IndexBatch, ItemIndex
+from petracache.storage.index import IndexBatch, ItemIndex, parse_age_key
 from petracache.storage.items import DeltaResult, StoreResult
+from petracache.storage.liveness import Heartbeat, LastRun, Verdict, judge, read_last_run
 from petracache.storage.rocks import AGE_CF, EXPIRY_CF, META_CF
 from petracache.storage.state import CasSource, EngineCounters, FlushState
+from petracache.storage.tally import ItemTally, Recount
 
 __all__ = ["DeltaResult", "Engine", "EngineCounters", "StoreMode", "StoreResult"]
+
+log = logging.getLogger(__name__)
+OLDEST_PROBE = 64  # age-index entries looked at for ``oldest_write`` (stale ones are skipped)
 
 
 class Engine:
@@ -74,6 +86,14 @@ class Engine:
         self.counters = EngineCounters()
         self._db = rocks.open_db(settings)
         self._meta = self._db.get_column_family(META_CF)
+        # Read before anything below writes: the previous run's record and whether anything
+        # was written since it (its sequence number) decide if its tally is still exact.
+        self.last_run: LastRun | None = read_last_run(self._meta)
+        self._exact_count = settings.exact_item_count
+        self.tally = _restored_tally(self.last_run, rocks.sequence_number(self._db))
+        if not self._exact_count:
+            self.tally.exact = False  # and it stays so: no recount either
+        self._heartbeat = Heartbeat(self._meta)
         # fsync mode writes un-synced too: group commit (``commit``) syncs the WAL for many
         # writes at once before their replies are released.
         write_opts = rocks.write_options(wal=settings.durability != "none")
@@ -100,6 +120,11 @@ class Engine:
         self.next_cas = self._cas.take
         # memcached's process_started: its clock cannot express an absolute time before this.
         self._flush = FlushState(self._meta, self.now() - ttl.EPOCH_SLACK)
+        self.verdict: Verdict = judge(self.last_run, self.now(), settings.max_warm_downtime)
+        if self.verdict.cold:
+            self.flush_all(0)
+            self.counters.extra["cold_starts"] = 1
+        self._heartbeat.beat(self.now())
         self._closed = False
 
     # -- clock and CAS ---------------------------------------------------------------------
@@ -171,27 +196,51 @@ class Engine:
     def write(self, key: bytes, item: Item, old: Item | None, *, link: bool = True) -> None:
         """Write ``item`` under ``key``; ``old`` is the version it replaces, if read.
 
-        ``link`` (memcached's do_item_link): a new version, counted in ``total_items`` and
-        removed instead of written when it is already dead at its ``stored_at`` (a new
-        version's is now). ``link=False``: the same version
-        with changed state (meta flags), written exactly as given.
+        ``link`` (memcached's do_item_link): a new version, counted in ``total_items``.
+        ``link=False``: the same version with changed state (meta flags). Either way it is
+        written exactly as given, even when already dead: memcached links an item whose
+        absolute exptime is in the past too, and the next get counts it in ``get_expired``.
         """
-        if link and item.deadline and item.deadline <= item.stored_at:
-            self.remove(key, old)
+        value = codec.encode_item(item)
+        self._put(key, value, item.deadline, item.cas, old)
+        tally = self.tally
+        if old is None:
+            tally.items += 1
+            tally.bytes += len(key) + len(value)
         else:
-            self._put(key, codec.encode_item(item), item.deadline, item.cas, old)
+            tally.bytes += len(value) - len(old.data) - codec.HEADER_SIZE
         if link:
             self.counters.total_items += 1
 
     def set(self, key: bytes, flags: int, exptime: int, data: bytes) -> None:
-        """memcached's ``set``: a blind store (no read of the old version, no ``Item``)."""
+        """memcached's ``set``: a store without decoding the old version (no ``Item``).
+
+        An already-dead item (an absolute exptime in the past) is stored as memcached links
+        it: the next read finds it expired (``get_expired``) and the reclaimer reaps it.
+        """
         now = self.now()
         deadline = ttl.deadline(exptime, now)
         cas = self.next_cas()
-        if deadline and deadline <= now:
-            self.remove(key)
-        else:
+        if not self._exact_count:  # storage.exact_item_count = false: a blind write
             self._put(key, codec.encode(flags, deadline, now, cas, data), deadline, cas, None)
+            self.counters.total_items += 1
+            return
+        # The one read of the set: whether the key is new, and the old size, for
+        # the exact tally (``storage.tally``). The bloom filters answer "absent" for most new
+        # keys (a set after a miss) without reading a block; only a key that may exist is
+        # read (docs/benchmarks.md has the cost).
+        try:
+            old = self._db.get(key) if self._db.key_may_exist(key) else None
+        except Exception as exc:
+            raise StorageError(f"read failed: {exc}") from exc
+        value = codec.encode(flags, deadline, now, cas, data)
+        self._put(key, value, deadline, cas, None)
+        tally = self.tally
+        if old is None:
+            tally.items += 1
+            tally.bytes += len(key) + len(value)
+        else:
+            tally.bytes += len(key) + len(value) - codec.stored_size(key, old)
         self.counters.total_items += 1
 
     def _put(self, key: bytes, value: bytes, deadline: int, cas: int, old: Item | None) -> None:
@@ -206,7 +255,21 @@ class Engine:
         self.commit.written += 1
 
     def remove(self, key: bytes, old: Item | None = None) -> None:
-        """Delete ``key``; ``old`` (the stored version, if read) also drops its index entries."""
+        """Delete ``key``; ``old`` (the stored version, if read) also drops its index entries.
+
+        Without ``old`` the key is looked up first (for the tally); an absent key is left
+        alone (no tombstone).
+        """
+        if old is not None:
+            size = codec.item_stored_size(key, old)
+        else:
+            try:
+                raw = self._db.get(key)
+            except Exception as exc:
+                raise StorageError(f"read failed: {exc}") from exc
+            if raw is None:
+                return
+            size = codec.stored_size(key, raw)
         if old is not None and self._index.wants(0, old):
             self._index.delete(key, old)
         else:
@@ -214,6 +277,7 @@ class Engine:
                 self._db.delete(key)
             except Exception as exc:
                 raise StorageError(f"delete failed: {exc}") from exc
+        self.tally.removed(size)
         self.commit.written += 1
 
     def record_fetch(self, key: bytes, item: Item) -> None:
@@ -361,7 +425,7 @@ class Engine:
 
     def batch(self) -> IndexBatch:
         """A batch of item deletions and index changes, applied atomically by its commit."""
-        return self._index.batch()
+        return self._index.batch(self.tally)
 
     def load_state(self, key: bytes) -> bytes | None:
         """A value the reclaimer persisted in the ``meta`` family."""
@@ -390,6 +454,31 @@ class Engine:
         """Compact a key range of one family (blocking: call from a worker thread); returns
         the SST bytes freed."""
         return rocks.compact(self._families[family], begin, end)
+
+    def oldest_write(self) -> int:
+        """When the oldest surviving version was written (Unix s), from the head of the
+        ``age`` index; 0 when that index is not kept or holds nothing live."""
+        if not self._index.track_age:
+            return 0
+        walk = rocks.Walk(self._families[AGE_CF], b"", OLDEST_PROBE, float("inf"), time.monotonic)
+        for entry in walk:
+            cas, key = parse_age_key(entry)
+            item, _size = self.stored(key)
+            if item is not None and item.cas == cas:  # else a stale entry (see storage.index)
+                return item.stored_at
+        return 0
+
+    # -- liveness and the item tally -----------------------------------------------------------
+
+    def heartbeat(self) -> None:
+        """Record that the server is alive now (``storage.liveness``; called periodically)."""
+        self._heartbeat.beat(self.now())
+
+    def recount(self) -> Recount | None:
+        """A recount of the items to run in steps, or None when the tally is already exact."""
+        if self.tally.exact or not self._exact_count:
+            return None
+        return Recount(self._db, self.tally)
 
     # -- introspection and lifecycle ----------------------------------------------------------
 
@@ -429,6 +518,21 @@ class Engine:
         except Exception as exc:
             raise StorageError(f"flush failed: {exc}") from exc
 
+    def _record_stop(self) -> None:
+        """The clean-stop record (``storage.liveness``), best effort: if it cannot be written
+        (a full disk), the next start measures the downtime from the last heartbeat, which
+        is longer (the safe direction), and recounts; the flush that follows reports the
+        failure."""
+        tally = self.tally
+        try:
+            if tally.exact:  # else the figures are changes since an unfinished recount
+                sequence = rocks.sequence_number(self._db) + 1  # this record's own
+                self._heartbeat.stopped(self.now(), tally.items, tally.bytes, sequence)
+            else:
+                self._heartbeat.stopped(self.now(), 0, 0, 0)
+        except StorageError as exc:
+            log.warning("could not record the clean stop: %s", exc)
+
     def close(self) -> None:
         """Flush memtables and close the database cleanly. Idempotent.
 
@@ -440,6 +544,7 @@ class Engine:
             return
         self._closed = True
         error: Exception | None = None
+        self._record_stop()
         try:
             self._db.flush(True)
             self._db.flush_wal(True)
@@ -451,3 +556,13 @@ class Engine:
             error = error or exc
         if error is not None:
             raise StorageError(f"closing the database: {error}") from error
+
+
+def _restored_tally(last: LastRun | None, sequence: int) -> ItemTally:
+    """The previous run's tally if nothing was written since its clean stop, else an
+    inexact one (``Engine.recount`` rebuilds it)."""
+    if last is not None and last.stopped_cleanly and last.sequence == sequence:
+        return ItemTally(last.items, last.size)
+    if sequence == 0:
+        return ItemTally()  # a new database: nothing to count
+    return ItemTally(exact=False)

@@ -12,7 +12,7 @@ Invariants:
 
 * An item and its index entries are written in one ``WriteBatch`` (all or nothing), so an
   index entry never points at a version that was not written.
-* Entries may be *stale*: a blind ``set`` overwrites an item without reading it, so it cannot
+* Entries may be *stale*: ``set`` overwrites an item without decoding it, so it cannot
   delete the previous version's entries. Readers of an index therefore never trust an entry:
   they re-read the item and act only if the stored version is the one the entry names (same
   CAS) or is dead by its own header. Stale entries cost one read each when they reach the
@@ -30,11 +30,14 @@ Invariants:
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from petracache.storage import rocks
+from petracache.storage import codec, rocks
 from petracache.storage.codec import Item
 from petracache.storage.rocks import AGE_CF, EXPIRY_CF
+
+if TYPE_CHECKING:
+    from petracache.storage.tally import ItemTally
 
 INDEX_STATE_KEY = b"index_complete"  # meta key: b"E" and/or b"A" for complete indexes
 _EXPIRY = struct.Struct(">IQ")
@@ -133,9 +136,10 @@ class ItemIndex:
     def commit(self, batch: Any) -> None:
         rocks.commit_batch(self._db, batch, self._write_opts)
 
-    def batch(self) -> IndexBatch:
-        """A batch of deletes and index entries, for the reclaimer."""
-        return IndexBatch(self)
+    def batch(self, tally: ItemTally | None = None) -> IndexBatch:
+        """A batch of deletes and index entries, for the reclaimer; its committed item
+        deletions are taken off ``tally``."""
+        return IndexBatch(self, tally)
 
     # -- item writes (the engine's hooks) ------------------------------------------------------
 
@@ -170,16 +174,22 @@ class IndexBatch:
     index exact for everything it deletes (see the module invariants).
     """
 
-    __slots__ = ("_batch", "_index")
+    __slots__ = ("_batch", "_deleted", "_deleted_bytes", "_index", "_tally")
 
-    def __init__(self, index: ItemIndex) -> None:
+    def __init__(self, index: ItemIndex, tally: ItemTally | None = None) -> None:
         self._index = index
         self._batch = rocks.new_batch()
+        self._tally = tally
+        self._deleted = 0
+        self._deleted_bytes = 0
 
     def delete_item(self, key: bytes, item: Item) -> None:
-        """Delete ``key``, whose stored version is ``item``, and that version's entries."""
+        """Delete ``key``, whose stored version is ``item`` (just read: the key is there),
+        and that version's entries."""
         self._index.drop_entries(self._batch, key, item)
         self._batch.delete(key)
+        self._deleted += 1
+        self._deleted_bytes += codec.item_stored_size(key, item)
 
     def delete_entry(self, entry: bytes, family: str) -> None:
         """Delete a (stale or consumed) entry of the ``expiry`` or ``age`` family."""
@@ -191,3 +201,6 @@ class IndexBatch:
 
     def commit(self) -> None:
         self._index.commit(self._batch)
+        if self._tally is not None:
+            self._tally.items -= self._deleted
+            self._tally.bytes -= self._deleted_bytes

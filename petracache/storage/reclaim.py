@@ -142,6 +142,14 @@ class Reclaimer:
         self._maybe_request_compaction(backlog=more)
         return more
 
+    def set_bound(self, max_disk_bytes: int) -> bool:
+        """``cache_memlimit``: a new bound from now on; False when eviction is off (the age
+        index it needs is kept only when a bound was configured at start)."""
+        if not self._max_disk or max_disk_bytes <= 0:
+            return False
+        self._max_disk = max_disk_bytes
+        return True
+
     @property
     def eviction_enabled(self) -> bool:
         return self._max_disk > 0

@@ -195,6 +195,23 @@ def put_synced(family: Any, key: bytes, value: bytes) -> None:
         raise StorageError(f"metadata write failed: {exc}") from exc
 
 
+def put_with(family: Any, key: bytes, value: bytes, opts: Any) -> None:
+    """Write engine state with the given ``WriteOptions`` (``put_synced`` without the sync).
+
+    Raises:
+        StorageError: the write failed.
+    """
+    try:
+        family.put(key, value, opts)
+    except Exception as exc:
+        raise StorageError(f"metadata write failed: {exc}") from exc
+
+
+def sequence_number(db: Any) -> int:
+    """The database's latest sequence number (every written key takes the next one)."""
+    return int(db.latest_sequence_number())
+
+
 def new_batch() -> Any:
     """An empty raw-mode ``WriteBatch`` (applied atomically by ``commit_batch``)."""
     return rocksdict.WriteBatch(raw_mode=True)

@@ -83,7 +83,7 @@ def test_every_request_type_has_a_handler() -> None:
             b"cache_memlimit 2000000000\r\n",
             b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes\r\n",
         ),
-        (b"cache_memlimit 64\r\n", b"OK\r\n"),
+        (b"cache_memlimit 64\r\n", b"OK\r\n"),  # no disk bound: accepted, no effect
         (b"stats nonsense\r\n", b"ERROR\r\n"),
         (b"stats detail bogus\r\n", b"CLIENT_ERROR usage: stats detail on|off|dump\r\n"),
         (

@@ -135,7 +135,7 @@ TRANSCRIPTS: dict[str, Transcript] = {
         (b"verbosity\r\n", b"ERROR\r\n"),
         (b"verbosity abc\r\n", BAD),
         (b"verbosity 0\r\n", b"OK\r\n"),
-        (b"cache_memlimit 100\r\n", b"OK\r\n"),
+        (b"cache_memlimit 100\r\n", b"OK\r\n"),  # no disk bound configured: no effect
         (b"cache_memlimit 1\r\n", b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n"),
         (b"cache_memlimit abc\r\n", b"ERROR\r\n"),
         (b"shutdown\r\n", b"ERROR: shutdown not enabled\r\n"),

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from tests.harness import (
     PetracacheProcess,
     RawClient,
     free_port,
+    free_port_pair,
     wait_for_port,
 )
 
@@ -182,21 +182,8 @@ def test_kill_9_ejection_and_recovery(cluster: Cluster) -> None:
     assert set(get_many(victim.client(), keys)) == shards[2]
 
 
-def _free_port_pair() -> int:
-    """A port ``p`` with ``p + 1`` free too (for the cluster's consecutive data ports)."""
-    for _ in range(50):
-        port = free_port()
-        try:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no pair of free ports")
-
-
 def test_cluster_helper_runs_instances_behind_nutcracker(tmp_path: Path) -> None:
-    base, router = _free_port_pair(), free_port()
+    base, router = free_port_pair(), free_port()
     command = [sys.executable, "-m", "petracache.cluster", "run", "-n", "2"]
     command += ["--base-port", str(base), "--admin-base-port", "0"]
     command += ["--data-dir", str(tmp_path), "--router-port", str(router)]

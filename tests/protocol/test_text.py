@@ -13,6 +13,7 @@ from collections.abc import Iterable
 import pytest
 
 from petracache.protocol import errors
+from petracache.protocol.admin import Admin
 from petracache.protocol.connection import MAX_LINE, NEED_DATA, MemcacheConnection
 from petracache.protocol.requests import (
     Arithmetic,
@@ -177,8 +178,8 @@ CASES: list[tuple[bytes, list[object]]] = [
     (b"flush_all -1\r\n", [FlushAll(-1)]),
     (b"flush_all noreply\r\n", [FlushAll(0, True)]),
     (b"flush_all 5 noreply\r\n", [FlushAll(5, True)]),
-    (b"flush_all abc\r\n", [EXPTIME]),
-    (b"flush_all noreply extra\r\n", [EXPTIME]),
+    (b"flush_all abc\r\n", [FlushAll(None)]),
+    (b"flush_all noreply extra\r\n", [FlushAll(None)]),  # the command layer answers
     (b"flush_all 1 2 3\r\n", [ERROR]),
     # the rest
     (b"version\r\n", [Version()]),
@@ -195,7 +196,13 @@ CASES: list[tuple[bytes, list[object]]] = [
     (b"cache_memlimit abc\r\n", [ERROR]),
     (b"cache_memlimit\r\n", [ERROR]),
     (b"quit\r\n", [Quit()]),
-    (b"shutdown\r\n", [("error", b"ERROR: shutdown not enabled\r\n", False)]),
+    (b"shutdown\r\n", [Admin(b"shutdown", [])]),
+    (b"shutdown graceful\r\n", [Admin(b"shutdown", [b"graceful"])]),
+    (b"slabs automove 1 noreply\r\n", [Admin(b"slabs", [b"automove", b"1", b"noreply"], True)]),
+    (b"slabs reassign 1 2 noreply\r\n", [Admin(b"slabs", [b"reassign", b"1", b"2", b"noreply"])]),
+    (b"lru mode flat noreply\r\n", [Admin(b"lru", [b"mode", b"flat", b"noreply"], True)]),
+    (b"lru\r\n", [ERROR]),
+    (b"watch noreply\r\n", [Admin(b"watch", [b"noreply"], True)]),
     (b"GET a\r\n", [ERROR]),
     (b"\r\n", [ERROR]),
     (b"\n", [ERROR]),

@@ -1,0 +1,61 @@
+"""``stats conns``: memcached's lines for the listeners and every client connection.
+
+memcached (``proto_text.c`` ``process_stats_conns``) prints, per descriptor,
+``<fd>:addr``, then for a client ``<fd>:listen_addr``, then ``<fd>:state`` and
+``<fd>:secs_since_last_cmd``. Addresses are ``tcp:<ip>:<port>`` (``tcp6:[<ip>]:<port>``).
+Listeners are in ``conn_listening``; a client is reported ``conn_waiting`` (waiting for
+input: petracache does not track a connection's state between commands, and the one asking
+is between commands too as far as the others can tell). ``secs_since_last_cmd`` counts
+from the connection's last input (from its accept before any).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Sequence
+
+import trio
+from trio.socket import SocketType
+
+from petracache.server.handler import ConnectionTracker
+
+
+def _address(sock: SocketType, peer: bool) -> str:
+    try:
+        addr = sock.getpeername() if peer else sock.getsockname()
+    except OSError:
+        return "unknown"
+    if sock.family == socket.AF_INET6:
+        return f"tcp6:[{addr[0]}]:{addr[1]}"
+    return f"tcp:{addr[0]}:{addr[1]}"
+
+
+def conns_rows(
+    listeners: Sequence[SocketType], tracker: ConnectionTracker
+) -> list[tuple[str, str]]:
+    """The ``stats conns`` lines (without ``STAT``), listeners first, then by descriptor."""
+    now = trio.current_time()
+    rows: list[tuple[str, str]] = []
+    for sock in listeners:
+        fd = sock.fileno()
+        rows += [
+            (f"{fd}:addr", _address(sock, peer=False)),
+            (f"{fd}:state", "conn_listening"),
+            (f"{fd}:secs_since_last_cmd", "0"),
+        ]
+    reactor = tracker.reactor
+    clients = [
+        (v.sock.fileno(), v.sock, v.last_active)
+        for v in tracker.views
+        if v.sock is not None and v.sock.fileno() >= 0
+    ]
+    for fd, client, last_active in sorted(clients, key=lambda c: c[0]):
+        parked = reactor.last_active(fd) if reactor is not None else None
+        idle = now - (parked if parked is not None else last_active)
+        rows += [
+            (f"{fd}:addr", _address(client, peer=True)),
+            (f"{fd}:listen_addr", _address(client, peer=False)),
+            (f"{fd}:state", "conn_waiting"),
+            (f"{fd}:secs_since_last_cmd", str(max(int(idle), 0))),
+        ]
+    return rows

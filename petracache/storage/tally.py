@@ -1,0 +1,110 @@
+"""The exact live-item count and stored bytes (``stats`` ``curr_items`` and ``bytes``).
+
+RocksDB's ``estimate-num-keys`` counts entries, not keys: every rewrite of a key and every
+fetch record is one more entry until compaction merges them (20 keys written three times
+and read once each read as 120). memcached's ``curr_items`` is the number of linked items,
+expired-but-not-yet-reaped ones included; here that is the number of keys in the items
+family, and ``bytes`` is ``codec.stored_size`` summed over them.
+
+Strategy: the engine keeps the count as it writes. Every write knows whether its key was
+there before: the read-modify-write commands read the old version anyway; ``set`` asks the bloom
+filters and reads the old value only when the key may exist (docs/benchmarks.md,
+"Exact item count"); a reclaim
+batch deletes only versions it has just read. So each write moves the count by exactly what
+it changed.
+
+Across restarts: a clean stop persists the count with the database's sequence number
+(``storage.liveness``); a start that finds the same sequence number (nothing written since,
+not even by an offline tool) takes it as exact. Otherwise (a crash, a restored backup) the
+count is rebuilt by ``Recount``: one RocksDB iterator, whose view is fixed when it is
+created, walked in bounded steps on the trio thread, while the live tally counts the
+changes made after that moment from zero. The exact count is the walked count plus those
+changes. Until the walk ends, ``stats`` reports RocksDB's estimate.
+
+Known inexactness: a value that cannot be decoded (``corrupt_values``) reads as a miss, so a
+later ``add`` of its key counts it a second time; such values are reported separately.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from petracache.storage import codec
+
+RECOUNT_STEP_ITEMS = 4096  # keys per recount step (the step also stops after its budget)
+RECOUNT_STEP_BUDGET = 0.005  # seconds of trio-thread time per step
+
+
+class ItemTally:
+    """The live-item count and bytes; ``exact`` is False while a recount runs."""
+
+    __slots__ = ("bytes", "exact", "items")
+
+    def __init__(self, items: int = 0, size: int = 0, *, exact: bool = True) -> None:
+        self.items = items
+        self.bytes = size
+        self.exact = exact
+
+    def removed(self, size: int) -> None:
+        """One key deleted; ``size`` is its ``codec.stored_size``."""
+        self.items -= 1
+        self.bytes -= size
+
+
+class Recount:
+    """Counts the keys and bytes of the items family as of its creation, in steps.
+
+    Args:
+        family: the items column family (a ``rocksdict.Rdict``).
+        tally: the live tally; it is reset to zero now and so counts the changes made after
+            the iterator's view was fixed. ``finish`` adds the walked totals to it.
+        timer: monotonic seconds (injected for tests).
+    """
+
+    def __init__(
+        self, family: Any, tally: ItemTally, timer: Callable[[], float] = time.perf_counter
+    ) -> None:
+        self._it = family.iter()  # the view is fixed here; the tally counts from now
+        self._it.seek_to_first()
+        tally.items = tally.bytes = 0
+        tally.exact = False
+        self._tally = tally
+        self._timer = timer
+        self.items = 0
+        self.bytes = 0
+        self.done = False
+
+    def step(self) -> bool:
+        """Count the next keys; True while keys remain (then call again after a yield)."""
+        if self.done:
+            return False
+        it = self._it
+        deadline = self._timer() + RECOUNT_STEP_BUDGET
+        n = 0
+        while it.valid():
+            self.items += 1
+            self.bytes += codec.stored_size(it.key(), it.value())
+            it.next()
+            n += 1
+            if n % 256 == 0 and (n >= RECOUNT_STEP_ITEMS or self._timer() > deadline):
+                return bool(it.valid())
+        self.finish()
+        return False
+
+    def finish(self) -> None:
+        """Make the tally exact: the walked totals plus the changes made meanwhile."""
+        tally = self._tally
+        tally.items += self.items
+        tally.bytes += self.bytes
+        tally.exact = True
+        self.done = True
+        self._it = _Exhausted()
+
+
+class _Exhausted:
+    """Stands in for the dropped iterator, so the walk's view (and its SSTs) is released."""
+
+    def valid(self) -> bool:
+        return False
