@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 
-from petracache.commands import classic, crawler, mcrouter, meta
+from petracache.commands import binary, classic, crawler, mcrouter, meta
 from petracache.commands.context import Context, Handler
 from petracache.commands.stats import ServerInfo
 from petracache.observability.counters import Counters
@@ -31,6 +31,7 @@ HANDLERS: dict[type, Handler] = {
     **mcrouter.HANDLERS,
     **meta.HANDLERS,
     **crawler.HANDLERS,
+    **binary.HANDLERS,
 }
 
 

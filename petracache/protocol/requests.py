@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeAlias
 
+from petracache.protocol.binary_requests import BinaryRequest
 from petracache.protocol.crawler import LruCrawler
 from petracache.protocol.meta_requests import MetaRequest
 from petracache.rules.verbs import StoreMode
@@ -157,5 +158,6 @@ Request: TypeAlias = (
     | McrouterMetaget
     | Quit
     | MetaRequest
+    | BinaryRequest
     | LruCrawler
 )

@@ -183,8 +183,11 @@ class Engine:
         if link:
             self.counters.total_items += 1
 
-    def set(self, key: bytes, flags: int, exptime: int, data: bytes) -> None:
-        """memcached's ``set``: a blind store (no read of the old version, no ``Item``)."""
+    def set(self, key: bytes, flags: int, exptime: int, data: bytes) -> int:
+        """memcached's ``set``: a blind store (no read of the old version, no ``Item``).
+
+        Returns the version's CAS unique (the binary protocol's reply carries it).
+        """
         now = self.now()
         deadline = ttl.deadline(exptime, now)
         cas = self.next_cas()
@@ -193,6 +196,7 @@ class Engine:
         else:
             self._put(key, codec.encode(flags, deadline, now, cas, data), deadline, cas, None)
         self.counters.total_items += 1
+        return cas
 
     def _put(self, key: bytes, value: bytes, deadline: int, cas: int, old: Item | None) -> None:
         """Store an encoded version; ``old`` (the version it replaces, if read) unindexes it."""
@@ -296,12 +300,17 @@ class Engine:
             self.write(key, new, old)
         return new
 
-    def delta(self, key: bytes, amount: int, incr: bool) -> Item | DeltaResult:
-        """incr/decr (``items.delta``); returns the version written, or why none was."""
+    def delta(self, key: bytes, amount: int, incr: bool, compare: int = 0) -> Item | DeltaResult:
+        """incr/decr (``items.delta``); returns the version written, or why none was.
+
+        ``compare``: a non-zero CAS the item must have (the binary protocol's header CAS).
+        """
         now = self.now()
         item = self.read(key, now)
         if item is None:
             return DeltaResult.NOT_FOUND
+        if compare and compare != item.cas:
+            return DeltaResult.EXISTS
         new = items.delta(item, amount, incr, now, self.next_cas)
         if new.__class__ is Item:
             self.write(key, new, item)
