@@ -309,7 +309,8 @@ class Engine:
         item = self.read(key, now)
         if item is None:
             return DeltaResult.NOT_FOUND
-        if compare and compare != item.cas:
+        # memcached's do_add_delta: an empty value is non-numeric before any CAS check.
+        if compare and compare != item.cas and item.data:
             return DeltaResult.EXISTS
         new = items.delta(item, amount, incr, now, self.next_cas)
         if new.__class__ is Item:
