@@ -16,8 +16,8 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import struct
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,8 +42,6 @@ from tests.harness import MemcachedProcess, PetracacheProcess, RawClient
 
 pytestmark = pytest.mark.integration
 
-pylibmc = pytest.importorskip("pylibmc")
-
 RESULT = re.compile(r"^(binary \w[\w ]*?)\s*\[(pass|FAIL|skip)\]", re.M)
 USER, PASSWORD = "alice", "s3cret"
 
@@ -66,6 +64,7 @@ def test_memccapable_binary(server: PetracacheProcess) -> None:
 
 
 def test_pylibmc_binary(shared_server: PetracacheProcess) -> None:
+    pylibmc = pytest.importorskip("pylibmc")
     mc = pylibmc.Client([f"127.0.0.1:{shared_server.port}"], binary=True, behaviors={"cas": True})
     assert mc.set("pl:a", "hello")
     assert mc.get("pl:a") == "hello"
@@ -243,7 +242,8 @@ def test_mixed_protocols(shared_server: PetracacheProcess) -> None:
     """Binary set, text gets and meta mg read the same item; text set reads over binary."""
     binary = BinClient(shared_server.port)
     [stored] = binary.exchange(store(SET, b"mix:a", b"value", 123))
-    assert stored.status == 0 and stored.cas
+    assert stored.status == 0
+    assert stored.cas
     text = RawClient(shared_server.port)
     assert text.call(b"gets mix:a\r\n") == (
         b"VALUE mix:a 123 5 %d\r\nvalue\r\nEND\r\n" % stored.cas
