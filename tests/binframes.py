@@ -51,15 +51,23 @@ def store(
 
 
 def delta(
-    opcode: int, key: bytes, amount: int, initial: int = 0, exptime: int = 0, **kw: int
+    opcode: int,
+    key: bytes,
+    amount: int,
+    initial: int = 0,
+    exptime: int = 0,
+    *,
+    opaque: int = 0,
+    cas: int = 0,
 ) -> bytes:
     """increment/decrement(q) (extras: delta, initial, expiration)."""
-    return req(opcode, key, struct.pack(">QQI", amount, initial, exptime), **kw)
+    extras = struct.pack(">QQI", amount, initial, exptime)
+    return req(opcode, key, extras, opaque=opaque, cas=cas)
 
 
-def touch(opcode: int, key: bytes, exptime: int, **kw: int) -> bytes:
+def touch(opcode: int, key: bytes, exptime: int, *, opaque: int = 0) -> bytes:
     """touch/gat/gatk(q) (extras: expiration)."""
-    return req(opcode, key, struct.pack(">I", exptime), **kw)
+    return req(opcode, key, struct.pack(">I", exptime), opaque=opaque)
 
 
 FENCE = req(NOOP, opaque=FENCE_OPAQUE)

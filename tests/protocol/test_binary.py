@@ -237,6 +237,7 @@ def execute(request: Request) -> Response:
         return BinaryStats(request.opcode, request.opaque, [(b"a", b"1")])
     if isinstance(request, BinTooLarge):
         return BinaryReply(request.opcode, request.opaque, BinStatus.E2BIG)
+    assert isinstance(request, BinaryRequest)
     return BinaryReply(request.opcode, request.opaque, quiet=getattr(request, "quiet", False))
 
 
@@ -316,12 +317,16 @@ def test_encode_reply_forms() -> None:
 # -- detection -------------------------------------------------------------------------------
 
 
+def protocol_of(conn: ClientConnection) -> object:
+    return conn.protocol
+
+
 def test_detection_by_first_byte() -> None:
     conn = ClientConnection()
     assert conn.process(execute, 100).data == b""
     assert (conn.streaming, conn.buffered) == (False, 0)
     conn.receive_data(b"")
-    assert conn.protocol is None
+    assert protocol_of(conn) is None  # EOF before any byte decides nothing
     conn.receive_data(req(0x0A)[:10])
     assert isinstance(conn.protocol, BinaryConnection)
     assert conn.buffered == 10
