@@ -53,7 +53,14 @@ from petracache.protocol.binary_requests import (
     BinTooLarge,
     Opcode,
 )
-from petracache.protocol.connection import FLUSH_AFTER, FLUSH_EVERY, NEED_DATA, Batch, Execute
+from petracache.protocol.connection import (
+    FLUSH_AFTER,
+    FLUSH_EVERY,
+    NEED_DATA,
+    Batch,
+    Execute,
+    InputBuffer,
+)
 from petracache.protocol.responses import BinaryReply, Response
 from petracache.rules.sizes import DEFAULT_ITEM_SIZE_MAX, KEY_MAX_LENGTH, item_size_ok
 from petracache.rules.verbs import StoreMode
@@ -64,7 +71,6 @@ HEADER_SIZE: Final = 24
 MAX_SASL_MECH_LEN: Final = 32  # memcached.h
 MECHANISMS: Final = b"PLAIN"
 AUTHENTICATED: Final = b"Authenticated"
-_COMPACT_AT: Final = 64 * 1024
 _STORE_EXTRAS: Final = struct.Struct(">II")  # flags, expiration
 _DELTA_EXTRAS: Final = struct.Struct(">QQI")  # delta, initial, expiration
 _U32: Final = struct.Struct(">I")
@@ -112,7 +118,7 @@ def _refuse(head: Header, status: BinStatus, *, close: bool = False, skip: int =
     return Refusal(binary_compose.error(head.opcode, head.opaque, status), close, not skip)
 
 
-class BinaryConnection:
+class BinaryConnection(InputBuffer):
     """Parser and SASL state for one binary-protocol connection.
 
     Args:
@@ -121,24 +127,12 @@ class BinaryConnection:
             commands are unknown, as without memcached's ``-S``.
     """
 
-    __slots__ = (
-        "_authenticated",
-        "_buf",
-        "_handled",
-        "_item_size_max",
-        "_pending",
-        "_pos",
-        "_sasl",
-        "_swallow",
-        "_users",
-    )
+    __slots__ = ("_authenticated", "_handled", "_item_size_max", "_pending", "_sasl", "_users")
 
     def __init__(
         self, item_size_max: int = DEFAULT_ITEM_SIZE_MAX, users: dict[bytes, bytes] | None = None
     ) -> None:
-        self._buf = bytearray()
-        self._pos = 0
-        self._swallow = 0
+        super().__init__()
         self._pending: _Pending | None = None
         self._item_size_max = item_size_max
         self._handled = 0
@@ -149,33 +143,13 @@ class BinaryConnection:
     streaming: Final = False  # no streamed replies in the binary protocol
 
     @property
-    def buffered(self) -> int:
-        """Unconsumed input bytes (what the memory bound per connection limits)."""
-        return len(self._buf) - self._pos
-
-    @property
     def authenticated(self) -> bool:
         return self._authenticated
 
-    def receive_data(self, data: bytes) -> None:
-        """Add received bytes to the input buffer."""
-        if self._pos:
-            if self._pos >= len(self._buf):
-                self._buf.clear()
-                self._pos = 0
-            elif self._pos >= _COMPACT_AT:
-                del self._buf[: self._pos]
-                self._pos = 0
-        self._buf += data
-
     def next_request(self) -> BinaryRequest | Refusal | object:
         """The next request, a ``Refusal`` (a protocol error's reply), or ``NEED_DATA``."""
-        if self._swallow:
-            take = min(self._swallow, len(self._buf) - self._pos)
-            self._pos += take
-            self._swallow -= take
-            if self._swallow:
-                return NEED_DATA
+        if self._swallow and self._swallowing():
+            return NEED_DATA
         pending = self._pending
         if pending is not None:
             head = pending.header

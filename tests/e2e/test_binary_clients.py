@@ -1,7 +1,6 @@
-"""Real binary-protocol clients end to end: memccapable, pylibmc, SASL, mixed protocols.
+"""Real binary-protocol clients end to end: pylibmc, SASL, mixed protocols (memccapable's
+binary mode is in ``test_memccapable``).
 
-* libmemcached's ``memccapable`` without ``-a`` runs its binary tests (and the ASCII ones):
-  every one must pass.
 * pylibmc with ``binary=True`` (libmemcached's binary protocol) for every operation it
   has, and with SASL (``username``/``password``) against the server's auth file.
 * SASL replies compared with memcached 1.6.18 run with ``-S`` over a Cyrus sasldb holding
@@ -42,25 +41,7 @@ from tests.harness import MemcachedProcess, PetracacheProcess, RawClient
 
 pytestmark = pytest.mark.integration
 
-RESULT = re.compile(r"^(binary \w[\w ]*?)\s*\[(pass|FAIL|skip)\]", re.M)
 USER, PASSWORD = "alice", "s3cret"
-
-
-@pytest.mark.skipif(shutil.which("memccapable") is None, reason="libmemcached-tools missing")
-def test_memccapable_binary(server: PetracacheProcess) -> None:
-    proc = subprocess.run(
-        ["memccapable", "-h", "127.0.0.1", "-p", str(server.port), "-t", "10"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    output = proc.stdout + proc.stderr
-    results = dict(RESULT.findall(output))
-    print(output)
-    assert len(results) == 27, output  # every binary test memccapable has
-    assert set(results.values()) == {"pass"}, output
-    assert "All tests passed" in output
-    assert proc.returncode == 0
 
 
 def test_pylibmc_binary(shared_server: PetracacheProcess) -> None:
