@@ -61,7 +61,7 @@ from petracache.protocol.connection import (
     Execute,
     InputBuffer,
 )
-from petracache.protocol.responses import BinaryReply, Response
+from petracache.protocol.responses import BinaryReply, ErrorReply, Response
 from petracache.rules.sizes import DEFAULT_ITEM_SIZE_MAX, KEY_MAX_LENGTH, item_size_ok
 from petracache.rules.verbs import StoreMode
 
@@ -352,10 +352,14 @@ class BinaryConnection(InputBuffer):
                 flush = refusal.flush
             else:
                 response = execute(request)  # type: ignore[arg-type]
+                opcode = request.opcode  # type: ignore[attr-defined]
+                if response.__class__ is ErrorReply:
+                    # A storage failure (the executor's SERVER_ERROR): memcached's binary
+                    # out_of_memory answers ENOMEM, "Out of memory".
+                    response = BinaryReply(opcode, request.opaque, BinStatus.ENOMEM)  # type: ignore[attr-defined]
                 reply = encode(response)
                 out.append(reply)
                 size += len(reply)
-                opcode = request.opcode  # type: ignore[attr-defined]
                 if opcode in (Opcode.QUIT, Opcode.QUITQ):
                     return Batch(b"".join(out), True, False, failures)
                 flush = opcode == Opcode.NOOP or _flushes(response, self._swallow)

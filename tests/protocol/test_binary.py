@@ -32,9 +32,15 @@ from petracache.protocol.binary_requests import (
 from petracache.protocol.connection import NEED_DATA, MemcacheConnection
 from petracache.protocol.detect import ClientConnection
 from petracache.protocol.requests import Request
-from petracache.protocol.responses import BinaryReply, BinaryStats, Response, Status
+from petracache.protocol.responses import (
+    BinaryReply,
+    BinaryStats,
+    ErrorReply,
+    Response,
+    Status,
+)
 from petracache.rules.verbs import StoreMode
-from tests.binframes import delta, req, split, store, touch
+from tests.binframes import Frame, delta, req, split, store, touch
 
 USERS = {b"alice": b"pw"}
 
@@ -289,6 +295,13 @@ def test_write_limit_stops_and_resumes() -> None:
     rest = conn.process(execute, 1 << 20)
     assert not rest.more
     assert len(split(first.data + rest.data)[0]) == 10
+
+
+def test_storage_failures_answer_out_of_memory() -> None:
+    conn = BinaryConnection()
+    conn.receive_data(req(0x00, b"k", opaque=4))
+    batch = conn.process(lambda r: ErrorReply(b"SERVER_ERROR disk full\r\n"), 1 << 20)
+    assert split(batch.data)[0] == [Frame(0x00, 0x82, b"", b"", b"Out of memory", 4, 0)]
 
 
 def test_unknown_and_too_large_replies() -> None:
