@@ -38,6 +38,7 @@ from petracache.protocol.responses import (
 )
 from petracache.rules.verbs import StoreMode
 from petracache.rules.versions import SERVER_VERSION
+from petracache.storage.codec import Item
 from petracache.storage.items import DeltaResult, StoreResult
 
 TOO_LARGE = ErrorReply(b"SERVER_ERROR object too large for cache\r\n")
@@ -101,21 +102,34 @@ def count_fetch(counters: Counters, *, touch: bool, hit: bool) -> None:
 
 
 def store(ctx: Context, request: Store) -> Status:
-    """set/add/replace/append/prepend/cas; a plain set is a blind write (``Engine.set``)."""
+    """set/add/replace/append/prepend/cas."""
+    outcome = store_item(
+        ctx,
+        request.mode,
+        request.key,
+        request.flags,
+        request.exptime,
+        request.data,
+        request.cas_unique,
+    )
+    return STORE_REPLIES[outcome] if isinstance(outcome, StoreResult) else Status.STORED
+
+
+def store_item(
+    ctx: Context, mode: StoreMode, key: bytes, flags: int, exptime: int, data: bytes, compare: int
+) -> int | StoreResult:
+    """Any store, counted as memcached counts it: the stored version's CAS unique, or why
+    nothing was stored. A plain set is a blind write (``Engine.set``). Shared by the text
+    and binary protocols (the binary reply carries the CAS)."""
     ctx.counters.cmd_set += 1
     if ctx.prefixes.enabled:
-        ctx.prefixes.record_set(request.key)
-    mode = request.mode
+        ctx.prefixes.record_set(key)
     if mode is StoreMode.SET:
-        ctx.engine.set(request.key, request.flags, request.exptime, request.data)
-        return Status.STORED
-    outcome = ctx.engine.store(
-        mode, request.key, request.flags, request.exptime, request.data, request.cas_unique
-    )
-    result = outcome if outcome.__class__ is StoreResult else StoreResult.STORED
+        return ctx.engine.set(key, flags, exptime, data)
+    outcome = ctx.engine.store(mode, key, flags, exptime, data, compare)
     if mode is StoreMode.CAS:
-        count_cas(ctx, result)
-    return STORE_REPLIES[result]
+        count_cas(ctx, outcome if isinstance(outcome, StoreResult) else StoreResult.STORED)
+    return outcome if isinstance(outcome, StoreResult) else outcome.cas
 
 
 def count_cas(ctx: Context, result: StoreResult) -> None:
@@ -140,15 +154,23 @@ def too_large(ctx: Context, request: TooLarge) -> ErrorReply:
 
 
 def delete(ctx: Context, request: Delete) -> Status:
-    ctx.leases.invalidate(request.key)
+    return delete_item(ctx, request.key)
+
+
+def delete_item(ctx: Context, key: bytes, compare: int = 0) -> Status:
+    """A delete, counted: ``DELETED``, ``NOT_FOUND``, or ``EXISTS`` when ``compare`` (a
+    non-zero CAS: the binary protocol's) does not match the item's."""
+    ctx.leases.invalidate(key)
     if ctx.prefixes.enabled:
-        ctx.prefixes.record_delete(request.key)
+        ctx.prefixes.record_delete(key)
     engine = ctx.engine
-    item = engine.read(request.key, engine.now())
+    item = engine.read(key, engine.now())
     if item is None:
         ctx.counters.delete_misses += 1
         return Status.NOT_FOUND
-    engine.remove(request.key, item)
+    if compare and compare != item.cas:
+        return Status.EXISTS
+    engine.remove(key, item)
     ctx.counters.delete_hits += 1
     return Status.DELETED
 
@@ -159,7 +181,7 @@ def arithmetic(ctx: Context, request: Arithmetic) -> Response:
     if new is DeltaResult.NOT_FOUND:
         count_delta(ctx, request.incr, False)
         return Status.NOT_FOUND
-    if new is DeltaResult.NON_NUMERIC:
+    if not isinstance(new, Item):  # DeltaResult.NON_NUMERIC
         return NON_NUMERIC
     count_delta(ctx, request.incr, True)
     return Number(int(new.data))  # int() ignores the padding

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 
-from petracache.commands import admin, classic, crawler, mcrouter, meta
+from petracache.commands import admin, binary, classic, crawler, mcrouter, meta
 from petracache.commands.context import Context, Handler
 from petracache.commands.stats import ServerInfo
 from petracache.observability.counters import Counters
@@ -32,6 +32,7 @@ HANDLERS: dict[type, Handler] = {
     **meta.HANDLERS,
     **crawler.HANDLERS,
     **admin.HANDLERS,
+    **binary.HANDLERS,
 }
 
 

@@ -31,9 +31,11 @@ from prometheus_client.registry import Collector
 
 from petracache import __version__
 from petracache.observability.counters import Counters
+from petracache.protocol.binary_requests import BinaryRequest
 from petracache.protocol.meta_requests import MetaSet
 from petracache.protocol.requests import Arithmetic, Get, Request, Store, TooLarge
 from petracache.protocol.responses import (
+    BinaryReply,
     ErrorReply,
     MetaCode,
     MetaReply,
@@ -120,6 +122,8 @@ class RequestMetrics:
             return _STORE_NAMES[id(request.mode)]  # type: ignore[union-attr]
         if cls is Arithmetic:
             return "incr" if request.incr else "decr"  # type: ignore[union-attr]
+        if isinstance(request, BinaryRequest):
+            return request.command
         name = self._names.get(cls)
         if name is None:
             name = self._names[cls] = _snake(cls.__name__)
@@ -178,6 +182,8 @@ class RequestMetrics:
                 result = "hit"
             elif rcls is ErrorReply:
                 result = "error"
+            elif rcls is BinaryReply:
+                result = response.result  # type: ignore[union-attr]
             else:
                 result = "ok"
             results[result] = results.get(result, 0) + 1

@@ -5,8 +5,11 @@ The common replies (``Status``, ``Values``, ``MetaReply``) are tested first.
 
 from __future__ import annotations
 
+from petracache.protocol.binary_compose import encode_reply, encode_stats
 from petracache.protocol.crawler import Streamed
 from petracache.protocol.responses import (
+    BinaryReply,
+    BinaryStats,
     ErrorReply,
     LeaseMiss,
     MetaDebugReply,
@@ -63,6 +66,8 @@ def encode(response: Response) -> bytes:
         return encode_values(response)
     if isinstance(response, MetaReply):
         return encode_meta(response)
+    if isinstance(response, BinaryReply):
+        return encode_reply(response)
     if isinstance(response, Number):
         return b"%d\r\n" % response.value
     if isinstance(response, ErrorReply):
@@ -99,6 +104,8 @@ def encode(response: Response) -> bytes:
             response.age,
             response.exptime,
         )
+    if isinstance(response, BinaryStats):
+        return encode_stats(response)
     if isinstance(response, Streamed):
         # Only a caller that cannot write piece by piece gets here; the connection streams.
         return b"".join(response.chunks)

@@ -70,38 +70,21 @@ Execute = Callable[[Request], Response]
 _FLUSHING: Final = (Get, MetaNoop)
 
 
-class MemcacheConnection:
-    """Parser state for one connection.
+class InputBuffer:
+    """A connection's unconsumed input, shared by the text and binary parsers.
 
-    Args:
-        item_size_max: memcached's ``-I``; larger values get ``SERVER_ERROR object too large``.
+    ``_buf[_pos:]`` is what has not been parsed yet; consumed bytes are dropped lazily (all
+    at once when everything was consumed, else past ``_COMPACT_AT``), so parsing stays
+    O(n). ``_swallow`` counts bytes still to skip as they arrive (memcached's
+    ``conn_swallow``: the data of a request refused as too large), never buffered.
     """
 
-    __slots__ = (
-        "_buf",
-        "_handled",
-        "_item_size_max",
-        "_pending",
-        "_pos",
-        "_scanned",
-        "_stream",
-        "_swallow",
-    )
+    __slots__ = ("_buf", "_pos", "_swallow")
 
-    def __init__(self, item_size_max: int = DEFAULT_ITEM_SIZE_MAX) -> None:
+    def __init__(self) -> None:
         self._buf = bytearray()
         self._pos = 0  # start of unconsumed input in _buf
-        self._scanned = 0  # bytes after _pos already searched for b"\n"
-        self._pending: StoreHeader | MetaSetHeader | None = None
         self._swallow = 0
-        self._item_size_max = item_size_max
-        self._handled = 0  # requests answered since the input last ran dry (flush points)
-        self._stream: Iterator[bytes] | None = None  # a Streamed reply being written (rule 6)
-
-    @property
-    def streaming(self) -> bool:
-        """Whether a ``Streamed`` reply is being written (the caller yields between chunks)."""
-        return self._stream is not None
 
     @property
     def buffered(self) -> int:
@@ -120,6 +103,36 @@ class MemcacheConnection:
                 self._pos = 0
         self._buf += data
 
+    def _swallowing(self) -> bool:
+        """Skip what is buffered of ``_swallow``; whether more is still to come."""
+        take = min(self._swallow, len(self._buf) - self._pos)
+        self._pos += take
+        self._swallow -= take
+        return self._swallow > 0
+
+
+class MemcacheConnection(InputBuffer):
+    """Parser state for one connection.
+
+    Args:
+        item_size_max: memcached's ``-I``; larger values get ``SERVER_ERROR object too large``.
+    """
+
+    __slots__ = ("_handled", "_item_size_max", "_pending", "_scanned", "_stream")
+
+    def __init__(self, item_size_max: int = DEFAULT_ITEM_SIZE_MAX) -> None:
+        super().__init__()
+        self._scanned = 0  # bytes after _pos already searched for b"\n"
+        self._pending: StoreHeader | MetaSetHeader | None = None
+        self._item_size_max = item_size_max
+        self._handled = 0  # requests answered since the input last ran dry (flush points)
+        self._stream: Iterator[bytes] | None = None  # a Streamed reply being written (rule 6)
+
+    @property
+    def streaming(self) -> bool:
+        """Whether a ``Streamed`` reply is being written (the caller yields between chunks)."""
+        return self._stream is not None
+
     def next_request(self) -> Request | _NeedData:
         """The next complete request, or ``NEED_DATA``.
 
@@ -129,12 +142,8 @@ class MemcacheConnection:
             CloseConnection: drop the connection without a reply.
         """
         buf = self._buf
-        if self._swallow:
-            take = min(self._swallow, len(buf) - self._pos)
-            self._pos += take
-            self._swallow -= take
-            if self._swallow:
-                return NEED_DATA
+        if self._swallow and self._swallowing():
+            return NEED_DATA
         pending = self._pending
         if pending is not None:
             end = self._pos + pending.nbytes + 2

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 from petracache.protocol.admin import Admin
+from petracache.protocol.binary_requests import BinaryRequest
 from petracache.protocol.crawler import LruCrawler
 from petracache.protocol.meta_requests import MetaRequest
 from petracache.rules.verbs import StoreMode
@@ -158,6 +159,7 @@ Request: TypeAlias = (
     | McrouterMetaget
     | Quit
     | MetaRequest
+    | BinaryRequest
     | LruCrawler
     | Admin
 )

@@ -144,6 +144,36 @@ class MetagetInfo:
     exptime: int
 
 
+@dataclass(slots=True)
+class BinaryReply:
+    """One binary-protocol reply packet (``binary_compose.encode_reply`` spells it out).
+
+    ``status`` is a ``BinStatus`` value; an error reply without a ``key`` carries the
+    status's message as its body (memcached's ``write_bin_error``). ``quiet``: a quiet
+    command's success, not sent. ``result`` is what ``/metrics`` counts it as (hit, miss,
+    stored, not_stored, exists, not_found, ok, error), decided by the command.
+    """
+
+    opcode: int
+    opaque: int
+    status: int = 0
+    cas: int = 0
+    extras: bytes = b""
+    key: bytes = b""
+    value: bytes = b""
+    quiet: bool = False
+    result: str = "ok"
+
+
+@dataclass(slots=True)
+class BinaryStats:
+    """A binary ``stat`` reply: one packet per ``(name, value)``, then an empty one."""
+
+    opcode: int
+    opaque: int
+    stats: list[tuple[bytes, bytes]]
+
+
 Response: TypeAlias = (
     Status
     | Values
@@ -156,5 +186,7 @@ Response: TypeAlias = (
     | PrefixDump
     | LeaseMiss
     | MetagetInfo
+    | BinaryReply
+    | BinaryStats
     | Streamed
 )

@@ -26,6 +26,10 @@ and never meets this.
 Our one addition: a declared ``<bytes>`` over ``MAX_CREDENTIALS`` closes the connection
 (memcached would wait for that many bytes; nothing legitimate is that long).
 
+A connection whose first byte is the binary protocol's request magic (0x80) is let through
+at once: the binary protocol authenticates with SASL PLAIN against the same users
+(``protocol.binary``), as memcached's binary protocol does with ``-S``.
+
 ``AuthGate`` is sans-I/O (bytes in, reply bytes out), like ``protocol.connection``; the
 handler feeds it until ``authenticated`` and then hands the leftover bytes to the parser.
 """
@@ -46,6 +50,7 @@ BAD_TERMINATION = b"CLIENT_ERROR bad command line termination\r\n"
 BAD_TOKEN_FORMAT = b"CLIENT_ERROR bad authentication token format\r\n"
 AUTH_FAILURE = b"CLIENT_ERROR authentication failure\r\n"
 STORED = b"STORED\r\n"
+BINARY_MAGIC = b"\x80"  # a binary-protocol request's first byte (protocol.binary)
 
 
 class AuthFileError(Exception):
@@ -100,12 +105,18 @@ class AuthGate:
     closed: bool = False
     _buf: bytes = b""
     _need: int = -1  # bytes of the credentials block still awaited (-1: reading a line)
+    _seen: bool = False  # whether any byte has arrived (the first decides the protocol)
 
     def receive_data(self, data: bytes) -> bytes:
         """Consume input; returns the replies to send. Check ``closed`` and ``authenticated``.
 
         Once authenticated, whatever followed the credentials is in ``leftover()``.
         """
+        if not self._seen and data[:1] == BINARY_MAGIC:
+            # A binary-protocol connection: not ours to judge; it answers SASL itself
+            # (``protocol.binary``), so everything passes through as ``leftover()``.
+            self.authenticated = True
+        self._seen = self._seen or bool(data)
         self._buf += data
         reply = b""  # memcached keeps only the last reply of a read (see the module doc)
         while not self.authenticated and not self.closed:

@@ -6,7 +6,7 @@ The task takes the connection back when the reactor says it must wait or end: it
 reply the kernel did not take, closes it, or drains it at shutdown.
 
 Served by the task itself (TLS, before authentication, fsync mode, the drain), the loop is
-h11's trio example: ``receive_some`` -> ``receive_data`` -> ``MemcacheConnection.process``
+h11's trio example: ``receive_some`` -> ``receive_data`` -> ``ClientConnection.process``
 (every complete request, pipelining included) -> one ``send_all`` with every reply of that
 read. Replies are written early when they pass ``server.write_buffer_size``, and no more
 input is parsed until they are sent: a client that pipelines requests without reading
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import trio
 
 from petracache.observability.counters import Counters
-from petracache.protocol.connection import MemcacheConnection
+from petracache.protocol.detect import ClientConnection
 from petracache.protocol.requests import Request
 from petracache.protocol.responses import Response
 from petracache.server import tls
@@ -183,7 +183,8 @@ class _Session:
         self.execute = execute
         self.counters = counters
         self.config = config
-        self.conn = MemcacheConnection(config.item_size_max)
+        # Text or binary, decided by the first byte (binary runs SASL itself when auth is on).
+        self.conn = ClientConnection(config.item_size_max, config.auth)
         self.gate = AuthGate(config.auth, counters) if config.auth is not None else None
         # The reactor serves plain TCP connections whose replies need not wait for an fsync.
         self.reactor, self.fd = None, -1

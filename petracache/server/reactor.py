@@ -6,7 +6,7 @@ re-arms). For an unpipelined client that is more CPU than parsing and executing 
 (docs/benchmarks.md). Here each connection's descriptor is registered once, level-triggered,
 in an epoll set of our own; the reactor task waits on that set's descriptor with
 ``trio.lowlevel.wait_readable`` and then serves every ready connection in one pass: read,
-``MemcacheConnection.process`` (parse, execute, encode), write. No task switch and no
+``ClientConnection.process`` (parse, execute, encode), write. No task switch and no
 ``epoll_ctl`` per request, and under load one wake-up serves many connections.
 
 Invariants:
@@ -41,7 +41,8 @@ from typing import Final
 import trio
 
 from petracache.observability.counters import Counters
-from petracache.protocol.connection import Execute, MemcacheConnection
+from petracache.protocol.connection import Execute
+from petracache.protocol.detect import ClientConnection
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class _Slot:
 
     __slots__ = ("conn", "fd", "handback", "last_active", "task")
 
-    def __init__(self, fd: int, conn: MemcacheConnection, task: trio.lowlevel.Task) -> None:
+    def __init__(self, fd: int, conn: ClientConnection, task: trio.lowlevel.Task) -> None:
         self.fd = fd
         self.conn = conn
         self.task = task
@@ -127,7 +128,7 @@ class Reactor:
         slot = self._slots.get(fd)
         return None if slot is None else slot.last_active
 
-    async def park(self, fd: int, conn: MemcacheConnection) -> Handback:
+    async def park(self, fd: int, conn: ClientConnection) -> Handback:
         """Serve ``conn`` (socket ``fd``) from the reactor until it is handed back.
 
         Cancellation (the end of the drain) unregisters the connection; its task then

@@ -212,11 +212,12 @@ class Engine:
         if link:
             self.counters.total_items += 1
 
-    def set(self, key: bytes, flags: int, exptime: int, data: bytes) -> None:
+    def set(self, key: bytes, flags: int, exptime: int, data: bytes) -> int:
         """memcached's ``set``: a store without decoding the old version (no ``Item``).
 
         An already-dead item (an absolute exptime in the past) is stored as memcached links
         it: the next read finds it expired (``get_expired``) and the reclaimer reaps it.
+        Returns the version's CAS unique (the binary protocol's reply carries it).
         """
         now = self.now()
         deadline = ttl.deadline(exptime, now)
@@ -224,7 +225,7 @@ class Engine:
         if not self._exact_count:  # storage.exact_item_count = false: a blind write
             self._put(key, codec.encode(flags, deadline, now, cas, data), deadline, cas, None)
             self.counters.total_items += 1
-            return
+            return cas
         # The one read of the set: whether the key is new, and the old size, for
         # the exact tally (``storage.tally``). The bloom filters answer "absent" for most new
         # keys (a set after a miss) without reading a block; only a key that may exist is
@@ -242,6 +243,7 @@ class Engine:
         else:
             tally.bytes += len(key) + len(value) - codec.stored_size(key, old)
         self.counters.total_items += 1
+        return cas
 
     def _put(self, key: bytes, value: bytes, deadline: int, cas: int, old: Item | None) -> None:
         """Store an encoded version; ``old`` (the version it replaces, if read) unindexes it."""
@@ -360,12 +362,18 @@ class Engine:
             self.write(key, new, old)
         return new
 
-    def delta(self, key: bytes, amount: int, incr: bool) -> Item | DeltaResult:
-        """incr/decr (``items.delta``); returns the version written, or why none was."""
+    def delta(self, key: bytes, amount: int, incr: bool, compare: int = 0) -> Item | DeltaResult:
+        """incr/decr (``items.delta``); returns the version written, or why none was.
+
+        ``compare``: a non-zero CAS the item must have (the binary protocol's header CAS).
+        """
         now = self.now()
         item = self.read(key, now)
         if item is None:
             return DeltaResult.NOT_FOUND
+        # memcached's do_add_delta: an empty value is non-numeric before any CAS check.
+        if compare and compare != item.cas and item.data:
+            return DeltaResult.EXISTS
         new = items.delta(item, amount, incr, now, self.next_cas)
         if new.__class__ is Item:
             self.write(key, new, item)

@@ -47,6 +47,7 @@ class DeltaResult(enum.Enum):
 
     NOT_FOUND = "not_found"
     NON_NUMERIC = "non_numeric"
+    EXISTS = "exists"  # the caller's CAS did not match (binary incr/decr with a CAS)
 
 
 # -- fetch ---------------------------------------------------------------------------------------

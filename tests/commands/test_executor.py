@@ -15,6 +15,7 @@ import pytest
 from petracache.commands.executor import HANDLERS, Executor
 from petracache.commands.stats import ServerInfo
 from petracache.observability.counters import Counters
+from petracache.protocol.binary_requests import BINARY_REQUESTS
 from petracache.protocol.connection import NEED_DATA, MemcacheConnection
 from petracache.protocol.meta_requests import MetaSetHeader
 from petracache.protocol.requests import Request
@@ -44,8 +45,9 @@ def run(executor: Executor, data: bytes) -> bytes:
 def test_every_request_type_has_a_handler() -> None:
     handled = set(HANDLERS)
     for member in Request.__args__:
-        if member.__name__ != "MetaRequest":
+        if member.__name__ not in ("MetaRequest", "BinaryRequest"):
             assert member in handled, member
+    assert set(BINARY_REQUESTS) <= handled
     # meta requests reach the executor completed (a header is finished by the connection)
     assert MetaSetHeader not in handled
 
