@@ -359,9 +359,10 @@ class Engine:
         """A bounded walk over ``default`` (items), ``expiry`` or ``age`` (``rocks.Walk``)."""
         return rocks.Walk(self._families[family], start, limit, deadline, timer)
 
-    def batch(self) -> IndexBatch:
-        """A batch of item deletions and index changes, applied atomically by its commit."""
-        return self._index.batch()
+    def batch(self, *, hint: bool = False) -> IndexBatch:
+        """A batch of item deletions and index changes, applied atomically by its commit;
+        ``hint``: one of eviction requeues only, which skips the WAL (see ``IndexBatch``)."""
+        return self._index.batch(hint=hint)
 
     def load_state(self, key: bytes) -> bytes | None:
         """A value the reclaimer persisted in the ``meta`` family."""
@@ -385,6 +386,16 @@ class Engine:
             sst += rocks.property_int(family, "rocksdb.total-sst-files-size")
             memtables += rocks.property_int(family, "rocksdb.cur-size-all-mem-tables")
         return sst + max(memtables, rocks.wal_bytes(self._settings.db_path))
+
+    def unflushed(self) -> tuple[int, int, int]:
+        """(entries, deletes, WAL bytes) of the writes not yet flushed, over every family:
+        whether a flush would release a log that holds mostly deleted data."""
+        entries = deletes = 0
+        for family in self._families.values():
+            n, d = rocks.memtable_entries(family)
+            entries += n
+            deletes += d
+        return entries, deletes, rocks.wal_bytes(self._settings.db_path)
 
     def compact(self, family: str, begin: bytes | None, end: bytes | None) -> int:
         """Compact a key range of one family (blocking: call from a worker thread); returns
@@ -423,11 +434,9 @@ class Engine:
         return self._families[name]
 
     def flush_memtables(self) -> None:
-        """Write memtables to SST files (blocking; call from a worker thread)."""
-        try:
-            self._db.flush(True)
-        except Exception as exc:
-            raise StorageError(f"flush failed: {exc}") from exc
+        """Write every family's memtables to SST files, releasing the WAL files they held
+        (blocking; call from a worker thread)."""
+        rocks.flush_all(self._db)
 
     def close(self) -> None:
         """Flush memtables and close the database cleanly. Idempotent.

@@ -5,8 +5,11 @@ is. Two column families answer those questions without scanning live data:
 
 * ``expiry``: ``deadline (u32 BE) | cas (u64 BE) | key`` -> empty. One entry per item
   version that has a deadline, in deadline order: the reclaimer reads a prefix of it.
-* ``age``: ``cas (u64 BE) | key`` -> empty. One entry per item version, in write order (CAS
-  uniques strictly increase): the evictor reads a prefix of it (FIFO by write age).
+* ``age``: ``position (u64 BE) | key`` -> empty or ``cas (u64 BE)``. One entry per item
+  version, in queue order: a write puts its version at ``position`` = its CAS with an empty
+  value (CAS uniques strictly increase, so that is the tail); an eviction requeue (CLOCK's
+  second chance, ``storage.reclaim``) moves the entry to a fresh position taken from the
+  same CAS source and records the version's CAS in the value. The evictor reads a prefix.
 
 Invariants:
 
@@ -20,6 +23,11 @@ Invariants:
 * When the caller knows the previous version (every command that looked the key up first:
   touch, gat, add, replace, cas, append, prepend, incr, decr, delete, lazy expiry), its
   entries are deleted in the same batch, so the index stays exact for those.
+* A requeued entry is not at ``age_key(cas, key)``, so a later command's drop of the old
+  version's entries misses it: it goes stale like a blind ``set``'s, and is deleted when
+  it reaches the head. Requeues skip the WAL (``IndexBatch`` with ``hint``): a crash that
+  loses one brings back the entry at its old position, naming the same version, so the
+  item is at worst evicted a pass earlier, never lost or resurrected.
 * Deletes are added to a batch before puts: a touch keeps the CAS, so its ``age`` entry is
   deleted and put again under the same key and must survive.
 * Each index is *complete* (covers every stored item) only if it was maintained by every
@@ -53,13 +61,18 @@ def parse_expiry_key(raw: bytes) -> tuple[int, int, bytes]:
     return deadline, cas, raw[EXPIRY_PREFIX:]
 
 
-def age_key(cas: int, key: bytes) -> bytes:
-    return _AGE.pack(cas) + key
+def age_key(position: int, key: bytes) -> bytes:
+    return _AGE.pack(position) + key
 
 
 def parse_age_key(raw: bytes) -> tuple[int, bytes]:
-    """(cas, item key) of an ``age`` entry."""
+    """(queue position, item key) of an ``age`` entry."""
     return _AGE.unpack_from(raw)[0], raw[AGE_PREFIX:]
+
+
+def age_version(position: int, value: bytes) -> int:
+    """The CAS of the version an ``age`` entry names: its position unless it was requeued."""
+    return int(_AGE.unpack(value)[0]) if value else position
 
 
 def expiry_deadline_of(raw: bytes) -> int:
@@ -82,6 +95,7 @@ class ItemIndex:
     ) -> None:
         self._db = db
         self._write_opts = write_opts
+        self._hint_opts = rocks.write_options(wal=False)
         self._expiry_h = db.get_column_family_handle(EXPIRY_CF)
         self._age_h = db.get_column_family_handle(AGE_CF)
         self.track_expiry = track_expiry
@@ -130,12 +144,17 @@ class ItemIndex:
     def delete_stale(self, batch: Any, entry: bytes, family: str) -> None:
         batch.delete(entry, self._expiry_h if family == EXPIRY_CF else self._age_h)
 
-    def commit(self, batch: Any) -> None:
-        rocks.commit_batch(self._db, batch, self._write_opts)
+    def requeue_entry(self, batch: Any, entry: bytes, key: bytes, cas: int, position: int) -> None:
+        """Add the move of ``entry`` (naming version ``cas`` of ``key``) to ``position``."""
+        batch.delete(entry, self._age_h)
+        batch.put(age_key(position, key), _AGE.pack(cas), self._age_h)
 
-    def batch(self) -> IndexBatch:
+    def commit(self, batch: Any, *, hint: bool = False) -> None:
+        rocks.commit_batch(self._db, batch, self._hint_opts if hint else self._write_opts)
+
+    def batch(self, *, hint: bool = False) -> IndexBatch:
         """A batch of deletes and index entries, for the reclaimer."""
-        return IndexBatch(self)
+        return IndexBatch(self, hint=hint)
 
     # -- item writes (the engine's hooks) ------------------------------------------------------
 
@@ -167,13 +186,16 @@ class IndexBatch:
     """Item deletions and index changes gathered by a reclaim step, applied by ``commit``.
 
     An item is deleted together with its version's entries, so a reclaim step keeps the
-    index exact for everything it deletes (see the module invariants).
+    index exact for everything it deletes (see the module invariants). A ``hint`` batch
+    holds requeues only and skips the WAL: like a fetch record, it changes no data, CAS or
+    deadline, so a crash that loses it loses only eviction order.
     """
 
-    __slots__ = ("_batch", "_index")
+    __slots__ = ("_batch", "_hint", "_index")
 
-    def __init__(self, index: ItemIndex) -> None:
+    def __init__(self, index: ItemIndex, *, hint: bool = False) -> None:
         self._index = index
+        self._hint = hint
         self._batch = rocks.new_batch()
 
     def delete_item(self, key: bytes, item: Item) -> None:
@@ -189,5 +211,11 @@ class IndexBatch:
         """Add a stored version's entries (backfill)."""
         self._index.add_entries(self._batch, key, item.deadline, item.cas)
 
+    def requeue(self, entry: bytes, key: bytes, value: bytes, cas: int, position: int) -> None:
+        """Move ``entry`` to ``position`` and store ``value``, the same version (``cas``)
+        with only its eviction state changed (the active bit cleared)."""
+        self._index.requeue_entry(self._batch, entry, key, cas, position)
+        self._batch.put(key, value)
+
     def commit(self) -> None:
-        self._index.commit(self._batch)
+        self._index.commit(self._batch, hint=self._hint)

@@ -37,10 +37,10 @@ def drain(reclaimer: Reclaimer, max_steps: int = 10_000) -> None:
     """Run steps and the compactions they ask for until nothing is left to do."""
     for _ in range(max_steps):
         more = reclaimer.step()
-        job = reclaimer.take_compaction()
+        job = reclaimer.take_job()
         while job is not None:
-            reclaimer.compaction_done(job, reclaimer.compact(job))
-            job = reclaimer.take_compaction()
+            reclaimer.job_done(job, reclaimer.run_job(job))
+            job = reclaimer.take_job()
         if not more:
             return
     raise AssertionError("reclaimer never ran out of work")
