@@ -103,7 +103,7 @@ def memtables_mostly_dead(entries: int, deletes: int, wal: int) -> bool:
     """Whether flushing the memtables would release a log of mostly deleted data.
 
     Args:
-        entries: entries in the memtables (puts and deletes), every family.
+        entries: entries in the items family's memtables (puts and deletes).
         deletes: the deletes among them.
         wal: bytes of WAL files on disk.
 
