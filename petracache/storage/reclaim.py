@@ -54,7 +54,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from petracache.storage import codec, index as idx
-from petracache.storage.codec import ACTIVE, Item
+from petracache.storage.codec import ACTIVE, FETCHED, Item
 from petracache.storage.engine import Engine
 from petracache.storage.errors import CorruptValue
 from petracache.storage.index import IndexBatch
@@ -239,9 +239,7 @@ class Reclaimer:
             if spare and item.bits & ACTIVE and not dead:
                 spared = codec.encode_item(item._replace(bits=item.bits & ~ACTIVE))
                 requeues.requeue(entry, key, spared, cas, self._engine.next_cas())
-                self.counters.extra["evict_requeued"] = (
-                    self.counters.extra.get("evict_requeued", 0) + 1
-                )
+                self._count_extra("evicted_active")  # memcached's name for a spared item
                 continue
             self._delete_item(batch, key, item, size)
             self._round_evicted += 1
@@ -250,6 +248,8 @@ class Reclaimer:
                 self.counters.expired_reaped += 1
             else:
                 self.counters.evictions += 1
+                if not item.bits & FETCHED:
+                    self._count_extra("evicted_unfetched")
         batch.commit()
         requeues.commit()
         if self._evict_target > 0 and walk.more:
@@ -357,6 +357,10 @@ class Reclaimer:
         if self._pending_hi is None or key > self._pending_hi:
             self._pending_hi = key
 
+    def _count_extra(self, name: str, amount: int = 1) -> None:
+        extra = self.counters.extra
+        extra[name] = extra.get(name, 0) + amount
+
     def _count_dead(self, item: Item, now: int) -> None:
         if item.deadline and item.deadline <= now:
             self.counters.expired_reaped += 1
@@ -424,10 +428,9 @@ class Reclaimer:
 
     def job_done(self, job: Job, freed: int) -> None:
         """Record a finished job (on the trio thread)."""
-        extra = self.counters.extra
         if isinstance(job, Flush):
-            extra["reclaim_flushes"] = extra.get("reclaim_flushes", 0) + 1
-            extra["reclaim_flushed_wal_bytes"] = extra.get("reclaim_flushed_wal_bytes", 0) + freed
+            self._count_extra("reclaim_flushes")
+            self._count_extra("reclaim_flushed_wal_bytes", freed)
             return
         self.counters.compactions += 1
         self.counters.compacted_bytes += freed

@@ -42,7 +42,7 @@ def gone(engine: Engine, key: bytes) -> Callable[[], bool]:
 
 
 def requeued(engine: Engine, count: int) -> Callable[[], bool]:
-    return lambda: engine.counters.extra.get("evict_requeued", 0) >= count
+    return lambda: engine.counters.extra.get("evicted_active", 0) >= count
 
 
 def bounded(tmp_path: Path, clock: Clock, eviction: str) -> tuple[Engine, Reclaimer]:
@@ -61,7 +61,7 @@ def test_a_read_item_outlives_an_unread_younger_one_only_under_clock(
         assert engine.fetch(b"hot") is not None
         fill_until(engine, reclaimer, b"fill", gone(engine, b"cold"))
         assert (engine.read(b"hot", engine.now()) is not None) is kept
-        assert engine.counters.extra.get("evict_requeued", 0) == (1 if kept else 0)
+        assert engine.counters.extra.get("evicted_active", 0) == (1 if kept else 0)
     finally:
         engine.close()
 
