@@ -359,10 +359,9 @@ class Engine:
         """A bounded walk over ``default`` (items), ``expiry`` or ``age`` (``rocks.Walk``)."""
         return rocks.Walk(self._families[family], start, limit, deadline, timer)
 
-    def batch(self, *, hint: bool = False) -> IndexBatch:
-        """A batch of item deletions and index changes, applied atomically by its commit;
-        ``hint``: one of eviction requeues only, which skips the WAL (see ``IndexBatch``)."""
-        return self._index.batch(hint=hint)
+    def batch(self) -> IndexBatch:
+        """A batch of item deletions and index changes, applied atomically by its commit."""
+        return self._index.batch()
 
     def load_state(self, key: bytes) -> bytes | None:
         """A value the reclaimer persisted in the ``meta`` family."""

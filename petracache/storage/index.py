@@ -25,9 +25,10 @@ Invariants:
   entries are deleted in the same batch, so the index stays exact for those.
 * A requeued entry is not at ``age_key(cas, key)``, so a later command's drop of the old
   version's entries misses it: it goes stale like a blind ``set``'s, and is deleted when
-  it reaches the head. Requeues skip the WAL (``IndexBatch`` with ``hint``): a crash that
-  loses one brings back the entry at its old position, naming the same version, so the
-  item is at worst evicted a pass earlier, never lost or resurrected.
+  it reaches the head. A requeue is logged like any write (unlike the fetch record that
+  set the active bit): were it lost in a crash, the entry would come back at its old
+  position, the head, and the first eviction round after the restart would evict the
+  item the requeue had spared. It costs one log append per spared item per pass.
 * Deletes are added to a batch before puts: a touch keeps the CAS, so its ``age`` entry is
   deleted and put again under the same key and must survive.
 * Each index is *complete* (covers every stored item) only if it was maintained by every
@@ -95,7 +96,6 @@ class ItemIndex:
     ) -> None:
         self._db = db
         self._write_opts = write_opts
-        self._hint_opts = rocks.write_options(wal=False)
         self._expiry_h = db.get_column_family_handle(EXPIRY_CF)
         self._age_h = db.get_column_family_handle(AGE_CF)
         self.track_expiry = track_expiry
@@ -149,12 +149,12 @@ class ItemIndex:
         batch.delete(entry, self._age_h)
         batch.put(age_key(position, key), _AGE.pack(cas), self._age_h)
 
-    def commit(self, batch: Any, *, hint: bool = False) -> None:
-        rocks.commit_batch(self._db, batch, self._hint_opts if hint else self._write_opts)
+    def commit(self, batch: Any) -> None:
+        rocks.commit_batch(self._db, batch, self._write_opts)
 
-    def batch(self, *, hint: bool = False) -> IndexBatch:
+    def batch(self) -> IndexBatch:
         """A batch of deletes and index entries, for the reclaimer."""
-        return IndexBatch(self, hint=hint)
+        return IndexBatch(self)
 
     # -- item writes (the engine's hooks) ------------------------------------------------------
 
@@ -186,16 +186,13 @@ class IndexBatch:
     """Item deletions and index changes gathered by a reclaim step, applied by ``commit``.
 
     An item is deleted together with its version's entries, so a reclaim step keeps the
-    index exact for everything it deletes (see the module invariants). A ``hint`` batch
-    holds requeues only and skips the WAL: like a fetch record, it changes no data, CAS or
-    deadline, so a crash that loses it loses only eviction order.
+    index exact for everything it deletes (see the module invariants).
     """
 
-    __slots__ = ("_batch", "_hint", "_index")
+    __slots__ = ("_batch", "_index")
 
-    def __init__(self, index: ItemIndex, *, hint: bool = False) -> None:
+    def __init__(self, index: ItemIndex) -> None:
         self._index = index
-        self._hint = hint
         self._batch = rocks.new_batch()
 
     def delete_item(self, key: bytes, item: Item) -> None:
@@ -218,4 +215,4 @@ class IndexBatch:
         self._batch.put(key, value)
 
     def commit(self) -> None:
-        self._index.commit(self._batch, hint=self._hint)
+        self._index.commit(self._batch)

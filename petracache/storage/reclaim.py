@@ -17,10 +17,11 @@ backlog, growing with the age of its oldest dead item; all of it for eviction):
    then compact and measure again. ``eviction = "fifo"`` deletes every item it takes (as
    RocksDB FIFO compaction and Segcache do). ``"clock"`` (the default) gives an item read
    since it was written, or since it was last spared, a second chance (CLOCK, memcached's
-   ITEM_ACTIVE): it clears the item's active bit and moves its entry to the tail. A read
-   sets the bit with the fetch record it already writes (``items.fetch_is_news``), so a
-   read costs no extra write, and a spared item costs one more hint on its next read. While
-   usage is past the bound, nothing is spared (the bound comes first).
+   ITEM_ACTIVE): it clears the item's active bit and moves its entry to the tail, in the
+   round's batch (logged: see ``storage.index``). A read sets the bit with the fetch record
+   it already writes (``items.fetch_is_news``), so a read costs no extra write, and a
+   spared item costs one more fetch record on its next read. While usage is past the
+   bound, nothing is spared (the bound comes first).
 2. Expiry: walk ``expiry`` from its head while deadlines are <= now.
 3. Crawl of the items themselves, only when there is no index to read: after a flush_all
    (every item it covers is deleted) and to backfill an index that was not maintained.
@@ -220,7 +221,6 @@ class Reclaimer:
         limit = BATCH * (OVER_BOUND_SHARE if self._over_bound else 1)
         walk = self._engine.walk(AGE_CF, self._age_cursor, limit, deadline, self._timer)
         batch = self._engine.batch()
-        requeues = self._engine.batch(hint=True)
         spare = self._second_chance and not self._over_bound
         now = self._engine.now()
         seen: set[bytes] = set()
@@ -238,7 +238,7 @@ class Reclaimer:
             dead = self._engine.is_dead(item, now)
             if spare and item.bits & ACTIVE and not dead:
                 spared = codec.encode_item(item._replace(bits=item.bits & ~ACTIVE))
-                requeues.requeue(entry, key, spared, cas, self._engine.next_cas())
+                batch.requeue(entry, key, spared, cas, self._engine.next_cas())
                 self._count_extra("evicted_active")  # memcached's name for a spared item
                 continue
             self._delete_item(batch, key, item, size)
@@ -251,7 +251,6 @@ class Reclaimer:
                 if not item.bits & FETCHED:
                     self._count_extra("evicted_unfetched")
         batch.commit()
-        requeues.commit()
         if self._evict_target > 0 and walk.more:
             return True
         # Round over (target met or index exhausted): compact, then measure again. A round
