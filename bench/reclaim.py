@@ -1,6 +1,7 @@
 """Background reclaim measured on a real server: expiry, the disk bound, memory.
 
-``python -m bench.reclaim [expiry] [burst] [capacity] [rss] [writecost] [--items N] [--dir D]``
+``python -m bench.reclaim [expiry] [burst] [capacity] [rss] [writecost] [walrelease] [--items N]
+[--dir D] [--server-path P]``
 
 * expiry: a working set is preloaded; a read/write load on it (``bench/loadgen.c``, 20
   connections, 90% gets) runs for 10 s alone (the "before" figures), then again for 60 s
@@ -16,6 +17,9 @@
   of the keys rewritten); the database directory is listed every 0.25 s and its bytes split
   into SST, WAL and other files (the samples over the bound and around the peak are
   printed); at the end every key is read and must return its latest written value or a miss.
+* walrelease (only when named): issue 16's scenario, 60 MB of 1 KB items with a 3 s TTL on
+  an otherwise idle server; the directory (SST, WAL, other) over time, and the p99.9 of a
+  light set load through it (``bench_wal_release``).
 * writecost (only when named): the engine's own cost of a ``set``, in-process, with and
   without the expiry index, with and without a TTL.
 * rss: block cache ``--cache``, a dataset of 5x that, then random reads over it (most miss
@@ -336,6 +340,69 @@ def bench_capacity(workdir: Path, bound: int, value_size: int) -> None:
     print(f"  directory MiB curve (t s, MiB), every 1 s: {json.dumps(curve)}")
 
 
+def bench_wal_release(workdir: Path, server_path: str = "") -> None:
+    """Issue 16's scenario: 60 MB of 1 KB items with a 3 s TTL on an otherwise idle server.
+
+    Default memtables (64 MiB), so the writes stay in the memtable and its WAL. The
+    directory is listed every 0.5 s, from before the writes to 60 s after the last expiry;
+    a light open-loop probe (4 connections, 1,000 sets/s of 100 B over 1,000 keys) runs
+    10 s alone, then through the writes, the expiry and the reclaim, for p99.9.
+    ``server_path`` runs another checkout's server (its directory goes first on the
+    server's PYTHONPATH), for a before/after comparison.
+    """
+    items = 60_000
+    print(
+        f"== wal release: {items:,} items x 1,000 B, TTL 3 s, idle server"
+        + (f" (server from {server_path})" if server_path else "")
+    )
+    env = {"PYTHONPATH": server_path} if server_path else {}
+    probe = ["-c", "4", "-g", "0", "-k", "1000", "-v", "100", "-R", "1000", "-w", "1"]
+    with Petracache(workdir / "walrelease", env=env) as server:
+        db = server.db_path
+        client = server.client(timeout=60)
+        quiet = run_loadgen(server.port, [*probe, "-t", "10"])
+        value = b"x" * 1000
+        with (
+            Sampler(lambda: listing(db), 0.5) as sampler,
+            background_load(server.port, [*probe, "-t", "55"]) as during,
+        ):
+            t_write = time.monotonic() - sampler.t0
+            write_items(client, (b"ttl:%d" % i for i in range(items)), lambda _: value, 3)
+            expiry = time.monotonic() - sampler.t0 + 3
+            time.sleep(max(expiry + 60 - (time.monotonic() - sampler.t0), 0))
+        counters = stats(client)
+    peak_t, peak = max(sampler.samples, key=lambda s: s[1][0])
+    back = next(
+        (t - expiry for t, v in sampler.samples if t > expiry and v[0] <= peak[0] / 4), None
+    )
+    end = sampler.samples[-1][1]
+    print(f"  writes started at t {t_write:.1f} s, last expiry at t {expiry:.1f} s")
+    print(
+        f"  peak directory {peak[0] / MiB:.1f} MiB at t {peak_t:.1f} s "
+        f"(SST {peak[1] / MiB:.1f}, WAL {peak[2] / MiB:.1f}, other {peak[3] / MiB:.1f})"
+    )
+    if back is None:
+        print("  not back to 25% of the peak within 60 s of the last expiry")
+    else:
+        print(f"  back to <= 25% of the peak {back:.1f} s after the last expiry")
+    print(
+        f"  60 s after expiry: {end[0] / MiB:.1f} MiB ({end[0] / peak[0]:.0%} of peak; "
+        f"SST {end[1] / MiB:.1f}, WAL {end[2] / MiB:.1f}, other {end[3] / MiB:.1f})"
+    )
+    for label, r in (("probe alone (10 s)", quiet), ("probe during (55 s)", during["r"])):
+        print(
+            f"  {label:<22} sets p50 {r.p50_us / 1000:.2f} ms  p99 {r.p99_us / 1000:.2f} ms  "
+            f"p99.9 {r.p999_us / 1000:.2f} ms  max {r.max_us / 1000:.1f} ms  errors {r.errors}"
+        )
+    keys = ("expired_reaped", "reclaim_flushes", "compacted_bytes")
+    print("  " + "  ".join(f"{k} {counters.get(k)}" for k in keys))
+    curve = [
+        (round(t - expiry, 1), round(v[0] / MiB, 1), round(v[2] / MiB, 1))
+        for t, v in sampler.samples[::4]
+    ]
+    print(f"  (s from last expiry, directory MiB, WAL MiB), every 2 s: {json.dumps(curve)}")
+
+
 def rss_kib(pid: int) -> dict[str, int]:
     out = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -397,6 +464,7 @@ def main() -> None:
     parser.add_argument("--bound", type=int, default=64 * MiB)
     parser.add_argument("--cache", type=int, default=16 * MiB)
     parser.add_argument("--dir", help="where the databases go (default: a temp dir)")
+    parser.add_argument("--server-path", default="", help="walrelease: another checkout's server")
     opts = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=opts.dir) as tmp:
         workdir = Path(tmp)
@@ -410,6 +478,8 @@ def main() -> None:
             bench_rss(workdir, opts.cache, 1000)
         if "writecost" in opts.parts:
             bench_write_cost(workdir)
+        if "walrelease" in opts.parts:
+            bench_wal_release(workdir, opts.server_path)
 
 
 if __name__ == "__main__":
