@@ -22,6 +22,9 @@ backlog, growing with the age of its oldest dead item; all of it for eviction):
    it already writes (``items.fetch_is_news``), so a read costs no extra write, and a
    spared item costs one more fetch record on its next read. While usage is past the
    bound, nothing is spared (the bound comes first).
+   At high write rates a round starts early: the writes that will arrive while it and its
+   compaction run (the growth rate of usage times the last round's duration, at most
+   ``HIGH_WATER - LOW_WATER`` of the bound) are counted in advance (``_lead_bytes``).
 2. Expiry: walk ``expiry`` from its head while deadlines are <= now.
 3. Crawl of the items themselves, only when there is no index to read: after a flush_all
    (every item it covers is deleted) and to backfill an index that was not maintained.
@@ -72,6 +75,7 @@ FULL_SPEED_LAG = 20.0
 OVER_BOUND_SHARE = 4  # step budget multiplier while usage is past max_disk_bytes
 HIGH_WATER = 0.55  # share of max_disk_bytes that starts an eviction round
 LOW_WATER = 0.40  # share an eviction round aims for
+GROWTH_SMOOTHING = 0.3  # weight of the newest growth-rate sample (an exponential average)
 ENTRY_OVERHEAD = 24  # RocksDB per-entry bytes (internal key trailer, block index share)
 FLUSH_DONE_KEY = b"flush_reclaimed"  # meta: the flush state whose items are all deleted
 # Memtable flushes after reclaim: only when the WAL holds at least FLUSH_MIN_WAL (below
@@ -149,6 +153,11 @@ class Reclaimer:
         self._evict_target = 0
         self._evict_waits_compaction = False
         self._over_bound = False
+        # write-rate lead (see the module docstring): usage growth between rounds
+        self._growth = 0.0  # bytes per second, smoothed
+        self._last_usage: tuple[float, int] | None = None
+        self._round_started = 0.0
+        self._round_seconds = 0.0  # the last round, from its start to its compaction's end
         self._round_evicted = 0
         self._other_turn = False
         self.share = 1.0  # of the trio thread the current backlog may take (see MIN_SHARE)
@@ -212,10 +221,29 @@ class Reclaimer:
             return False
         usage = self.disk_usage()
         self._over_bound = usage >= self._max_disk
-        if usage < HIGH_WATER * self._max_disk:
+        lead = self._lead_bytes(usage)
+        if usage + lead < HIGH_WATER * self._max_disk:
             return False
-        self._evict_target = usage - int(LOW_WATER * self._max_disk)
+        self._evict_target = usage + lead - int(LOW_WATER * self._max_disk)
+        self._round_started = self._timer()
         return True
+
+    def _lead_bytes(self, usage: int) -> int:
+        """The usage the writes will add while a round and its compaction run.
+
+        The growth rate is measured between rounds only (a compaction's drop is not
+        growth), smoothed over a few checks, and times the last round's duration; capped at
+        ``HIGH_WATER - LOW_WATER`` of the bound, so a round never aims below a quarter of it.
+        """
+        now = self._timer()
+        if self._last_usage is not None:
+            then, before = self._last_usage
+            if now > then:
+                rate = max(usage - before, 0) / (now - then)
+                self._growth += GROWTH_SMOOTHING * (rate - self._growth)
+        self._last_usage = (now, usage)
+        cap = (HIGH_WATER - LOW_WATER) * self._max_disk
+        return int(min(self._growth * self._round_seconds, cap))
 
     def _evict(self, deadline: float) -> bool:
         limit = BATCH * (OVER_BOUND_SHARE if self._over_bound else 1)
@@ -438,4 +466,7 @@ class Reclaimer:
         elif job.family == AGE_CF:
             self._age_cursor = b""
         elif job.family == "default":
+            if self._evict_waits_compaction:
+                self._round_seconds = self._timer() - self._round_started
+                self._last_usage = None  # the compaction's drop is not a rate
             self._evict_waits_compaction = False
