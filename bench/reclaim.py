@@ -270,12 +270,17 @@ def bench_burst(workdir: Path, items: int, value_size: int) -> None:
     print(f"  from the deadline, every 1 s (t s, SST MiB, reaped): {json.dumps(curve)}")
 
 
-def bench_capacity(workdir: Path, bound: int, value_size: int) -> None:
+def bench_capacity(workdir: Path, bound: int, value_size: int, server_path: str = "") -> None:
     total = 3 * bound
     writes = total // (value_size + 30)
     distinct = writes * 2 // 3
-    print(f"== capacity: max_disk_bytes {bound / MiB:.0f} MiB, {total / MiB:.0f} MiB of writes")
+    where = f" (server from {server_path})" if server_path else ""
+    print(
+        f"== capacity: max_disk_bytes {bound / MiB:.0f} MiB, {total / MiB:.0f} MiB of writes{where}"
+    )
     env = {**SMALL_BUFFERS, "PETRACACHE_STORAGE__MAX_DISK_BYTES": str(bound)}
+    if server_path:
+        env["PYTHONPATH"] = server_path
     env["PETRACACHE_STORAGE__WRITE_BUFFER_SIZE"] = str(4 * MiB)
     env["PETRACACHE_STORAGE__TARGET_FILE_SIZE_BASE"] = str(4 * MiB)
     latest: dict[bytes, int] = {}
@@ -464,7 +469,9 @@ def main() -> None:
     parser.add_argument("--bound", type=int, default=64 * MiB)
     parser.add_argument("--cache", type=int, default=16 * MiB)
     parser.add_argument("--dir", help="where the databases go (default: a temp dir)")
-    parser.add_argument("--server-path", default="", help="walrelease: another checkout's server")
+    parser.add_argument(
+        "--server-path", default="", help="walrelease, capacity: run another checkout's server"
+    )
     opts = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=opts.dir) as tmp:
         workdir = Path(tmp)
@@ -473,7 +480,7 @@ def main() -> None:
         if "burst" in opts.parts:
             bench_burst(workdir, opts.items, opts.value_size)
         if "capacity" in opts.parts:
-            bench_capacity(workdir, opts.bound, 1000)
+            bench_capacity(workdir, opts.bound, 1000, opts.server_path)
         if "rss" in opts.parts:
             bench_rss(workdir, opts.cache, 1000)
         if "writecost" in opts.parts:

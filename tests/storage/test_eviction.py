@@ -6,9 +6,9 @@ synchronously, so which items are read, written and evicted is chosen by the tes
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -45,32 +45,33 @@ def requeued(engine: Engine, count: int) -> Callable[[], bool]:
     return lambda: engine.counters.extra.get("evicted_active", 0) >= count
 
 
-def bounded(tmp_path: Path, clock: Clock, eviction: str) -> tuple[Engine, Reclaimer]:
+@contextmanager
+def bounded(tmp_path: Path, clock: Clock, eviction: str) -> Iterator[tuple[Engine, Reclaimer]]:
+    """An engine under ``BOUND`` and its reclaimer with ``eviction``; closed afterwards."""
     engine = make_engine(tmp_path / "db", clock, max_disk_bytes=BOUND, eviction=eviction)
-    return engine, Reclaimer(engine, max_disk_bytes=BOUND, eviction=eviction)
+    try:
+        yield engine, Reclaimer(engine, max_disk_bytes=BOUND, eviction=eviction)
+    finally:
+        engine.close()
 
 
 @pytest.mark.parametrize(("eviction", "kept"), [("clock", True), ("fifo", False)])
 def test_a_read_item_outlives_an_unread_younger_one_only_under_clock(
     tmp_path: Path, clock: Clock, eviction: str, kept: bool
 ) -> None:
-    engine, reclaimer = bounded(tmp_path, clock, eviction)
-    try:
+    with bounded(tmp_path, clock, eviction) as (engine, reclaimer):
         engine.set(b"hot", 0, 0, VALUE)
         engine.set(b"cold", 0, 0, VALUE)  # written after hot, never read
         assert engine.fetch(b"hot") is not None
         fill_until(engine, reclaimer, b"fill", gone(engine, b"cold"))
         assert (engine.read(b"hot", engine.now()) is not None) is kept
         assert engine.counters.extra.get("evicted_active", 0) == (1 if kept else 0)
-    finally:
-        engine.close()
 
 
 def test_a_spared_item_is_the_same_version_and_is_evicted_unless_read_again(
     tmp_path: Path, clock: Clock
 ) -> None:
-    engine, reclaimer = bounded(tmp_path, clock, "clock")
-    try:
+    with bounded(tmp_path, clock, "clock") as (engine, reclaimer):
         engine.set(b"once", 0, 0, VALUE)
         engine.set(b"often", 0, 0, VALUE)
         before = engine.fetch(b"once")
@@ -92,15 +93,12 @@ def test_a_spared_item_is_the_same_version_and_is_evicted_unless_read_again(
         # Another pass: "once" was not read since it was spared, "often" keeps being read.
         fill_until(engine, reclaimer, b"b", gone(engine, b"once"), read=b"often")
         assert engine.read(b"often", engine.now()) is not None
-    finally:
-        engine.close()
 
 
 def test_requeued_entries_name_their_version_and_go_stale_on_rewrite(
     tmp_path: Path, clock: Clock
 ) -> None:
-    engine, reclaimer = bounded(tmp_path, clock, "clock")
-    try:
+    with bounded(tmp_path, clock, "clock") as (engine, reclaimer):
         engine.set(b"k", 0, 0, VALUE)
         engine.fetch(b"k")
         fill_until(engine, reclaimer, b"a", requeued(engine, 1))
@@ -115,36 +113,35 @@ def test_requeued_entries_name_their_version_and_go_stale_on_rewrite(
         engine.set(b"k", 0, 0, b"new")  # a blind set: the requeued entry goes stale
         fill_until(engine, reclaimer, b"b", gone(engine, b"k"))
         assert not [e for e in keys_of(age) if idx.parse_age_key(e)[1] == b"k"]
-    finally:
-        engine.close()
 
 
 def test_over_the_bound_nothing_is_spared(tmp_path: Path, clock: Clock) -> None:
-    engine, reclaimer = bounded(tmp_path, clock, "clock")
-    try:
+    with bounded(tmp_path, clock, "clock") as (engine, reclaimer):
         for i in range(3000):  # 1.5x the bound before eviction looks: usage is past it
             engine.set(b"r:%d" % i, 0, 0, VALUE)
             engine.fetch(b"r:%d" % i)
         drain(reclaimer)
         assert engine.counters.evictions > 0
         assert reclaimer.disk_usage() < BOUND
-    finally:
-        engine.close()
 
 
 def wal(engine: Engine) -> int:
     return rocks.wal_bytes(engine.settings.db_path)
 
 
-def big_memtables(tmp_path: Path, clock: Clock, **options: Any) -> Engine:
-    """An engine whose memtables hold every write of these tests: only a flush releases the
-    log (the idle server of issue 16)."""
-    return make_engine(tmp_path / "db", clock, write_buffer_size=16 << 20, **options)
+@contextmanager
+def big_memtables(tmp_path: Path, clock: Clock) -> Iterator[Engine]:
+    """An engine whose memtables hold every write of these tests, so only a flush releases
+    the log (the idle server of issue 16); closed afterwards."""
+    engine = make_engine(tmp_path / "db", clock, write_buffer_size=16 << 20)
+    try:
+        yield engine
+    finally:
+        engine.close()
 
 
 def test_the_wal_is_released_once_expired_items_are_reaped(tmp_path: Path, clock: Clock) -> None:
-    engine = big_memtables(tmp_path, clock)
-    try:
+    with big_memtables(tmp_path, clock) as engine:
         for i in range(4000):
             engine.set(b"ttl:%d" % i, 0, 3, VALUE)
         engine.set(b"keep", 0, 0, b"x")
@@ -155,13 +152,10 @@ def test_the_wal_is_released_once_expired_items_are_reaped(tmp_path: Path, clock
         assert engine.counters.extra["reclaim_flushes"] == 1
         assert wal(engine) < 64 * 1024
         assert engine.fetch(b"keep") is not None
-    finally:
-        engine.close()
 
 
 def test_the_wal_is_released_after_flush_all(tmp_path: Path, clock: Clock) -> None:
-    engine = big_memtables(tmp_path, clock)
-    try:
+    with big_memtables(tmp_path, clock) as engine:
         for i in range(3000):
             engine.set(b"f:%d" % i, 0, 0, VALUE)
         engine.flush_all(0)
@@ -169,13 +163,10 @@ def test_the_wal_is_released_after_flush_all(tmp_path: Path, clock: Clock) -> No
         drain(Reclaimer(engine))
         assert engine.counters.flushed_reaped == 3000
         assert wal(engine) < 64 * 1024
-    finally:
-        engine.close()
 
 
 def test_live_memtables_are_not_flushed(tmp_path: Path, clock: Clock) -> None:
-    engine = big_memtables(tmp_path, clock)
-    try:
+    with big_memtables(tmp_path, clock) as engine:
         for i in range(3000):
             engine.set(b"live:%d" % i, 0, 0, VALUE)
         for i in range(1200):
@@ -185,8 +176,6 @@ def test_live_memtables_are_not_flushed(tmp_path: Path, clock: Clock) -> None:
         assert engine.counters.expired_reaped == 1200
         assert "reclaim_flushes" not in engine.counters.extra
         assert wal(engine) > 3000 * len(VALUE)
-    finally:
-        engine.close()
 
 
 @pytest.mark.parametrize(
