@@ -76,6 +76,9 @@ OVER_BOUND_SHARE = 4  # step budget multiplier while usage is past max_disk_byte
 HIGH_WATER = 0.55  # share of max_disk_bytes that starts an eviction round
 LOW_WATER = 0.40  # share an eviction round aims for
 GROWTH_SMOOTHING = 0.3  # weight of the newest growth-rate sample (an exponential average)
+# A round's duration until one has been timed: a guess (the first timed round replaces it),
+# so that the first round after a start already leads a fast writer.
+FIRST_ROUND_SECONDS = 1.0
 ENTRY_OVERHEAD = 24  # RocksDB per-entry bytes (internal key trailer, block index share)
 FLUSH_DONE_KEY = b"flush_reclaimed"  # meta: the flush state whose items are all deleted
 # Memtable flushes after reclaim: only when the WAL holds at least FLUSH_MIN_WAL (below
@@ -157,7 +160,7 @@ class Reclaimer:
         self._growth = 0.0  # bytes per second, smoothed
         self._last_usage: tuple[float, int] | None = None
         self._round_started = 0.0
-        self._round_seconds = 0.0  # the last round, from its start to its compaction's end
+        self._round_seconds = FIRST_ROUND_SECONDS  # the last round, start to compaction end
         self._round_evicted = 0
         self._other_turn = False
         self.share = 1.0  # of the trio thread the current backlog may take (see MIN_SHARE)
