@@ -24,7 +24,8 @@ backlog, growing with the age of its oldest dead item; all of it for eviction):
    bound, nothing is spared (the bound comes first).
    At high write rates a round starts early: the writes that will arrive while it and its
    compaction run (the growth rate of usage times the last round's duration, at most
-   ``HIGH_WATER - LOW_WATER`` of the bound) are counted in advance (``_lead_bytes``).
+   ``HIGH_WATER - LOW_WATER`` of the bound) are counted in advance (``_lead_bytes``). It
+   still aims for ``LOW_WATER`` (evicting at least ``MIN_ROUND`` of the bound).
 2. Expiry: walk ``expiry`` from its head while deadlines are <= now.
 3. Crawl of the items themselves, only when there is no index to read: after a flush_all
    (every item it covers is deleted) and to backfill an index that was not maintained.
@@ -75,6 +76,7 @@ FULL_SPEED_LAG = 20.0
 OVER_BOUND_SHARE = 4  # step budget multiplier while usage is past max_disk_bytes
 HIGH_WATER = 0.55  # share of max_disk_bytes that starts an eviction round
 LOW_WATER = 0.40  # share an eviction round aims for
+MIN_ROUND = 0.05  # share of max_disk_bytes a round evicts at least (one that starts early)
 GROWTH_SMOOTHING = 0.3  # weight of the newest growth-rate sample (an exponential average)
 # A round's duration until one has been timed: a guess (the first timed round replaces it),
 # so that the first round after a start already leads a fast writer.
@@ -224,10 +226,13 @@ class Reclaimer:
             return False
         usage = self.disk_usage()
         self._over_bound = usage >= self._max_disk
-        lead = self._lead_bytes(usage)
-        if usage + lead < HIGH_WATER * self._max_disk:
+        if usage + self._lead_bytes(usage) < HIGH_WATER * self._max_disk:
             return False
-        self._evict_target = usage + lead - int(LOW_WATER * self._max_disk)
+        # A round that starts early still stops at LOW_WATER: a fast writer makes the
+        # rounds start sooner (so the peak stays lower), not hold fewer items.
+        self._evict_target = int(
+            max(usage - LOW_WATER * self._max_disk, MIN_ROUND * self._max_disk)
+        )
         self._round_started = self._timer()
         return True
 
@@ -236,7 +241,7 @@ class Reclaimer:
 
         The growth rate is measured between rounds only (a compaction's drop is not
         growth), smoothed over a few checks, and times the last round's duration; capped at
-        ``HIGH_WATER - LOW_WATER`` of the bound, so a round never aims below a quarter of it.
+        ``HIGH_WATER - LOW_WATER`` of the bound, so a round never starts below ``LOW_WATER``.
         """
         now = self._timer()
         if self._last_usage is not None:
