@@ -54,11 +54,9 @@ returns.
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import pairwise
 
 from petracache.storage import codec, index as idx
 from petracache.storage.codec import ACTIVE, FETCHED, Item
@@ -75,8 +73,6 @@ COMPACT_MIN_BYTES = 1 << 20  # reclaimed bytes worth a manual compaction
 # seconds gets it all, so reaping speeds up until it keeps pace with expiry.
 MIN_SHARE = 0.25
 FULL_SPEED_LAG = 20.0
-COMPACTION_PIECES = 8  # an eviction round's compaction, split by key range
-SAMPLE_KEYS = 4096  # evicted keys sampled per round to split it by
 OVER_BOUND_SHARE = 4  # step budget multiplier while usage is past max_disk_bytes
 HIGH_WATER = 0.55  # share of max_disk_bytes that starts an eviction round
 LOW_WATER = 0.40  # share an eviction round aims for
@@ -98,13 +94,11 @@ DEAD_SHARE = 0.5
 
 @dataclass(frozen=True, slots=True)
 class Compaction:
-    """A key range of one column family to compact (``None`` = open end); ``piece``: one
-    of the pieces an eviction round's compaction is split into."""
+    """A key range of one column family to compact (``None`` = open end)."""
 
     family: str
     begin: bytes | None
     end: bytes | None
-    piece: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,22 +107,6 @@ class Flush:
 
 
 Job = Compaction | Flush
-
-
-def compaction_pieces(sample: list[bytes], pieces: int) -> list[Compaction]:
-    """The items family's key space split into up to ``pieces`` ranges holding about as
-    many of the ``sample`` keys each (the first and last open-ended).
-
-    A compaction writes its outputs before it deletes its inputs, so the disk briefly holds
-    both: one compaction of the whole family after an eviction round doubles the database
-    for a moment, where each piece of eight adds about an eighth.
-    """
-    ordered = sorted(set(sample))
-    bounds = sorted(
-        {ordered[len(ordered) * i // pieces] for i in range(1, pieces)} if ordered else set()
-    )
-    edges: list[bytes | None] = [None, *bounds, None]
-    return [Compaction("default", lo, hi, piece=True) for lo, hi in pairwise(edges)]
 
 
 def memtables_mostly_dead(entries: int, deletes: int, wal: int) -> bool:
@@ -185,12 +163,6 @@ class Reclaimer:
         self._last_usage: tuple[float, int] | None = None
         self._round_started = 0.0
         self._round_seconds = FIRST_ROUND_SECONDS  # the last round, start to compaction end
-        # the round's compaction, in pieces: a sample of the evicted keys to split it by
-        self._evicted_sample: list[bytes] = []
-        self._round_deletes = 0
-        self._sampler = random.Random(16)
-        self._pieces: list[Compaction] = []
-        self._pieces_left = 0
         self._round_evicted = 0
         self._other_turn = False
         self.share = 1.0  # of the trio thread the current backlog may take (see MIN_SHARE)
@@ -306,7 +278,6 @@ class Reclaimer:
                 self._count_extra("evicted_active")  # memcached's name for a spared item
                 continue
             self._delete_item(batch, key, item, size)
-            self._sample_evicted(key)
             self._round_evicted += 1
             self._evict_target -= size + 2 * ENTRY_OVERHEAD + len(entry)
             if dead:
@@ -327,11 +298,7 @@ class Reclaimer:
             return False
         self._evict_waits_compaction = True
         self._maybe_request_flush()
-        # Covers every pending deletion, in pieces (``compaction_pieces``).
-        self._pieces = compaction_pieces(self._evicted_sample, COMPACTION_PIECES)
-        self._pieces_left = len(self._pieces)
-        self._requests.pop("default", None)
-        self._evicted_sample, self._round_deletes = [], 0
+        self._request(Compaction("default", None, None))  # covers every pending deletion
         self._pending_bytes = 0
         self._pending_lo = self._pending_hi = None
         self._request(Compaction(AGE_CF, None, self._age_cursor))
@@ -425,16 +392,6 @@ class Reclaimer:
         if self._pending_hi is None or key > self._pending_hi:
             self._pending_hi = key
 
-    def _sample_evicted(self, key: bytes) -> None:
-        """Keep a uniform sample of the round's evicted keys (reservoir sampling)."""
-        self._round_deletes += 1
-        if len(self._evicted_sample) < SAMPLE_KEYS:
-            self._evicted_sample.append(key)
-        else:
-            slot = self._sampler.randrange(self._round_deletes)
-            if slot < SAMPLE_KEYS:
-                self._evicted_sample[slot] = key
-
     def _count_extra(self, name: str, amount: int = 1) -> None:
         extra = self.counters.extra
         extra[name] = extra.get(name, 0) + amount
@@ -490,8 +447,6 @@ class Reclaimer:
         if self._flush_wanted:
             self._flush_wanted = False
             return Flush()
-        if self._pieces:
-            return self._pieces.pop(0)
         if not self._requests:
             return None
         family = next(iter(self._requests))
@@ -518,9 +473,8 @@ class Reclaimer:
             self._expiry_cursor = b""  # tombstones below it are gone; re-seek from the head
         elif job.family == AGE_CF:
             self._age_cursor = b""
-        elif job.piece:
-            self._pieces_left -= 1
-            if self._pieces_left <= 0 and self._evict_waits_compaction:
+        elif job.family == "default":
+            if self._evict_waits_compaction:
                 self._round_seconds = self._timer() - self._round_started
                 self._last_usage = None  # the compaction's drop is not a rate
-                self._evict_waits_compaction = False
+            self._evict_waits_compaction = False
