@@ -22,11 +22,9 @@ backlog, growing with the age of its oldest dead item; all of it for eviction):
    it already writes (``items.fetch_is_news``), so a read costs no extra write, and a
    spared item costs one more fetch record on its next read. While usage is past the
    bound, nothing is spared (the bound comes first).
-   The peak is watched: usage is measured at every step from one round's start to the
-   next's, and when it went past ``PEAK_TARGET`` of the bound (fast writes outrunning
-   compaction), both water marks are lowered by part of the excess for the next rounds,
-   and raised again as the peaks come down (``_adjust_water``). So the margin widens at high
-   write rates, and the cache holds as much as before when writes are slow.
+   At high write rates a round starts early: the writes that will arrive while it and its
+   compaction run (the growth rate of usage times the last round's duration, at most
+   ``HIGH_WATER - LOW_WATER`` of the bound) are counted in advance (``_lead_bytes``).
 2. Expiry: walk ``expiry`` from its head while deadlines are <= now.
 3. Crawl of the items themselves, only when there is no index to read: after a flush_all
    (every item it covers is deleted) and to backfill an index that was not maintained.
@@ -77,12 +75,10 @@ FULL_SPEED_LAG = 20.0
 OVER_BOUND_SHARE = 4  # step budget multiplier while usage is past max_disk_bytes
 HIGH_WATER = 0.55  # share of max_disk_bytes that starts an eviction round
 LOW_WATER = 0.40  # share an eviction round aims for
-# The peak usage between rounds should stay under PEAK_TARGET of the bound; past it, the
-# water marks move down by PEAK_GAIN of the excess per round, at most MAX_LOWERING of the
-# bound (a round then still aims at a quarter of it).
-PEAK_TARGET = 0.80
-PEAK_GAIN = 0.5
-MAX_LOWERING = HIGH_WATER - LOW_WATER
+GROWTH_SMOOTHING = 0.3  # weight of the newest growth-rate sample (an exponential average)
+# A round's duration until one has been timed: a guess (the first timed round replaces it),
+# so that the first round after a start already leads a fast writer.
+FIRST_ROUND_SECONDS = 1.0
 ENTRY_OVERHEAD = 24  # RocksDB per-entry bytes (internal key trailer, block index share)
 FLUSH_DONE_KEY = b"flush_reclaimed"  # meta: the flush state whose items are all deleted
 # Memtable flushes after reclaim: only when the WAL holds at least FLUSH_MIN_WAL (below
@@ -160,9 +156,11 @@ class Reclaimer:
         self._evict_target = 0
         self._evict_waits_compaction = False
         self._over_bound = False
-        # peak watch (see the module docstring): both water marks are lowered by _lowered
-        self._lowered = 0
-        self._peak = 0  # usage seen since the last round ended
+        # write-rate lead (see the module docstring): usage growth between rounds
+        self._growth = 0.0  # bytes per second, smoothed
+        self._last_usage: tuple[float, int] | None = None
+        self._round_started = 0.0
+        self._round_seconds = FIRST_ROUND_SECONDS  # the last round, start to compaction end
         self._round_evicted = 0
         self._other_turn = False
         self.share = 1.0  # of the trio thread the current backlog may take (see MIN_SHARE)
@@ -220,26 +218,35 @@ class Reclaimer:
         return self._engine.disk_usage()
 
     def _eviction_due(self) -> bool:
-        usage = self.disk_usage()
-        self._peak = max(self._peak, usage)
         if self._evict_target > 0:
             return True
         if self._evict_waits_compaction:
             return False
+        usage = self.disk_usage()
         self._over_bound = usage >= self._max_disk
-        if usage < HIGH_WATER * self._max_disk - self._lowered:
+        lead = self._lead_bytes(usage)
+        if usage + lead < HIGH_WATER * self._max_disk:
             return False
-        self._evict_target = usage - int(LOW_WATER * self._max_disk - self._lowered)
+        self._evict_target = usage + lead - int(LOW_WATER * self._max_disk)
+        self._round_started = self._timer()
         return True
 
-    def _adjust_water(self) -> None:
-        """After a round's compaction: move the water marks by the last peak's distance from
-        ``PEAK_TARGET`` (down when it was above, back up when below), within
-        ``[0, MAX_LOWERING]`` of the bound."""
-        excess = self._peak - PEAK_TARGET * self._max_disk
-        lowered = self._lowered + PEAK_GAIN * excess
-        self._lowered = int(min(max(lowered, 0.0), MAX_LOWERING * self._max_disk))
-        self._peak = 0
+    def _lead_bytes(self, usage: int) -> int:
+        """The usage the writes will add while a round and its compaction run.
+
+        The growth rate is measured between rounds only (a compaction's drop is not
+        growth), smoothed over a few checks, and times the last round's duration; capped at
+        ``HIGH_WATER - LOW_WATER`` of the bound, so a round never aims below a quarter of it.
+        """
+        now = self._timer()
+        if self._last_usage is not None:
+            then, before = self._last_usage
+            if now > then:
+                rate = max(usage - before, 0) / (now - then)
+                self._growth += GROWTH_SMOOTHING * (rate - self._growth)
+        self._last_usage = (now, usage)
+        cap = (HIGH_WATER - LOW_WATER) * self._max_disk
+        return int(min(self._growth * self._round_seconds, cap))
 
     def _evict(self, deadline: float) -> bool:
         limit = BATCH * (OVER_BOUND_SHARE if self._over_bound else 1)
@@ -463,5 +470,6 @@ class Reclaimer:
             self._age_cursor = b""
         elif job.family == "default":
             if self._evict_waits_compaction:
-                self._adjust_water()
+                self._round_seconds = self._timer() - self._round_started
+                self._last_usage = None  # the compaction's drop is not a rate
             self._evict_waits_compaction = False
