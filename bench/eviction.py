@@ -30,13 +30,13 @@ with the hit ratios.
 from __future__ import annotations
 
 import argparse
+import itertools
+import random
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from bench.common import Memcached, Petracache, process_cpu_seconds
 from bench.reclaim import Sampler, listing, stats
@@ -70,19 +70,21 @@ SMOKE = Scale(
 )  # fmt: skip
 
 
-def trace(name: str, scale: Scale, seed: int = 16) -> tuple[np.ndarray, int]:
+def trace(name: str, scale: Scale, seed: int = 16) -> tuple[list[int], int]:
     """The key numbers of trace ``name`` and the index at which the post-scan window begins
     (0 for traces without a scan)."""
     exponent = 0.9 if name in ("zipf0.9", "scan") else float(name.removeprefix("zipf"))
-    rng = np.random.default_rng(seed)
-    weights = 1.0 / np.arange(1, scale.keys + 1, dtype=np.float64) ** exponent
-    ranks = rng.choice(scale.keys, size=scale.requests, p=weights / weights.sum())
-    keys = rng.permutation(scale.keys)[ranks]
+    rng = random.Random(seed)
+    cumulative = list(itertools.accumulate(1.0 / r**exponent for r in range(1, scale.keys + 1)))
+    names = list(range(scale.keys))
+    rng.shuffle(names)  # rank -> key number, so popularity is not key order
+    ranks = rng.choices(range(scale.keys), cum_weights=cumulative, k=scale.requests)
+    keys = [names[r] for r in ranks]
     if name != "scan":
         return keys, 0
     middle = scale.requests // 2
-    scan = np.arange(SCAN_KEY_BASE, SCAN_KEY_BASE + scale.scan)
-    return np.concatenate([keys[:middle], scan, keys[middle:]]), middle + scale.scan
+    scan = list(range(SCAN_KEY_BASE, SCAN_KEY_BASE + scale.scan))
+    return [*keys[:middle], *scan, *keys[middle:]], middle + scale.scan
 
 
 @dataclass
@@ -90,7 +92,7 @@ class Run:
     """One trace against one server."""
 
     server: str
-    hits: np.ndarray  # per request: 1 hit, 0 miss
+    hits: bytearray  # per request: 1 hit, 0 miss
     seconds: float
     items_held: int = 0
     peak_dir: int = 0  # SST + WAL bytes (what the bound covers), petracache only
@@ -99,7 +101,7 @@ class Run:
 
     def ratio(self, start: int, end: int | None = None) -> float:
         window = self.hits[start:end]
-        return float(window.mean()) if len(window) else 0.0
+        return sum(window) / len(window) if window else 0.0
 
     @property
     def requests_per_s(self) -> float:
@@ -110,14 +112,14 @@ class Run:
         return self.server_cpu_s * 1e6 / len(self.hits) if len(self.hits) else 0.0
 
 
-def batches(keys: np.ndarray) -> Iterator[list[int]]:
+def batches(keys: list[int]) -> Iterator[list[int]]:
     for start in range(0, len(keys), BATCH):
-        yield keys[start : start + BATCH].tolist()
+        yield keys[start : start + BATCH]
 
 
-def replay(client: RawClient, keys: np.ndarray, value: bytes) -> tuple[np.ndarray, float]:
+def replay(client: RawClient, keys: list[int], value: bytes) -> tuple[bytearray, float]:
     """Run the read-through trace; returns per-request hits and the seconds it took."""
-    hits = np.zeros(len(keys), dtype=np.int8)
+    hits = bytearray(len(keys))
     pending = b""  # the previous batch's sets (noreply), sent with this batch's get
     header = b" 0 0 %d noreply\r\n" % len(value)
     t0 = time.perf_counter()
@@ -152,7 +154,7 @@ def count_held(client: RawClient, keys: Sequence[int]) -> int:
     return held
 
 
-def run_petracache(workdir: Path, policy: str, keys: np.ndarray, scale: Scale) -> Run:
+def run_petracache(workdir: Path, policy: str, keys: list[int], scale: Scale) -> Run:
     env = {
         "PETRACACHE_STORAGE__MAX_DISK_BYTES": str(scale.bound),
         "PETRACACHE_STORAGE__EVICTION": policy,
@@ -168,7 +170,7 @@ def run_petracache(workdir: Path, policy: str, keys: np.ndarray, scale: Scale) -
         with Sampler(lambda: sum(listing(db)[1:3]), 0.25) as sampler:
             hits, seconds = replay(client, keys, b"v" * scale.value_size)
         cpu = process_cpu_seconds(server.proc.pid) - cpu
-        held = count_held(client, np.unique(keys).tolist())
+        held = count_held(client, sorted(set(keys)))
         counters = stats(client)
     peak = max((v for _, v in sampler.samples), default=0)
     run = Run(f"petracache {policy}", hits, seconds, held, peak, peak / scale.bound, cpu)
@@ -193,7 +195,7 @@ def memcached_megabytes(items: int, value_size: int) -> int:
     return max(-(-items // per_page), 2)
 
 
-def run_memcached(keys: np.ndarray, megabytes: int, value_size: int) -> Run:
+def run_memcached(keys: list[int], megabytes: int, value_size: int) -> Run:
     with Memcached(memory_mb=megabytes) as mc:
         client = RawClient(mc.port, timeout=60)
         cpu = process_cpu_seconds(mc.proc.pid)
