@@ -24,7 +24,12 @@ backlog, growing with the age of its oldest dead item; all of it for eviction):
    bound, nothing is spared (the bound comes first).
    At high write rates a round starts early: the writes that will arrive while it and its
    compaction run (the growth rate of usage times the last round's duration, at most
-   ``HIGH_WATER - LOW_WATER`` of the bound) are counted in advance (``_lead_bytes``).
+   ``HIGH_WATER - LOW_WATER`` of the bound) are counted in advance (``_lead_bytes``): the
+   round starts that much sooner and stops that much lower, so the writes arriving during
+   it and its compaction land below the bound. That trades capacity for margin while the
+   writes are fast; slow writes make the lead zero. (A round that started early but still
+   stopped at ``LOW_WATER``, and a controller lowering both marks only after a peak past
+   80% of the bound, did not lower the measured peaks: docs/benchmarks.md.)
 2. Expiry: walk ``expiry`` from its head while deadlines are <= now.
 3. Crawl of the items themselves, only when there is no index to read: after a flush_all
    (every item it covers is deleted) and to backfill an index that was not maintained.
