@@ -80,6 +80,7 @@ FULL_SPEED_LAG = 20.0
 OVER_BOUND_SHARE = 4  # step budget multiplier while usage is past max_disk_bytes
 HIGH_WATER = 0.55  # share of max_disk_bytes that starts an eviction round
 LOW_WATER = 0.40  # share an eviction round aims for
+MAX_ROUND = 0.30  # share of max_disk_bytes one round evicts at most (2x the usual round)
 GROWTH_SMOOTHING = 0.3  # weight of the newest growth-rate sample (an exponential average)
 # A round's duration until one has been timed: a guess (the first timed round replaces it),
 # so that the first round after a start already leads a fast writer.
@@ -232,7 +233,11 @@ class Reclaimer:
         lead = self._lead_bytes(usage)
         if usage + lead < HIGH_WATER * self._max_disk:
             return False
-        self._evict_target = usage + lead - int(LOW_WATER * self._max_disk)
+        # Usage counts garbage too (evicted items not yet compacted away, replayed WAL after
+        # a crash), which no eviction frees: a round evicts at most MAX_ROUND of the bound,
+        # then compacts and measures again, so inflated usage cannot empty the cache.
+        target = usage + lead - int(LOW_WATER * self._max_disk)
+        self._evict_target = min(target, int(MAX_ROUND * self._max_disk))
         self._round_started = self._timer()
         return True
 

@@ -16,7 +16,7 @@ from petracache.storage import codec, index as idx, items, rocks
 from petracache.storage.engine import Engine
 from petracache.storage.reclaim import Reclaimer, memtables_mostly_dead
 from tests.storage.conftest import Clock
-from tests.storage.test_reclaim import VALUE, drain, keys_of, make_engine
+from tests.storage.test_reclaim import VALUE, drain, keys_of, make_engine, settle
 
 BOUND = 2 * 1024 * 1024
 
@@ -120,7 +120,7 @@ def test_over_the_bound_nothing_is_spared(tmp_path: Path, clock: Clock) -> None:
         for i in range(3000):  # 1.5x the bound before eviction looks: usage is past it
             engine.set(b"r:%d" % i, 0, 0, VALUE)
             engine.fetch(b"r:%d" % i)
-        drain(reclaimer)
+        settle(reclaimer)
         assert engine.counters.evictions > 0
         assert reclaimer.disk_usage() < BOUND
 
