@@ -1,6 +1,7 @@
 """Background reclaim measured on a real server: expiry, the disk bound, memory.
 
-``python -m bench.reclaim [expiry] [burst] [capacity] [rss] [writecost] [--items N] [--dir D]``
+``python -m bench.reclaim [expiry] [burst] [capacity] [rss] [writecost] [walrelease] [--items N]
+[--dir D] [--server-path P]``
 
 * expiry: a working set is preloaded; a read/write load on it (``bench/loadgen.c``, 20
   connections, 90% gets) runs for 10 s alone (the "before" figures), then again for 60 s
@@ -16,6 +17,9 @@
   of the keys rewritten); the database directory is listed every 0.25 s and its bytes split
   into SST, WAL and other files (the samples over the bound and around the peak are
   printed); at the end every key is read and must return its latest written value or a miss.
+* walrelease (only when named): issue 16's scenario, 60 MB of 1 KB items with a 3 s TTL on
+  an otherwise idle server; the directory (SST, WAL, other) over time, and the p99.9 of a
+  light set load through it (``bench_wal_release``).
 * writecost (only when named): the engine's own cost of a ``set``, in-process, with and
   without the expiry index, with and without a TTL.
 * rss: block cache ``--cache``, a dataset of 5x that, then random reads over it (most miss
@@ -266,12 +270,17 @@ def bench_burst(workdir: Path, items: int, value_size: int) -> None:
     print(f"  from the deadline, every 1 s (t s, SST MiB, reaped): {json.dumps(curve)}")
 
 
-def bench_capacity(workdir: Path, bound: int, value_size: int) -> None:
+def bench_capacity(workdir: Path, bound: int, value_size: int, server_path: str = "") -> None:
     total = 3 * bound
     writes = total // (value_size + 30)
     distinct = writes * 2 // 3
-    print(f"== capacity: max_disk_bytes {bound / MiB:.0f} MiB, {total / MiB:.0f} MiB of writes")
+    where = f" (server from {server_path})" if server_path else ""
+    print(
+        f"== capacity: max_disk_bytes {bound / MiB:.0f} MiB, {total / MiB:.0f} MiB of writes{where}"
+    )
     env = {**SMALL_BUFFERS, "PETRACACHE_STORAGE__MAX_DISK_BYTES": str(bound)}
+    if server_path:
+        env["PYTHONPATH"] = server_path
     env["PETRACACHE_STORAGE__WRITE_BUFFER_SIZE"] = str(4 * MiB)
     env["PETRACACHE_STORAGE__TARGET_FILE_SIZE_BASE"] = str(4 * MiB)
     latest: dict[bytes, int] = {}
@@ -336,6 +345,69 @@ def bench_capacity(workdir: Path, bound: int, value_size: int) -> None:
     print(f"  directory MiB curve (t s, MiB), every 1 s: {json.dumps(curve)}")
 
 
+def bench_wal_release(workdir: Path, server_path: str = "") -> None:
+    """Issue 16's scenario: 60 MB of 1 KB items with a 3 s TTL on an otherwise idle server.
+
+    Default memtables (64 MiB), so the writes stay in the memtable and its WAL. The
+    directory is listed every 0.5 s, from before the writes to 60 s after the last expiry.
+    A light open-loop probe (4 connections, 500 sets/s of 100 B over 1,000 keys) measures
+    the write path's p99.9 three times: alone before the TTL writes, for 20 s from the end
+    of the writes (the expiry, the reaping, the flush and the compaction), and alone again
+    at the end. ``server_path`` runs another checkout's server (its directory goes first on
+    the server's PYTHONPATH), for a before/after comparison.
+    """
+    items = 60_000
+    where = f" (server from {server_path})" if server_path else ""
+    print(f"== wal release: {items:,} items x 1,000 B, TTL 3 s, idle server{where}")
+    env = {"PYTHONPATH": server_path} if server_path else {}
+    probe = ["-c", "4", "-g", "0", "-k", "1000", "-v", "100", "-R", "500", "-w", "1"]
+    probes: list[tuple[str, LoadResult]] = []
+    with Petracache(workdir / "walrelease", env=env) as server:
+        db = server.db_path
+        client = server.client(timeout=60)
+        probes.append(("alone, before", run_loadgen(server.port, [*probe, "-t", "10"])))
+        value = b"x" * 1000
+        with Sampler(lambda: listing(db), 0.5) as sampler:
+            write_items(client, (b"ttl:%d" % i for i in range(items)), lambda _: value, 3)
+            expiry = time.monotonic() - sampler.t0 + 3
+            with background_load(server.port, [*probe, "-t", "20"]) as during:
+                pass
+            probes.append(("from the writes' end, 20 s", during["r"]))
+            probes.append(("alone, after", run_loadgen(server.port, [*probe, "-t", "10"])))
+            time.sleep(max(expiry + 60 - (time.monotonic() - sampler.t0), 0))
+        counters = stats(client)
+    peak_t, peak = max(sampler.samples, key=lambda s: s[1][0])
+    back = next(
+        (t - expiry for t, v in sampler.samples if t > expiry and v[0] <= peak[0] / 4), None
+    )
+    end = sampler.samples[-1][1]
+    print(f"  last expiry at t {expiry:.1f} s (writes began at t 0)")
+    print(
+        f"  peak directory {peak[0] / MiB:.1f} MiB at t {peak_t:.1f} s "
+        f"(SST {peak[1] / MiB:.1f}, WAL {peak[2] / MiB:.1f}, other {peak[3] / MiB:.1f})"
+    )
+    if back is None:
+        print("  not back to 25% of the peak within 60 s of the last expiry")
+    else:
+        print(f"  back to <= 25% of the peak {back:.1f} s after the last expiry")
+    print(
+        f"  60 s after expiry: {end[0] / MiB:.1f} MiB ({end[0] / peak[0]:.0%} of peak; "
+        f"SST {end[1] / MiB:.1f}, WAL {end[2] / MiB:.1f}, other {end[3] / MiB:.1f})"
+    )
+    for label, r in probes:
+        print(
+            f"  sets, {label:<28} p50 {r.p50_us / 1000:.2f} ms  p99 {r.p99_us / 1000:.2f} ms"
+            f"  p99.9 {r.p999_us / 1000:.2f} ms  max {r.max_us / 1000:.1f} ms  errors {r.errors}"
+        )
+    keys = ("expired_reaped", "reclaim_flushes", "compacted_bytes")
+    print("  " + "  ".join(f"{k} {counters.get(k)}" for k in keys))
+    curve = [
+        (round(t - expiry, 1), round(v[0] / MiB, 1), round(v[2] / MiB, 1))
+        for t, v in sampler.samples[::4]
+    ]
+    print(f"  (s from last expiry, directory MiB, WAL MiB), every 2 s: {json.dumps(curve)}")
+
+
 def rss_kib(pid: int) -> dict[str, int]:
     out = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -397,6 +469,9 @@ def main() -> None:
     parser.add_argument("--bound", type=int, default=64 * MiB)
     parser.add_argument("--cache", type=int, default=16 * MiB)
     parser.add_argument("--dir", help="where the databases go (default: a temp dir)")
+    parser.add_argument(
+        "--server-path", default="", help="walrelease, capacity: run another checkout's server"
+    )
     opts = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=opts.dir) as tmp:
         workdir = Path(tmp)
@@ -405,11 +480,13 @@ def main() -> None:
         if "burst" in opts.parts:
             bench_burst(workdir, opts.items, opts.value_size)
         if "capacity" in opts.parts:
-            bench_capacity(workdir, opts.bound, 1000)
+            bench_capacity(workdir, opts.bound, 1000, opts.server_path)
         if "rss" in opts.parts:
             bench_rss(workdir, opts.cache, 1000)
         if "writecost" in opts.parts:
             bench_write_cost(workdir)
+        if "walrelease" in opts.parts:
+            bench_wal_release(workdir, opts.server_path)
 
 
 if __name__ == "__main__":

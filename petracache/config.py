@@ -188,8 +188,14 @@ class StorageSettings(_Section):
     max_disk_bytes: ByteSize = Field(
         0,
         ge=0,
-        description="disk bound (SST + WAL or memtable bytes): oldest-written items are evicted"
-        " from 55% of it, leaving room for compaction; 0 = no bound",
+        description="disk bound (SST + WAL or memtable bytes): items are evicted (see"
+        " eviction) from 55% of it, leaving room for compaction; 0 = no bound",
+    )
+    eviction: Literal["clock", "fifo"] = Field(
+        "clock",
+        description="which items max_disk_bytes evicts: clock = oldest-written first, but one"
+        " read since it was written (or last spared) is requeued instead (second chance);"
+        " fifo = oldest-written first",
     )
     exact_item_count: bool = Field(
         True,
@@ -214,9 +220,9 @@ class StorageSettings(_Section):
     )
     backup_keep: int = Field(3, ge=1, description="backups kept; older ones are deleted")
 
-    @field_validator("durability", mode="before")
+    @field_validator("durability", "eviction", mode="before")
     @classmethod
-    def _lower_durability(cls, value: Any) -> Any:
+    def _lower_choices(cls, value: Any) -> Any:
         return _lower(value)
 
 

@@ -117,10 +117,12 @@ def general_stats(counters: Counters, engine: Engine, info: ServerInfo) -> list[
         ("expired_unfetched", ec.get("expired_unfetched", 0)),
         ("evicted_unfetched", ec.get("evicted_unfetched", 0)),
         ("evictions", ec.get("evictions", 0)),
+        ("evicted_active", ec.get("evicted_active", 0)),  # spared by eviction = clock
         ("expired_reaped", ec.get("expired_reaped", 0)),
         ("flushed_reaped", ec.get("flushed_reaped", 0)),
         ("reclaimed_bytes", ec.get("reclaimed_bytes", 0)),
         ("compacted_bytes", ec.get("compacted_bytes", 0)),
+        ("reclaim_flushes", ec.get("reclaim_flushes", 0)),  # memtable flushes releasing the WAL
         ("corrupt_values", ec.get("corrupt_values", 0)),  # undecodable values read as misses
         ("wal_fsyncs", engine.commit.syncs),  # group commits (durability = fsync)
         # writes a read makes on the side (lazy delete, fetch record) that failed, e.g. ENOSPC

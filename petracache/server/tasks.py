@@ -11,10 +11,10 @@ share it still yields (``trio.lowlevel.checkpoint()``), so every ready connectio
 between two steps. With nothing to do it sleeps the configured interval
 (``POLL_WITH_BOUND`` when a disk bound is set, so eviction reacts to growth quickly).
 
-Compactions are the only blocking work. They run in a worker thread, one at a time
-(``CapacityLimiter(1)``), in a sibling task, so reaping continues while RocksDB compacts.
-Stopping cancels the loop; a running compaction is waited for (``to_thread.run_sync`` is not
-abandoned), so the engine is never closed under it.
+Compactions and memtable flushes are the only blocking work. They run in a worker thread,
+one at a time (``CapacityLimiter(1)``), in a sibling task, so reaping continues while RocksDB
+compacts. Stopping cancels the loop; a running job is waited for (``to_thread.run_sync`` is
+not abandoned), so the engine is never closed under it.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import trio
 from petracache.config import StorageSettings
 from petracache.storage.engine import Engine
 from petracache.storage.errors import StorageError
-from petracache.storage.reclaim import Compaction, Reclaimer
+from petracache.storage.reclaim import Job, Reclaimer
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +81,10 @@ class ReclaimTask:
                 await trio.sleep(ERROR_BACKOFF)
                 continue
             if not self._compacting:
-                job = self._reclaimer.take_compaction()
+                job = self._reclaimer.take_job()
                 if job is not None:
                     self._compacting = True
-                    nursery.start_soon(self._compact, job)
+                    nursery.start_soon(self._run_job, job)
             if not more:
                 await trio.sleep(self._idle)
             elif self._reclaimer.share >= 1.0:
@@ -93,16 +93,16 @@ class ReclaimTask:
                 spent = time.perf_counter() - started
                 await trio.sleep(spent * (1.0 / self._reclaimer.share - 1.0))
 
-    async def _compact(self, job: Compaction) -> None:
+    async def _run_job(self, job: Job) -> None:
         freed = 0
         try:
             freed = await trio.to_thread.run_sync(
-                self._reclaimer.compact, job, limiter=self._limiter
+                self._reclaimer.run_job, job, limiter=self._limiter
             )
         except StorageError as exc:
-            log.warning("background compaction: %s", exc)
+            log.warning("background %s: %s", type(job).__name__.lower(), exc)
         finally:
-            self._reclaimer.compaction_done(job, freed)
+            self._reclaimer.job_done(job, freed)
             self._compacting = False
 
 
@@ -110,5 +110,7 @@ def reclaim_task(engine: Engine, settings: StorageSettings) -> ReclaimTask | Non
     """The background task ``[storage]`` asks for, or None (reclaim and eviction both off)."""
     if not (settings.enable_ttl_compaction or settings.max_disk_bytes):
         return None
-    reclaimer = Reclaimer(engine, max_disk_bytes=settings.max_disk_bytes)
+    reclaimer = Reclaimer(
+        engine, max_disk_bytes=settings.max_disk_bytes, eviction=settings.eviction
+    )
     return ReclaimTask(reclaimer, settings.reaper_interval)

@@ -11,7 +11,8 @@ Format version 2, written by every write (all integers little-endian)::
     13      8     CAS unique (uint64), never 0 for a stored item
     21      4     last_access: Unix seconds of the last recorded access (uint32), what the
                   meta protocol's ``l`` flag and ``me``'s ``la=`` report
-    25      1     meta bits: 1 fetched, 2 stale, 4 win token sent, 8 key is binary
+    25      1     meta bits: 1 fetched, 2 stale, 4 win token sent, 8 key is binary,
+                  16 active (read since written or since eviction last requeued it)
     26      ...   the data
 
 Format version 1 (the first release) is the same header without offsets 21-25; it is still
@@ -42,6 +43,10 @@ FETCHED = 1
 STALE = 2
 WIN_SENT = 4
 KEY_BINARY = 8
+# memcached's ITEM_ACTIVE: set by a fetch, cleared when eviction gives the item a second
+# chance (``storage.eviction``). Separate from FETCHED, which the meta ``h`` flag reports and
+# which must not be cleared behind a client's back.
+ACTIVE = 16
 
 
 class Item(NamedTuple):

@@ -458,6 +458,13 @@ class Engine:
             memtables += rocks.property_int(family, "rocksdb.cur-size-all-mem-tables")
         return sst + max(memtables, rocks.wal_bytes(self._settings.db_path))
 
+    def unflushed(self) -> tuple[int, int, int]:
+        """(entries, deletes) in the items family's memtables and the WAL bytes on disk:
+        whether a flush would release a log that holds mostly deleted data. The index
+        families are left out: they are small, and an index delete often shadows nothing."""
+        entries, deletes = rocks.memtable_entries(self._db)
+        return entries, deletes, rocks.wal_bytes(self._settings.db_path)
+
     def compact(self, family: str, begin: bytes | None, end: bytes | None) -> int:
         """Compact a key range of one family (blocking: call from a worker thread); returns
         the SST bytes freed."""
@@ -520,11 +527,9 @@ class Engine:
         return self._families[name]
 
     def flush_memtables(self) -> None:
-        """Write memtables to SST files (blocking; call from a worker thread)."""
-        try:
-            self._db.flush(True)
-        except Exception as exc:
-            raise StorageError(f"flush failed: {exc}") from exc
+        """Write every family's memtables to SST files, releasing the WAL files they held
+        (blocking; call from a worker thread)."""
+        rocks.flush_all(self._db)
 
     def _record_stop(self) -> None:
         """The clean-stop record (``storage.liveness``), best effort: if it cannot be written

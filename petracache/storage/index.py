@@ -5,8 +5,11 @@ is. Two column families answer those questions without scanning live data:
 
 * ``expiry``: ``deadline (u32 BE) | cas (u64 BE) | key`` -> empty. One entry per item
   version that has a deadline, in deadline order: the reclaimer reads a prefix of it.
-* ``age``: ``cas (u64 BE) | key`` -> empty. One entry per item version, in write order (CAS
-  uniques strictly increase): the evictor reads a prefix of it (FIFO by write age).
+* ``age``: ``position (u64 BE) | key`` -> empty or ``cas (u64 BE)``. One entry per item
+  version, in queue order: a write puts its version at ``position`` = its CAS with an empty
+  value (CAS uniques strictly increase, so that is the tail); an eviction requeue (CLOCK's
+  second chance, ``storage.reclaim``) moves the entry to a fresh position taken from the
+  same CAS source and records the version's CAS in the value. The evictor reads a prefix.
 
 Invariants:
 
@@ -20,6 +23,12 @@ Invariants:
 * When the caller knows the previous version (every command that looked the key up first:
   touch, gat, add, replace, cas, append, prepend, incr, decr, delete, lazy expiry), its
   entries are deleted in the same batch, so the index stays exact for those.
+* A requeued entry is not at ``age_key(cas, key)``, so a later command's drop of the old
+  version's entries misses it: it goes stale like a blind ``set``'s, and is deleted when
+  it reaches the head. A requeue is logged like any write (unlike the fetch record that
+  set the active bit): were it lost in a crash, the entry would come back at its old
+  position, the head, and the first eviction round after the restart would evict the
+  item the requeue had spared. It costs one log append per spared item per pass.
 * Deletes are added to a batch before puts: a touch keeps the CAS, so its ``age`` entry is
   deleted and put again under the same key and must survive.
 * Each index is *complete* (covers every stored item) only if it was maintained by every
@@ -56,13 +65,18 @@ def parse_expiry_key(raw: bytes) -> tuple[int, int, bytes]:
     return deadline, cas, raw[EXPIRY_PREFIX:]
 
 
-def age_key(cas: int, key: bytes) -> bytes:
-    return _AGE.pack(cas) + key
+def age_key(position: int, key: bytes) -> bytes:
+    return _AGE.pack(position) + key
 
 
 def parse_age_key(raw: bytes) -> tuple[int, bytes]:
-    """(cas, item key) of an ``age`` entry."""
+    """(queue position, item key) of an ``age`` entry."""
     return _AGE.unpack_from(raw)[0], raw[AGE_PREFIX:]
+
+
+def age_version(position: int, value: bytes) -> int:
+    """The CAS of the version an ``age`` entry names: its position unless it was requeued."""
+    return int(_AGE.unpack(value)[0]) if value else position
 
 
 def expiry_deadline_of(raw: bytes) -> int:
@@ -133,6 +147,11 @@ class ItemIndex:
     def delete_stale(self, batch: Any, entry: bytes, family: str) -> None:
         batch.delete(entry, self._expiry_h if family == EXPIRY_CF else self._age_h)
 
+    def requeue_entry(self, batch: Any, entry: bytes, key: bytes, cas: int, position: int) -> None:
+        """Add the move of ``entry`` (naming version ``cas`` of ``key``) to ``position``."""
+        batch.delete(entry, self._age_h)
+        batch.put(age_key(position, key), _AGE.pack(cas), self._age_h)
+
     def commit(self, batch: Any) -> None:
         rocks.commit_batch(self._db, batch, self._write_opts)
 
@@ -198,6 +217,12 @@ class IndexBatch:
     def index_item(self, key: bytes, item: Item) -> None:
         """Add a stored version's entries (backfill)."""
         self._index.add_entries(self._batch, key, item.deadline, item.cas)
+
+    def requeue(self, entry: bytes, key: bytes, value: bytes, cas: int, position: int) -> None:
+        """Move ``entry`` to ``position`` and store ``value``, the same version (``cas``)
+        with only its eviction state changed (the active bit cleared)."""
+        self._index.requeue_entry(self._batch, entry, key, cas, position)
+        self._batch.put(key, value)
 
     def commit(self) -> None:
         self._index.commit(self._batch)

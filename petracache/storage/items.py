@@ -27,10 +27,13 @@ from collections.abc import Callable
 from petracache.rules.numbers import U64_MAX, parse_stored_counter
 from petracache.rules.sizes import item_size_ok
 from petracache.rules.verbs import StoreMode
-from petracache.storage.codec import FETCHED, KEY_BINARY, STALE, WIN_SENT, Item
+from petracache.storage.codec import ACTIVE, FETCHED, KEY_BINARY, STALE, WIN_SENT, Item
 
 # memcached's ITEM_UPDATE_INTERVAL: an item's access time is only moved when it is older.
 ACCESS_UPDATE_INTERVAL = 60
+# What a fetch records: the fetched bit (meta ``h``) and the active bit (eviction's second
+# chance, cleared only by a requeue, so a hot item pays one hint write per requeue).
+READ_BITS = FETCHED | ACTIVE
 
 
 class StoreResult(enum.Enum):
@@ -56,10 +59,11 @@ class DeltaResult(enum.Enum):
 def fetch_is_news(item: Item, now: int) -> bool:
     """Whether a read of ``item`` changes its recorded state (so it costs a write).
 
-    True at most once for the fetched bit and then once per ``ACCESS_UPDATE_INTERVAL``:
-    a plain ``get`` of a hot item never writes.
+    True at most once for the fetched and active bits (again once after each eviction
+    requeue clears the active bit) and then once per ``ACCESS_UPDATE_INTERVAL``: a plain
+    ``get`` of a hot item never writes.
     """
-    return not item.bits & FETCHED or item.last_access < now - ACCESS_UPDATE_INTERVAL
+    return item.bits & READ_BITS != READ_BITS or item.last_access < now - ACCESS_UPDATE_INTERVAL
 
 
 def accessed(last_access: int, now: int) -> int:
@@ -68,8 +72,9 @@ def accessed(last_access: int, now: int) -> int:
 
 
 def fetched(item: Item, now: int) -> Item:
-    """``item`` after a fetch at ``now``: fetched bit set, access time moved if it was old."""
-    return item._replace(bits=item.bits | FETCHED, last_access=accessed(item.last_access, now))
+    """``item`` after a fetch at ``now``: fetched and active bits set, access time moved if
+    it was old."""
+    return item._replace(bits=item.bits | READ_BITS, last_access=accessed(item.last_access, now))
 
 
 def only_fetch_differs(new: Item, old: Item) -> bool:
@@ -80,7 +85,7 @@ def only_fetch_differs(new: Item, old: Item) -> bool:
         and new.stored_at == old.stored_at
         and new.cas == old.cas
         and new.data == old.data
-        and (new.bits | FETCHED) == (old.bits | FETCHED)
+        and (new.bits | READ_BITS) == (old.bits | READ_BITS)
     )
 
 
@@ -93,7 +98,7 @@ def touched(item: Item, deadline: int, now: int) -> Item:
         deadline=deadline,
         stored_at=now,
         last_access=accessed(item.last_access, now),
-        bits=item.bits | FETCHED,
+        bits=item.bits | READ_BITS,
     )
 
 
@@ -219,6 +224,6 @@ def meta_fetched(item: Item, deadline: int, won: bool, record: bool, now: int) -
     bits = item.bits | WIN_SENT if won else item.bits
     last_access = item.last_access
     if record:
-        bits |= FETCHED
+        bits |= READ_BITS
         last_access = accessed(last_access, now)
     return item._replace(deadline=deadline, bits=bits, last_access=last_access)

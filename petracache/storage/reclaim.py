@@ -12,12 +12,34 @@ the trio thread the caller should let the backlog take (``MIN_SHARE`` for a fres
 backlog, growing with the age of its oldest dead item; all of it for eviction):
 
 1. Eviction: when SST bytes plus WAL (or memtable) bytes reach ``HIGH_WATER`` of
-   ``max_disk_bytes``, delete the oldest-written items (head of ``age``: FIFO by write age,
-   as RocksDB FIFO compaction and Segcache do) until an estimate of their on-disk size covers
-   the excess down to ``LOW_WATER``, then compact and measure again.
+   ``max_disk_bytes``, take items from the head of ``age`` (the oldest-written first) until
+   an estimate of the on-disk size of those deleted covers the excess down to ``LOW_WATER``,
+   then compact and measure again. ``eviction = "fifo"`` deletes every item it takes (as
+   RocksDB FIFO compaction and Segcache do). ``"clock"`` (the default) gives an item read
+   since it was written, or since it was last spared, a second chance (CLOCK, memcached's
+   ITEM_ACTIVE): it clears the item's active bit and moves its entry to the tail, in the
+   round's batch (logged: see ``storage.index``). A read sets the bit with the fetch record
+   it already writes (``items.fetch_is_news``), so a read costs no extra write, and a
+   spared item costs one more fetch record on its next read. While usage is past the
+   bound, nothing is spared (the bound comes first).
+   At high write rates a round starts early: the writes that will arrive while it and its
+   compaction run (the growth rate of usage times the last round's duration, at most
+   ``HIGH_WATER - LOW_WATER`` of the bound) are counted in advance (``_lead_bytes``): the
+   round starts that much sooner and stops that much lower, so the writes arriving during
+   it and its compaction land below the bound. That trades capacity for margin while the
+   writes are fast; slow writes make the lead zero. (A round that started early but still
+   stopped at ``LOW_WATER``, and a controller lowering both marks only after a peak past
+   80% of the bound, did not lower the measured peaks: docs/benchmarks.md.)
 2. Expiry: walk ``expiry`` from its head while deadlines are <= now.
 3. Crawl of the items themselves, only when there is no index to read: after a flush_all
    (every item it covers is deleted) and to backfill an index that was not maintained.
+
+After work that deleted at least ``COMPACT_MIN_BYTES`` (a drained expiry backlog, a
+flush_all crawl, an eviction round), the reclaimer flushes every family's memtables when
+they are mostly deleted data (``memtables_mostly_dead``): on an idle server the memtable
+never fills, so without that flush the write-ahead log would hold the deleted items (and
+their tombstones) indefinitely. The flush runs before the compaction that follows, so the
+compaction also drops what the memtables held.
 
 Naming: the code says "reclaim" throughout (``Reclaimer`` here, ``server.tasks.ReclaimTask``
 that schedules it); the ``[storage]`` settings that drive it keep their published names,
@@ -29,8 +51,9 @@ thread, like every client command, so no command interleaves with a step. A step
 each item named by an index entry and deletes it only if the stored version is the one the
 entry names (same CAS) and, for expiry and flush, is dead by ``Engine.is_dead``; a version
 written, touched or gat'ed after the entry was written has a new CAS or a new deadline, so
-it is left alone and only the stale entry is deleted. Only ``compact_range`` runs in a
-worker thread (``server.tasks``), and compaction never changes what a read returns.
+it is left alone and only the stale entry is deleted. Only ``compact_range`` and the
+memtable flush run in a worker thread (``server.tasks``), and neither changes what a read
+returns.
 """
 
 from __future__ import annotations
@@ -40,7 +63,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from petracache.storage import codec, index as idx
-from petracache.storage.codec import Item
+from petracache.storage.codec import ACTIVE, FETCHED, Item
 from petracache.storage.engine import Engine
 from petracache.storage.errors import CorruptValue
 from petracache.storage.index import IndexBatch
@@ -57,8 +80,20 @@ FULL_SPEED_LAG = 20.0
 OVER_BOUND_SHARE = 4  # step budget multiplier while usage is past max_disk_bytes
 HIGH_WATER = 0.55  # share of max_disk_bytes that starts an eviction round
 LOW_WATER = 0.40  # share an eviction round aims for
+MAX_ROUND = 0.30  # share of max_disk_bytes one round evicts at most (2x the usual round)
+GROWTH_SMOOTHING = 0.3  # weight of the newest growth-rate sample (an exponential average)
+# A round's duration until one has been timed: a guess (the first timed round replaces it),
+# so that the first round after a start already leads a fast writer.
+FIRST_ROUND_SECONDS = 1.0
 ENTRY_OVERHEAD = 24  # RocksDB per-entry bytes (internal key trailer, block index share)
 FLUSH_DONE_KEY = b"flush_reclaimed"  # meta: the flush state whose items are all deleted
+# Memtable flushes after reclaim: only when the WAL holds at least FLUSH_MIN_WAL (below
+# that, an SST file of tombstones costs more than the log it releases), at most one per
+# FLUSH_MIN_INTERVAL seconds (a steady expiry stream drains its backlog every poll), and
+# only when at least DEAD_SHARE of the puts in the memtables are shadowed by deletes.
+FLUSH_MIN_WAL = 1 << 20
+FLUSH_MIN_INTERVAL = 5.0
+DEAD_SHARE = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,24 +105,55 @@ class Compaction:
     end: bytes | None
 
 
+@dataclass(frozen=True, slots=True)
+class Flush:
+    """Flush every family's memtables, so the WAL files holding them are deleted."""
+
+
+Job = Compaction | Flush
+
+
+def memtables_mostly_dead(entries: int, deletes: int, wal: int) -> bool:
+    """Whether flushing the memtables would release a log of mostly deleted data.
+
+    Args:
+        entries: entries in the items family's memtables (puts and deletes).
+        deletes: the deletes among them.
+        wal: bytes of WAL files on disk.
+
+    Each delete is taken to shadow one put in the memtables (reclaim deletes what was
+    written; a delete of an already flushed item shadows nothing here but pins the log all
+    the same), so a memtable of tombstones alone counts as all dead.
+    """
+    if wal < FLUSH_MIN_WAL:
+        return False
+    puts = entries - deletes
+    return deletes >= DEAD_SHARE * puts
+
+
 class Reclaimer:
     """Finds dead or excess items through the indexes and deletes them in bounded batches.
 
     Args:
         engine: the open engine (its ``index`` says which indexes are maintained).
         max_disk_bytes: the eviction bound; 0 disables eviction.
-        timer: monotonic seconds, for the per-step time budget.
+        eviction: ``"clock"`` (spare items read since their last pass) or ``"fifo"``.
+        timer: monotonic seconds, for the per-step time budget and the flush interval.
     """
 
     def __init__(
         self,
         engine: Engine,
         max_disk_bytes: int = 0,
+        eviction: str = "clock",
         timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._engine = engine
         self._max_disk = max_disk_bytes if engine.tracks_age else 0
+        self._second_chance = eviction == "clock"
         self._timer = timer
+        self._last_flush = -FLUSH_MIN_INTERVAL
+        self._flush_wanted = False
         self.counters = engine.counters
         # expiry walk
         self._expiry_cursor = b""
@@ -96,6 +162,11 @@ class Reclaimer:
         self._evict_target = 0
         self._evict_waits_compaction = False
         self._over_bound = False
+        # write-rate lead (see the module docstring): usage growth between rounds
+        self._growth = 0.0  # bytes per second, smoothed
+        self._last_usage: tuple[float, int] | None = None
+        self._round_started = 0.0
+        self._round_seconds = FIRST_ROUND_SECONDS  # the last round, start to compaction end
         self._round_evicted = 0
         self._other_turn = False
         self.share = 1.0  # of the trio thread the current backlog may take (see MIN_SHARE)
@@ -167,33 +238,67 @@ class Reclaimer:
             return False
         usage = self.disk_usage()
         self._over_bound = usage >= self._max_disk
-        if usage < HIGH_WATER * self._max_disk:
+        lead = self._lead_bytes(usage)
+        if usage + lead < HIGH_WATER * self._max_disk:
             return False
-        self._evict_target = usage - int(LOW_WATER * self._max_disk)
+        # Usage counts garbage too (evicted items not yet compacted away, replayed WAL after
+        # a crash), which no eviction frees: a round evicts at most MAX_ROUND of the bound,
+        # then compacts and measures again, so inflated usage cannot empty the cache.
+        target = usage + lead - int(LOW_WATER * self._max_disk)
+        self._evict_target = min(target, int(MAX_ROUND * self._max_disk))
+        self._round_started = self._timer()
         return True
+
+    def _lead_bytes(self, usage: int) -> int:
+        """The usage the writes will add while a round and its compaction run.
+
+        The growth rate is measured between rounds only (a compaction's drop is not
+        growth), smoothed over a few checks, and times the last round's duration; capped at
+        ``HIGH_WATER - LOW_WATER`` of the bound, so a round never aims below a quarter of it.
+        """
+        now = self._timer()
+        if self._last_usage is not None:
+            then, before = self._last_usage
+            if now > then:
+                rate = max(usage - before, 0) / (now - then)
+                self._growth += GROWTH_SMOOTHING * (rate - self._growth)
+        self._last_usage = (now, usage)
+        cap = (HIGH_WATER - LOW_WATER) * self._max_disk
+        return int(min(self._growth * self._round_seconds, cap))
 
     def _evict(self, deadline: float) -> bool:
         limit = BATCH * (OVER_BOUND_SHARE if self._over_bound else 1)
         walk = self._engine.walk(AGE_CF, self._age_cursor, limit, deadline, self._timer)
         batch = self._engine.batch()
+        spare = self._second_chance and not self._over_bound
+        now = self._engine.now()
         seen: set[bytes] = set()
         for entry in walk:
             if self._evict_target <= 0:
                 break
-            cas, key = idx.parse_age_key(entry)
+            position, key = idx.parse_age_key(entry)
+            cas = idx.age_version(position, walk.value())
             self._age_cursor = entry + b"\x00"
             item, size = self._engine.stored(key) if key not in seen else (None, 0)
-            if item is not None and item.cas == cas:
-                seen.add(key)
-                self._delete_item(batch, key, item, size)
-                self._round_evicted += 1
-                self._evict_target -= size + 2 * ENTRY_OVERHEAD + len(entry)
-                if self._engine.is_dead(item, self._engine.now()):
-                    self.counters.expired_reaped += 1
-                else:
-                    self.counters.evictions += 1
-            else:
+            if item is None or item.cas != cas:
                 batch.delete_entry(entry, AGE_CF)
+                continue
+            seen.add(key)
+            dead = self._engine.is_dead(item, now)
+            if spare and item.bits & ACTIVE and not dead:
+                spared = codec.encode_item(item._replace(bits=item.bits & ~ACTIVE))
+                batch.requeue(entry, key, spared, cas, self._engine.next_cas())
+                self._count_extra("evicted_active")  # memcached's name for a spared item
+                continue
+            self._delete_item(batch, key, item, size)
+            self._round_evicted += 1
+            self._evict_target -= size + 2 * ENTRY_OVERHEAD + len(entry)
+            if dead:
+                self.counters.expired_reaped += 1
+            else:
+                self.counters.evictions += 1
+                if not item.bits & FETCHED:
+                    self._count_extra("evicted_unfetched")
         batch.commit()
         if self._evict_target > 0 and walk.more:
             return True
@@ -205,6 +310,7 @@ class Reclaimer:
         if not evicted:
             return False
         self._evict_waits_compaction = True
+        self._maybe_request_flush()
         self._request(Compaction("default", None, None))  # covers every pending deletion
         self._pending_bytes = 0
         self._pending_lo = self._pending_hi = None
@@ -299,6 +405,10 @@ class Reclaimer:
         if self._pending_hi is None or key > self._pending_hi:
             self._pending_hi = key
 
+    def _count_extra(self, name: str, amount: int = 1) -> None:
+        extra = self.counters.extra
+        extra[name] = extra.get(name, 0) + amount
+
     def _count_dead(self, item: Item, now: int) -> None:
         if item.deadline and item.deadline <= now:
             self.counters.expired_reaped += 1
@@ -320,11 +430,20 @@ class Reclaimer:
         round_bytes, self._round_bytes = self._round_bytes, 0
         if self._pending_lo is None or round_bytes < COMPACT_MIN_BYTES:
             return
+        self._maybe_request_flush()
         self._request(Compaction("default", self._pending_lo, self._pending_hi))
         if self._expiry_cursor:
             self._request(Compaction(EXPIRY_CF, None, self._expiry_cursor))
         self._pending_bytes = 0
         self._pending_lo = self._pending_hi = None
+
+    def _maybe_request_flush(self) -> None:
+        """Queue a memtable flush (ahead of compactions) if the log is mostly deleted data."""
+        if self._timer() - self._last_flush < FLUSH_MIN_INTERVAL:
+            return
+        if memtables_mostly_dead(*self._engine.unflushed()):
+            self._flush_wanted = True
+            self._last_flush = self._timer()
 
     def _request(self, job: Compaction) -> None:
         """Queue a compaction, merging it with a queued one of the same family."""
@@ -335,19 +454,32 @@ class Reclaimer:
             job = Compaction(job.family, begin, end)
         self._requests[job.family] = job
 
-    def take_compaction(self) -> Compaction | None:
-        """The next queued compaction, if any (the caller runs it in a worker thread)."""
+    def take_job(self) -> Job | None:
+        """The next queued job, a flush before any compaction (the caller runs it in a
+        worker thread: both release the GIL)."""
+        if self._flush_wanted:
+            self._flush_wanted = False
+            return Flush()
         if not self._requests:
             return None
         family = next(iter(self._requests))
         return self._requests.pop(family)
 
-    def compact(self, job: Compaction) -> int:
-        """Run ``job`` (blocking: call from a worker thread); returns the SST bytes freed."""
+    def run_job(self, job: Job) -> int:
+        """Run ``job`` (blocking: call from a worker thread); returns the bytes it freed
+        (SST bytes for a compaction, WAL bytes for a flush)."""
+        if isinstance(job, Flush):
+            before = self._engine.unflushed()[2]
+            self._engine.flush_memtables()
+            return max(before - self._engine.unflushed()[2], 0)
         return self._engine.compact(job.family, job.begin, job.end)
 
-    def compaction_done(self, job: Compaction, freed: int) -> None:
-        """Record a finished compaction (on the trio thread)."""
+    def job_done(self, job: Job, freed: int) -> None:
+        """Record a finished job (on the trio thread)."""
+        if isinstance(job, Flush):
+            self._count_extra("reclaim_flushes")
+            self._count_extra("reclaim_flushed_wal_bytes", freed)
+            return
         self.counters.compactions += 1
         self.counters.compacted_bytes += freed
         if job.family == EXPIRY_CF:
@@ -355,4 +487,7 @@ class Reclaimer:
         elif job.family == AGE_CF:
             self._age_cursor = b""
         elif job.family == "default":
+            if self._evict_waits_compaction:
+                self._round_seconds = self._timer() - self._round_started
+                self._last_usage = None  # the compaction's drop is not a rate
             self._evict_waits_compaction = False

@@ -42,3 +42,18 @@ def test_every_workload_and_the_restart_run(tmp_path: Path) -> None:
 
     table = render(rows, restarts, machine())
     assert table.count("\n| ") >= len(rows) + len(restarts)
+
+
+def test_eviction_traces_run_for_every_policy_and_memcached(tmp_path: Path) -> None:
+    from bench import eviction
+
+    out = eviction.main(["--smoke", "--dir", str(tmp_path)])
+
+    assert sorted(out) == sorted(eviction.TRACES)
+    for runs in out.values():
+        servers = [run.server.split(" (")[0] for run in runs]
+        assert servers[:2] == ["petracache fifo", "petracache clock"]
+        assert servers[2].startswith("memcached")
+        for run in runs:
+            assert 0.0 < run.ratio(0) < 1.0, run.server
+            assert run.items_held > 0, run.server

@@ -31,12 +31,12 @@ def open_engine(
     path: Path, clock: Clock, item_size_max: int = 1024 * 1024, **options: Any
 ) -> Engine:
     """A small-memory engine on a real database at ``path``."""
-    settings = StorageSettings(
-        db_path=str(path),
-        write_buffer_size=256 * 1024,
-        block_cache_size=1 << 20,
-        **({"enable_ttl_compaction": False} | options),
-    )
+    defaults: dict[str, Any] = {
+        "write_buffer_size": 256 * 1024,
+        "block_cache_size": 1 << 20,
+        "enable_ttl_compaction": False,
+    }
+    settings = StorageSettings(db_path=str(path), **(defaults | options))
     return Engine(settings, clock=clock, item_size_max=item_size_max)
 
 

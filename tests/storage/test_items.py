@@ -112,7 +112,7 @@ def test_fetch_is_recorded_once_then_every_60_seconds() -> None:
 
 def test_touch_keeps_cas_and_data() -> None:
     got = items.touched(OLD, NOW + 500, NOW)
-    assert got == OLD._replace(deadline=NOW + 500, stored_at=NOW, bits=FETCHED)
+    assert got == OLD._replace(deadline=NOW + 500, stored_at=NOW, bits=items.READ_BITS)
 
 
 def test_meta_state_transitions() -> None:

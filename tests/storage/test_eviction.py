@@ -1,0 +1,193 @@
+"""Eviction policies and the release of the WAL after reclaim, on a real RocksDB in tmp_path.
+
+As in ``test_reclaim``, reclaim steps and their jobs (flushes, compactions) are driven
+synchronously, so which items are read, written and evicted is chosen by the test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from petracache.storage import codec, index as idx, items, rocks
+from petracache.storage.engine import Engine
+from petracache.storage.reclaim import Reclaimer, memtables_mostly_dead
+from tests.storage.conftest import Clock
+from tests.storage.test_reclaim import VALUE, drain, keys_of, make_engine, settle
+
+BOUND = 2 * 1024 * 1024
+
+
+def fill_until(
+    engine: Engine, reclaimer: Reclaimer, prefix: bytes, done: Callable[[], bool], read: bytes = b""
+) -> None:
+    """Write 1 KB items, letting eviction run every 20 writes (and reading ``read``, if
+    given), until ``done()``."""
+    for i in range(5000):
+        engine.set(b"%b:%d" % (prefix, i), 0, 0, VALUE)
+        if i % 20 == 19:
+            drain(reclaimer)
+            if read:
+                engine.fetch(read)
+            if done():
+                return
+    raise AssertionError("eviction never got there")
+
+
+def gone(engine: Engine, key: bytes) -> Callable[[], bool]:
+    return lambda: engine.stored(key)[0] is None
+
+
+def requeued(engine: Engine, count: int) -> Callable[[], bool]:
+    return lambda: engine.counters.extra.get("evicted_active", 0) >= count
+
+
+@contextmanager
+def bounded(tmp_path: Path, clock: Clock, eviction: str) -> Iterator[tuple[Engine, Reclaimer]]:
+    """An engine under ``BOUND`` and its reclaimer with ``eviction``; closed afterwards."""
+    engine = make_engine(tmp_path / "db", clock, max_disk_bytes=BOUND, eviction=eviction)
+    try:
+        yield engine, Reclaimer(engine, max_disk_bytes=BOUND, eviction=eviction)
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize(("eviction", "kept"), [("clock", True), ("fifo", False)])
+def test_a_read_item_outlives_an_unread_younger_one_only_under_clock(
+    tmp_path: Path, clock: Clock, eviction: str, kept: bool
+) -> None:
+    with bounded(tmp_path, clock, eviction) as (engine, reclaimer):
+        engine.set(b"hot", 0, 0, VALUE)
+        engine.set(b"cold", 0, 0, VALUE)  # written after hot, never read
+        assert engine.fetch(b"hot") is not None
+        fill_until(engine, reclaimer, b"fill", gone(engine, b"cold"))
+        assert (engine.read(b"hot", engine.now()) is not None) is kept
+        assert engine.counters.extra.get("evicted_active", 0) == (1 if kept else 0)
+
+
+def test_a_spared_item_is_the_same_version_and_is_evicted_unless_read_again(
+    tmp_path: Path, clock: Clock
+) -> None:
+    with bounded(tmp_path, clock, "clock") as (engine, reclaimer):
+        engine.set(b"once", 0, 0, VALUE)
+        engine.set(b"often", 0, 0, VALUE)
+        before = engine.fetch(b"once")
+        assert before is not None
+        assert engine.fetch(b"often") is not None
+        fill_until(engine, reclaimer, b"a", requeued(engine, 2))
+        spared = engine.read(b"once", engine.now())
+        assert spared is not None
+        # Only the eviction state moved: data, CAS, deadline and the fetched bit (meta h) stay.
+        assert spared._replace(bits=spared.bits | codec.ACTIVE) == before
+        assert spared.bits & codec.FETCHED
+        assert not spared.bits & codec.ACTIVE
+        # The next read records the access again (one hint write); the reads after it do not.
+        engine.fetch(b"often")
+        again, _ = engine.stored(b"often")
+        assert again is not None
+        assert again.bits & codec.ACTIVE
+        assert not items.fetch_is_news(again, engine.now())
+        # Another pass: "once" was not read since it was spared, "often" keeps being read.
+        fill_until(engine, reclaimer, b"b", gone(engine, b"once"), read=b"often")
+        assert engine.read(b"often", engine.now()) is not None
+
+
+def test_requeued_entries_name_their_version_and_go_stale_on_rewrite(
+    tmp_path: Path, clock: Clock
+) -> None:
+    with bounded(tmp_path, clock, "clock") as (engine, reclaimer):
+        engine.set(b"k", 0, 0, VALUE)
+        engine.fetch(b"k")
+        fill_until(engine, reclaimer, b"a", requeued(engine, 1))
+        stored, _ = engine.stored(b"k")
+        assert stored is not None
+        age = engine.family("age")
+        entries = [e for e in keys_of(age) if idx.parse_age_key(e)[1] == b"k"]
+        assert len(entries) == 1
+        position, _key = idx.parse_age_key(entries[0])
+        assert position > stored.cas  # moved to the tail
+        assert idx.age_version(position, bytes(age.get(entries[0]))) == stored.cas
+        engine.set(b"k", 0, 0, b"new")  # a blind set: the requeued entry goes stale
+        fill_until(engine, reclaimer, b"b", gone(engine, b"k"))
+        assert not [e for e in keys_of(age) if idx.parse_age_key(e)[1] == b"k"]
+
+
+def test_over_the_bound_nothing_is_spared(tmp_path: Path, clock: Clock) -> None:
+    with bounded(tmp_path, clock, "clock") as (engine, reclaimer):
+        for i in range(3000):  # 1.5x the bound before eviction looks: usage is past it
+            engine.set(b"r:%d" % i, 0, 0, VALUE)
+            engine.fetch(b"r:%d" % i)
+        settle(reclaimer)
+        assert engine.counters.evictions > 0
+        assert reclaimer.disk_usage() < BOUND
+
+
+def wal(engine: Engine) -> int:
+    return rocks.wal_bytes(engine.settings.db_path)
+
+
+@contextmanager
+def big_memtables(tmp_path: Path, clock: Clock) -> Iterator[Engine]:
+    """An engine whose memtables hold every write of these tests, so only a flush releases
+    the log (the idle server of issue 16); closed afterwards."""
+    engine = make_engine(tmp_path / "db", clock, write_buffer_size=16 << 20)
+    try:
+        yield engine
+    finally:
+        engine.close()
+
+
+def test_the_wal_is_released_once_expired_items_are_reaped(tmp_path: Path, clock: Clock) -> None:
+    with big_memtables(tmp_path, clock) as engine:
+        for i in range(4000):
+            engine.set(b"ttl:%d" % i, 0, 3, VALUE)
+        engine.set(b"keep", 0, 0, b"x")
+        assert wal(engine) > 4000 * len(VALUE)
+        clock.now += 4
+        drain(Reclaimer(engine))
+        assert engine.counters.expired_reaped == 4000
+        assert engine.counters.extra["reclaim_flushes"] == 1
+        assert wal(engine) < 64 * 1024
+        assert engine.fetch(b"keep") is not None
+
+
+def test_the_wal_is_released_after_flush_all(tmp_path: Path, clock: Clock) -> None:
+    with big_memtables(tmp_path, clock) as engine:
+        for i in range(3000):
+            engine.set(b"f:%d" % i, 0, 0, VALUE)
+        engine.flush_all(0)
+        clock.now += 1
+        drain(Reclaimer(engine))
+        assert engine.counters.flushed_reaped == 3000
+        assert wal(engine) < 64 * 1024
+
+
+def test_live_memtables_are_not_flushed(tmp_path: Path, clock: Clock) -> None:
+    with big_memtables(tmp_path, clock) as engine:
+        for i in range(3000):
+            engine.set(b"live:%d" % i, 0, 0, VALUE)
+        for i in range(1200):
+            engine.set(b"ttl:%d" % i, 0, 3, VALUE)
+        clock.now += 4
+        drain(Reclaimer(engine))
+        assert engine.counters.expired_reaped == 1200
+        assert "reclaim_flushes" not in engine.counters.extra
+        assert wal(engine) > 3000 * len(VALUE)
+
+
+@pytest.mark.parametrize(
+    ("entries", "deletes", "wal_bytes", "flush"),
+    [
+        (0, 0, 0, False),
+        (10, 10, 8 << 20, True),  # tombstones only
+        (200, 100, 8 << 20, True),  # every put shadowed
+        (300, 100, 8 << 20, True),  # half of them
+        (400, 100, 8 << 20, False),  # a third
+        (200, 100, 1000, False),  # too little log to bother
+    ],
+)
+def test_mostly_dead(entries: int, deletes: int, wal_bytes: int, flush: bool) -> None:
+    assert memtables_mostly_dead(entries, deletes, wal_bytes) is flush
