@@ -116,8 +116,8 @@ def general_stats(counters: Counters, engine: Engine, info: ServerInfo) -> list[
         ("total_items", ec["total_items"]),
         ("expired_unfetched", ec.get("expired_unfetched", 0)),
         ("evicted_unfetched", ec.get("evicted_unfetched", 0)),
-        ("evictions", ec.get("evictions", 0)),
         ("evicted_active", ec.get("evicted_active", 0)),  # spared by eviction = clock
+        ("evictions", ec.get("evictions", 0)),
         ("expired_reaped", ec.get("expired_reaped", 0)),
         ("flushed_reaped", ec.get("flushed_reaped", 0)),
         ("reclaimed_bytes", ec.get("reclaimed_bytes", 0)),
