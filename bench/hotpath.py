@@ -19,15 +19,16 @@ import pstats
 import random
 import tempfile
 import time
-from collections.abc import Callable
 
 from petracache.commands.executor import Executor
 from petracache.commands.stats import ServerInfo
 from petracache.config import StorageSettings
 from petracache.observability.counters import Counters
 from petracache.observability.metrics import RequestMetrics
-from petracache.protocol.connection import NEED_DATA, MemcacheConnection
+from petracache.protocol.connection import NEED_DATA, Execute, MemcacheConnection
 from petracache.storage.engine import Engine
+
+WRITE_LIMIT = 256 * 1024  # server.write_buffer_size
 
 
 def traffic(count: int, keys: int, value_size: int, get_ratio: float) -> list[bytes]:
@@ -44,21 +45,23 @@ def traffic(count: int, keys: int, value_size: int, get_ratio: float) -> list[by
     return out
 
 
-def run(execute: Callable[..., object], requests: list[bytes], stage: str) -> tuple[float, int]:
-    """CPU seconds for ``requests`` through parse (+ execute + encode unless parse-only)."""
+def run(execute: Execute, requests: list[bytes], stage: str) -> tuple[float, int]:
+    """CPU seconds for ``requests`` through parse only, or through ``process`` (parse +
+    execute + encode, as the data plane runs them)."""
     conn = MemcacheConnection()
     replies = 0
     start = time.process_time()
     for data in requests:
         conn.receive_data(data)
+        if stage == "parse":
+            while conn.next_request() is not NEED_DATA:
+                pass
+            continue
         while True:
-            request = conn.next_request()
-            if request is NEED_DATA:
+            batch = conn.process(execute, WRITE_LIMIT)
+            replies += len(batch.data)
+            if not batch.more:
                 break
-            if stage == "parse":
-                continue
-            reply = conn.send(request, execute(request))  # type: ignore[arg-type]
-            replies += len(reply)
     return time.process_time() - start, replies
 
 
