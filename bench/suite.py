@@ -107,7 +107,11 @@ def datasets(sizes: Sizes) -> dict[str, Dataset]:
             "disk",
             sizes.disk_keys,
             1024,
-            (("PETRACACHE_STORAGE__BLOCK_CACHE_SIZE", str(sizes.disk_block_cache)),),
+            (
+                ("PETRACACHE_STORAGE__BLOCK_CACHE_SIZE", str(sizes.disk_block_cache)),
+                # the data set stays 5x what petracache may keep in memory: a disk workload
+                ("PETRACACHE_STORAGE__HOT_CACHE_SIZE", str(sizes.disk_block_cache)),
+            ),
             flush_to_disk=True,
         ),
     }
@@ -235,7 +239,9 @@ def preload(port: int, keys: int, value_size: int) -> LoadResult:
 def server_pair(workdir: Path, dataset: Dataset) -> Iterator[dict[str, Any]]:
     """memcached and petracache, both pre-loaded with ``dataset``; yields {name: server}."""
     memory_mb = max(256, dataset.keys * (dataset.value_size + 200) * 2 // MIB)
-    pc = Petracache(workdir / f"pc-{dataset.name}", env=dict(dataset.petracache_env))
+    # Equal memory: petracache may keep as many bytes of hot items as memcached may hold.
+    env = {"PETRACACHE_STORAGE__HOT_CACHE_SIZE": str(memory_mb * MIB)}
+    pc = Petracache(workdir / f"pc-{dataset.name}", env=env | dict(dataset.petracache_env))
     with Memcached(memory_mb=memory_mb) as mc, pc:
         preload(mc.port, dataset.keys, dataset.value_size)
         preload(pc.port, dataset.keys, dataset.value_size)

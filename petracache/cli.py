@@ -70,6 +70,7 @@ _FLAGS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
     (("--log-format",), "server", "log_format", {"type": str.lower, "choices": ["text", "json"]}),
     (("--db-path",), "storage", "db_path", {}),
     (("--block-cache-size",), "storage", "block_cache_size", {}),
+    (("--hot-cache-size",), "storage", "hot_cache_size", {}),
     (("--max-disk-bytes",), "storage", "max_disk_bytes", {}),
     (
         ("--durability",),

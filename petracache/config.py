@@ -169,6 +169,12 @@ class StorageSettings(_Section):
 
     db_path: str = Field("./data/rocksdb", description="RocksDB data directory")
     block_cache_size: ByteSize = Field(256 * 1024 * 1024, ge=0, description="block cache bytes")
+    hot_cache_size: ByteSize = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description="memory for recently used items kept decoded in front of RocksDB"
+        " (write-through; least recently used leave first); 0 = off",
+    )
     write_buffer_size: ByteSize = Field(
         64 * 1024 * 1024, ge=64 * 1024, description="memtable bytes before a flush"
     )

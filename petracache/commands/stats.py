@@ -129,6 +129,13 @@ def general_stats(counters: Counters, engine: Engine, info: ServerInfo) -> list[
         ("read_write_failures", ec.get("read_write_failures", 0)),
         # starts that invalidated what was stored (down longer than max_warm_downtime)
         ("cold_starts", ec.get("cold_starts", 0)),
+        # the hot items in memory in front of RocksDB (storage.hot_cache_size)
+        ("hot_items", len(engine.hot)),
+        ("hot_bytes", engine.hot.bytes),
+        ("hot_limit", engine.hot.capacity),
+        ("hot_hits", engine.hot.hits),
+        ("hot_misses", engine.hot.misses),
+        ("hot_evictions", engine.hot.evictions),
     ]
     return [(name, str(value)) for name, value in values]
 

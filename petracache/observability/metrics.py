@@ -316,6 +316,21 @@ class PetracacheCollector(Collector):
             "Starts that invalidated everything stored (down longer than max_warm_downtime).",
             value=engine.counters.extra.get("cold_starts", 0),
         )
+        hot = engine.hot
+        yield GaugeMetricFamily(
+            "petracache_hot_items", "Items kept decoded in memory (storage.hot).", value=len(hot)
+        )
+        yield GaugeMetricFamily(
+            "petracache_hot_bytes", "Memory the hot items take (storage.hot).", value=hot.bytes
+        )
+        for name, value in (
+            ("hits", hot.hits),
+            ("misses", hot.misses),
+            ("evictions", hot.evictions),
+        ):
+            yield CounterMetricFamily(
+                f"petracache_hot_{name}", f"Hot-item lookups and evictions: {name}.", value=value
+            )
 
 
 def _build_info() -> Metric:

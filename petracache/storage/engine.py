@@ -48,6 +48,7 @@ from petracache.storage import codec, items, rocks
 from petracache.storage.codec import Item
 from petracache.storage.commit import CommitLog
 from petracache.storage.errors import CorruptValue, StorageError
+from petracache.storage.hot import HotItems
 from petracache.storage.index import ItemIndex
 from petracache.storage.items import DeltaResult, StoreResult
 from petracache.storage.liveness import Heartbeat, LastRun, Verdict, judge, read_last_run
@@ -115,6 +116,8 @@ class Engine(EngineSeam):
             AGE_CF: self._db.get_column_family(AGE_CF),
             META_CF: self._meta,
         }
+        # Recently used items, decoded, in front of RocksDB (write-through: storage.hot).
+        self.hot = HotItems(settings.hot_cache_size)
         self._cas = CasSource(self._meta)
         # Bound once: ``next_cas`` is on the write path, so no wrapper method.
         self.next_cas = self._cas.take
@@ -158,19 +161,25 @@ class Engine(EngineSeam):
     def read(self, key: bytes, now: int) -> Item | None:
         """The live item under ``key`` as stored (no fetch recorded), or None.
 
-        A dead or undecodable item reads as None; a dead one is deleted (lazy expiry).
+        From the hot items when there (``storage.hot``), else from RocksDB (and then kept
+        there). A dead or undecodable item reads as None; a dead one is deleted (lazy
+        expiry).
         """
-        try:
-            raw = self._db.get(key)
-        except Exception as exc:
-            raise StorageError(f"read failed: {exc}") from exc
-        if raw is None:
-            return None
-        try:
-            item = codec.decode(raw)
-        except CorruptValue:
-            self.counters.corrupt_values += 1
-            return None
+        hot = self.hot
+        item = hot.get(key)
+        if item is None:
+            try:
+                raw = self._db.get(key)
+            except Exception as exc:
+                raise StorageError(f"read failed: {exc}") from exc
+            if raw is None:
+                return None
+            try:
+                item = codec.decode(raw)
+            except CorruptValue:
+                self.counters.corrupt_values += 1
+                return None
+            hot.put(key, item)
         if item.deadline and item.deadline <= now:
             self.counters.expired_lazy += 1
             self._side_write(lambda: self.remove(key, item))
@@ -202,7 +211,7 @@ class Engine(EngineSeam):
         absolute exptime is in the past too, and the next get counts it in ``get_expired``.
         """
         value = codec.encode_item(item)
-        self._put(key, value, item.deadline, item.cas, old)
+        self._put(key, value, item, old)
         tally = self.tally
         if old is None:
             tally.items += 1
@@ -222,38 +231,50 @@ class Engine(EngineSeam):
         now = self.now()
         deadline = ttl.deadline(exptime, now)
         cas = self.next_cas()
+        item = Item(flags, deadline, now, cas, data, now, 0)
+        value = codec.encode_item(item)
         if not self._exact_count:  # storage.exact_item_count = false: a blind write
-            self._put(key, codec.encode(flags, deadline, now, cas, data), deadline, cas, None)
+            self._put(key, value, item, None)
             self.counters.total_items += 1
             return cas
-        # The one read of the set: whether the key is new, and the old size, for
-        # the exact tally (``storage.tally``). The bloom filters answer "absent" for most new
-        # keys (a set after a miss) without reading a block; only a key that may exist is
-        # read (docs/benchmarks.md has the cost).
-        try:
-            old = self._db.get(key) if self._db.key_may_exist(key) else None
-        except Exception as exc:
-            raise StorageError(f"read failed: {exc}") from exc
-        value = codec.encode(flags, deadline, now, cas, data)
-        self._put(key, value, deadline, cas, None)
+        # Whether the key is new, and the old size, for the exact tally (``storage.tally``):
+        # from the hot items if the key is there; else the bloom filters answer "absent" for
+        # most new keys (a set after a miss) without reading a block, and only a key that may
+        # exist is read (docs/benchmarks.md has the cost).
+        cached = self.hot.peek(key)
         tally = self.tally
-        if old is None:
+        if cached is not None:
+            old_size = codec.item_stored_size(key, cached)
+        else:
+            try:
+                raw = self._db.get(key) if self._db.key_may_exist(key) else None
+            except Exception as exc:
+                raise StorageError(f"read failed: {exc}") from exc
+            old_size = 0 if raw is None else codec.stored_size(key, raw)
+        self._put(key, value, item, None)
+        if old_size:
+            tally.bytes += len(key) + len(value) - old_size
+        else:
             tally.items += 1
             tally.bytes += len(key) + len(value)
-        else:
-            tally.bytes += len(key) + len(value) - codec.stored_size(key, old)
         self.counters.total_items += 1
         return cas
 
-    def _put(self, key: bytes, value: bytes, deadline: int, cas: int, old: Item | None) -> None:
-        """Store an encoded version; ``old`` (the version it replaces, if read) unindexes it."""
-        if self._index.wants(deadline, old):
-            self._index.put(key, value, deadline, cas, old)
-        else:
-            try:
-                self._db.put(key, value)
-            except Exception as exc:
-                raise StorageError(f"write failed: {exc}") from exc
+    def _put(self, key: bytes, value: bytes, item: Item, old: Item | None) -> None:
+        """Store ``value`` (``item`` encoded); ``old`` (the version it replaces, if read)
+        unindexes it. The hot items follow (``storage.hot``)."""
+        try:
+            if self._index.wants(item.deadline, old):
+                self._index.put(key, value, item.deadline, item.cas, old)
+            else:
+                try:
+                    self._db.put(key, value)
+                except Exception as exc:
+                    raise StorageError(f"write failed: {exc}") from exc
+        except BaseException:
+            self.hot.drop(key)  # what RocksDB holds now is not known here
+            raise
+        self.hot.put(key, item)
         self.commit.written += 1
 
     def remove(self, key: bytes, old: Item | None = None) -> None:
@@ -262,6 +283,8 @@ class Engine(EngineSeam):
         Without ``old`` the key is looked up first (for the tally); an absent key is left
         alone (no tombstone).
         """
+        if old is None:
+            old = self.hot.peek(key)
         if old is not None:
             size = codec.item_stored_size(key, old)
         else:
@@ -272,6 +295,7 @@ class Engine(EngineSeam):
             if raw is None:
                 return
             size = codec.stored_size(key, raw)
+        self.hot.drop(key)
         if old is not None and self._index.wants(0, old):
             self._index.delete(key, old)
         else:
@@ -300,7 +324,9 @@ class Engine(EngineSeam):
         try:
             self._db.put(key, codec.encode_item(item), self._hint_opts)
         except Exception as exc:
+            self.hot.drop(key)
             raise StorageError(f"write failed: {exc}") from exc
+        self.hot.put(key, item)
         self.commit.written += 1  # counted, then taken back by ``_side_write``
 
     def _side_write(self, write: Callable[[], None]) -> bool:

@@ -46,6 +46,7 @@ from petracache.storage.codec import Item
 from petracache.storage.rocks import AGE_CF, EXPIRY_CF
 
 if TYPE_CHECKING:
+    from petracache.storage.hot import HotItems
     from petracache.storage.tally import ItemTally
 
 INDEX_STATE_KEY = b"index_complete"  # meta key: b"E" and/or b"A" for complete indexes
@@ -155,10 +156,10 @@ class ItemIndex:
     def commit(self, batch: Any) -> None:
         rocks.commit_batch(self._db, batch, self._write_opts)
 
-    def batch(self, tally: ItemTally | None = None) -> IndexBatch:
+    def batch(self, tally: ItemTally | None = None, hot: HotItems | None = None) -> IndexBatch:
         """A batch of deletes and index entries, for the reclaimer; its committed item
-        deletions are taken off ``tally``."""
-        return IndexBatch(self, tally)
+        deletions are taken off ``tally`` and the items it changes leave ``hot``."""
+        return IndexBatch(self, tally, hot)
 
     # -- item writes (the engine's hooks) ------------------------------------------------------
 
@@ -193,12 +194,16 @@ class IndexBatch:
     index exact for everything it deletes (see the module invariants).
     """
 
-    __slots__ = ("_batch", "_deleted", "_deleted_bytes", "_index", "_tally")
+    __slots__ = ("_batch", "_deleted", "_deleted_bytes", "_hot", "_index", "_tally", "_touched")
 
-    def __init__(self, index: ItemIndex, tally: ItemTally | None = None) -> None:
+    def __init__(
+        self, index: ItemIndex, tally: ItemTally | None = None, hot: HotItems | None = None
+    ) -> None:
         self._index = index
         self._batch = rocks.new_batch()
         self._tally = tally
+        self._hot = hot
+        self._touched: list[bytes] = []  # items deleted or rewritten: their hot entries go
         self._deleted = 0
         self._deleted_bytes = 0
 
@@ -207,6 +212,7 @@ class IndexBatch:
         and that version's entries."""
         self._index.drop_entries(self._batch, key, item)
         self._batch.delete(key)
+        self._touched.append(key)
         self._deleted += 1
         self._deleted_bytes += codec.item_stored_size(key, item)
 
@@ -223,9 +229,17 @@ class IndexBatch:
         with only its eviction state changed (the active bit cleared)."""
         self._index.requeue_entry(self._batch, entry, key, cas, position)
         self._batch.put(key, value)
+        self._touched.append(key)
 
     def commit(self) -> None:
-        self._index.commit(self._batch)
+        """Apply the batch; the hot items of what it deleted or rewrote go (``storage.hot``:
+        even if the write fails, since what RocksDB then holds is not known here)."""
+        try:
+            self._index.commit(self._batch)
+        finally:
+            if self._hot is not None:
+                for key in self._touched:
+                    self._hot.drop(key)
         if self._tally is not None:
             self._tally.items -= self._deleted
             self._tally.bytes -= self._deleted_bytes

@@ -17,6 +17,7 @@ from petracache.config import StorageSettings
 from petracache.storage import codec, rocks
 from petracache.storage.codec import Item
 from petracache.storage.errors import CorruptValue, StorageError
+from petracache.storage.hot import HotItems
 from petracache.storage.index import IndexBatch, ItemIndex, parse_age_key
 from petracache.storage.liveness import Heartbeat
 from petracache.storage.rocks import AGE_CF
@@ -36,6 +37,7 @@ class EngineSeam:
     _heartbeat: Heartbeat
     _exact_count: bool
     tally: ItemTally
+    hot: HotItems
 
     def now(self) -> int:
         raise NotImplementedError  # Engine's clock
@@ -82,7 +84,7 @@ class EngineSeam:
 
     def batch(self) -> IndexBatch:
         """A batch of item deletions and index changes, applied atomically by its commit."""
-        return self._index.batch(self.tally)
+        return self._index.batch(self.tally, self.hot)
 
     def load_state(self, key: bytes) -> bytes | None:
         """A value the reclaimer persisted in the ``meta`` family."""
