@@ -11,7 +11,7 @@ Work, most urgent first; each ``step()`` does one bounded unit (at most ``BATCH`
 the trio thread the caller should let the backlog take (``MIN_SHARE`` for a fresh expiry
 backlog, growing with the age of its oldest dead item; all of it for eviction):
 
-1. Eviction: when SST bytes plus WAL (or memtable) bytes reach ``HIGH_WATER`` of
+1. Eviction: when SST bytes plus WAL (or memtable) bytes reach ``rounds.HIGH_WATER`` of
    ``max_disk_bytes``, take items from the head of ``age`` (the oldest-written first) until
    an estimate of the on-disk size of those deleted covers the excess down to ``LOW_WATER``,
    then compact and measure again. ``eviction = "fifo"`` deletes every item it takes (as
@@ -22,14 +22,8 @@ backlog, growing with the age of its oldest dead item; all of it for eviction):
    it already writes (``items.fetch_is_news``), so a read costs no extra write, and a
    spared item costs one more fetch record on its next read. While usage is past the
    bound, nothing is spared (the bound comes first).
-   At high write rates a round starts early: the writes that will arrive while it and its
-   compaction run (the growth rate of usage times the last round's duration, at most
-   ``HIGH_WATER - LOW_WATER`` of the bound) are counted in advance (``_lead_bytes``): the
-   round starts that much sooner and stops that much lower, so the writes arriving during
-   it and its compaction land below the bound. That trades capacity for margin while the
-   writes are fast; slow writes make the lead zero. (A round that started early but still
-   stopped at ``LOW_WATER``, and a controller lowering both marks only after a peak past
-   80% of the bound, did not lower the measured peaks: docs/benchmarks.md.)
+   When a round starts and how much it evicts is ``storage.rounds``' decision (it starts
+   early at high write rates, leading the writes that arrive while it runs).
 2. Expiry: walk ``expiry`` from its head while deadlines are <= now.
 3. Crawl of the items themselves, only when there is no index to read: after a flush_all
    (every item it covers is deleted) and to backfill an index that was not maintained.
@@ -68,6 +62,7 @@ from petracache.storage.engine import Engine
 from petracache.storage.errors import CorruptValue
 from petracache.storage.index import IndexBatch
 from petracache.storage.rocks import AGE_CF, EXPIRY_CF, FLUSH_STATE
+from petracache.storage.rounds import EvictionRounds
 
 BATCH = 512  # items examined per step
 STEP_BUDGET = 0.002  # seconds of trio-thread time per step: a client waits at most this long
@@ -78,13 +73,6 @@ COMPACT_MIN_BYTES = 1 << 20  # reclaimed bytes worth a manual compaction
 MIN_SHARE = 0.25
 FULL_SPEED_LAG = 20.0
 OVER_BOUND_SHARE = 4  # step budget multiplier while usage is past max_disk_bytes
-HIGH_WATER = 0.55  # share of max_disk_bytes that starts an eviction round
-LOW_WATER = 0.40  # share an eviction round aims for
-MAX_ROUND = 0.30  # share of max_disk_bytes one round evicts at most (2x the usual round)
-GROWTH_SMOOTHING = 0.3  # weight of the newest growth-rate sample (an exponential average)
-# A round's duration until one has been timed: a guess (the first timed round replaces it),
-# so that the first round after a start already leads a fast writer.
-FIRST_ROUND_SECONDS = 1.0
 ENTRY_OVERHEAD = 24  # RocksDB per-entry bytes (internal key trailer, block index share)
 FLUSH_DONE_KEY = b"flush_reclaimed"  # meta: the flush state whose items are all deleted
 # Memtable flushes after reclaim: only when the WAL holds at least FLUSH_MIN_WAL (below
@@ -159,14 +147,7 @@ class Reclaimer:
         self._expiry_cursor = b""
         # eviction round
         self._age_cursor = b""
-        self._evict_target = 0
-        self._evict_waits_compaction = False
-        self._over_bound = False
-        # write-rate lead (see the module docstring): usage growth between rounds
-        self._growth = 0.0  # bytes per second, smoothed
-        self._last_usage: tuple[float, int] | None = None
-        self._round_started = 0.0
-        self._round_seconds = FIRST_ROUND_SECONDS  # the last round, start to compaction end
+        self._rounds = EvictionRounds(self._max_disk, timer)
         self._round_evicted = 0
         self._other_turn = False
         self.share = 1.0  # of the trio thread the current backlog may take (see MIN_SHARE)
@@ -194,8 +175,8 @@ class Reclaimer:
         now = self._engine.now()
         deadline = self._timer() + STEP_BUDGET
         self.share = 1.0
-        if not self._other_turn and self._max_disk and self._eviction_due():
-            if self._over_bound:  # writes are outpacing eviction: take a bigger share
+        if not self._other_turn and self._max_disk and self._rounds.due(self.disk_usage):
+            if self._rounds.over_bound:  # writes are outpacing eviction: take a bigger share
                 deadline += STEP_BUDGET * (OVER_BOUND_SHARE - 1)
             more = self._evict(deadline)
             # Eviction reads the age index; while that is being backfilled, the crawl
@@ -218,7 +199,7 @@ class Reclaimer:
         index it needs is kept only when a bound was configured at start)."""
         if not self._max_disk or max_disk_bytes <= 0:
             return False
-        self._max_disk = max_disk_bytes
+        self._max_disk = self._rounds.bound = max_disk_bytes
         return True
 
     @property
@@ -231,50 +212,16 @@ class Reclaimer:
         """What ``max_disk_bytes`` bounds (``Engine.disk_usage``)."""
         return self._engine.disk_usage()
 
-    def _eviction_due(self) -> bool:
-        if self._evict_target > 0:
-            return True
-        if self._evict_waits_compaction:
-            return False
-        usage = self.disk_usage()
-        self._over_bound = usage >= self._max_disk
-        lead = self._lead_bytes(usage)
-        if usage + lead < HIGH_WATER * self._max_disk:
-            return False
-        # Usage counts garbage too (evicted items not yet compacted away, replayed WAL after
-        # a crash), which no eviction frees: a round evicts at most MAX_ROUND of the bound,
-        # then compacts and measures again, so inflated usage cannot empty the cache.
-        target = usage + lead - int(LOW_WATER * self._max_disk)
-        self._evict_target = min(target, int(MAX_ROUND * self._max_disk))
-        self._round_started = self._timer()
-        return True
-
-    def _lead_bytes(self, usage: int) -> int:
-        """The usage the writes will add while a round and its compaction run.
-
-        The growth rate is measured between rounds only (a compaction's drop is not
-        growth), smoothed over a few checks, and times the last round's duration; capped at
-        ``HIGH_WATER - LOW_WATER`` of the bound, so a round never aims below a quarter of it.
-        """
-        now = self._timer()
-        if self._last_usage is not None:
-            then, before = self._last_usage
-            if now > then:
-                rate = max(usage - before, 0) / (now - then)
-                self._growth += GROWTH_SMOOTHING * (rate - self._growth)
-        self._last_usage = (now, usage)
-        cap = (HIGH_WATER - LOW_WATER) * self._max_disk
-        return int(min(self._growth * self._round_seconds, cap))
-
     def _evict(self, deadline: float) -> bool:
-        limit = BATCH * (OVER_BOUND_SHARE if self._over_bound else 1)
+        rounds = self._rounds
+        limit = BATCH * (OVER_BOUND_SHARE if rounds.over_bound else 1)
         walk = self._engine.walk(AGE_CF, self._age_cursor, limit, deadline, self._timer)
         batch = self._engine.batch()
-        spare = self._second_chance and not self._over_bound
+        spare = self._second_chance and not rounds.over_bound
         now = self._engine.now()
         seen: set[bytes] = set()
         for entry in walk:
-            if self._evict_target <= 0:
+            if rounds.target <= 0:
                 break
             position, key = idx.parse_age_key(entry)
             cas = idx.age_version(position, walk.value())
@@ -292,7 +239,7 @@ class Reclaimer:
                 continue
             self._delete_item(batch, key, item, size)
             self._round_evicted += 1
-            self._evict_target -= size + 2 * ENTRY_OVERHEAD + len(entry)
+            rounds.target -= size + 2 * ENTRY_OVERHEAD + len(entry)
             if dead:
                 self.counters.expired_reaped += 1
             else:
@@ -300,16 +247,14 @@ class Reclaimer:
                 if not item.bits & FETCHED:
                     self._count_extra("evicted_unfetched")
         batch.commit()
-        if self._evict_target > 0 and walk.more:
+        if rounds.target > 0 and walk.more:
             return True
         # Round over (target met or index exhausted): compact, then measure again. A round
         # that found nothing to evict (the age index is still being backfilled) compacts
         # nothing: the next measurement decides.
-        self._evict_target = 0
         evicted, self._round_evicted = self._round_evicted, 0
-        if not evicted:
+        if not rounds.end_round(evicted):
             return False
-        self._evict_waits_compaction = True
         self._maybe_request_flush()
         self._request(Compaction("default", None, None))  # covers every pending deletion
         self._pending_bytes = 0
@@ -487,7 +432,4 @@ class Reclaimer:
         elif job.family == AGE_CF:
             self._age_cursor = b""
         elif job.family == "default":
-            if self._evict_waits_compaction:
-                self._round_seconds = self._timer() - self._round_started
-                self._last_usage = None  # the compaction's drop is not a rate
-            self._evict_waits_compaction = False
+            self._rounds.compacted()

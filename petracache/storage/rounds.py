@@ -1,0 +1,97 @@
+"""When an eviction round starts and how much it evicts: the disk bound's controller.
+
+Why a module of its own: ``storage.reclaim`` walks the ``age`` index and deletes; this
+decides from measured disk usage alone whether a round is due and its byte target, and
+learns the write rate that makes rounds start early. It reads no items and writes nothing.
+
+Rules (``max_disk_bytes`` is the bound):
+
+* A round starts when usage plus the *lead* reaches ``HIGH_WATER`` of the bound and aims for
+  ``LOW_WATER``: its target is the excess down to there, at most ``MAX_ROUND`` of the bound.
+  Usage counts garbage too (evicted items not yet compacted away, replayed WAL after a
+  crash), which no eviction frees, so a round evicts at most that much, then compacts and
+  measures again: inflated usage cannot empty the cache.
+* The lead is what the writes will add while a round and its compaction run: the growth
+  rate of usage (measured between rounds only, since a compaction's drop is not growth;
+  smoothed by ``GROWTH_SMOOTHING``) times the last round's duration, capped at
+  ``HIGH_WATER - LOW_WATER`` of the bound. So at high write rates a round starts that much
+  sooner and stops that much lower, and the writes arriving during it land below the bound;
+  slow writes make the lead zero. (A round that started early but still stopped at
+  ``LOW_WATER``, and a controller lowering both marks only after a peak past 80% of the
+  bound, did not lower the measured peaks: docs/benchmarks.md.)
+* No new round starts while the last one's compaction runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+HIGH_WATER = 0.55  # share of max_disk_bytes that starts an eviction round
+LOW_WATER = 0.40  # share an eviction round aims for
+MAX_ROUND = 0.30  # share of max_disk_bytes one round evicts at most (2x the usual round)
+GROWTH_SMOOTHING = 0.3  # weight of the newest growth-rate sample (an exponential average)
+# A round's duration until one has been timed: a guess (the first timed round replaces it),
+# so that the first round after a start already leads a fast writer.
+FIRST_ROUND_SECONDS = 1.0
+
+
+class EvictionRounds:
+    """The round controller (see the module docstring).
+
+    Args:
+        bound: ``max_disk_bytes`` (> 0).
+        timer: monotonic seconds.
+    """
+
+    def __init__(self, bound: int, timer: Callable[[], float]) -> None:
+        self.bound = bound
+        self._timer = timer
+        self.target = 0  # bytes the current round still has to evict (0: no round)
+        self.waits_compaction = False  # the last round's compaction has not finished
+        self.over_bound = False  # usage was past the bound at the last check
+        self._growth = 0.0  # bytes per second, smoothed
+        self._last_usage: tuple[float, int] | None = None
+        self._round_started = 0.0
+        self._round_seconds = FIRST_ROUND_SECONDS  # the last round, start to compaction end
+
+    def due(self, usage: Callable[[], int]) -> bool:
+        """Whether a round is running or starts now (``usage`` measures the disk)."""
+        if self.target > 0:
+            return True
+        if self.waits_compaction:
+            return False
+        used = usage()
+        self.over_bound = used >= self.bound
+        lead = self._lead_bytes(used)
+        if used + lead < HIGH_WATER * self.bound:
+            return False
+        target = used + lead - int(LOW_WATER * self.bound)
+        self.target = min(target, int(MAX_ROUND * self.bound))
+        self._round_started = self._timer()
+        return True
+
+    def _lead_bytes(self, usage: int) -> int:
+        """The usage the writes will add while a round and its compaction run."""
+        now = self._timer()
+        if self._last_usage is not None:
+            then, before = self._last_usage
+            if now > then:
+                rate = max(usage - before, 0) / (now - then)
+                self._growth += GROWTH_SMOOTHING * (rate - self._growth)
+        self._last_usage = (now, usage)
+        cap = (HIGH_WATER - LOW_WATER) * self.bound
+        return int(min(self._growth * self._round_seconds, cap))
+
+    def end_round(self, evicted: int) -> bool:
+        """The round is over (target met or the index exhausted); True when it evicted
+        something, so its compaction is now awaited before the next measurement."""
+        self.target = 0
+        self.waits_compaction = evicted > 0
+        return self.waits_compaction
+
+    def compacted(self) -> None:
+        """The items family was compacted: a round's compaction ends the round's timing."""
+        if self.waits_compaction:
+            self._round_seconds = self._timer() - self._round_started
+            self._last_usage = None  # the compaction's drop is not a rate
+        self.waits_compaction = False
