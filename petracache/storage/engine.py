@@ -100,7 +100,7 @@ class Engine(EngineSeam):
         write_opts = rocks.write_options(wal=settings.durability != "none")
         self._db.set_write_options(write_opts)
         self.commit = CommitLog(self._db)
-        # Fetch records (see ``_write_hint``) skip the WAL: they are hints, and a crash that
+        # Fetch records (``_write_hint``) skip the WAL: they are hints, and a crash that
         # loses one leaves the previous, WAL-logged version with the same data in place.
         self._hint_opts = rocks.write_options(wal=False)
         self._index = ItemIndex(
@@ -197,7 +197,7 @@ class Engine(EngineSeam):
         item = self.read(key, now)
         if item is not None and items.fetch_is_news(item, now):
             seen = items.fetched(item, now)
-            return seen if self._side_write(lambda: self._write_hint(key, seen)) else item
+            return seen if self._write_hint(key, seen) else item
         return item
 
     # -- writes ------------------------------------------------------------------------------
@@ -310,9 +310,9 @@ class Engine(EngineSeam):
         """Write ``item``, which differs from the stored version only in fetch state
         (``items.only_fetch_differs``), as a side write of a read: best effort, and no reply
         waits for its fsync."""
-        self._side_write(lambda: self._write_hint(key, item))
+        self._write_hint(key, item)
 
-    def _write_hint(self, key: bytes, item: Item) -> None:
+    def _write_hint(self, key: bytes, item: Item) -> bool:
         """Store a fetch record: ``item`` differs from the stored version only in its fetch
         state (fetched bit, access time), never in data, CAS or deadline.
 
@@ -320,14 +320,19 @@ class Engine(EngineSeam):
         WAL: it costs a memtable insert, not a log append, on the read path. Losing it in a
         crash only forgets that the item was fetched. Reads return the newest version in the
         memtable either way, and any later store is WAL-logged as usual.
+
+        A side write of a read, as ``_side_write`` says, done inline because a first read
+        of every item makes one (the read path's most frequent write): True if written.
         """
         try:
             self._db.put(key, codec.encode_item(item), self._hint_opts)
-        except Exception as exc:
+        except Exception:
             self.hot.drop(key)
-            raise StorageError(f"write failed: {exc}") from exc
+            self._side_write_failed()
+            return False
         self.hot.put(key, item)
-        self.commit.written += 1  # counted, then taken back by ``_side_write``
+        self.commit.untracked += 1  # no reply waits for its fsync
+        return True
 
     def _side_write(self, write: Callable[[], None]) -> bool:
         """Run a write that a read makes on the side (lazy delete, fetch record).
@@ -341,12 +346,15 @@ class Engine(EngineSeam):
         try:
             write()
         except StorageError:
-            extra = self.counters.extra
-            extra["read_write_failures"] = extra.get("read_write_failures", 0) + 1
+            self._side_write_failed()
             return False
         finally:
             self.commit.untrack_since(written)
         return True
+
+    def _side_write_failed(self) -> None:
+        extra = self.counters.extra
+        extra["read_write_failures"] = extra.get("read_write_failures", 0) + 1
 
     # -- whole operations (read, transition, write) ------------------------------------------
 

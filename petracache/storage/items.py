@@ -74,7 +74,16 @@ def accessed(last_access: int, now: int) -> int:
 def fetched(item: Item, now: int) -> Item:
     """``item`` after a fetch at ``now``: fetched and active bits set, access time moved if
     it was old."""
-    return item._replace(bits=item.bits | READ_BITS, last_access=accessed(item.last_access, now))
+    # Positional: ``_replace`` costs four times as much, and this runs on first reads.
+    return Item(
+        item.flags,
+        item.deadline,
+        item.stored_at,
+        item.cas,
+        item.data,
+        accessed(item.last_access, now),
+        item.bits | READ_BITS,
+    )
 
 
 def only_fetch_differs(new: Item, old: Item) -> bool:
