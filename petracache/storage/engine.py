@@ -228,8 +228,8 @@ class Engine(EngineSeam):
         it: the next read finds it expired (``get_expired``) and the reclaimer reaps it.
         Returns the version's CAS unique (the binary protocol's reply carries it).
         """
-        now = self.now()
-        deadline = ttl.deadline(exptime, now)
+        now = int(self._clock())
+        deadline = ttl.deadline(exptime, now) if exptime else ttl.NEVER
         cas = self.next_cas()
         item = Item(flags, deadline, now, cas, data, now, 0)
         value = codec.encode_item(item)
@@ -244,7 +244,7 @@ class Engine(EngineSeam):
         cached = self.hot.peek(key)
         tally = self.tally
         if cached is not None:
-            old_size = codec.item_stored_size(key, cached)
+            old_size = len(key) + codec.HEADER_SIZE + len(cached.data)  # item_stored_size
         else:
             try:
                 raw = self._db.get(key) if self._db.key_may_exist(key) else None
