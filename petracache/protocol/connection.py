@@ -66,8 +66,6 @@ class Batch(NamedTuple):
 
 
 Execute = Callable[[Request], Response]
-# Requests after which memcached flushes what a connection holds (get/gets/gat/gats, mn).
-_FLUSHING: Final = (Get, MetaNoop)
 
 
 class InputBuffer:
@@ -142,20 +140,16 @@ class MemcacheConnection(InputBuffer):
             CloseConnection: drop the connection without a reply.
         """
         buf = self._buf
-        if self._swallow and self._swallowing():
+        pos = self._pos
+        if pos == len(buf):  # all consumed: how most reads end (nothing pending can be done)
             return NEED_DATA
+        if self._swallow:
+            if self._swallowing():
+                return NEED_DATA
+            pos = self._pos
         pending = self._pending
         if pending is not None:
-            end = self._pos + pending.nbytes + 2
-            if len(buf) < end:
-                return NEED_DATA
-            self._pending = None
-            start = self._pos
-            self._pos = end
-            if buf[end - 2 : end] != b"\r\n":
-                raise errors.BadDataChunk(noreply=pending.noreply)
-            return pending.complete(bytes(buf[start : end - 2]))
-        pos = self._pos
+            return self._data_block(pending)
         nl = buf.find(b"\n", pos + self._scanned)
         if nl < 0:
             self._check_incomplete_line()
@@ -166,11 +160,24 @@ class MemcacheConnection(InputBuffer):
             nl -= 1
         parsed = parse_line(bytes(buf[pos:nl]), self._item_size_max)
         if isinstance(parsed, (StoreHeader, MetaSetHeader)):
-            self._pending = parsed
-            return self.next_request()
+            return self._data_block(parsed)
         if isinstance(parsed, (TooLarge, MetaRejected)):
             self._swallow = parsed.swallow
         return parsed
+
+    def _data_block(self, header: StoreHeader | MetaSetHeader) -> Request | _NeedData:
+        """The storage request of ``header`` once its data block is buffered (rule 3)."""
+        buf = self._buf
+        start = self._pos
+        end = start + header.nbytes + 2
+        if len(buf) < end:
+            self._pending = header
+            return NEED_DATA
+        self._pending = None
+        self._pos = end
+        if buf[end - 2] != 13 or buf[end - 1] != 10:
+            raise errors.BadDataChunk(noreply=header.noreply)
+        return header.complete(bytes(buf[start : end - 2]))
 
     def _check_incomplete_line(self) -> None:
         pending = len(self._buf) - self._pos
@@ -235,7 +242,8 @@ class MemcacheConnection(InputBuffer):
             if request is NEED_DATA:
                 self._handled = 0
                 break
-            if request.__class__ is Quit:
+            cls = request.__class__
+            if cls is Quit:
                 return Batch(b"".join(out), True, False, failures)
             response = execute(request)  # type: ignore[arg-type]
             if response.__class__ is Streamed:
@@ -248,8 +256,11 @@ class MemcacheConnection(InputBuffer):
                     out.append(reply)
                     size += len(reply)
             handled += 1
-            if isinstance(request, _FLUSHING) or (
-                handled >= FLUSH_AFTER and (handled - FLUSH_AFTER) % FLUSH_EVERY == 0
+            # A flush point: after get/gets/gat/gats and mn, and memcached's yield (rule 5).
+            if (
+                cls is Get
+                or cls is MetaNoop
+                or (handled >= FLUSH_AFTER and (handled - FLUSH_AFTER) % FLUSH_EVERY == 0)
             ):
                 flushed = len(out)
             if size >= limit:
