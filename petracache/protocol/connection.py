@@ -209,10 +209,6 @@ class MemcacheConnection(InputBuffer):
             if chunk is not None:
                 return Batch(chunk, False, True, 0)
             self._stream = None
-        return self._process(execute, limit)
-
-    def _process(self, execute: Execute, limit: int) -> Batch:
-        """``process`` with no Streamed reply pending: parse, execute, encode."""
         out: list[bytes] = []
         size = 0
         flushed = 0  # out[:flushed] is what memcached would have written already (rule 5)
@@ -224,14 +220,7 @@ class MemcacheConnection(InputBuffer):
                 request = self.next_request()
             except errors.ProtocolError as exc:
                 failures += 1
-                if exc.discard_unsent:
-                    size -= sum(map(len, out[flushed:]))
-                    del out[flushed:]
-                if exc.partial is not None:
-                    execute(exc.partial)  # for its effects only (a gat's touches)
-                if not exc.noreply:
-                    out.append(exc.reply)
-                    size += len(exc.reply)
+                size = _refuse(exc, execute, out, flushed, size)
                 handled += 1
                 if handled >= FLUSH_AFTER and (handled - FLUSH_AFTER) % FLUSH_EVERY == 0:
                     flushed = len(out)
@@ -267,7 +256,9 @@ class MemcacheConnection(InputBuffer):
                 self._handled = handled
                 return Batch(b"".join(out), False, True, failures)
         data = out[0] if len(out) == 1 else b"".join(out)
-        return Batch(data, False, False, failures)
+        # Every read ends here: tuple.__new__ builds the Batch without NamedTuple's __new__,
+        # a Python function (0.25 us against 0.05 us).
+        return tuple.__new__(Batch, (data, False, False, failures))
 
     @staticmethod
     def send(request: Request, response: Response) -> bytes:
@@ -275,3 +266,22 @@ class MemcacheConnection(InputBuffer):
         if request.noreply:
             return b""
         return compose.encode(response)
+
+
+def _refuse(
+    exc: errors.ProtocolError, execute: Execute, out: list[bytes], flushed: int, size: int
+) -> int:
+    """Answer a malformed request into ``out``; the reply bytes ``out`` now holds.
+
+    A get with a too-long key first drops the replies held since the last flush point
+    (``discard_unsent``, rule 5), and runs what memcached did before it met the key.
+    """
+    if exc.discard_unsent:
+        size -= sum(map(len, out[flushed:]))
+        del out[flushed:]
+    if exc.partial is not None:
+        execute(exc.partial)  # for its effects only (a gat's touches)
+    if not exc.noreply:
+        out.append(exc.reply)
+        size += len(exc.reply)
+    return size
