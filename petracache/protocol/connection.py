@@ -75,12 +75,17 @@ class InputBuffer:
     at once when everything was consumed, else past ``_COMPACT_AT``), so parsing stays
     O(n). ``_swallow`` counts bytes still to skip as they arrive (memcached's
     ``conn_swallow``: the data of a request refused as too large), never buffered.
+
+    A read that arrives when everything before it was consumed (nearly every read of a
+    request/response client) becomes ``_buf`` as it is, ``bytes``, without a copy, and its
+    lines and data blocks are sliced straight out of it. Only input left waiting for more
+    is copied, once, into a ``bytearray`` that later reads are appended to.
     """
 
     __slots__ = ("_buf", "_pos", "_swallow")
 
     def __init__(self) -> None:
-        self._buf = bytearray()
+        self._buf: bytes | bytearray = b""
         self._pos = 0  # start of unconsumed input in _buf
         self._swallow = 0
 
@@ -92,14 +97,21 @@ class InputBuffer:
 
     def receive_data(self, data: bytes) -> None:
         """Add received bytes to the input buffer."""
-        if self._pos:
-            if self._pos >= len(self._buf):
-                self._buf.clear()
+        buf = self._buf
+        pos = self._pos
+        if pos >= len(buf):  # all consumed: the read is the buffer
+            self._buf = data
+            self._pos = 0
+        elif isinstance(buf, bytearray):
+            if pos >= _COMPACT_AT:
+                del buf[:pos]
                 self._pos = 0
-            elif self._pos >= _COMPACT_AT:
-                del self._buf[: self._pos]
-                self._pos = 0
-        self._buf += data
+            buf += data
+        else:  # a read's leftover waits for this one: from here on the buffer grows
+            grown = bytearray(memoryview(buf)[pos:])
+            grown += data
+            self._buf = grown
+            self._pos = 0
 
     def _swallowing(self) -> bool:
         """Skip what is buffered of ``_swallow``; whether more is still to come."""
@@ -158,7 +170,8 @@ class MemcacheConnection(InputBuffer):
         self._pos = nl + 1
         if nl - pos > 1 and buf[nl - 1] == 13:  # memcached keeps a lone "\r" line as is
             nl -= 1
-        parsed = parse_line(bytes(buf[pos:nl]), self._item_size_max)
+        line = buf[pos:nl]
+        parsed = parse_line(line if line.__class__ is bytes else bytes(line), self._item_size_max)
         if isinstance(parsed, (StoreHeader, MetaSetHeader)):
             return self._data_block(parsed)
         if isinstance(parsed, (TooLarge, MetaRejected)):
@@ -177,7 +190,8 @@ class MemcacheConnection(InputBuffer):
         self._pos = end
         if buf[end - 2] != 13 or buf[end - 1] != 10:
             raise errors.BadDataChunk(noreply=header.noreply)
-        return header.complete(bytes(buf[start : end - 2]))
+        data = buf[start : end - 2]
+        return header.complete(data if data.__class__ is bytes else bytes(data))
 
     def _check_incomplete_line(self) -> None:
         pending = len(self._buf) - self._pos
