@@ -1,7 +1,8 @@
 """``parse_line``'s fast path against the general reader (``parse_general``).
 
-The fast path may only take a line whose outcome it can prove, so on every line, the fast
-path's spellings and their near misses alike (extra spaces, tabs, ``\\r``, NUL, signs,
+The fast path may only take a line whose outcome it can prove, and other lines without NUL
+reuse its split as their tokens, so on every line, the fast path's spellings and their near
+misses alike (extra spaces, tabs, ``\\r``, NUL, signs,
 leading zeros, long digit runs, long keys, ``noreply`` in the wrong place, other verbs),
 ``parse_line`` must return what ``parse_general`` returns (an equal object of the same
 class) or raise what it raises (the same class, reply and ``noreply``).
@@ -25,7 +26,10 @@ SIZES = (64, 1 << 20)  # a tiny -I makes item_size_ok refuse some plain sets
 # Half the draws are the fast path's own spelling, so most lines are at most a field away.
 VERBS = st.one_of(
     st.sampled_from([b"get", b"set"]),
-    st.sampled_from([b"gets", b"sets", b"GET", b"ge", b"add", b"get\t", b"set\r", b""]),
+    st.sampled_from(
+        [b"gets", b"sets", b"GET", b"ge", b"add", b"get\t", b"set\r", b"", b"mg", b"ms", b"m"]
+    ),
+    st.sampled_from([b"delete", b"incr", b"touch", b"gat", b"mn", b"md", b"version", b"lru"]),
 )
 SEPARATORS = st.one_of(st.just(b" "), st.sampled_from([b"  ", b"\t", b"\0", b"", b" \0"]))
 KEYS = st.one_of(
