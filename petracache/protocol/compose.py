@@ -1,6 +1,6 @@
 """Response -> bytes. Pure functions; the only place reply formats are spelled out.
 
-``encode`` dispatches on the response's class through one table (``_ENCODERS``).
+``encode`` dispatches on the response's class through one table (``ENCODERS``).
 """
 
 from __future__ import annotations
@@ -124,8 +124,9 @@ def _streamed(streamed: Streamed) -> bytes:
 
 # One encoder per response class (``Response`` is a closed union of final classes, so the
 # class is the key: one dict lookup, where a chain of isinstance tests cost one per class
-# tried). Each encoder takes its own class; ``Any`` lets one table hold them all.
-_ENCODERS: Final[dict[type, Callable[[Any], bytes]]] = {
+# tried). Each encoder takes its own class; ``Any`` lets one table hold them all. The
+# connection's loop looks encoders up here itself, one call less per reply than ``encode``.
+ENCODERS: Final[dict[type, Callable[[Any], bytes]]] = {
     Status: _status,
     Values: encode_values,
     MetaReply: encode_meta,
@@ -149,7 +150,7 @@ def encode(response: Response) -> bytes:
     Raises:
         TypeError: ``response`` is not one of ``Response``'s classes.
     """
-    encoder = _ENCODERS.get(response.__class__)
+    encoder = ENCODERS.get(response.__class__)
     if encoder is None:
         raise TypeError(f"not a response: {response!r}")
     return encoder(response)

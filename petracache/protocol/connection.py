@@ -228,7 +228,7 @@ class MemcacheConnection(InputBuffer):
         flushed = 0  # out[:flushed] is what memcached would have written already (rule 5)
         handled = self._handled
         failures = 0
-        encode = compose.encode
+        encoders = compose.ENCODERS
         while True:
             try:
                 request = self.next_request()
@@ -254,7 +254,7 @@ class MemcacheConnection(InputBuffer):
                 self._handled = handled + 1
                 return Batch(b"".join(out), False, True, failures)
             if not request.noreply:  # type: ignore[union-attr]
-                reply = encode(response)
+                reply = encoders[response.__class__](response)
                 if reply:
                     out.append(reply)
                     size += len(reply)

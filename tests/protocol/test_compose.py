@@ -15,7 +15,7 @@ from petracache.protocol.responses import Number, Response, Status
 
 
 def test_every_response_class_has_an_encoder() -> None:
-    assert set(typing.get_args(Response)) == set(compose._ENCODERS)
+    assert set(typing.get_args(Response)) == set(compose.ENCODERS)
 
 
 def test_status_is_its_wire_line() -> None:
