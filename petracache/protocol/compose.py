@@ -53,7 +53,7 @@ def encode_meta(reply: MetaReply) -> bytes:
     if reply.quiet:
         return b""
     value = reply.value
-    head = reply.code.value if value is None else b"VA %d" % len(value)
+    head = reply.code._value_ if value is None else b"VA %d" % len(value)
     if reply.flags:
         head = b" ".join([head, *reply.flags])
     if value is None:
