@@ -44,7 +44,6 @@ from petracache.protocol.responses import (
     Status,
     Values,
 )
-from petracache.rules.verbs import StoreMode
 from petracache.rules.versions import MEMCACHED_VERSION
 from petracache.storage.engine import Engine
 
@@ -84,7 +83,6 @@ _META_RESULTS = {
 }
 _META_SUCCESS = (id(MetaCode.HD), id(MetaCode.VA))
 _GET_NAMES = ("get", "gets", "gat", "gats")  # index: 2 * (exptime given) + return_cas
-_STORE_NAMES = {id(mode): mode.value for mode in StoreMode}  # by id() too
 
 
 def _snake(name: str) -> str:
@@ -118,8 +116,8 @@ class RequestMetrics:
         cls = request.__class__
         if cls is Get:
             return _GET_NAMES[2 * (request.exptime is not None) + request.return_cas]  # type: ignore[union-attr]
-        if cls is Store or cls is TooLarge:
-            return _STORE_NAMES[id(request.mode)]  # type: ignore[union-attr]
+        if isinstance(request, (Store, TooLarge)):
+            return request.mode.value
         if cls is Arithmetic:
             return "incr" if request.incr else "decr"  # type: ignore[union-attr]
         if isinstance(request, BinaryRequest):
@@ -140,7 +138,7 @@ class RequestMetrics:
         """Wrap the executor: time each request and count its result.
 
         Per request: two ``perf_counter_ns`` reads, the command's record (for get/gets/
-        gat/gats and the store verbs from a small cache keyed without building the name),
+        gat/gats from a small cache keyed without building the name),
         a list slot and an int add for the latency, one dict update for the result, all on
         the trio thread (README "Metrics overhead" has the measured cost).
         """
@@ -148,10 +146,10 @@ class RequestMetrics:
         stats_for = self.stats_for
         command_name = self.command_name
         clock = perf_counter_ns
-        # Records of get/gets/gat/gats by _GET_NAMES index, of stores by id(mode): filled as
-        # each is first seen, so /metrics lists only commands that ran.
+        commands = self.commands
+        # Records of get/gets/gat/gats by _GET_NAMES index: filled as each is first seen, so
+        # /metrics lists only commands that ran.
         get_stats: list[CommandStats | None] = [None] * len(_GET_NAMES)
-        store_stats: dict[int, CommandStats] = {}
 
         def timed_execute(request: Request) -> Response:
             start = clock()
@@ -164,10 +162,11 @@ class RequestMetrics:
                 if stats is None:
                     stats = get_stats[slot] = stats_for(_GET_NAMES[slot])
             elif cls is Store:
-                mode = id(request.mode)  # type: ignore[union-attr]
-                stats = store_stats.get(mode)
+                # The verb's name is its mode's value (``_value_``: ``.value`` is a descriptor).
+                name = request.mode._value_  # type: ignore[union-attr]
+                stats = commands.get(name)
                 if stats is None:
-                    stats = store_stats[mode] = stats_for(_STORE_NAMES[mode])
+                    stats = stats_for(name)
             else:
                 stats = stats_for(command_name(request))
             stats.buckets[elapsed.bit_length()] += 1

@@ -59,7 +59,8 @@ def test_get_variants_and_store_verbs_have_their_own_records(tmp_path: Path) -> 
     got = results(
         tmp_path,
         b"get a\r\ngets a\r\ngat 0 a\r\ngats 0 a\r\nget a\r\n"
-        b"set a 0 0 1\r\nx\r\nadd a 0 0 1\r\nx\r\nappend a 0 0 1\r\nx\r\nset b 0 0 1\r\nx\r\n",
+        b"set a 0 0 1\r\nx\r\nadd a 0 0 1\r\nx\r\nappend a 0 0 1\r\nx\r\nset b 0 0 1\r\nx\r\n"
+        b"prepend a 0 0 2000000\r\n" + b"x" * 2000002,  # too large: counted as its verb
     )
     assert got == {
         "get": {"miss": 2},
@@ -69,4 +70,5 @@ def test_get_variants_and_store_verbs_have_their_own_records(tmp_path: Path) -> 
         "set": {"stored": 2},
         "add": {"not_stored": 1},
         "append": {"stored": 1},
+        "prepend": {"error": 1},
     }
