@@ -95,12 +95,13 @@ class InputBuffer:
         it against hostile input)."""
         return len(self._buf) - self._pos
 
-    def receive_data(self, data: bytes) -> None:
-        """Add received bytes to the input buffer."""
+    def receive_data(self, data: bytes | bytearray) -> None:
+        """Add received bytes to the input buffer (trio's memory streams give a bytearray,
+        which is copied: the buffer never grows an object the caller holds)."""
         buf = self._buf
         pos = self._pos
         if pos >= len(buf):  # all consumed: the read is the buffer
-            self._buf = data
+            self._buf = data if data.__class__ is bytes else bytes(data)
             self._pos = 0
         elif isinstance(buf, bytearray):
             if pos >= _COMPACT_AT:
