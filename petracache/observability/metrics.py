@@ -137,10 +137,10 @@ class RequestMetrics:
     def instrument(self, execute: Callable[[Request], Response]) -> Callable[[Request], Response]:
         """Wrap the executor: time each request and count its result.
 
-        Per request: two ``perf_counter_ns`` reads, the command's record (for get/gets/
-        gat/gats from a small cache keyed without building the name),
-        a list slot and an int add for the latency, one dict update for the result, all on
-        the trio thread (README "Metrics overhead" has the measured cost).
+        Per request: two ``perf_counter_ns`` reads, the command's record (get/gets/gat/gats
+        from a four-slot cache, a store by its verb, without building a name), a list slot
+        and an int add for the latency, one dict update for the result, all on the trio
+        thread (README "Metrics overhead" has the measured cost).
         """
         statuses = _STATUS_BY_ID
         stats_for = self.stats_for
