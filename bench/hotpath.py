@@ -8,7 +8,12 @@ rest of a request's cost is the trio data plane (``receive_some``/``send_all`` a
 syscalls), which ``python -m bench --only 1`` shows as server CPU per request.
 
 CPU time per request (``time.process_time``) does not depend on what else the machine runs,
-so it is the figure to compare before and after a change on a shared machine.
+so it is the figure to compare before and after a change on a shared machine. It still
+varies from run to run there (caches shared with other work, RocksDB's background
+threads), so every stage runs ``--repeat`` times, in rotating order, after one warm-up
+pass of the same traffic (the first gets of a freshly loaded key record its first fetch,
+a write the later passes do not make), and the median and the minimum are printed.
+``--pipeline N`` sends N requests per read, as workload 2 does.
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ import argparse
 import cProfile
 import pstats
 import random
+import statistics
 import tempfile
 import time
+from collections.abc import Callable
 
 from petracache.commands.executor import Executor
 from petracache.commands.stats import ServerInfo
@@ -45,12 +52,22 @@ def traffic(count: int, keys: int, value_size: int, get_ratio: float) -> list[by
     return out
 
 
-def run(execute: Execute, requests: list[bytes], stage: str) -> tuple[float, int]:
+def pipelined(requests: list[bytes], depth: int) -> list[bytes]:
+    """``depth`` requests per read, as a pipelining client sends them."""
+    return [b"".join(requests[i : i + depth]) for i in range(0, len(requests), depth)]
+
+
+def run(
+    execute: Execute,
+    requests: list[bytes],
+    stage: str,
+    clock: Callable[[], float] = time.process_time,
+) -> tuple[float, int]:
     """CPU seconds for ``requests`` through parse only, or through ``process`` (parse +
     execute + encode, as the data plane runs them)."""
     conn = MemcacheConnection()
     replies = 0
-    start = time.process_time()
+    start = clock()
     for data in requests:
         conn.receive_data(data)
         if stage == "parse":
@@ -62,7 +79,7 @@ def run(execute: Execute, requests: list[bytes], stage: str) -> tuple[float, int
             replies += len(batch.data)
             if not batch.more:
                 break
-    return time.process_time() - start, replies
+    return clock() - start, replies
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -71,6 +88,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keys", type=int, default=100_000)
     parser.add_argument("--value-size", type=int, default=1024)
     parser.add_argument("--get-ratio", type=float, default=0.9)
+    parser.add_argument("--pipeline", type=int, default=1, help="requests per read")
+    parser.add_argument("--repeat", type=int, default=5, help="runs of each stage")
+    parser.add_argument(
+        "--clock",
+        choices=("process", "thread"),
+        default="process",
+        help="CPU time of the process, or of this thread only (without RocksDB's background "
+        "flushes and compactions, which the sets cause at their own pace)",
+    )
     parser.add_argument("--profile", action="store_true", help="cProfile the full path")
     args = parser.parse_args(argv)
     # RocksDB may still be deleting obsolete files just after close: cleanup is best effort.
@@ -84,15 +110,26 @@ def main(argv: list[str] | None = None) -> None:
             )
             instrumented = RequestMetrics().instrument(executor.execute)
             run(instrumented, traffic(args.keys, args.keys, args.value_size, 0.0), "full")
-            load = traffic(args.requests, args.keys, args.value_size, args.get_ratio)
-            n = len(load)
-            for stage, execute in (
+            clock = time.thread_time if args.clock == "thread" else time.process_time
+            n = args.requests
+            load = traffic(n, args.keys, args.value_size, args.get_ratio)
+            load = pipelined(load, args.pipeline)
+            run(instrumented, load, "full")  # warm-up: first fetches recorded, caches filled
+            stages: list[tuple[str, Execute]] = [
                 ("parse", instrumented),
                 ("parse+execute+encode", executor.execute),
                 ("parse+execute+encode+metrics", instrumented),
-            ):
-                seconds, _ = run(execute, load, stage)
-                print(f"{stage:30} {seconds * 1e6 / n:7.2f} us/request")
+            ]
+            times: dict[str, list[float]] = {stage: [] for stage, _ in stages}
+            for i in range(args.repeat):
+                for stage, execute in stages[i % 3 :] + stages[: i % 3]:
+                    seconds, _ = run(execute, load, stage, clock)
+                    times[stage].append(seconds * 1e6 / n)
+            for stage, us in times.items():
+                print(
+                    f"{stage:30} {statistics.median(us):7.2f} us/request"
+                    f" (min {min(us):.2f}, {len(us)} runs)"
+                )
             if args.profile:
                 profiler = cProfile.Profile()
                 profiler.enable()

@@ -25,7 +25,7 @@ from petracache.config import StorageSettings
 from petracache.observability.counters import Counters
 from petracache.observability.metrics import RequestMetrics
 from petracache.protocol.requests import Get, Request, Store
-from petracache.protocol.responses import Hit, Response, Values
+from petracache.protocol.responses import Response, Values
 from petracache.rules.verbs import StoreMode
 from petracache.storage.engine import Engine
 from tests.harness import PetracacheProcess
@@ -59,7 +59,7 @@ def in_process(n: int, rounds: int) -> tuple[float, float]:
 
 def wrapper_only(n: int, rounds: int) -> float:
     """Best-of-rounds ns the wrapper adds around a trivial execute (no engine at all)."""
-    hit = Values([Hit(b"k", 0, 1, b"v")], False)
+    hit = Values([(b"k", 0, 1, b"v")], False)
 
     def trivial(request: Request) -> Response:
         return hit

@@ -74,14 +74,14 @@ def get(ctx: Context, r: BinGet) -> BinaryReply:
             return BinaryReply(r.opcode, r.opaque, BinStatus.KEY_ENOENT, quiet=True, result="miss")
         key = r.key if r.with_key else b""
         return BinaryReply(r.opcode, r.opaque, BinStatus.KEY_ENOENT, key=key, result="miss")
-    hit = values.hits[0]
+    _key, flags, cas, data = values.hits[0]
     return BinaryReply(
         r.opcode,
         r.opaque,
-        cas=hit.cas,
-        extras=_FLAGS.pack(hit.flags),
+        cas=cas,
+        extras=_FLAGS.pack(flags),
         key=r.key if r.with_key else b"",
-        value=hit.data if r.with_value else b"",
+        value=data if r.with_value else b"",
         result="hit",
     )
 

@@ -76,7 +76,7 @@ def get(ctx: Context, request: Get) -> Values:
                 counters.get_hits += 1
             else:
                 counters.touch_hits += 1
-            hits.append(Hit(key, item.flags, item.cas, item.data))
+            hits.append((key, item.flags, item.cas, item.data))
     if exptime is None:
         counters.cmd_get += len(request.keys)
     else:

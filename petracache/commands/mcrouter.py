@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from petracache.commands.context import Context, Handler
 from petracache.protocol.requests import LeaseGet, LeaseSet, McrouterMetaget
-from petracache.protocol.responses import Hit, LeaseMiss, MetagetInfo, Response, Status, Values
+from petracache.protocol.responses import LeaseMiss, MetagetInfo, Response, Status, Values
 from petracache.rules.verbs import StoreMode
 from petracache.storage.codec import Item
 
@@ -33,7 +33,7 @@ def lease_get(ctx: Context, request: LeaseGet) -> Response:
         ctx.counters.get_misses += 1
         return LeaseMiss(request.key, ctx.leases.acquire(request.key))
     ctx.counters.get_hits += 1
-    return Values([Hit(request.key, item.flags, item.cas, item.data)], False)
+    return Values([(request.key, item.flags, item.cas, item.data)], False)
 
 
 def lease_set(ctx: Context, request: LeaseSet) -> Status:

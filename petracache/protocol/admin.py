@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from petracache.protocol import errors
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Admin:
     """``slabs|lru|watch|shutdown ...``; ``args`` are the tokens after the command word."""
 

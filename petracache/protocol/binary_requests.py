@@ -125,7 +125,7 @@ class BinaryRequest:
         return _NAMES.get(QUIET.get(self.opcode, self.opcode), "unknown")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BinGet(BinaryRequest):
     """get/getk/gat/gatk and their quiet forms, and touch.
 
@@ -148,7 +148,7 @@ class BinGet(BinaryRequest):
         return "gat" if self.with_value else "touch"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BinStore(BinaryRequest):
     """set/add/replace/append/prepend(q); a non-zero ``cas`` makes set/add/replace a cas."""
 
@@ -169,7 +169,7 @@ class BinStore(BinaryRequest):
         return self.mode.value
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BinTooLarge(BinaryRequest):
     """A store whose value exceeds the item size limit: ``Too large.``, value swallowed."""
 
@@ -183,7 +183,7 @@ class BinTooLarge(BinaryRequest):
         return self.mode.value
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BinDelete(BinaryRequest):
     """delete(q); a non-zero ``cas`` must match the item's."""
 
@@ -194,7 +194,7 @@ class BinDelete(BinaryRequest):
     quiet: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BinDelta(BinaryRequest):
     """increment/decrement(q): a miss creates ``initial`` unless ``exptime`` is 0xffffffff."""
 
@@ -209,7 +209,7 @@ class BinDelta(BinaryRequest):
     quiet: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BinFlush(BinaryRequest):
     """flush(q) with an optional delay (the 4-byte extras)."""
 
@@ -219,7 +219,7 @@ class BinFlush(BinaryRequest):
     quiet: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BinNoop(BinaryRequest):
     """noop (a flush point), version and quit: a reply without a body, or the version."""
 
@@ -228,7 +228,7 @@ class BinNoop(BinaryRequest):
     quiet: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BinStat(BinaryRequest):
     """stat: ``group`` is the key (empty for the general statistics)."""
 
@@ -237,7 +237,7 @@ class BinStat(BinaryRequest):
     group: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BinSasl(BinaryRequest):
     """SASL list mechanisms, auth or step, already judged by the connection.
 

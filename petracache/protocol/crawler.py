@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LruCrawler:
     """``lru_crawler ...``; ``args`` are the tokens after ``lru_crawler``."""
 

@@ -23,7 +23,7 @@ class MetaRequest:
     noreply: ClassVar[bool] = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MetaGet(MetaRequest):
     """mg: ``ttl`` is T (touch), ``vivify`` N, ``recache`` R, ``new_cas`` E."""
 
@@ -39,7 +39,7 @@ class MetaGet(MetaRequest):
     new_cas: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MetaSet(MetaRequest):
     """ms with its data block. ``mode`` is the M letter (S set, E add, A append, P prepend,
     R replace); ``vivify`` (N) lets append/prepend create a missing item with that TTL."""
@@ -58,7 +58,7 @@ class MetaSet(MetaRequest):
     vivify: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MetaSetHeader(MetaRequest):
     """An ms command line waiting for its ``nbytes`` data block (see ``connection``)."""
 
@@ -84,7 +84,7 @@ class MetaSetHeader(MetaRequest):
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MetaRejected(MetaRequest):
     """An ms whose flags were refused after its data length was known: memcached answers
     ``reply`` and swallows the ``swallow`` bytes of data that follow the line."""
@@ -93,7 +93,7 @@ class MetaRejected(MetaRequest):
     swallow: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MetaDelete(MetaRequest):
     """md: ``invalidate`` (I) marks stale instead of removing, ``drop_value`` (x) keeps an
     empty item with ``client_flags``/``ttl``."""
@@ -110,7 +110,7 @@ class MetaDelete(MetaRequest):
     quiet: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MetaArithmetic(MetaRequest):
     """ma: incr (or decr) by ``delta``; ``vivify`` (N) creates a missing counter at ``initial``."""
 
@@ -128,12 +128,12 @@ class MetaArithmetic(MetaRequest):
     value: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MetaNoop(MetaRequest):
     """mn: answers ``MN`` (marks the end of a pipeline of quiet commands)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MetaDebug(MetaRequest):
     """me: one line of an item's internals."""
 

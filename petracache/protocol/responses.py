@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import NamedTuple, TypeAlias
+from typing import TypeAlias
 
 from petracache.protocol.crawler import Streamed
 
@@ -84,13 +84,10 @@ class PrefixDump:
     rows: list[tuple[bytes, int, int, int, int]]
 
 
-class Hit(NamedTuple):
-    """One ``VALUE`` block of a get reply."""
-
-    key: bytes
-    flags: int
-    cas: int
-    data: bytes
+# One ``VALUE`` block of a get reply: (key, client flags, CAS unique, data). A plain tuple,
+# not a NamedTuple: building one is a tuple display (0.04 us), a NamedTuple's ``__new__`` is a
+# Python call (0.28 us), once per hit.
+Hit: TypeAlias = tuple[bytes, int, int, bytes]
 
 
 @dataclass(slots=True)

@@ -5,13 +5,22 @@ are memcached's (``ntokens`` includes its terminal token), so the arity checks r
 like ``process_command_ascii``. A line is cut at its first NUL byte, as C's ``strlen`` does.
 
 Strategy: ``parse_line`` handles what every command shares (NUL cut, tokenizing, the meta
-prefix, the HTTP sniff) and then makes one dict lookup in ``_PARSERS``; each reader takes
-``(tokens, ntokens, item_size_max)`` and re-reads its variant (gets vs gats, the store verb)
-from ``tokens[0]``, so adding a command is one entry and the dispatch costs the same for
-every command.
+prefix, the HTTP sniff; ``parse_tokens`` from the tokens on) and then makes one dict lookup
+in ``_PARSERS``; each reader takes ``(tokens, ntokens, item_size_max)`` and re-reads its
+variant (gets vs gats, the store verb) from ``tokens[0]``, so adding a command is one entry
+and the dispatch costs the same for every command.
 
 A storage command returns a ``StoreHeader``; the connection reads its data block and calls
 ``StoreHeader.complete``, as it calls ``MetaSetHeader.complete`` for ``ms``.
+
+Fast path: ``get <key>`` and ``set <key> <flags> <exptime> <bytes> [noreply]`` in their
+plainest spelling (one space between tokens, no NUL, plain digits) are most of the traffic,
+and ``parse_line`` recognises them from the one ``split`` of a line without NUL, before the
+general reader. It takes a line only when its tokens already prove what the general reader
+would return (the same object, built the same way); anything else, malformed or merely
+unusual, goes to the general reader, which stays the one definition of the grammar. A line
+without NUL or empty token goes on with that same split, which is what ``tokenize`` returns
+for it. ``tests/protocol/test_fast_path`` checks ``parse_line`` against ``parse_general``.
 """
 
 from __future__ import annotations
@@ -48,7 +57,7 @@ from petracache.rules.sizes import KEY_MAX_LENGTH, MAX_DATA_LENGTH, item_size_ok
 from petracache.rules.verbs import StoreMode
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StoreHeader:
     """A parsed storage command line waiting for its ``nbytes`` data block."""
 
@@ -119,10 +128,63 @@ def parse_line(line: bytes, item_size_max: int) -> Request | StoreHeader:
         ProtocolError: with memcached's reply for the malformed line.
         CloseConnection: memcached would drop the connection (an HTTP request line).
     """
+    if 0 in line:  # cut at a NUL: rare, and never the fast path (``0 in`` is a memchr)
+        return parse_general(line, item_size_max)
+    tokens = line.split(b" ")
+    count = len(tokens)
+    if count == 2:
+        # get <key>: one non-empty token without NUL or space is the whole key list.
+        if tokens[0] == b"get" and 0 < len(tokens[1]) <= KEY_MAX_LENGTH:
+            return Get(tokens[1:], False)
+    elif (count == 5 or (count == 6 and tokens[5] == b"noreply")) and tokens[0] == b"set":
+        header = _plain_set(tokens, count == 6, item_size_max)
+        if header is not None:
+            return header
+    if b"" in tokens:  # spaces to drop: let tokenize do it
+        return parse_general(line, item_size_max)
+    return parse_tokens(tokens, item_size_max)  # no NUL, no empty token: this is tokenize(line)
+
+
+# Plain digits this short are below 2**31: safe_strtoul/safe_strtol read them as int() does,
+# with no wrapping (rules.numbers).
+_PLAIN_DIGITS: Final = 9
+
+
+def _plain_set(tokens: list[bytes], noreply: bool, item_size_max: int) -> StoreHeader | None:
+    """``set`` whose fields need none of ``_parse_store``'s checks to fail or differ: a key
+    of at most 250 bytes, and flags, exptime and length of at most 9 plain digits (so no
+    sign, no wrap, length <= MAX_DATA_LENGTH) of an item that fits. None: ask the general
+    reader (which then answers the error or ``TooLarge``)."""
+    key, flags, exptime, nbytes = tokens[1], tokens[2], tokens[3], tokens[4]
+    if (
+        0 < len(key) <= KEY_MAX_LENGTH
+        and flags.isdigit()
+        and exptime.isdigit()
+        and nbytes.isdigit()
+        and len(flags) <= _PLAIN_DIGITS
+        and len(exptime) <= _PLAIN_DIGITS
+        and len(nbytes) <= _PLAIN_DIGITS
+    ):
+        size = int(nbytes)
+        client_flags = int(flags)
+        if item_size_ok(len(key), client_flags, size, item_size_max):
+            return StoreHeader(StoreMode.SET, key, client_flags, int(exptime), size, 0, noreply)
+    return None
+
+
+def parse_general(line: bytes, item_size_max: int) -> Request | StoreHeader:
+    """``parse_line`` without its fast path: the general reader, for every line.
+
+    ``parse_line`` returns what this returns (tests compare the two).
+    """
     nul = line.find(b"\0")
     if nul >= 0:
         line = line[:nul]
-    tokens = tokenize(line)
+    return parse_tokens(tokenize(line), item_size_max)
+
+
+def parse_tokens(tokens: list[bytes], item_size_max: int) -> Request | StoreHeader:
+    """Parse a command line's tokens (``tokenize``'s, after the NUL cut): one dict lookup."""
     if not tokens or len(tokens[0]) < 2:
         raise errors.UnknownCommand()
     cmd = tokens[0]

@@ -219,11 +219,11 @@ class Reactor:
         counters.bytes_read += len(data)
         conn = slot.conn
         conn.receive_data(data)
+        process = conn.process
         while True:
-            batch = conn.process(self._execute, self._write_size)
-            if batch.errors:
-                counters.protocol_errors += batch.errors
-            out = batch.data
+            out, close, more, errors = process(self._execute, self._write_size)
+            if errors:
+                counters.protocol_errors += errors
             if out:
                 counters.bytes_written += len(out)
                 try:
@@ -236,12 +236,12 @@ class Reactor:
                     self._hand_back(slot, Handback(Reason.CLOSE))
                     return
                 if sent < len(out):
-                    self._hand_back(slot, Handback(Reason.WRITE, out[sent:], batch.close))
+                    self._hand_back(slot, Handback(Reason.WRITE, out[sent:], close))
                     return
-            if batch.close:
+            if close:
                 self._hand_back(slot, Handback(Reason.CLOSE))
                 return
-            if not batch.more:
+            if not more:
                 return
             if conn.streaming:  # a metadump: its task writes it, yielding between chunks
                 self._hand_back(slot, Handback(Reason.WRITE))

@@ -18,7 +18,7 @@ from petracache.app import Readiness
 from petracache.observability.counters import Counters
 from petracache.observability.metrics import LATENCY_BOUNDS, PetracacheCollector, RequestMetrics
 from petracache.protocol.requests import Delete, Get, Store
-from petracache.protocol.responses import Hit, Response, Status, Values
+from petracache.protocol.responses import Response, Status, Values
 from petracache.rules.verbs import StoreMode
 
 
@@ -47,7 +47,7 @@ def test_health_always_200_and_ready_follows_the_lifecycle() -> None:
 
 def fake_execute(request: object) -> Response:
     if isinstance(request, Get):
-        return Values([Hit(request.keys[0], 0, 1, b"v")], request.return_cas)
+        return Values([(request.keys[0], 0, 1, b"v")], request.return_cas)
     if isinstance(request, Store):
         return Status.STORED
     return Status.NOT_FOUND

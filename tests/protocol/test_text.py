@@ -297,3 +297,22 @@ def test_a_store_header_completes_into_its_request() -> None:
     lease = parse_line(b"lease-set k 7 5 60 2", 1 << 20)
     assert isinstance(lease, StoreHeader)
     assert lease.complete(b"ab") == LeaseSet(b"k", 7, 5, 60, b"ab")
+
+
+def test_reads_are_kept_as_they_come_or_copied() -> None:
+    """A bytes read becomes the buffer; a bytearray read is copied (the caller may reuse it);
+    a read's leftover waits in a buffer of its own that later reads are appended to."""
+    conn = MemcacheConnection()
+    data = bytearray(b"get a\r\nget")
+    conn.receive_data(data)
+    assert conn.next_request() == Get([b"a"], False)
+    assert conn.next_request() is NEED_DATA
+    data[:] = b"XXXXXXXXXX"
+    conn.receive_data(b" b")
+    conn.receive_data(bytearray(b"\r\nset c 0 0 1\r\n"))
+    assert conn.next_request() == Get([b"b"], False)
+    assert conn.next_request() is NEED_DATA
+    conn.receive_data(b"x\r\n")
+    assert conn.next_request() == Store(SET, b"c", 0, 0, b"x")
+    assert data == b"XXXXXXXXXX"
+    assert conn.buffered == 0

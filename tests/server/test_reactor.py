@@ -13,7 +13,7 @@ import trio
 
 from petracache.observability.counters import Counters
 from petracache.protocol.requests import Get, Request
-from petracache.protocol.responses import Hit, Response, Status, Values
+from petracache.protocol.responses import Response, Status, Values
 from petracache.server.handler import HandlerConfig
 from petracache.server.reactor import Reason
 from petracache.server.serve import DataPlane
@@ -24,7 +24,7 @@ VALUE = b"v" * 1000
 def execute(request: Request) -> Response:
     """Every get hits with a 1,000-byte value; everything else is NOT_FOUND."""
     if isinstance(request, Get):
-        return Values([Hit(key, 0, 1, VALUE) for key in request.keys], False)
+        return Values([(key, 0, 1, VALUE) for key in request.keys], False)
     return Status.NOT_FOUND
 
 
