@@ -92,8 +92,8 @@ class InputBuffer:
         it against hostile input)."""
         return len(self._buf) - self._pos
 
-    def receive_data(self, data: bytes) -> None:
-        """Add received bytes to the input buffer."""
+    def receive_data(self, data: bytes | bytearray) -> None:
+        """Add received bytes to the input buffer (trio's memory streams give a bytearray)."""
         if self._pos:
             if self._pos >= len(self._buf):
                 self._buf.clear()
