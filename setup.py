@@ -35,7 +35,6 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
-COMPILE_ENV = "PETRACACHE_COMPILE"
 # A type-check configuration of its own: pyproject's [tool.mypy] loads the pydantic plugin,
 # which the isolated build environment does not have. Modules outside the compiled set are
 # only read for their types (follow-imports silent), and missing packages count as Any. A
@@ -63,6 +62,7 @@ def _load_build() -> ModuleType:
 
 
 build = _load_build()
+COMPILE_ENV = build.COMPILE_ENV
 
 
 def _say(message: str) -> None:

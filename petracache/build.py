@@ -44,6 +44,10 @@ PACKAGE_DIR: Final = Path(__file__).resolve().parent
 MANIFEST: Final = "_compiled.json"
 # Set to anything but "" or "0": run the .py sources even when compiled modules are current.
 PURE_ENV: Final = "PETRACACHE_PURE"
+# setup.py's: "0" installs pure Python, "1" compiles or fails the install.
+COMPILE_ENV: Final = "PETRACACHE_COMPILE"
+# Not server options: config.check_environment must not refuse them as typos.
+ENVIRONMENT: Final = (PURE_ENV, COMPILE_ENV)
 
 # The modules setup.py compiles: the request path (parse -> execute -> encode) and the pure
 # rules it calls. Not server/ (trio async code), not storage/engine.py (tests replace its

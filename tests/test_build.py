@@ -29,6 +29,7 @@ import pytest
 
 import petracache
 from petracache import build
+from petracache.config import check_environment
 
 PACKAGE_DIR = Path(petracache.__file__).resolve().parent
 EXTENSION = importlib.machinery.EXTENSION_SUFFIXES[0]
@@ -202,3 +203,9 @@ def test_the_compiled_build_is_in_use_when_built() -> None:
         path = importlib.import_module(module).__file__
         assert path is not None
         assert path.endswith(EXTENSION), module
+
+
+def test_the_build_switches_are_no_unknown_server_options() -> None:
+    """The server refuses unknown ``PETRACACHE_*`` variables as typos, but not these:
+    ``PETRACACHE_COMPILE=0 ./scripts/serve`` passes its environment to the server."""
+    check_environment({build.PURE_ENV: "1", build.COMPILE_ENV: "0"})
