@@ -8,9 +8,10 @@ Rules:
    all there, and otherwise installs pure Python with one line saying why.
 2. Every build writes ``petracache/_compiled.json`` (``petracache.build`` reads it at import):
    the modules compiled and the digest of their sources, or, for a pure build, the reason.
-3. The compile runs inside ``build_ext`` only, not at every ``setup.py`` invocation (pip
-   also runs it for metadata). The extension list given to ``setup()`` is a placeholder so
-   that ``build_ext`` runs at all; ``run`` swaps in mypyc's list.
+3. The compile runs inside ``build_ext.run`` only, not at every ``setup.py`` invocation (pip
+   also runs it for metadata). The extension given to ``setup()`` is a placeholder so that
+   ``build_ext`` runs at all; ``finalize_options`` replaces it with mypyc's extensions (by
+   name: the shared library and one per module) and ``run`` has mypyc generate their C.
 4. An editable install (``pip install -e .``, what scripts/serve and scripts/test do) whose
    extensions in the source tree are still current for these sources and this Python skips
    the compile, so re-running those scripts costs seconds, not the minutes of a compile.
@@ -83,7 +84,7 @@ def _missing_tool() -> str | None:
 
 
 class BuildExt(build_ext):
-    """Rules 1-4 around setuptools' build_ext."""
+    """Rules 1-5 around setuptools' build_ext."""
 
     manifest: dict[str, object]
 
@@ -98,14 +99,15 @@ class BuildExt(build_ext):
 
     def run(self) -> None:
         modules = self.manifest["modules"]
+        assert isinstance(modules, list)
         if not self.extensions:
             _say(
-                f"the {len(modules)} compiled modules are current; not recompiling"  # type: ignore[arg-type]
+                f"the {len(modules)} compiled modules are current; not recompiling"
                 if modules
                 else f"installing pure Python: {self.manifest['reason']}"
             )
         else:
-            _say(f"compiling {len(self.extensions) - 1} modules with mypyc (a few minutes)")
+            _say(f"compiling {len(modules)} modules with mypyc (a minute or two)")
             try:
                 self._compile()
             except (SystemExit, Exception) as exc:  # mypyc exits on a type error; cc raises

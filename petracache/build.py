@@ -156,14 +156,14 @@ def decide(package_dir: Path, environ: Mapping[str, str]) -> tuple[BuildState, b
     if environ.get(PURE_ENV, "") not in ("", "0"):
         return BuildState(False, f"pure Python ({PURE_ENV}={environ[PURE_ENV]})"), False
     names = [str(m) for m in modules]
-    missing = [m for m in [*names, NATIVE_LIB] if not has_extension(package_dir, m)]
+    try:
+        missing = [m for m in [*names, NATIVE_LIB] if not has_extension(package_dir, m)]
+        current = "" if missing else source_digest(package_dir, names)
+    except (OSError, ValueError) as exc:  # a source gone, a module outside the package
+        return BuildState(False, f"pure Python (stale build: {exc})"), True
     if missing:
         why = f"stale build: no extension for {missing[0]} on this Python; rebuild"
         return BuildState(False, f"pure Python ({why})"), True
-    try:
-        current = source_digest(package_dir, names)
-    except OSError as exc:
-        return BuildState(False, f"pure Python (stale build: {exc})"), True
     if current != manifest.get("digest"):
         why = "stale build: sources changed since the compile; rebuild with pip install -e ."
         return BuildState(False, f"pure Python ({why})"), True

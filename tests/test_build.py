@@ -148,6 +148,17 @@ def test_a_missing_extension_is_stale(tmp_path: Path) -> None:
     assert "no extension for petracache.rules.ttl" in state.detail
 
 
+def test_a_damaged_manifest_means_pure_never_an_error(tmp_path: Path) -> None:
+    (tmp_path / build.MANIFEST).write_text('{"modules": ["os.path"], "digest": "x"}')
+    state, stale = build.decide(tmp_path, {})
+    assert (state.compiled, stale) == (False, True)
+    (tmp_path / build.MANIFEST).write_text("{not json")
+    assert build.decide(tmp_path, {}) == (
+        build.BuildState(False, "pure Python (not compiled)"),
+        False,
+    )
+
+
 def test_pure_env_loads_every_module_from_source(tmp_path: Path) -> None:
     report, stderr = probe(copy_package(tmp_path), **{build.PURE_ENV: "1"})
     assert report["compiled"] is False
