@@ -9,9 +9,9 @@ Rules:
 2. Every build writes ``petracache/_compiled.json`` (``petracache.build`` reads it at import):
    the modules compiled and the digest of their sources, or, for a pure build, the reason.
 3. The compile runs inside ``build_ext.run`` only, not at every ``setup.py`` invocation (pip
-   also runs it for metadata). The extension given to ``setup()`` is a placeholder so that
-   ``build_ext`` runs at all; ``finalize_options`` replaces it with mypyc's extensions (by
-   name: the shared library and one per module) and ``run`` has mypyc generate their C.
+   also runs it for metadata). ``build_ext`` always runs (``Dist.has_ext_modules``), pure
+   builds included, since it writes the manifest; its ``finalize_options`` names mypyc's
+   extensions (the shared library and one per module) and ``run`` has mypyc generate their C.
 4. An editable install (``pip install -e .``, what scripts/serve and scripts/test do) whose
    extensions in the source tree are still current for these sources and this Python skips
    the compile, so re-running those scripts costs seconds, not the minutes of a compile.
@@ -32,7 +32,7 @@ import sysconfig
 from pathlib import Path
 from types import ModuleType
 
-from setuptools import Extension, setup
+from setuptools import Distribution, Extension, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
@@ -81,6 +81,13 @@ def _missing_tool() -> str | None:
     if not cc or shutil.which(cc[0]) is None:
         return f"no C compiler ({' '.join(cc) or 'cc'} not found; Debian: apt-get install gcc)"
     return None
+
+
+class Dist(Distribution):
+    """Rule 3: build_ext runs for every build, even one with no extension to compile."""
+
+    def has_ext_modules(self) -> bool:
+        return True
 
 
 class BuildExt(build_ext):
@@ -187,7 +194,4 @@ def _pure(reason: str) -> dict[str, object]:
     return {"modules": [], "reason": reason}
 
 
-setup(
-    ext_modules=[Extension("petracache._native_placeholder", sources=[])],
-    cmdclass={"build_ext": BuildExt},
-)
+setup(distclass=Dist, cmdclass={"build_ext": BuildExt})
