@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from petracache import build
 from petracache.observability.counters import Counters, counts
 from petracache.rules.versions import SERVER_VERSION
 from petracache.storage.engine import Engine
@@ -208,6 +209,7 @@ def settings_stats(engine: Engine, info: ServerInfo) -> list[tuple[str, str]]:
         ("durability", storage.durability),
         ("max_disk_bytes", storage.max_disk_bytes),
         ("max_warm_downtime", f"{storage.max_warm_downtime:g}"),
+        ("build", build.label()),  # mypyc or pure: which build of the hot modules runs
     ]
     if info.extra_settings is not None:
         values.extend(info.extra_settings())

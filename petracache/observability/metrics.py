@@ -29,7 +29,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from petracache import __version__
+from petracache import __version__, build
 from petracache.observability.counters import Counters
 from petracache.protocol.binary_requests import BinaryRequest
 from petracache.protocol.meta_requests import MetaSet
@@ -348,14 +348,22 @@ class PetracacheCollector(Collector):
 
 
 def _build_info() -> Metric:
-    """``petracache_build_info``: 1, labelled with what was built and what it runs on."""
+    """``petracache_build_info``: 1, labelled with what was built and what it runs on
+    (``build``: ``mypyc`` when the compiled modules run, else ``pure``)."""
     family = GaugeMetricFamily(
         "petracache_build_info",
-        "petracache's version, the memcached release it reproduces, Python and RocksDB binding.",
-        labels=["version", "memcached", "python", "rocksdict"],
+        "petracache's version, the memcached release it reproduces, Python, rocksdict, build.",
+        labels=["version", "memcached", "python", "rocksdict", "build"],
     )
     family.add_metric(
-        [__version__, MEMCACHED_VERSION, platform.python_version(), _rocksdict_version()], 1
+        [
+            __version__,
+            MEMCACHED_VERSION,
+            platform.python_version(),
+            _rocksdict_version(),
+            build.label(),
+        ],
+        1,
     )
     return family
 

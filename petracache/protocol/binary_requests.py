@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import ClassVar
 
 from petracache.rules.verbs import StoreMode
 
@@ -110,13 +109,20 @@ class BinStatus(enum.IntEnum):
     ENOMEM = 0x82
 
 
+@dataclass(slots=True)
 class BinaryRequest:
-    """Base of the binary protocol's requests: ``opcode``, ``opaque`` and ``quiet`` fields."""
+    """Base of the binary protocol's requests: ``opcode`` and ``opaque`` come first in every
+    one of them (a dataclass, so that compiled with mypyc its subclasses see them as fields
+    without defaults), then each request's own fields, ``quiet`` among them."""
 
-    __slots__ = ()
-    noreply: ClassVar[bool] = False
     opcode: int
     opaque: int
+
+    @property
+    def noreply(self) -> bool:
+        """Never: a quiet form decides reply by reply (``BinaryReply.quiet``). A property,
+        not a ClassVar, which mypyc's dataclasses would take for a field with a default."""
+        return False
 
     @property
     def command(self) -> str:
@@ -133,8 +139,6 @@ class BinGet(BinaryRequest):
     key (getk, gatk); ``with_value`` is False only for touch, whose hit carries the flags.
     """
 
-    opcode: int
-    opaque: int
     key: bytes
     exptime: int | None = None
     with_key: bool = False
@@ -152,8 +156,6 @@ class BinGet(BinaryRequest):
 class BinStore(BinaryRequest):
     """set/add/replace/append/prepend(q); a non-zero ``cas`` makes set/add/replace a cas."""
 
-    opcode: int
-    opaque: int
     mode: StoreMode
     key: bytes
     flags: int
@@ -173,8 +175,6 @@ class BinStore(BinaryRequest):
 class BinTooLarge(BinaryRequest):
     """A store whose value exceeds the item size limit: ``Too large.``, value swallowed."""
 
-    opcode: int
-    opaque: int
     mode: StoreMode
     key: bytes
 
@@ -187,8 +187,6 @@ class BinTooLarge(BinaryRequest):
 class BinDelete(BinaryRequest):
     """delete(q); a non-zero ``cas`` must match the item's."""
 
-    opcode: int
-    opaque: int
     key: bytes
     cas: int = 0
     quiet: bool = False
@@ -198,8 +196,6 @@ class BinDelete(BinaryRequest):
 class BinDelta(BinaryRequest):
     """increment/decrement(q): a miss creates ``initial`` unless ``exptime`` is 0xffffffff."""
 
-    opcode: int
-    opaque: int
     key: bytes
     incr: bool
     delta: int
@@ -213,8 +209,6 @@ class BinDelta(BinaryRequest):
 class BinFlush(BinaryRequest):
     """flush(q) with an optional delay (the 4-byte extras)."""
 
-    opcode: int
-    opaque: int
     delay: int = 0
     quiet: bool = False
 
@@ -223,8 +217,6 @@ class BinFlush(BinaryRequest):
 class BinNoop(BinaryRequest):
     """noop (a flush point), version and quit: a reply without a body, or the version."""
 
-    opcode: int
-    opaque: int
     quiet: bool = False
 
 
@@ -232,8 +224,6 @@ class BinNoop(BinaryRequest):
 class BinStat(BinaryRequest):
     """stat: ``group`` is the key (empty for the general statistics)."""
 
-    opcode: int
-    opaque: int
     group: bytes
 
 
@@ -246,8 +236,6 @@ class BinSasl(BinaryRequest):
     and builds the reply from ``status``.
     """
 
-    opcode: int
-    opaque: int
     status: BinStatus
     body: bytes = b""
     counted: bool = True  # an auth attempt (memcached's auth_cmds); list/continue are not

@@ -33,7 +33,7 @@ class ClientConnection:
 
     __slots__ = ("_item_size_max", "_users", "process", "protocol", "receive_data")
 
-    receive_data: Callable[[bytes], None]
+    receive_data: Callable[[bytes | bytearray], None]
     process: Callable[[Execute, int], Batch]
 
     def __init__(
@@ -55,7 +55,7 @@ class ClientConnection:
         """Unconsumed input bytes."""
         return 0 if self.protocol is None else self.protocol.buffered
 
-    def _first_data(self, data: bytes) -> None:
+    def _first_data(self, data: bytes | bytearray) -> None:
         """``receive_data`` until the first byte arrives: it decides the protocol."""
         if not data:
             return
