@@ -28,5 +28,6 @@ def test_number() -> None:
 
 
 def test_anything_else_is_refused() -> None:
-    with pytest.raises(TypeError, match="not a response"):
+    # The pure build says "not a response"; the compiled one refuses the argument's type.
+    with pytest.raises(TypeError, match="not a response|object expected"):
         compose.encode(object())  # type: ignore[arg-type]
