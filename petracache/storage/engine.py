@@ -244,7 +244,7 @@ class Engine(EngineSeam):
         cached = self.hot.peek(key)
         tally = self.tally
         if cached is not None:
-            old_size = len(key) + codec.HEADER_SIZE + len(cached.data)  # item_stored_size
+            old_size = codec.item_stored_size(key, cached)
         else:
             try:
                 raw = self._db.get(key) if self._db.key_may_exist(key) else None
