@@ -116,7 +116,7 @@ class Engine(EngineSeam):
             AGE_CF: self._db.get_column_family(AGE_CF),
             META_CF: self._meta,
         }
-        # Recently used items, decoded, in front of RocksDB (write-through: storage.hot).
+        # Recently used items in memory, in front of RocksDB (write-through: storage.hot).
         self.hot = HotItems(settings.hot_cache_size)
         self._cas = CasSource(self._meta)
         # Bound once: ``next_cas`` is on the write path, so no wrapper method.
@@ -179,7 +179,7 @@ class Engine(EngineSeam):
             except CorruptValue:
                 self.counters.corrupt_values += 1
                 return None
-            hot.put(key, item)
+            hot.put(key, raw)
         if item.deadline and item.deadline <= now:
             self.counters.expired_lazy += 1
             self._side_write(lambda: self.remove(key, item))
@@ -244,7 +244,7 @@ class Engine(EngineSeam):
         cached = self.hot.peek(key)
         tally = self.tally
         if cached is not None:
-            old_size = codec.item_stored_size(key, cached)
+            old_size = codec.stored_size(key, cached)
         else:
             try:
                 raw = self._db.get(key) if self._db.key_may_exist(key) else None
@@ -274,7 +274,7 @@ class Engine(EngineSeam):
         except BaseException:
             self.hot.drop(key)  # what RocksDB holds now is not known here
             raise
-        self.hot.put(key, item)
+        self.hot.put(key, value)
         self.commit.written += 1
 
     def remove(self, key: bytes, old: Item | None = None) -> None:
@@ -284,7 +284,9 @@ class Engine(EngineSeam):
         alone (no tombstone).
         """
         if old is None:
-            old = self.hot.peek(key)
+            cached = self.hot.peek(key)
+            if cached is not None:
+                old = codec.decode(cached)
         if old is not None:
             size = codec.item_stored_size(key, old)
         else:
@@ -324,13 +326,14 @@ class Engine(EngineSeam):
         A side write of a read, as ``_side_write`` says, done inline because a first read
         of every item makes one (the read path's most frequent write): True if written.
         """
+        value = codec.encode_item(item)
         try:
-            self._db.put(key, codec.encode_item(item), self._hint_opts)
+            self._db.put(key, value, self._hint_opts)
         except Exception:
             self.hot.drop(key)
             self._side_write_failed()
             return False
-        self.hot.put(key, item)
+        self.hot.put(key, value)
         self.commit.untracked += 1  # no reply waits for its fsync
         return True
 

@@ -1,63 +1,75 @@
-"""The hot items: recently used items kept decoded in memory, in front of RocksDB.
+"""The hot items: recently used items kept in memory, in front of RocksDB.
 
 Why: a RocksDB ``get`` of a 1 KB item costs 4-5 µs on this hardware once the data set is
 larger than the CPU caches (a skiplist walk in the memtables or a block lookup in the SST
-files, plus the copy and the decode), which was the largest single cost of a ``get``
-(docs/benchmarks.md). memcached answers from a hash table in memory; here the recently used
-items are answered from a dict: a hit costs a dictionary lookup and no decode.
+files, plus the copy), which was the largest single cost of a ``get`` (docs/benchmarks.md).
+memcached answers from a hash table in memory; here the recently used items are answered
+from a dict: a hit costs a dictionary lookup and a header decode.
 
 Invariants (what makes it a cache and not a second store):
 
-* Write-through and exact: an entry, when present, is the decoded form of what RocksDB holds
-  under its key *now*. Every write to the items family updates or drops the entry in the
-  same synchronous call that writes RocksDB (``Engine`` writes; a reclaim batch drops the
-  keys it deletes or rewrites when it commits). RocksDB stays the only durable copy; a
-  reply never depends on something only this cache holds. Losing the cache (a restart)
-  loses speed, never data.
+* Write-through and exact: an entry, when present, is the very value (the encoded bytes)
+  RocksDB holds under its key *now*. Every write to the items family updates or drops the
+  entry in the same synchronous call that writes RocksDB (``Engine`` writes; a reclaim
+  batch drops the keys it deletes or rewrites when it commits). RocksDB stays the only
+  durable copy; a reply never depends on something only this cache holds. Losing the cache
+  (a restart) loses speed, never data.
 * Liveness is not cached: an entry may be expired or covered by a ``flush_all``; the engine
   checks every item it reads, from here or from RocksDB, the same way.
-* Bounded: ``capacity`` bytes, counting each entry as its key and data plus
-  ``ENTRY_OVERHEAD`` (the Python objects around them). Least recently used entries leave
-  first. An item larger than ``capacity // MAX_SHARE`` is not kept (one big value must not
-  empty the cache). ``capacity`` 0 turns the cache off.
+* Bounded: ``capacity`` bytes, counting each entry as its key and value plus
+  ``ENTRY_OVERHEAD`` (the objects and dict slots around them). An item larger than
+  ``capacity // MAX_SHARE`` is not kept (one big value must not empty the cache).
+  ``capacity`` 0 turns the cache off.
+* Invisible to the garbage collector: entries are bytes in plain dicts, with ``True`` as the
+  mark of a recent hit. CPython never tracks a plain dict that holds only objects which
+  cannot form cycles, so its full collections never walk the entries. They did while the
+  entries were tuples in an ``OrderedDict`` (which is always tracked): with 100,000 items
+  a full collection took 40-80 ms of CPU, visiting every key and entry at a cache miss each,
+  a pause for every client at once (docs/benchmarks.md, workload 3).
+* Eviction is second chance (CLOCK), the approximation of least-recently-used that needs
+  no reordering on a hit: entries sit in insertion order (a plain dict keeps it); a hit or
+  a rewrite marks the key; when over the bound, entries are taken oldest first, a marked
+  one goes to the back once with its mark cleared, an unmarked one leaves. One such pass
+  frees ``capacity // SHRINK_MARGIN`` beyond the bound, so passes are rare and short.
 * Single-threaded: used only on the trio thread, like the engine's item operations.
-* Entries are plain tuples, not ``Item`` objects: CPython's collector stops tracking a plain
-  tuple of ints and bytes after one look, but never an instance of a tuple subclass such as
-  a ``NamedTuple``. Holding ``Item`` objects, every full collection walked every hot item
-  (151 ms with 100,000 items and 1,000 connections, a pause for every client); an ``Item``
-  is built again on each hit (about 0.15 µs).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from typing import Any, Final
+from typing import Final
 
+from petracache.storage import codec
 from petracache.storage.codec import Item
 
-# Bytes per entry beyond key and data: the Item tuple and its ints, the bytes objects'
-# headers and the ordered dict's node and slot (measured with tracemalloc: ~385 B).
-ENTRY_OVERHEAD: Final = 384
+# Bytes per entry beyond key and value: the two bytes objects' headers, the slots of the
+# entry in the values dict and of its mark (measured with tracemalloc: 171 B at 100,000
+# entries; a dict holds up to twice its entries in slots just after it grows).
+ENTRY_OVERHEAD: Final = 192
 MAX_SHARE: Final = 8  # an item may take at most 1/8 of the cache
-_DATA: Final = Item._fields.index("data")
-
-
-def _as_item(fields: tuple[Any, ...]) -> Item:
-    """The ``Item`` an entry's plain tuple holds (``tuple.__new__``: no field checks)."""
-    return tuple.__new__(Item, fields)
+SHRINK_MARGIN: Final = 64  # an eviction pass frees 1/64 of the cache beyond the bound
 
 
 class HotItems:
-    """A bounded, least-recently-used map of key -> ``Item`` (see the module docstring).
+    """A bounded map of key -> the encoded item RocksDB holds (see the module docstring).
 
     Args:
         capacity: bytes the entries may take (``storage.hot_cache_size``); 0 = off.
     """
 
-    __slots__ = ("_entries", "_largest", "bytes", "capacity", "evictions", "hits", "misses")
+    __slots__ = (
+        "_largest",
+        "_recent",
+        "_values",
+        "bytes",
+        "capacity",
+        "evictions",
+        "hits",
+        "misses",
+    )
 
     def __init__(self, capacity: int) -> None:
-        self._entries: OrderedDict[bytes, tuple[Any, ...]] = OrderedDict()
+        self._values: dict[bytes, bytes] = {}  # oldest first
+        self._recent: dict[bytes, bool] = {}  # keys hit or rewritten since last looked at
         self.capacity = capacity
         self._largest = capacity // MAX_SHARE
         self.bytes = 0
@@ -66,51 +78,83 @@ class HotItems:
         self.evictions = 0
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._values)
 
     def get(self, key: bytes) -> Item | None:
-        """The entry for ``key`` (now the most recently used), or None."""
-        fields = self._entries.get(key)
-        if fields is None:
+        """The item under ``key``, decoded (and the key marked as recently used), or None."""
+        raw = self._values.get(key)
+        if raw is None:
             self.misses += 1
             return None
         self.hits += 1
-        self._entries.move_to_end(key)
-        return _as_item(fields)
+        self._recent[key] = True
+        return codec.decode(raw)
 
-    def peek(self, key: bytes) -> Item | None:
-        """The entry for ``key`` without counting or reordering (for a write's bookkeeping)."""
-        fields = self._entries.get(key)
-        return None if fields is None else _as_item(fields)
+    def peek(self, key: bytes) -> bytes | None:
+        """The stored value under ``key``, without counting or marking (a write's
+        bookkeeping)."""
+        return self._values.get(key)
 
-    def put(self, key: bytes, item: Item) -> None:
-        """``item`` is what RocksDB now holds under ``key``."""
-        entries = self._entries
-        old = entries.pop(key, None)
+    def put(self, key: bytes, value: bytes) -> None:
+        """``value`` (an encoded item) is what RocksDB now holds under ``key``."""
+        values = self._values
+        old = values.get(key)
+        cost = len(key) + len(value) + ENTRY_OVERHEAD
         if old is not None:
-            self.bytes -= len(key) + len(old[_DATA]) + ENTRY_OVERHEAD
-        cost = len(key) + len(item.data) + ENTRY_OVERHEAD
-        if cost > self._largest:
+            if cost > self._largest:
+                self.drop(key)  # the old entry must not outlive its value
+                return
+            values[key] = value  # in place: the mark below keeps it from leaving first
+            self._recent[key] = True
+            self.bytes += len(value) - len(old)
+        elif cost > self._largest:
             return
-        entries[key] = tuple(item)
-        self.bytes += cost
+        else:
+            values[key] = value
+            self.bytes += cost
         if self.bytes > self.capacity:
-            self._shrink()
+            self._shrink(key)
 
     def drop(self, key: bytes) -> None:
         """RocksDB no longer holds what the entry says (deleted or rewritten elsewhere)."""
-        old = self._entries.pop(key, None)
+        old = self._values.pop(key, None)
         if old is not None:
-            self.bytes -= len(key) + len(old[_DATA]) + ENTRY_OVERHEAD
+            self.bytes -= len(key) + len(old) + ENTRY_OVERHEAD
+            self._recent.pop(key, None)
 
     def clear(self) -> None:
         """Forget every entry (e.g. after the database under it was replaced)."""
-        self._entries.clear()
+        self._values.clear()
+        self._recent.clear()
         self.bytes = 0
 
-    def _shrink(self) -> None:
-        entries = self._entries
-        while self.bytes > self.capacity and entries:
-            key, old = entries.popitem(last=False)
-            self.bytes -= len(key) + len(old[_DATA]) + ENTRY_OVERHEAD
-            self.evictions += 1
+    def _shrink(self, newest: bytes) -> None:
+        """Evict, second chance, until ``capacity // SHRINK_MARGIN`` below the bound.
+
+        ``newest``, the entry just written, is spared as if marked: when every older entry
+        is marked, a round reaches the back of the dict, and the entry being added must not
+        be the one that leaves. Terminates: each round clears the marks of the entries it
+        passes over, so the next round finds them unmarked.
+        """
+        values, recent = self._values, self._recent
+        target = self.capacity - self.capacity // SHRINK_MARGIN
+        while self.bytes > target and values:
+            spared: list[bytes] = []
+            freed = 0
+            need = self.bytes - target
+            victims: list[bytes] = []
+            for key, value in values.items():  # oldest first
+                if freed >= need:
+                    break
+                if key in recent or key == newest:
+                    spared.append(key)
+                else:
+                    victims.append(key)
+                    freed += len(key) + len(value) + ENTRY_OVERHEAD
+            for key in victims:
+                del values[key]
+            self.bytes -= freed
+            self.evictions += len(victims)
+            for key in spared:  # to the back, unmarked
+                recent.pop(key, None)
+                values[key] = values.pop(key)
