@@ -38,6 +38,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from petracache.config import StorageSettings
@@ -117,7 +118,12 @@ class Engine(EngineSeam):
             META_CF: self._meta,
         }
         # Recently used items in memory, in front of RocksDB (write-through: storage.hot).
-        self.hot = HotItems(settings.hot_cache_size)
+        # Not a bound method: the engine must not be in a reference cycle (its RocksDB
+        # handles, and the database's lock, go when the last reference does).
+        self.hot = HotItems(
+            settings.hot_cache_size,
+            partial(_write_back, self._db, self._hint_opts, self.commit, self.counters),
+        )
         self._cas = CasSource(self._meta)
         # Bound once: ``next_cas`` is on the write path, so no wrapper method.
         self.next_cas = self._cas.take
@@ -318,15 +324,20 @@ class Engine(EngineSeam):
         """Store a fetch record: ``item`` differs from the stored version only in its fetch
         state (fetched bit, access time), never in data, CAS or deadline.
 
-        So its index entries are unchanged (a plain put suffices), and the write skips the
-        WAL: it costs a memtable insert, not a log append, on the read path. Losing it in a
-        crash only forgets that the item was fetched. Reads return the newest version in the
-        memtable either way, and any later store is WAL-logged as usual.
+        An item in the hot items keeps the record there, dirty, until it leaves them
+        (``storage.hot``: RocksDB gets it then, or at close, or never if a write comes
+        first). Otherwise it is written now: its index entries are unchanged (a plain put
+        suffices), and the write skips the WAL, a memtable insert rather than a log append
+        on the read path. Losing it in a crash only forgets that the item was fetched;
+        reads return the newest version either way, and any later store is WAL-logged as
+        usual.
 
         A side write of a read, as ``_side_write`` says, done inline because a first read
-        of every item makes one (the read path's most frequent write): True if written.
+        of every item makes one (the read path's most frequent write): True if recorded.
         """
         value = codec.encode_item(item)
+        if self.hot.hint(key, value):
+            return True
         try:
             self._db.put(key, value, self._hint_opts)
         except Exception:
@@ -336,6 +347,22 @@ class Engine(EngineSeam):
         self.hot.put(key, value)
         self.commit.untracked += 1  # no reply waits for its fsync
         return True
+
+    def write_hints(self) -> None:
+        """Store every fetch record the hot items still keep (at close: a clean stop keeps
+        them). One unlogged batch; best effort, like the records."""
+        hints = self.hot.take_hints()
+        if not hints:
+            return
+        batch = rocks.new_batch()
+        for key, value in hints:
+            batch.put(key, value)
+        try:
+            rocks.commit_batch(self._db, batch, self._hint_opts)
+        except StorageError:
+            self._side_write_failed()
+            return
+        self.commit.untracked += len(hints)
 
     def _side_write(self, write: Callable[[], None]) -> bool:
         """Run a write that a read makes on the side (lazy delete, fetch record).
@@ -356,8 +383,7 @@ class Engine(EngineSeam):
         return True
 
     def _side_write_failed(self) -> None:
-        extra = self.counters.extra
-        extra["read_write_failures"] = extra.get("read_write_failures", 0) + 1
+        _count_side_write_failure(self.counters)
 
     # -- whole operations (read, transition, write) ------------------------------------------
 
@@ -473,6 +499,7 @@ class Engine(EngineSeam):
             return
         self._closed = True
         error: Exception | None = None
+        self.write_hints()
         self._record_stop()
         try:
             self._db.flush(True)
@@ -485,6 +512,24 @@ class Engine(EngineSeam):
             error = error or exc
         if error is not None:
             raise StorageError(f"closing the database: {error}") from error
+
+
+def _write_back(
+    db: Any, opts: Any, commit: CommitLog, counters: EngineCounters, key: bytes, value: bytes
+) -> None:
+    """Store a fetch record the hot items kept (``Engine._write_hint``), as its entry leaves
+    them. Best effort, like the record itself: a failure is counted, never raised."""
+    try:
+        db.put(key, value, opts)
+    except Exception:
+        _count_side_write_failure(counters)
+        return
+    commit.untracked += 1
+
+
+def _count_side_write_failure(counters: EngineCounters) -> None:
+    extra = counters.extra
+    extra["read_write_failures"] = extra.get("read_write_failures", 0) + 1
 
 
 def _restored_tally(last: LastRun | None, sequence: int) -> ItemTally:

@@ -14,6 +14,17 @@ Invariants (what makes it a cache and not a second store):
   batch drops the keys it deletes or rewrites when it commits). RocksDB stays the only
   durable copy; a reply never depends on something only this cache holds. Losing the cache
   (a restart) loses speed, never data.
+* One exception, the fetch state: a read that only changes an item's fetch state (the
+  fetched and active bits, the access time: ``items.fetched``) updates the entry here and
+  marks it *dirty* instead of writing RocksDB (``hint``). The dirty entry is then the newer
+  version; it reaches RocksDB when it leaves this cache (``write_back``, called as it is
+  evicted), when the engine closes (``take_hints``), or never, if a write replaces or
+  deletes the key first. Why: the first read of every item after it is written records the
+  fetch, and writing those records cost a fifth of the CPU of a read-mostly workload
+  (docs/benchmarks.md); memcached keeps this state in memory only. What is lost in a crash is
+  what a crash already lost when the records were written without the WAL: that an item was
+  read. Readers of RocksDB that need the fetch state (the reclaimer's second chance, the
+  metadump) ask this cache first (``peek``).
 * Liveness is not cached: an entry may be expired or covered by a ``flush_all``; the engine
   checks every item it reads, from here or from RocksDB, the same way.
 * Bounded: ``capacity`` bytes, counting each entry as its key and value plus
@@ -36,6 +47,7 @@ Invariants (what makes it a cache and not a second store):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 from petracache.storage import codec
@@ -54,12 +66,16 @@ class HotItems:
 
     Args:
         capacity: bytes the entries may take (``storage.hot_cache_size``); 0 = off.
+        write_back: stores a dirty entry's value in RocksDB as the entry is evicted (best
+            effort: it must not raise).
     """
 
     __slots__ = (
+        "_dirty",
         "_largest",
         "_recent",
         "_values",
+        "_write_back",
         "bytes",
         "capacity",
         "evictions",
@@ -67,9 +83,11 @@ class HotItems:
         "misses",
     )
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, write_back: Callable[[bytes, bytes], None]) -> None:
         self._values: dict[bytes, bytes] = {}  # oldest first
         self._recent: dict[bytes, bool] = {}  # keys hit or rewritten since last looked at
+        self._dirty: dict[bytes, bool] = {}  # entries newer than RocksDB (fetch state only)
+        self._write_back = write_back
         self.capacity = capacity
         self._largest = capacity // MAX_SHARE
         self.bytes = 0
@@ -95,10 +113,17 @@ class HotItems:
         bookkeeping)."""
         return self._values.get(key)
 
+    @property
+    def dirty(self) -> int:
+        """Entries whose fetch state RocksDB does not have yet."""
+        return len(self._dirty)
+
     def put(self, key: bytes, value: bytes) -> None:
         """``value`` (an encoded item) is what RocksDB now holds under ``key``."""
         values = self._values
         old = values.get(key)
+        if self._dirty:
+            self._dirty.pop(key, None)
         cost = len(key) + len(value) + ENTRY_OVERHEAD
         if old is not None:
             if cost > self._largest:
@@ -115,17 +140,38 @@ class HotItems:
         if self.bytes > self.capacity:
             self._shrink(key)
 
+    def hint(self, key: bytes, value: bytes) -> bool:
+        """``value`` is the entry's item with only its fetch state changed: keep it here,
+        dirty, instead of writing RocksDB. False if ``key`` has no entry (then the caller
+        writes RocksDB itself)."""
+        values = self._values
+        if key not in values:
+            return False
+        values[key] = value  # the same data, so the same size
+        self._recent[key] = True
+        self._dirty[key] = True
+        return True
+
+    def take_hints(self) -> list[tuple[bytes, bytes]]:
+        """Every dirty entry's (key, value), now counted as written (the caller writes them)."""
+        values = self._values
+        hints = [(key, values[key]) for key in self._dirty]
+        self._dirty.clear()
+        return hints
+
     def drop(self, key: bytes) -> None:
         """RocksDB no longer holds what the entry says (deleted or rewritten elsewhere)."""
         old = self._values.pop(key, None)
         if old is not None:
             self.bytes -= len(key) + len(old) + ENTRY_OVERHEAD
             self._recent.pop(key, None)
+            self._dirty.pop(key, None)
 
     def clear(self) -> None:
-        """Forget every entry (e.g. after the database under it was replaced)."""
+        """Forget every entry, dirty ones included (the database under it was replaced)."""
         self._values.clear()
         self._recent.clear()
+        self._dirty.clear()
         self.bytes = 0
 
     def _shrink(self, newest: bytes) -> None:
@@ -151,8 +197,12 @@ class HotItems:
                 else:
                     victims.append(key)
                     freed += len(key) + len(value) + ENTRY_OVERHEAD
+            dirty = self._dirty
             for key in victims:
-                del values[key]
+                value = values.pop(key)
+                if key in dirty:
+                    del dirty[key]
+                    self._write_back(key, value)
             self.bytes -= freed
             self.evictions += len(victims)
             for key in spared:  # to the back, unmarked

@@ -64,11 +64,16 @@ class EngineSeam:
 
     def stored(self, key: bytes) -> tuple[Item | None, int]:
         """The stored version under ``key``, dead or alive (None if absent or undecodable),
-        and its key+value size."""
-        try:
-            raw = self._db.get(key)
-        except Exception as exc:
-            raise StorageError(f"read failed: {exc}") from exc
+        and its key+value size.
+
+        From the hot items when there: their entry may carry a fetch state RocksDB does not
+        have yet (``storage.hot``), which the reclaimer's second chance needs."""
+        raw = self.hot.peek(key)
+        if raw is None:
+            try:
+                raw = self._db.get(key)
+            except Exception as exc:
+                raise StorageError(f"read failed: {exc}") from exc
         if raw is None:
             return None, 0
         try:

@@ -76,10 +76,13 @@ class ItemWalk:
             walk = engine.walk(
                 "default", self._cursor, self._batch, self._timer() + self._budget, self._timer
             )
+            hot = engine.hot
             for key in walk:
                 last = key
+                # A hot entry may carry a fetch state RocksDB does not have yet (storage.hot).
+                raw = hot.peek(key)
                 try:
-                    item = codec.decode(walk.value())
+                    item = codec.decode(walk.value() if raw is None else raw)
                 except CorruptValue:
                     continue
                 if not engine.is_dead(item, now):

@@ -1,8 +1,10 @@
-"""The hot items (``storage.hot``): bounded, least recently used, and always what RocksDB holds.
+"""The hot items (``storage.hot``): bounded, second chance, and what RocksDB holds.
 
-The invariant checked throughout: an entry, when present, equals the decoded value RocksDB
-holds under its key, after every kind of write (set, stores, deltas, touches, fetch
-records, deletes, lazy expiry, reclaim batches that delete, evict or requeue).
+The invariant checked throughout: an entry, when present, is the value RocksDB holds under
+its key, after every kind of write (set, stores, deltas, touches, fetch records, deletes,
+lazy expiry, reclaim batches that delete, evict or requeue); a *dirty* entry differs from it
+only in the fetch state a read recorded, and RocksDB gets that state when the entry leaves
+the cache or the engine closes.
 """
 
 from __future__ import annotations
@@ -12,34 +14,60 @@ import random
 from pathlib import Path
 
 from petracache.storage import codec
-from petracache.storage.codec import Item
+from petracache.storage.codec import ACTIVE, FETCHED, Item
 from petracache.storage.engine import Engine, StoreMode
 from petracache.storage.hot import ENTRY_OVERHEAD, HotItems
 from petracache.storage.reclaim import Reclaimer
 from tests.storage.conftest import Clock, open_engine
 from tests.storage.test_reclaim import VALUE, drain, make_engine
 
+FETCH_BITS = FETCHED | ACTIVE
 
-def value(data: bytes, cas: int = 1) -> bytes:
-    return codec.encode_item(Item(0, 0, 0, cas, data))
+
+class Written(list[tuple[bytes, bytes]]):
+    """What a ``HotItems`` wrote back, in order."""
+
+    def __call__(self, key: bytes, value: bytes) -> None:
+        self.append((key, value))
+
+
+def new_hot(capacity: int) -> HotItems:
+    return HotItems(capacity, Written())
+
+
+def value(data: bytes, cas: int = 1, bits: int = 0) -> bytes:
+    return codec.encode_item(Item(0, 0, 0, cas, data, 0, bits))
 
 
 def cost(key: bytes, data: bytes) -> int:
     return len(key) + len(value(data)) + ENTRY_OVERHEAD
 
 
+def without_fetch_state(item: Item) -> Item:
+    return item._replace(last_access=0, bits=item.bits & ~FETCH_BITS)
+
+
 def assert_coherent(engine: Engine) -> None:
-    """Every hot entry is the very value RocksDB holds under its key."""
+    """Every hot entry is the value RocksDB holds under its key; a dirty one differs only in
+    its fetch state."""
     db = engine.raw_db()
-    for key in list(engine.hot._values):
+    hot = engine.hot
+    for key in list(hot._values):
         raw = db.get(key)
         assert raw is not None, f"hot entry for deleted key {key!r}"
-        assert engine.hot.peek(key) == raw, key
+        cached = hot.peek(key)
+        assert cached is not None
+        if key in hot._dirty:
+            assert without_fetch_state(codec.decode(cached)) == without_fetch_state(
+                codec.decode(raw)
+            ), key
+        else:
+            assert cached == raw, key
 
 
 def test_unmarked_entries_leave_oldest_first_and_the_bound_holds() -> None:
     one = cost(b"k00", b"x" * 100)
-    hot = HotItems(10 * one)
+    hot = new_hot(10 * one)
     for i in range(10):
         hot.put(b"k%02d" % i, value(b"x" * 100))
     assert hot.get(b"k00") is not None  # k00 is marked: it gets a second chance
@@ -57,7 +85,7 @@ def test_unmarked_entries_leave_oldest_first_and_the_bound_holds() -> None:
 
 def test_when_every_entry_is_marked_a_pass_still_frees_room() -> None:
     one = cost(b"k00", b"x" * 100)
-    hot = HotItems(10 * one)
+    hot = new_hot(10 * one)
     for i in range(10):
         hot.put(b"k%02d" % i, value(b"x" * 100))
         hot.get(b"k%02d" % i)
@@ -69,7 +97,7 @@ def test_when_every_entry_is_marked_a_pass_still_frees_room() -> None:
 
 def test_a_rewrite_counts_as_a_use() -> None:
     one = cost(b"k00", b"x" * 100)
-    hot = HotItems(10 * one)
+    hot = new_hot(10 * one)
     for i in range(10):
         hot.put(b"k%02d" % i, value(b"x" * 100))
     hot.put(b"k00", value(b"y" * 100, cas=2))
@@ -79,7 +107,7 @@ def test_a_rewrite_counts_as_a_use() -> None:
 
 
 def test_replacing_and_dropping_keep_the_byte_count_exact() -> None:
-    hot = HotItems(1 << 20)
+    hot = new_hot(1 << 20)
     hot.put(b"a", value(b"x" * 10))
     hot.put(b"a", value(b"y" * 50, cas=2))
     assert hot.bytes == cost(b"a", b"y" * 50)
@@ -92,7 +120,7 @@ def test_replacing_and_dropping_keep_the_byte_count_exact() -> None:
 
 
 def test_an_item_larger_than_an_eighth_is_not_kept_and_replaces_nothing_stale() -> None:
-    hot = HotItems(8 * 1024)
+    hot = new_hot(8 * 1024)
     hot.put(b"big", value(b"small"))
     hot.put(b"big", value(b"x" * 1024))  # too big: the old entry must not survive either
     assert hot.peek(b"big") is None
@@ -100,7 +128,7 @@ def test_an_item_larger_than_an_eighth_is_not_kept_and_replaces_nothing_stale() 
 
 
 def test_capacity_zero_keeps_nothing() -> None:
-    hot = HotItems(0)
+    hot = new_hot(0)
     hot.put(b"a", value(b"x"))
     assert hot.get(b"a") is None
     assert hot.misses == 1
@@ -109,7 +137,7 @@ def test_capacity_zero_keeps_nothing() -> None:
 def test_the_garbage_collector_never_walks_the_entries() -> None:
     # Why the entries are bytes in plain dicts (storage.hot): an untracked container costs a
     # full collection nothing, however many items it holds.
-    hot = HotItems(1 << 20)
+    hot = new_hot(1 << 20)
     for i in range(100):
         hot.put(b"k%d" % i, value(b"x" * 10))
         hot.get(b"k%d" % (i // 2))
@@ -195,5 +223,83 @@ def test_reclaim_batches_drop_what_they_delete_or_requeue(tmp_path: Path, clock:
         assert engine.counters.evictions > 0
         assert engine.counters.expired_reaped > 0
         assert_coherent(engine)
+    finally:
+        engine.close()
+
+
+def test_a_hint_stays_in_memory_until_its_entry_leaves() -> None:
+    written = Written()
+    one = cost(b"k00", b"x" * 100)
+    hot = HotItems(10 * one, written)
+    assert not hot.hint(b"absent", value(b"x" * 100, bits=FETCHED))  # the caller writes it
+    for i in range(10):
+        hot.put(b"k%02d" % i, value(b"x" * 100))
+    fetched = value(b"x" * 100, bits=FETCHED)
+    assert hot.hint(b"k00", fetched)
+    assert hot.hint(b"k01", fetched)
+    assert hot.dirty == 2
+    assert hot.peek(b"k00") == fetched
+    hot.put(b"k01", value(b"y" * 100))  # a write replaces the hint: nothing to write back
+    assert hot.dirty == 1
+    for i in range(10, 30):  # k00 gets its second chance, then leaves: written back
+        hot.put(b"k%02d" % i, value(b"x" * 100))
+    assert hot.peek(b"k00") is None
+    assert written == [(b"k00", fetched)]
+    assert hot.dirty == 0
+
+
+def test_taken_and_dropped_hints_are_not_written_back() -> None:
+    written = Written()
+    hot = HotItems(1 << 20, written)
+    for key in (b"a", b"b", b"c"):
+        hot.put(key, value(b"x"))
+        hot.hint(key, value(b"x", bits=FETCHED))
+    hot.drop(b"b")  # deleted: its hint goes with it
+    assert sorted(hot.take_hints()) == [
+        (b"a", value(b"x", bits=FETCHED)),
+        (b"c", value(b"x", bits=FETCHED)),
+    ]
+    assert hot.dirty == 0
+    hot.hint(b"a", value(b"x", bits=FETCHED | ACTIVE))
+    hot.clear()  # the database was replaced
+    assert hot.take_hints() == []
+    assert written == []
+
+
+def test_a_first_read_writes_nothing_and_the_record_reaches_rocksdb_at_close(
+    tmp_path: Path, clock: Clock
+) -> None:
+    engine = open_engine(tmp_path / "db", clock)
+    engine.set(b"k", 0, 0, b"v")
+    stored = engine.raw_db().get(b"k")
+    writes = engine.commit.writes
+    item = engine.fetch(b"k")
+    assert item is not None
+    assert item.bits & FETCHED
+    assert engine.raw_db().get(b"k") == stored  # kept in memory, dirty
+    assert engine.commit.writes == writes
+    assert engine.stored(b"k")[0] == item  # what the reclaimer sees: the fetch state too
+    engine.close()
+    del engine  # column-family handles keep RocksDB's lock until they are released
+    gc.collect()
+    engine = open_engine(tmp_path / "db", clock)
+    try:
+        reread = engine.read(b"k", engine.now())
+        assert reread is not None
+        assert reread.bits & FETCHED
+    finally:
+        engine.close()
+
+
+def test_an_evicted_hot_entry_writes_its_fetch_record_back(tmp_path: Path, clock: Clock) -> None:
+    engine = open_engine(tmp_path / "db", clock, hot_cache_size=20 * cost(b"key:00", b"x" * 64))
+    try:
+        engine.set(b"first", 0, 0, b"x" * 64)
+        engine.fetch(b"first")
+        for i in range(60):
+            engine.set(b"key:%02d" % i, 0, 0, b"x" * 64)
+        assert engine.hot.peek(b"first") is None
+        raw = engine.raw_db().get(b"first")
+        assert codec.decode(raw).bits & FETCHED
     finally:
         engine.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from petracache.rules.verbs import StoreMode
+from petracache.storage.codec import FETCHED
 from petracache.storage.engine import Engine
 from petracache.storage.walk import ItemWalk
 from tests.storage.conftest import Clock
@@ -59,3 +60,10 @@ def test_walk_of_an_empty_database(tmp_path: Path, engine: Engine) -> None:
     walk = ItemWalk(engine)
     assert walk.step() == []
     assert walk.done
+
+
+def test_walk_reports_the_fetch_state_the_hot_items_still_keep(engine: Engine) -> None:
+    _fill(engine, 3)
+    engine.fetch(b"k00001")  # recorded in the hot items only, for now (storage.hot)
+    fetched = {key: bool(item.bits & FETCHED) for key, item in ItemWalk(engine).step()}
+    assert fetched == {b"k00000": False, b"k00001": True, b"k00002": False}
