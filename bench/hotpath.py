@@ -31,7 +31,7 @@ from petracache.commands.executor import Executor
 from petracache.commands.stats import ServerInfo
 from petracache.config import StorageSettings
 from petracache.observability.counters import Counters
-from petracache.observability.metrics import RequestMetrics
+from petracache.observability.request_metrics import RequestMetrics
 from petracache.protocol.connection import NEED_DATA, Execute, MemcacheConnection
 from petracache.storage.engine import Engine
 

@@ -23,7 +23,7 @@ from petracache.commands.executor import Executor
 from petracache.commands.stats import ServerInfo
 from petracache.config import StorageSettings
 from petracache.observability.counters import Counters
-from petracache.observability.metrics import RequestMetrics
+from petracache.observability.request_metrics import RequestMetrics
 from petracache.protocol.requests import Get, Request, Store
 from petracache.protocol.responses import Response, Values
 from petracache.rules.verbs import StoreMode

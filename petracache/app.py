@@ -32,7 +32,8 @@ from petracache.commands.executor import Executor
 from petracache.commands.stats import ServerInfo
 from petracache.config import ServerSettings, Settings, split_host_port
 from petracache.observability.counters import Counters
-from petracache.observability.metrics import PetracacheCollector, RequestMetrics
+from petracache.observability.metrics import PetracacheCollector
+from petracache.observability.request_metrics import RequestMetrics
 from petracache.server.accept_guard import AcceptGuard
 from petracache.server.auth import AuthFileError, load_auth_file
 from petracache.server.durability import GroupCommitter

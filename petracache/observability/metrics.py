@@ -1,12 +1,13 @@
-"""Request metrics and the Prometheus collector behind ``/metrics``.
+"""The Prometheus collector behind ``/metrics``.
 
 Strategy (collect on scrape): the data plane only updates plain Python ints, dicts and lists
-on the trio thread -- ``Counters`` fields, and here ``RequestMetrics`` (request counts by
-command and result, and a latency histogram per command as a list of bucket counts). No
-prometheus_client object is touched per request. ``PetracacheCollector.collect`` runs on the
-admin thread at scrape time and builds every metric family from snapshots of those values
-(``dict.copy``/``list(...)`` are single C calls under the GIL, so a scrape never sees a dict
-change size under it) and from ``Engine.statistics()`` for the RocksDB gauges.
+on the trio thread -- ``Counters`` fields, and ``request_metrics.RequestMetrics`` (request
+counts by command and result, and a latency histogram per command as a list of bucket
+counts). No prometheus_client object is touched per request. ``PetracacheCollector.collect``
+runs on the admin thread at scrape time and builds every metric family from snapshots of
+those values (``dict.copy``/``list(...)`` are single C calls under the GIL, so a scrape
+never sees a dict change size under it) and from ``Engine.statistics()`` for the RocksDB
+gauges.
 
 Prometheus counters here are monotonic: ``stats reset`` rebases what ``stats`` shows (see
 ``counters.py``), it does not zero what ``/metrics`` reports.
@@ -17,9 +18,7 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import platform
-import re
-from collections.abc import Callable, Iterator
-from time import perf_counter_ns
+from collections.abc import Iterator
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -31,179 +30,18 @@ from prometheus_client.registry import Collector
 
 from petracache import __version__, build
 from petracache.observability.counters import Counters
-from petracache.protocol.binary_requests import BinaryRequest
-from petracache.protocol.meta_requests import MetaSet
-from petracache.protocol.requests import Arithmetic, Get, Request, Store, TooLarge
-from petracache.protocol.responses import (
-    BinaryReply,
-    ErrorReply,
-    MetaCode,
-    MetaReply,
-    Number,
-    Response,
-    Status,
-    Values,
+from petracache.observability.request_metrics import (
+    MAX_BUCKET_BITS,
+    MIN_BUCKET_BITS,
+    RequestMetrics,
 )
 from petracache.rules.versions import MEMCACHED_VERSION
 from petracache.storage.engine import Engine
 
-# Latency buckets are powers of two nanoseconds, so the hot path finds a request's bucket
-# with ``elapsed_ns.bit_length()`` (no search): slot k counts 2**(k-1) <= ns < 2**k. The
-# exported buckets run from 2**10 ns (~1 us: a cached get) to 2**30 ns (~1.07 s), which spans
-# block-cache hits through RocksDB reads from a slow disk.
-MIN_BUCKET_BITS = 10
-MAX_BUCKET_BITS = 30
-_SLOTS = 64  # bit_length of any int64 nanosecond count
+# The exported latency buckets' upper bounds in seconds (``request_metrics`` has the slots).
 LATENCY_BOUNDS: tuple[float, ...] = tuple(
     2**k / 1e9 for k in range(MIN_BUCKET_BITS, MAX_BUCKET_BITS + 1)
 )
-
-_STATUS_RESULTS: dict[Status, str] = dict.fromkeys(Status, "ok")
-_STATUS_RESULTS.update(
-    {
-        Status.STORED: "stored",
-        Status.NOT_STORED: "not_stored",
-        Status.EXISTS: "exists",
-        Status.NOT_FOUND: "not_found",
-        Status.DELETED: "hit",
-        Status.TOUCHED: "hit",
-        Status.ERROR: "error",
-    }
-)
-# Keyed by id(): Enum.__hash__ is Python code, id() and int hashing are not.
-_STATUS_BY_ID = {id(status): result for status, result in _STATUS_RESULTS.items()}
-# Meta codes by id() as well; HD and VA are "stored" for ms and "hit" for mg, md and ma
-# (what STORED, DELETED and an incr's number count as).
-_META_RESULTS = {
-    id(MetaCode.EN): "miss",
-    id(MetaCode.NS): "not_stored",
-    id(MetaCode.NF): "not_found",
-    id(MetaCode.EX): "exists",
-    id(MetaCode.MN): "ok",
-}
-_META_SUCCESS = (id(MetaCode.HD), id(MetaCode.VA))
-_GET_NAMES = ("get", "gets", "gat", "gats")  # index: 2 * (exptime given) + return_cas
-
-
-def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
-
-
-class CommandStats:
-    """One command's figures: results by name, latency slots, total nanoseconds."""
-
-    __slots__ = ("buckets", "results", "total_ns")
-
-    def __init__(self) -> None:
-        self.results: dict[str, int] = {}
-        self.buckets = [0] * _SLOTS
-        self.total_ns = 0
-
-
-class RequestMetrics:
-    """Per-command request counts by result, and latency histograms, in plain containers.
-
-    ``commands[name]`` holds a ``CommandStats``; a multi-key get counts each key as a hit or
-    a miss. Written only by the trio thread; read by the collector at scrape time.
-    """
-
-    def __init__(self) -> None:
-        self.commands: dict[str, CommandStats] = {}
-        self._names: dict[type, str] = {}
-
-    def command_name(self, request: Request) -> str:
-        """get/gets/gat/gats, the store verb, incr/decr, or the class name in snake case."""
-        cls = request.__class__
-        if cls is Get:
-            return _GET_NAMES[2 * (request.exptime is not None) + request.return_cas]  # type: ignore[union-attr]
-        if isinstance(request, (Store, TooLarge)):
-            return request.mode.value
-        if cls is Arithmetic:
-            return "incr" if request.incr else "decr"  # type: ignore[union-attr]
-        if isinstance(request, BinaryRequest):
-            return request.command
-        name = self._names.get(cls)
-        if name is None:
-            name = self._names[cls] = _snake(cls.__name__)
-        return name
-
-    def stats_for(self, name: str) -> CommandStats:
-        """The record of command ``name``, created when the command is first seen."""
-        stats = self.commands.get(name)
-        if stats is None:
-            stats = self.commands[name] = CommandStats()
-        return stats
-
-    def instrument(self, execute: Callable[[Request], Response]) -> Callable[[Request], Response]:
-        """Wrap the executor: time each request and count its result.
-
-        Per request: two ``perf_counter_ns`` reads, the command's record (get/gets/gat/gats
-        from a four-slot cache, a store by its verb, without building a name), a list slot
-        and an int add for the latency, one dict update for the result, all on the trio
-        thread (README "Metrics overhead" has the measured cost).
-        """
-        statuses = _STATUS_BY_ID
-        stats_for = self.stats_for
-        command_name = self.command_name
-        clock = perf_counter_ns
-        commands = self.commands
-        # Records of get/gets/gat/gats by _GET_NAMES index: filled as each is first seen, so
-        # /metrics lists only commands that ran.
-        get_stats: list[CommandStats | None] = [None] * len(_GET_NAMES)
-
-        def timed_execute(request: Request) -> Response:
-            start = clock()
-            response = execute(request)
-            elapsed = clock() - start
-            cls = request.__class__
-            if cls is Get:
-                slot = 2 * (request.exptime is not None) + request.return_cas  # type: ignore[union-attr]
-                stats = get_stats[slot]
-                if stats is None:
-                    stats = get_stats[slot] = stats_for(_GET_NAMES[slot])
-            elif cls is Store:
-                # The verb's name is its mode's value (``_value_``: ``.value`` is a descriptor).
-                name = request.mode._value_  # type: ignore[union-attr]
-                stats = commands.get(name)
-                if stats is None:
-                    stats = stats_for(name)
-            else:
-                stats = stats_for(command_name(request))
-            stats.buckets[elapsed.bit_length()] += 1
-            stats.total_ns += elapsed
-            results = stats.results
-            rcls = response.__class__
-            if rcls is Values:
-                hits = len(response.hits)  # type: ignore[union-attr]
-                # A multi-key get counts each key; other Values replies are one item.
-                misses = len(request.keys) - hits if cls is Get else int(not hits)  # type: ignore[union-attr]
-                if hits:
-                    results["hit"] = results.get("hit", 0) + hits
-                if misses:
-                    results["miss"] = results.get("miss", 0) + misses
-                return response
-            result = statuses[id(response)] if rcls is Status else _result(response, cls)
-            results[result] = results.get(result, 0) + 1
-            return response
-
-        return timed_execute
-
-
-def _result(response: Response, request_class: type) -> str:
-    """The result ``/metrics`` counts a reply other than ``Status`` and ``Values`` as."""
-    rcls = response.__class__
-    if rcls is MetaReply:
-        code = id(response.code)  # type: ignore[union-attr]
-        if code in _META_SUCCESS:
-            return "stored" if request_class is MetaSet else "hit"
-        return _META_RESULTS[code]
-    if rcls is Number:
-        return "hit"
-    if rcls is ErrorReply:
-        return "error"
-    if rcls is BinaryReply:
-        return response.result  # type: ignore[union-attr]
-    return "ok"
 
 
 # Counters fields exported under another name (the rest become petracache_<field>_total).

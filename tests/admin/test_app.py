@@ -16,7 +16,8 @@ from starlette.testclient import TestClient
 from petracache.admin.routes import create_app
 from petracache.app import Readiness
 from petracache.observability.counters import Counters
-from petracache.observability.metrics import LATENCY_BOUNDS, PetracacheCollector, RequestMetrics
+from petracache.observability.metrics import LATENCY_BOUNDS, PetracacheCollector
+from petracache.observability.request_metrics import RequestMetrics
 from petracache.protocol.requests import Delete, Get, Store
 from petracache.protocol.responses import Response, Status, Values
 from petracache.rules.verbs import StoreMode

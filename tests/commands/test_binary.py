@@ -15,7 +15,7 @@ import pytest
 from petracache.commands.executor import Executor
 from petracache.commands.stats import ServerInfo
 from petracache.observability.counters import Counters
-from petracache.observability.metrics import RequestMetrics
+from petracache.observability.request_metrics import RequestMetrics
 from petracache.protocol.binary import BinaryConnection
 from petracache.protocol.connection import MemcacheConnection
 from tests.binframes import (

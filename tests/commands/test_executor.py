@@ -19,7 +19,6 @@ from petracache.protocol.binary_requests import BINARY_REQUESTS
 from petracache.protocol.connection import NEED_DATA, MemcacheConnection
 from petracache.protocol.meta_requests import MetaSetHeader
 from petracache.protocol.requests import Request
-from petracache.storage.errors import StorageError
 from tests.storage.conftest import Clock, open_engine
 
 
@@ -132,12 +131,15 @@ def test_stats_reset_rebases_request_and_engine_counters(executor: Executor, clo
     assert executor.ctx.counters.get_hits == 1  # /metrics stays monotonic
 
 
-def test_a_storage_error_becomes_server_error(
-    executor: Executor, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def fail(*args: object) -> None:
-        raise StorageError("disk on fire")
-
-    monkeypatch.setattr(executor.ctx.engine, "set", fail)
-    assert run(executor, b"set k 0 0 1\r\nx\r\n") == b"SERVER_ERROR disk on fire\r\n"
+def test_a_storage_error_becomes_server_error(tmp_path: Path, clock: Clock) -> None:
+    # A real failure: RocksDB refuses the write once the database under the engine is
+    # closed (what a crash leaves; the engine is not closed again afterwards).
+    engine = open_engine(tmp_path / "db", clock)
+    executor = Executor(engine, Counters(), ServerInfo(max_connections=4, item_size_max=1 << 20))
+    assert run(executor, b"set k 0 0 1\r\nx\r\n") == b"STORED\r\n"
+    engine.raw_db().close()
+    reply = run(executor, b"set k 0 0 1\r\ny\r\n")
+    assert reply.startswith(b"SERVER_ERROR write failed: ")
+    assert reply.endswith(b"\r\n")
+    assert reply.count(b"\r\n") == 1
     assert executor.ctx.counters.storage_errors == 1

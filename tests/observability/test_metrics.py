@@ -7,7 +7,7 @@ from pathlib import Path
 from petracache.commands.executor import Executor
 from petracache.commands.stats import ServerInfo
 from petracache.observability.counters import Counters
-from petracache.observability.metrics import RequestMetrics
+from petracache.observability.request_metrics import RequestMetrics
 from petracache.protocol.connection import NEED_DATA, MemcacheConnection
 from tests.storage.conftest import Clock, open_engine
 
