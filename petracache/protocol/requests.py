@@ -9,6 +9,12 @@ Requests are values: nothing changes one after the parser built it. They are not
 ``frozen=True`` all the same, because a frozen dataclass's ``__init__`` sets every field
 through ``object.__setattr__``: 0.74 us to build a ``Get`` against 0.2 us, paid by every
 request (the same holds for ``meta_requests``, ``binary_requests`` and ``StoreHeader``).
+
+The classes that carry the traffic (``Get``, ``Store``, ``Delete``, ``Arithmetic``; the
+replies ``Values``, ``Number``, ``MetaReply``; ``text.StoreHeader``) spell out their
+``__init__``: the one ``dataclass`` generates is an interpreted function even in the compiled
+build (mypyc compiles only what is in the source), 0.32 us per object against 0.08 us
+compiled. The dataclass still provides ``__eq__`` and ``__repr__``.
 """
 
 from __future__ import annotations
@@ -32,6 +38,18 @@ class Get:
     exptime: int | None = None
     noreply: bool = False
 
+    def __init__(
+        self,
+        keys: list[bytes],
+        return_cas: bool,
+        exptime: int | None = None,
+        noreply: bool = False,
+    ) -> None:
+        self.keys = keys
+        self.return_cas = return_cas
+        self.exptime = exptime
+        self.noreply = noreply
+
 
 @dataclass(slots=True)
 class Store:
@@ -44,6 +62,24 @@ class Store:
     data: bytes
     cas_unique: int = 0
     noreply: bool = False
+
+    def __init__(
+        self,
+        mode: StoreMode,
+        key: bytes,
+        flags: int,
+        exptime: int,
+        data: bytes,
+        cas_unique: int = 0,
+        noreply: bool = False,
+    ) -> None:
+        self.mode = mode
+        self.key = key
+        self.flags = flags
+        self.exptime = exptime
+        self.data = data
+        self.cas_unique = cas_unique
+        self.noreply = noreply
 
 
 @dataclass(slots=True)
@@ -61,6 +97,10 @@ class Delete:
     key: bytes
     noreply: bool = False
 
+    def __init__(self, key: bytes, noreply: bool = False) -> None:
+        self.key = key
+        self.noreply = noreply
+
 
 @dataclass(slots=True)
 class Arithmetic:
@@ -70,6 +110,12 @@ class Arithmetic:
     delta: int
     incr: bool
     noreply: bool = False
+
+    def __init__(self, key: bytes, delta: int, incr: bool, noreply: bool = False) -> None:
+        self.key = key
+        self.delta = delta
+        self.incr = incr
+        self.noreply = noreply
 
 
 @dataclass(slots=True)

@@ -63,6 +63,18 @@ class MetaReply:
     value: bytes | None = None
     quiet: bool = False
 
+    def __init__(
+        self,
+        code: MetaCode,
+        flags: list[bytes],
+        value: bytes | None = None,
+        quiet: bool = False,
+    ) -> None:
+        self.code = code
+        self.flags = flags
+        self.value = value
+        self.quiet = quiet
+
 
 @dataclass(slots=True)
 class MetaDebugReply:
@@ -97,12 +109,19 @@ class Values:
     hits: list[Hit]
     with_cas: bool
 
+    def __init__(self, hits: list[Hit], with_cas: bool) -> None:
+        self.hits = hits
+        self.with_cas = with_cas
+
 
 @dataclass(slots=True)
 class Number:
     """The new value after incr/decr."""
 
     value: int
+
+    def __init__(self, value: int) -> None:
+        self.value = value
 
 
 @dataclass(slots=True)

@@ -70,6 +70,26 @@ class StoreHeader:
     noreply: bool
     lease_token: int | None = None  # set for mcrouter's lease-set
 
+    def __init__(
+        self,
+        mode: StoreMode,
+        key: bytes,
+        flags: int,
+        exptime: int,
+        nbytes: int,
+        cas_unique: int,
+        noreply: bool,
+        lease_token: int | None = None,
+    ) -> None:
+        self.mode = mode
+        self.key = key
+        self.flags = flags
+        self.exptime = exptime
+        self.nbytes = nbytes
+        self.cas_unique = cas_unique
+        self.noreply = noreply
+        self.lease_token = lease_token
+
     def complete(self, data: bytes) -> Store | LeaseSet:
         """The request once its data block (without ``\\r\\n``) has arrived.
 

@@ -237,7 +237,7 @@ class Engine(EngineSeam):
         now = int(self._clock())
         deadline = ttl.deadline(exptime, now) if exptime else ttl.NEVER
         cas = self.next_cas()
-        item = Item(flags, deadline, now, cas, data, now, 0)
+        item = codec.new_item(flags, deadline, now, cas, data, now, 0)
         value = codec.encode_item(item)
         if not self._exact_count:  # storage.exact_item_count = false: a blind write
             self._put(key, value, item, None)

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from petracache.rules.numbers import U64_MAX, parse_stored_counter
 from petracache.rules.sizes import item_size_ok
 from petracache.rules.verbs import StoreMode
+from petracache.storage import codec
 from petracache.storage.codec import ACTIVE, FETCHED, KEY_BINARY, STALE, WIN_SENT, Item
 
 # memcached's ITEM_UPDATE_INTERVAL: an item's access time is only moved when it is older.
@@ -75,7 +76,7 @@ def fetched(item: Item, now: int) -> Item:
     """``item`` after a fetch at ``now``: fetched and active bits set, access time moved if
     it was old."""
     # Positional: ``_replace`` costs four times as much, and this runs on first reads.
-    return Item(
+    return codec.new_item(
         item.flags,
         item.deadline,
         item.stored_at,
@@ -116,7 +117,7 @@ def touched(item: Item, deadline: int, now: int) -> Item:
 
 def created(flags: int, deadline: int, data: bytes, now: int, cas: int, bits: int = 0) -> Item:
     """A brand-new version (set, add, vivify): accessed now."""
-    return Item(flags, deadline, now, cas, data, now, bits)
+    return codec.new_item(flags, deadline, now, cas, data, now, bits)
 
 
 def store(
@@ -179,7 +180,7 @@ def store(
         if not item_size_ok(len(key), old.flags, len(data), item_size_max):
             return StoreResult.NOT_STORED
         flags, deadline, bits = old.flags, old.deadline, 0
-    return Item(flags, deadline, now, cas or next_cas(), data, now, bits)
+    return codec.new_item(flags, deadline, now, cas or next_cas(), data, now, bits)
 
 
 # -- delta ---------------------------------------------------------------------------------------
@@ -210,7 +211,7 @@ def delta(
         return item._replace(
             data=digits, stored_at=now, cas=cas, last_access=accessed(item.last_access, now)
         )
-    return Item(item.flags, item.deadline, now, cas, digits, now, 0)
+    return codec.new_item(item.flags, item.deadline, now, cas, digits, now, 0)
 
 
 # -- meta state ----------------------------------------------------------------------------------
