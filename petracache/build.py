@@ -49,9 +49,10 @@ COMPILE_ENV: Final = "PETRACACHE_COMPILE"
 # Not server options: config.check_environment must not refuse them as typos.
 ENVIRONMENT: Final = (PURE_ENV, COMPILE_ENV)
 
-# The modules setup.py compiles: the request path (parse -> execute -> encode) and the pure
-# rules it calls. Not server/ (trio async code), not storage/engine.py (tests replace its
-# methods on an instance, which a native class forbids), not the composition root.
+# The modules setup.py compiles: the request path (parse -> execute -> store -> encode, and
+# the per-request metrics) and the pure rules it calls. Not server/ (trio async code), not the
+# storage modules off the request path (the reclaimer, backups, rocksdict's plumbing), not
+# the composition root (docs/internals.md, "Compiled build", says why for each).
 COMPILED: Final[tuple[str, ...]] = (
     "petracache.rules.numbers",
     "petracache.rules.sizes",
@@ -86,8 +87,16 @@ COMPILED: Final[tuple[str, ...]] = (
     "petracache.commands.stats",
     "petracache.commands.stats_groups",
     "petracache.storage.codec",
+    "petracache.storage.commit",
+    "petracache.storage.engine",
+    "petracache.storage.hot",
+    "petracache.storage.index",
     "petracache.storage.items",
+    "petracache.storage.seam",
+    "petracache.storage.state",
+    "petracache.storage.tally",
     "petracache.observability.counters",
+    "petracache.observability.request_metrics",
 )
 # mypyc's shared library holding all of them (setup.py's group_name + "__mypyc").
 NATIVE_LIB: Final = "petracache._native__mypyc"

@@ -182,12 +182,12 @@ class Engine(EngineSeam):
             hot.put(key, item)
         if item.deadline and item.deadline <= now:
             self.counters.expired_lazy += 1
-            self._side_write(lambda: self.remove(key, item))
+            self._remove_dead(key, item)
             return None
         flush = self._flush
         if flush.oldest_live and flush.covers(item, now):
             self.counters.flushed_lazy += 1
-            self._side_write(lambda: self.remove(key, item))
+            self._remove_dead(key, item)
             return None
         return item
 
@@ -321,8 +321,9 @@ class Engine(EngineSeam):
         crash only forgets that the item was fetched. Reads return the newest version in the
         memtable either way, and any later store is WAL-logged as usual.
 
-        A side write of a read, as ``_side_write`` says, done inline because a first read
-        of every item makes one (the read path's most frequent write): True if written.
+        A side write of a read, best effort and untracked as ``_remove_dead`` says, done
+        inline because a first read of every item makes one (the read path's most frequent
+        write): True if written.
         """
         try:
             self._db.put(key, codec.encode_item(item), self._hint_opts)
@@ -334,23 +335,22 @@ class Engine(EngineSeam):
         self.commit.untracked += 1  # no reply waits for its fsync
         return True
 
-    def _side_write(self, write: Callable[[], None]) -> bool:
-        """Run a write that a read makes on the side (lazy delete, fetch record).
+    def _remove_dead(self, key: bytes, item: Item) -> None:
+        """Delete a dead item a read found (lazy expiry): a write a read makes on the side.
 
         Best effort, so reads keep working on a full disk: a failure is counted
         (``read_write_failures``), never raised. And not counted for group commit: losing
-        it in a power cut changes nothing a client was told (a dead item stays dead, a fetch
-        record is a hint), so the read's reply need not wait for an fsync.
+        it in a power cut changes nothing a client was told (a dead item stays dead), so the
+        read's reply need not wait for an fsync. (A method, not a closure passed to a
+        helper: compiled, a closure would cost every ``read`` an environment object.)
         """
         written = self.commit.written
         try:
-            write()
+            self.remove(key, item)
         except StorageError:
             self._side_write_failed()
-            return False
         finally:
             self.commit.untrack_since(written)
-        return True
 
     def _side_write_failed(self) -> None:
         extra = self.counters.extra

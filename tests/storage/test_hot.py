@@ -7,6 +7,7 @@ records, deletes, lazy expiry, reclaim batches that delete, evict or requeue).
 
 from __future__ import annotations
 
+import gc
 import random
 from pathlib import Path
 
@@ -59,6 +60,21 @@ def test_replacing_and_dropping_keep_the_byte_count_exact() -> None:
     hot.drop(b"never there")
     assert hot.bytes == 0
     assert len(hot) == 0
+
+
+def test_entries_are_plain_tuples_the_collector_stops_tracking(engine: Engine) -> None:
+    # storage.hot's reason: an Item (a NamedTuple) stays tracked by the collector forever, so
+    # every full collection would walk every hot item. Holds for both builds (mypyc too).
+    engine.set(b"set", 1, 0, b"v")
+    engine.store(StoreMode.SET, b"store", 2, 100, b"w")
+    assert engine.fetch(b"store") is not None  # a fetch record rewrites the entry
+    assert engine.read(b"set", engine.now()) is not None
+    entries = [engine.hot._entries[key] for key in (b"set", b"store")]
+    assert [type(entry) for entry in entries] == [tuple, tuple]
+    gc.collect()
+    assert not any(gc.is_tracked(entry) for entry in entries)
+    hit = engine.hot.get(b"set")
+    assert type(hit) is Item  # what callers get is still an Item
 
 
 def test_an_item_larger_than_an_eighth_is_not_kept_and_replaces_nothing_stale() -> None:
