@@ -185,7 +185,7 @@ class Engine(EngineSeam):
             except CorruptValue:
                 self.counters.corrupt_values += 1
                 return None
-            hot.put(key, raw)
+            hot.put(key, item)
         if item.deadline and item.deadline <= now:
             self.counters.expired_lazy += 1
             self._remove_dead(key, item)
@@ -250,7 +250,7 @@ class Engine(EngineSeam):
         cached = self.hot.peek(key)
         tally = self.tally
         if cached is not None:
-            old_size = codec.stored_size(key, cached)
+            old_size = codec.item_stored_size(key, cached)
         else:
             try:
                 raw = self._db.get(key) if self._db.key_may_exist(key) else None
@@ -280,7 +280,7 @@ class Engine(EngineSeam):
         except BaseException:
             self.hot.drop(key)  # what RocksDB holds now is not known here
             raise
-        self.hot.put(key, value)
+        self.hot.put(key, item)
         self.commit.written += 1
 
     def remove(self, key: bytes, old: Item | None = None) -> None:
@@ -290,9 +290,7 @@ class Engine(EngineSeam):
         alone (no tombstone).
         """
         if old is None:
-            cached = self.hot.peek(key)
-            if cached is not None:
-                old = codec.decode(cached)
+            old = self.hot.peek(key)
         if old is not None:
             size = codec.item_stored_size(key, old)
         else:
@@ -336,16 +334,15 @@ class Engine(EngineSeam):
         inline because a first read of every item makes one (the read path's most frequent
         write): True if recorded.
         """
-        value = codec.encode_item(item)
-        if self.hot.hint(key, value):
+        if self.hot.hint(key, item):
             return True
         try:
-            self._db.put(key, value, self._hint_opts)
+            self._db.put(key, codec.encode_item(item), self._hint_opts)
         except Exception:
             self.hot.drop(key)
             self._side_write_failed()
             return False
-        self.hot.put(key, value)
+        self.hot.put(key, item)
         self.commit.untracked += 1  # no reply waits for its fsync
         return True
 

@@ -1,19 +1,19 @@
-"""The hot items: recently used items kept in memory, in front of RocksDB.
+"""The hot items: recently used items kept decoded in memory, in front of RocksDB.
 
 Why: a RocksDB ``get`` of a 1 KB item costs 4-5 µs on this hardware once the data set is
 larger than the CPU caches (a skiplist walk in the memtables or a block lookup in the SST
-files, plus the copy), which was the largest single cost of a ``get`` (docs/benchmarks.md).
-memcached answers from a hash table in memory; here the recently used items are answered
-from a dict: a hit costs a dictionary lookup and a header decode.
+files, plus the copy and the decode), which was the largest single cost of a ``get``
+(docs/benchmarks.md). memcached answers from a hash table in memory; here the recently used
+items are answered from an LRU map in C (``lru-dict``): a hit costs a lookup and no decode.
 
 Invariants (what makes it a cache and not a second store):
 
-* Write-through and exact: an entry, when present, is the very value (the encoded bytes)
-  RocksDB holds under its key *now*. Every write to the items family updates or drops the
-  entry in the same synchronous call that writes RocksDB (``Engine`` writes; a reclaim
-  batch drops the keys it deletes or rewrites when it commits). RocksDB stays the only
-  durable copy; a reply never depends on something only this cache holds. Losing the cache
-  (a restart) loses speed, never data.
+* Write-through and exact: an entry, when present, is the decoded form of what RocksDB holds
+  under its key *now*. Every write to the items family updates or drops the entry in the
+  same synchronous call that writes RocksDB (``Engine`` writes; a reclaim batch drops the
+  keys it deletes or rewrites when it commits). RocksDB stays the only durable copy; a reply
+  never depends on something only this cache holds. Losing the cache (a restart) loses
+  speed, never data.
 * One exception, the fetch state: a read that only changes an item's fetch state (the
   fetched and active bits, the access time: ``items.fetched``) updates the entry here and
   marks it *dirty* instead of writing RocksDB (``hint``). The dirty entry is then the newer
@@ -24,57 +24,62 @@ Invariants (what makes it a cache and not a second store):
   (docs/benchmarks.md); memcached keeps this state in memory only. What is lost in a crash is
   what a crash already lost when the records were written without the WAL: that an item was
   read. Readers of RocksDB that need the fetch state (the reclaimer's second chance, the
-  metadump) ask this cache first (``peek``).
+  metadump) ask this cache first (``newer``).
 * Liveness is not cached: an entry may be expired or covered by a ``flush_all``; the engine
   checks every item it reads, from here or from RocksDB, the same way.
-* Bounded: ``capacity`` bytes, counting each entry as its key and value plus
-  ``ENTRY_OVERHEAD`` (the objects and dict slots around them). An item larger than
-  ``capacity // MAX_SHARE`` is not kept (one big value must not empty the cache).
-  ``capacity`` 0 turns the cache off.
-* Invisible to the garbage collector: entries are bytes in plain dicts, with ``True`` as the
-  mark of a recent hit. CPython never tracks a plain dict that holds only objects which
-  cannot form cycles, so its full collections never walk the entries. They did while the
-  entries were tuples in an ``OrderedDict`` (which is always tracked): with 100,000 items
-  a full collection took 40-80 ms of CPU, visiting every key and entry at a cache miss each,
-  a pause for every client at once (docs/benchmarks.md, workload 3).
-* Eviction is second chance (CLOCK), the approximation of least-recently-used that needs
-  no reordering on a hit: entries sit in insertion order (a plain dict keeps it); a hit or
-  a rewrite marks the key; when over the bound, entries are taken oldest first, a marked
-  one goes to the back once with its mark cleared, an unmarked one leaves. One such pass
-  frees ``capacity // SHRINK_MARGIN`` beyond the bound, so passes are rare and short.
+* Bounded: ``capacity`` bytes, counting each entry as its key and data plus
+  ``ENTRY_OVERHEAD`` (the objects around them). Least recently used entries leave first. An
+  item larger than ``capacity // MAX_SHARE`` is not kept (one big value must not empty the
+  cache). ``capacity`` 0 turns the cache off.
+* Invisible to the garbage collector: ``lru.LRU`` is not a container the collector tracks,
+  entries are plain tuples of ints and bytes (which the collector stops tracking after one
+  look) and the dirty marks are ``True`` in a plain dict (never tracked). So a full
+  collection never walks the entries. It did when they were ``NamedTuple`` instances
+  (tracked forever) or sat in an ``OrderedDict`` (always tracked, and walked entry by entry
+  at a cache miss each): 40-150 ms of CPU with 100,000 items, a pause for every client at
+  once (docs/benchmarks.md, workload 3). ``tests/storage/test_hot.py`` checks this. An
+  ``Item`` is built again on each hit (``tuple.__new__``, about 0.1 µs compiled).
 * Single-threaded: used only on the trio thread, like the engine's item operations.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
+
+from lru import LRU
 
 from petracache.storage import codec
 from petracache.storage.codec import Item
 
-# Bytes per entry beyond key and value: the two bytes objects' headers, the slots of the
-# entry in the values dict and of its mark (measured with tracemalloc: 171 B at 100,000
-# entries; a dict holds up to twice its entries in slots just after it grows).
-ENTRY_OVERHEAD: Final = 192
+# Bytes per entry beyond key and data: the entry's tuple and its ints, the bytes objects'
+# headers, lru-dict's node and its dict slot (measured with tracemalloc: 262 B).
+ENTRY_OVERHEAD: Final = 272
 MAX_SHARE: Final = 8  # an item may take at most 1/8 of the cache
-SHRINK_MARGIN: Final = 64  # an eviction pass frees 1/64 of the cache beyond the bound
+_DATA: Final = Item._fields.index("data")
+# lru.LRU bounds entries by count; the bound here is in bytes, so its count never binds.
+_NO_COUNT_BOUND: Final = 1 << 40
+_tuple_new = tuple.__new__
+
+
+def _as_item(fields: tuple[Any, ...]) -> Item:
+    """The ``Item`` an entry's plain tuple holds (no field checks)."""
+    return _tuple_new(Item, fields)
 
 
 class HotItems:
-    """A bounded map of key -> the encoded item RocksDB holds (see the module docstring).
+    """A bounded, least-recently-used map of key -> ``Item`` (see the module docstring).
 
     Args:
         capacity: bytes the entries may take (``storage.hot_cache_size``); 0 = off.
-        write_back: stores a dirty entry's value in RocksDB as the entry is evicted (best
-            effort: it must not raise).
+        write_back: stores a dirty entry's encoded value in RocksDB as the entry is evicted
+            (best effort: it must not raise).
     """
 
     __slots__ = (
         "_dirty",
+        "_entries",
         "_largest",
-        "_recent",
-        "_values",
         "_write_back",
         "bytes",
         "capacity",
@@ -84,8 +89,7 @@ class HotItems:
     )
 
     def __init__(self, capacity: int, write_back: Callable[[bytes, bytes], None]) -> None:
-        self._values: dict[bytes, bytes] = {}  # oldest first
-        self._recent: dict[bytes, bool] = {}  # keys hit or rewritten since last looked at
+        self._entries: Any = LRU(_NO_COUNT_BOUND)  # lru.LRU: key -> plain tuple of fields
         self._dirty: dict[bytes, bool] = {}  # entries newer than RocksDB (fetch state only)
         self._write_back = write_back
         self.capacity = capacity
@@ -96,115 +100,89 @@ class HotItems:
         self.evictions = 0
 
     def __len__(self) -> int:
-        return len(self._values)
-
-    def get(self, key: bytes) -> Item | None:
-        """The item under ``key``, decoded (and the key marked as recently used), or None."""
-        raw = self._values.get(key)
-        if raw is None:
-            self.misses += 1
-            return None
-        self.hits += 1
-        self._recent[key] = True
-        return codec.decode(raw)
-
-    def peek(self, key: bytes) -> bytes | None:
-        """The stored value under ``key``, without counting or marking (a write's
-        bookkeeping)."""
-        return self._values.get(key)
+        return len(self._entries)
 
     @property
     def dirty(self) -> int:
         """Entries whose fetch state RocksDB does not have yet."""
         return len(self._dirty)
 
-    def put(self, key: bytes, value: bytes) -> None:
-        """``value`` (an encoded item) is what RocksDB now holds under ``key``."""
-        values = self._values
-        old = values.get(key)
+    def get(self, key: bytes) -> Item | None:
+        """The entry for ``key`` (now the most recently used), or None."""
+        fields = self._entries.get(key)
+        if fields is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return _as_item(fields)
+
+    def peek(self, key: bytes) -> Item | None:
+        """The entry for ``key``, not counted as a hit (a write's bookkeeping, just before
+        the write: lru-dict has no lookup that leaves the order alone)."""
+        fields = self._entries.get(key)
+        return None if fields is None else _as_item(fields)
+
+    def newer(self, key: bytes) -> Item | None:
+        """The entry for ``key`` if it is newer than what RocksDB holds (dirty), else None:
+        for readers of RocksDB that need the fetch state."""
+        if key not in self._dirty:
+            return None
+        return _as_item(self._entries.get(key))
+
+    def put(self, key: bytes, item: Item) -> None:
+        """``item`` is what RocksDB now holds under ``key``."""
         if self._dirty:
             self._dirty.pop(key, None)
-        cost = len(key) + len(value) + ENTRY_OVERHEAD
+        entries = self._entries
+        old = entries.pop(key, None)
         if old is not None:
-            if cost > self._largest:
-                self.drop(key)  # the old entry must not outlive its value
-                return
-            values[key] = value  # in place: the mark below keeps it from leaving first
-            self._recent[key] = True
-            self.bytes += len(value) - len(old)
-        elif cost > self._largest:
+            self.bytes -= len(key) + len(old[_DATA]) + ENTRY_OVERHEAD
+        cost = len(key) + len(item.data) + ENTRY_OVERHEAD
+        if cost > self._largest:
             return
-        else:
-            values[key] = value
-            self.bytes += cost
+        entries[key] = tuple(item)
+        self.bytes += cost
         if self.bytes > self.capacity:
-            self._shrink(key)
+            self._shrink()
 
-    def hint(self, key: bytes, value: bytes) -> bool:
-        """``value`` is the entry's item with only its fetch state changed: keep it here,
+    def hint(self, key: bytes, item: Item) -> bool:
+        """``item`` is the entry's item with only its fetch state changed: keep it here,
         dirty, instead of writing RocksDB. False if ``key`` has no entry (then the caller
         writes RocksDB itself)."""
-        values = self._values
-        if key not in values:
+        entries = self._entries
+        if key not in entries:
             return False
-        values[key] = value  # the same data, so the same size
-        self._recent[key] = True
+        entries[key] = tuple(item)  # the same data, so the same size
         self._dirty[key] = True
         return True
 
     def take_hints(self) -> list[tuple[bytes, bytes]]:
-        """Every dirty entry's (key, value), now counted as written (the caller writes them)."""
-        values = self._values
-        hints = [(key, values[key]) for key in self._dirty]
+        """Every dirty entry's key and encoded value, now counted as written (the caller
+        writes them)."""
+        entries = self._entries
+        hints = [(key, codec.encode_item(_as_item(entries.get(key)))) for key in self._dirty]
         self._dirty.clear()
         return hints
 
     def drop(self, key: bytes) -> None:
         """RocksDB no longer holds what the entry says (deleted or rewritten elsewhere)."""
-        old = self._values.pop(key, None)
+        old = self._entries.pop(key, None)
         if old is not None:
-            self.bytes -= len(key) + len(old) + ENTRY_OVERHEAD
-            self._recent.pop(key, None)
+            self.bytes -= len(key) + len(old[_DATA]) + ENTRY_OVERHEAD
             self._dirty.pop(key, None)
 
     def clear(self) -> None:
         """Forget every entry, dirty ones included (the database under it was replaced)."""
-        self._values.clear()
-        self._recent.clear()
+        self._entries.clear()
         self._dirty.clear()
         self.bytes = 0
 
-    def _shrink(self, newest: bytes) -> None:
-        """Evict, second chance, until ``capacity // SHRINK_MARGIN`` below the bound.
-
-        ``newest``, the entry just written, is spared as if marked: when every older entry
-        is marked, a round reaches the back of the dict, and the entry being added must not
-        be the one that leaves. Terminates: each round clears the marks of the entries it
-        passes over, so the next round finds them unmarked.
-        """
-        values, recent = self._values, self._recent
-        target = self.capacity - self.capacity // SHRINK_MARGIN
-        while self.bytes > target and values:
-            spared: list[bytes] = []
-            freed = 0
-            need = self.bytes - target
-            victims: list[bytes] = []
-            for key, value in values.items():  # oldest first
-                if freed >= need:
-                    break
-                if key in recent or key == newest:
-                    spared.append(key)
-                else:
-                    victims.append(key)
-                    freed += len(key) + len(value) + ENTRY_OVERHEAD
-            dirty = self._dirty
-            for key in victims:
-                value = values.pop(key)
-                if key in dirty:
-                    del dirty[key]
-                    self._write_back(key, value)
-            self.bytes -= freed
-            self.evictions += len(victims)
-            for key in spared:  # to the back, unmarked
-                recent.pop(key, None)
-                values[key] = values.pop(key)
+    def _shrink(self) -> None:
+        entries, dirty = self._entries, self._dirty
+        while self.bytes > self.capacity and entries:
+            key, old = entries.popitem(True)  # the least recently used
+            self.bytes -= len(key) + len(old[_DATA]) + ENTRY_OVERHEAD
+            self.evictions += 1
+            if key in dirty:
+                del dirty[key]
+                self._write_back(key, codec.encode_item(_as_item(old)))

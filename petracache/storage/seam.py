@@ -66,14 +66,15 @@ class EngineSeam:
         """The stored version under ``key``, dead or alive (None if absent or undecodable),
         and its key+value size.
 
-        From the hot items when there: their entry may carry a fetch state RocksDB does not
-        have yet (``storage.hot``), which the reclaimer's second chance needs."""
-        raw = self.hot.peek(key)
-        if raw is None:
-            try:
-                raw = self._db.get(key)
-            except Exception as exc:
-                raise StorageError(f"read failed: {exc}") from exc
+        From the hot items when their entry carries a fetch state RocksDB does not have yet
+        (``storage.hot``), which the reclaimer's second chance needs."""
+        newer = self.hot.newer(key)
+        if newer is not None:
+            return newer, codec.item_stored_size(key, newer)
+        try:
+            raw = self._db.get(key)
+        except Exception as exc:
+            raise StorageError(f"read failed: {exc}") from exc
         if raw is None:
             return None, 0
         try:

@@ -80,9 +80,9 @@ class ItemWalk:
             for key in walk:
                 last = key
                 # A hot entry may carry a fetch state RocksDB does not have yet (storage.hot).
-                raw = hot.peek(key)
+                newer = hot.newer(key)
                 try:
-                    item = codec.decode(walk.value() if raw is None else raw)
+                    item = codec.decode(walk.value()) if newer is None else newer
                 except CorruptValue:
                     continue
                 if not engine.is_dead(item, now):
