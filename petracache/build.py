@@ -50,7 +50,8 @@ COMPILE_ENV: Final = "PETRACACHE_COMPILE"
 ENVIRONMENT: Final = (PURE_ENV, COMPILE_ENV)
 
 # The modules setup.py compiles: the request path (parse -> execute -> store -> encode, and
-# the per-request metrics) and the pure rules it calls. Not server/ (trio async code), not the
+# the per-request metrics, and server/ready.py: the reactor's per-connection loop, which has no
+# trio in it) and the pure rules it calls. Not the rest of server/ (trio async code), not the
 # storage modules off the request path (the reclaimer, backups, rocksdict's plumbing), not
 # the composition root (docs/internals.md, "Compiled build", says why for each).
 COMPILED: Final[tuple[str, ...]] = (
@@ -97,6 +98,7 @@ COMPILED: Final[tuple[str, ...]] = (
     "petracache.storage.tally",
     "petracache.observability.counters",
     "petracache.observability.request_metrics",
+    "petracache.server.ready",
 )
 # mypyc's shared library holding all of them (setup.py's group_name + "__mypyc").
 NATIVE_LIB: Final = "petracache._native__mypyc"

@@ -37,7 +37,8 @@ from petracache.server import tls
 from petracache.server.auth import AuthGate
 from petracache.server.durability import GroupCommitter, NotDurable
 from petracache.server.fastio import FastSocketStream, fast_stream
-from petracache.server.reactor import Reactor, Reason
+from petracache.server.reactor import Reactor
+from petracache.server.ready import Reason
 
 log = logging.getLogger(__name__)
 

@@ -29,13 +29,8 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
-import enum
-import errno
-import logging
-import os
 import select
 import time
-from dataclasses import dataclass
 from typing import Final
 
 import trio
@@ -43,8 +38,7 @@ import trio
 from petracache.observability.counters import Counters
 from petracache.protocol.connection import Execute
 from petracache.protocol.detect import ClientConnection
-
-log = logging.getLogger(__name__)
+from petracache.server.ready import Handback, ReadyServer, Reason, Slot
 
 # epoll_wait's batch: ready connections served per pass.
 MAX_EVENTS: Final = 256
@@ -52,38 +46,6 @@ MAX_EVENTS: Final = 256
 # the other trio tasks (accept, timers, the reclaimer) at most this many seconds apart; a
 # scheduler pass per epoll pass cost more than the epoll_wait itself.
 YIELD_INTERVAL: Final = 0.001
-_DEAD: Final = select.EPOLLHUP | select.EPOLLERR
-
-
-class Reason(enum.Enum):
-    """Why the reactor handed a connection back to its task."""
-
-    CLOSE = "close"  # end of input, a broken socket, quit, or a protocol close: close it
-    WRITE = "write"  # ``data`` must still be written; then go on (or close, if ``close``)
-    IDLE = "idle"  # no request within the idle timeout
-    DRAIN = "drain"  # the server is shutting down: the task drains the connection itself
-
-
-@dataclass(slots=True)
-class Handback:
-    """The reactor's word to a connection's task when it hands the connection back."""
-
-    reason: Reason
-    data: bytes = b""  # with WRITE: reply bytes the kernel did not take yet
-    close: bool = False  # with WRITE: close once ``data`` is written
-
-
-class _Slot:
-    """A parked connection."""
-
-    __slots__ = ("conn", "fd", "handback", "last_active", "task")
-
-    def __init__(self, fd: int, conn: ClientConnection, task: trio.lowlevel.Task) -> None:
-        self.fd = fd
-        self.conn = conn
-        self.task = task
-        self.handback: Handback | None = None
-        self.last_active = 0.0
 
 
 class Reactor:
@@ -112,7 +74,11 @@ class Reactor:
         self._write_size = write_size
         self._idle = idle_timeout
         self._epoll = select.epoll()
-        self._slots: dict[int, _Slot] = {}
+        self._slots: dict[int, Slot] = {}
+        # What runs per ready connection (read, process, write), compiled: server.ready.
+        self._ready = ReadyServer(
+            self._slots, self._hand_back, execute, counters, read_size, write_size
+        )
         self._closed = False
         self._next_sweep = 0.0
         # Hand-backs by reason, for tests and diagnostics (a WRITE is a client reading slowly).
@@ -136,7 +102,7 @@ class Reactor:
         """
         if self._closed:
             return Handback(Reason.DRAIN)
-        slot = _Slot(fd, conn, trio.lowlevel.current_task())
+        slot = Slot(fd, conn, trio.lowlevel.current_task())
         slot.last_active = trio.current_time()
         self._slots[fd] = slot
         try:
@@ -163,8 +129,7 @@ class Reactor:
         """Serve parked connections until cancelled."""
         epfd = self._epoll.fileno()
         poll = self._epoll.poll
-        slots = self._slots
-        serve = self._serve
+        serve_pass = self._ready.serve_pass
         idle = self._idle
         clock = time.perf_counter
         next_yield = clock() + YIELD_INTERVAL
@@ -182,15 +147,7 @@ class Reactor:
                         await trio.lowlevel.wait_readable(epfd)
                     continue
                 now = trio.current_time()  # once per pass: idle timeout and stats conns
-                for fd, mask in events:
-                    slot = slots.get(fd)
-                    if slot is None:
-                        continue
-                    try:
-                        serve(slot, mask, now)
-                    except Exception:
-                        log.exception("connection failed; closing this connection")
-                        self._hand_back(slot, Handback(Reason.CLOSE))
+                serve_pass(events, now)
                 if idle and now >= self._next_sweep:
                     self._close_idle()
                 if clock() >= next_yield:
@@ -200,53 +157,6 @@ class Reactor:
             self.drain()
             self._epoll.close()
 
-    def _serve(self, slot: _Slot, mask: int, now: float) -> None:
-        """One read's worth of one connection: read, process, write."""
-        fd = slot.fd
-        try:
-            data = os.read(fd, self._read_size)
-        except BlockingIOError:
-            if mask & _DEAD:
-                self._hand_back(slot, Handback(Reason.CLOSE))
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._hand_back(slot, Handback(Reason.CLOSE))
-            return
-        slot.last_active = now
-        counters = self._counters
-        counters.bytes_read += len(data)
-        conn = slot.conn
-        conn.receive_data(data)
-        process = conn.process
-        while True:
-            out, close, more, errors = process(self._execute, self._write_size)
-            if errors:
-                counters.protocol_errors += errors
-            if out:
-                counters.bytes_written += len(out)
-                try:
-                    sent = os.write(fd, out)
-                except BlockingIOError:
-                    sent = 0
-                except OSError as exc:
-                    if exc.errno not in (errno.EPIPE, errno.ECONNRESET):
-                        raise
-                    self._hand_back(slot, Handback(Reason.CLOSE))
-                    return
-                if sent < len(out):
-                    self._hand_back(slot, Handback(Reason.WRITE, out[sent:], close))
-                    return
-            if close:
-                self._hand_back(slot, Handback(Reason.CLOSE))
-                return
-            if not more:
-                return
-            if conn.streaming:  # a metadump: its task writes it, yielding between chunks
-                self._hand_back(slot, Handback(Reason.WRITE))
-                return
-
     def _close_idle(self) -> None:
         """Hand back connections idle past the timeout (a scan at most once a second)."""
         now = trio.current_time()
@@ -255,13 +165,13 @@ class Reactor:
         for slot in [s for s in self._slots.values() if s.last_active < deadline]:
             self._hand_back(slot, Handback(Reason.IDLE))
 
-    def _forget(self, slot: _Slot) -> None:
+    def _forget(self, slot: Slot) -> None:
         if self._slots.get(slot.fd) is slot:
             del self._slots[slot.fd]
             with contextlib.suppress(OSError, ValueError):  # already closed
                 self._epoll.unregister(slot.fd)
 
-    def _hand_back(self, slot: _Slot, handback: Handback) -> None:
+    def _hand_back(self, slot: Slot, handback: Handback) -> None:
         if slot.handback is not None:
             return  # already handed back
         self._forget(slot)

@@ -56,7 +56,11 @@ def test_many_writers_share_fsyncs(tmp_path: Path) -> None:
 
 
 def test_reads_wait_for_nothing(tmp_path: Path) -> None:
-    engine = _engine(tmp_path)
+    # No hot items, so the first fetch's record is a RocksDB write (with them, it stays in
+    # memory: tests/storage/test_hot.py).
+    engine = Engine(
+        StorageSettings(db_path=str(tmp_path / "db"), durability="fsync", hot_cache_size=0)
+    )
     committer = GroupCommitter(engine.commit)
 
     async def main() -> None:

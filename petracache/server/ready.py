@@ -1,0 +1,158 @@
+"""The reactor's synchronous half: serve the connections one epoll pass found ready.
+
+``server.reactor`` owns the epoll set, the trio side (parking, waking a connection's task,
+yielding to the other tasks) and the idle timeout; this module does what runs once per
+ready connection: read, ``ClientConnection.process`` (parse, execute, encode), write, and
+the decision to hand the connection back to its task. It has no trio in it, so it is
+compiled with the request path (``petracache.build``): interpreted, this loop was about a
+tenth of an unpipelined request's CPU (docs/benchmarks.md).
+
+Invariants (the reactor module docstring has the rest): one read per ready connection per
+pass; a reply the kernel did not take whole, end of input, a broken socket, ``quit``, a
+protocol close and a metadump are handed back (``hand_back``), never waited for here; an
+exception escaping one connection is logged and closes that connection only.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import logging
+import os
+import select
+from collections.abc import Callable
+from typing import Any, Final
+
+from petracache.observability.counters import Counters
+from petracache.protocol.connection import Execute
+from petracache.protocol.detect import ClientConnection
+
+log = logging.getLogger("petracache.server.reactor")
+
+_DEAD: Final = select.EPOLLHUP | select.EPOLLERR
+_GONE: Final = (errno.EPIPE, errno.ECONNRESET)
+
+
+class Reason(enum.Enum):
+    """Why the reactor handed a connection back to its task."""
+
+    CLOSE = "close"  # end of input, a broken socket, quit, or a protocol close: close it
+    WRITE = "write"  # ``data`` must still be written; then go on (or close, if ``close``)
+    IDLE = "idle"  # no request within the idle timeout
+    DRAIN = "drain"  # the server is shutting down: the task drains the connection itself
+
+
+class Handback:
+    """The reactor's word to a connection's task when it hands the connection back."""
+
+    __slots__ = ("close", "data", "reason")
+
+    def __init__(self, reason: Reason, data: bytes = b"", close: bool = False) -> None:
+        self.reason = reason
+        self.data = data  # with WRITE: reply bytes the kernel did not take yet
+        self.close = close  # with WRITE: close once ``data`` is written
+
+
+class Slot:
+    """A parked connection: its socket, parser state, task (a ``trio.lowlevel.Task``) and
+    the hand-back once there is one."""
+
+    __slots__ = ("conn", "fd", "handback", "last_active", "task")
+
+    def __init__(self, fd: int, conn: ClientConnection, task: Any) -> None:
+        self.fd = fd
+        self.conn = conn
+        self.task = task
+        self.handback: Handback | None = None
+        self.last_active = 0.0
+
+
+class ReadyServer:
+    """Serves the ready connections of one epoll pass (see the module docstring).
+
+    Args:
+        slots: the reactor's parked connections by descriptor (shared, not copied).
+        hand_back: the reactor's way to give a connection back to its task.
+        execute: runs one request (the instrumented executor).
+        counters: byte counters and protocol errors are kept here, as the handler does.
+        read_size: bytes per ``os.read`` (``server.read_buffer_size``).
+        write_size: reply bytes after which a batch is written before parsing on
+            (``server.write_buffer_size``).
+    """
+
+    def __init__(
+        self,
+        slots: dict[int, Slot],
+        hand_back: Callable[[Slot, Handback], None],
+        execute: Execute,
+        counters: Counters,
+        read_size: int,
+        write_size: int,
+    ) -> None:
+        self._slots = slots
+        self._hand_back = hand_back
+        self._execute = execute
+        self._counters = counters
+        self._read_size = read_size
+        self._write_size = write_size
+
+    def serve_pass(self, events: list[tuple[int, int]], now: float) -> None:
+        """Serve every ready connection in ``events`` once (``now``: trio time, for the idle
+        timeout)."""
+        slots = self._slots
+        for fd, mask in events:
+            slot = slots.get(fd)
+            if slot is None:
+                continue
+            try:
+                self._serve(slot, mask, now)
+            except Exception:
+                log.exception("connection failed; closing this connection")
+                self._hand_back(slot, Handback(Reason.CLOSE))
+
+    def _serve(self, slot: Slot, mask: int, now: float) -> None:
+        """One read's worth of one connection: read, process, write."""
+        fd = slot.fd
+        try:
+            data = os.read(fd, self._read_size)
+        except BlockingIOError:
+            if mask & _DEAD:
+                self._hand_back(slot, Handback(Reason.CLOSE))
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._hand_back(slot, Handback(Reason.CLOSE))
+            return
+        slot.last_active = now
+        counters = self._counters
+        counters.bytes_read += len(data)
+        conn = slot.conn
+        conn.receive_data(data)
+        execute, write_size = self._execute, self._write_size
+        while True:
+            out, close, more, errors = conn.process(execute, write_size)
+            if errors:
+                counters.protocol_errors += errors
+            if out:
+                counters.bytes_written += len(out)
+                try:
+                    sent = os.write(fd, out)
+                except BlockingIOError:
+                    sent = 0
+                except OSError as exc:
+                    if exc.errno not in _GONE:
+                        raise
+                    self._hand_back(slot, Handback(Reason.CLOSE))
+                    return
+                if sent < len(out):
+                    self._hand_back(slot, Handback(Reason.WRITE, out[sent:], close))
+                    return
+            if close:
+                self._hand_back(slot, Handback(Reason.CLOSE))
+                return
+            if not more:
+                return
+            if conn.streaming:  # a metadump: its task writes it, yielding between chunks
+                self._hand_back(slot, Handback(Reason.WRITE))
+                return
