@@ -208,8 +208,15 @@ def put_with(family: Any, key: bytes, value: bytes, opts: Any) -> None:
 
 
 def sequence_number(db: Any) -> int:
-    """The database's latest sequence number (every written key takes the next one)."""
-    return int(db.latest_sequence_number())
+    """The database's latest sequence number (every written key takes the next one).
+
+    Raises:
+        StorageError: RocksDB refused (the database is closed, say).
+    """
+    try:
+        return int(db.latest_sequence_number())
+    except Exception as exc:  # rocksdict raises bare Exception (DbClosedError when closed)
+        raise StorageError(f"reading the sequence number failed: {exc}") from exc
 
 
 def new_batch() -> Any:

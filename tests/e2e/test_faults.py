@@ -59,8 +59,12 @@ def _fill(path: Path, leave: int) -> None:
 
 def test_disk_full_fails_writes_keeps_reads_and_recovers(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "mnt", "32m") as mnt:
+        # No hot items: then a first get writes its fetch record to RocksDB at once (with
+        # them it stays in memory), which is the side write this test makes fail.
         server = PetracacheProcess(
-            tmp_path / "pc", args=["--db-path", str(mnt / "db")], config=SMALL_BUFFERS
+            tmp_path / "pc",
+            args=["--db-path", str(mnt / "db"), "--hot-cache-size", "0"],
+            config=SMALL_BUFFERS,
         )
         with server:
             client = server.client()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from petracache.storage.engine import DeltaResult, Engine, StoreMode, StoreResult
+from petracache.storage.errors import StorageError
 from tests.storage.conftest import T0, Clock, delete, delta, open_engine, store
 
 THIRTY_DAYS = 60 * 60 * 24 * 30
@@ -315,3 +316,13 @@ def test_delete(engine: Engine, clock: Clock) -> None:
     set_(engine, b"k", b"v", 1)
     clock.now += 1
     assert not delete(engine, b"k")  # an expired item is absent for delete too
+
+
+def test_close_after_the_database_went_away_raises_a_storage_error(
+    tmp_path: Path, clock: Clock
+) -> None:
+    eng = open_engine(tmp_path / "db", clock)
+    eng.set(b"k", 0, 0, b"v")
+    eng.raw_db().close()  # as if RocksDB had been closed under the engine
+    with pytest.raises(StorageError):
+        eng.close()
