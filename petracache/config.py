@@ -173,8 +173,8 @@ class StorageSettings(_Section):
     hot_cache_size: ByteSize = Field(
         64 * 1024 * 1024,
         ge=0,
-        description="memory for recently used items kept in front of RocksDB"
-        " (write-through; second-chance eviction); 0 = off",
+        description="memory for recently used items kept decoded in front of RocksDB"
+        " (write-through; least recently used leave first); 0 = off",
     )
     write_buffer_size: ByteSize = Field(
         64 * 1024 * 1024, ge=64 * 1024, description="memtable bytes before a flush"
