@@ -134,11 +134,16 @@ class HotItems:
         if self._dirty:
             self._dirty.pop(key, None)
         entries = self._entries
-        old = entries.pop(key, None)
+        cost = len(key) + len(item.data) + ENTRY_OVERHEAD
+        # Replaced in place (``get`` then a store to the same node), not popped and inserted
+        # again: a set has just looked the key up, so both lookups hit warm cache lines.
+        old = entries.get(key)
         if old is not None:
             self.bytes -= len(key) + len(old[_DATA]) + ENTRY_OVERHEAD
-        cost = len(key) + len(item.data) + ENTRY_OVERHEAD
-        if cost > self._largest:
+            if cost > self._largest:
+                del entries[key]  # the old entry must not outlive its value
+                return
+        elif cost > self._largest:
             return
         entries[key] = tuple(item)
         self.bytes += cost
