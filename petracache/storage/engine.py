@@ -118,12 +118,13 @@ class Engine(EngineSeam):
             META_CF: self._meta,
         }
         # Recently used items in memory, in front of RocksDB (write-through: storage.hot).
-        # Not a bound method: the engine must not be in a reference cycle (its RocksDB
-        # handles, and the database's lock, go when the last reference does).
-        self.hot = HotItems(
-            settings.hot_cache_size,
-            partial(_write_back, self._db, self._hint_opts, self.commit, self.counters),
+        # Stores one fetch record, for ``_write_hint`` and as the hot items evict a dirty
+        # entry. Not a bound method: the engine must not be in a reference cycle (its
+        # RocksDB handles, and the database's lock, go when the last reference does).
+        self._store_hint = partial(
+            _store_hint, self._db, self._hint_opts, self.commit, self.counters
         )
+        self.hot = HotItems(settings.hot_cache_size, self._store_hint)
         self._cas = CasSource(self._meta)
         # Bound once: ``next_cas`` is on the write path, so no wrapper method.
         self.next_cas = self._cas.take
@@ -336,14 +337,10 @@ class Engine(EngineSeam):
         """
         if self.hot.hint(key, item):
             return True
-        try:
-            self._db.put(key, codec.encode_item(item), self._hint_opts)
-        except Exception:
+        if not self._store_hint(key, codec.encode_item(item)):
             self.hot.drop(key)
-            self._side_write_failed()
             return False
         self.hot.put(key, item)
-        self.commit.untracked += 1  # no reply waits for its fsync
         return True
 
     def write_hints(self) -> None:
@@ -358,7 +355,7 @@ class Engine(EngineSeam):
         try:
             rocks.commit_batch(self._db, batch, self._hint_opts)
         except StorageError:
-            self._side_write_failed()
+            _count_side_write_failure(self.counters)
             return
         self.commit.untracked += len(hints)
 
@@ -375,12 +372,9 @@ class Engine(EngineSeam):
         try:
             self.remove(key, item)
         except StorageError:
-            self._side_write_failed()
+            _count_side_write_failure(self.counters)
         finally:
             self.commit.untrack_since(written)
-
-    def _side_write_failed(self) -> None:
-        _count_side_write_failure(self.counters)
 
     # -- whole operations (read, transition, write) ------------------------------------------
 
@@ -511,17 +505,19 @@ class Engine(EngineSeam):
             raise StorageError(f"closing the database: {error}") from error
 
 
-def _write_back(
+def _store_hint(
     db: Any, opts: Any, commit: CommitLog, counters: EngineCounters, key: bytes, value: bytes
-) -> None:
-    """Store a fetch record the hot items kept (``Engine._write_hint``), as its entry leaves
-    them. Best effort, like the record itself: a failure is counted, never raised."""
+) -> bool:
+    """Put a fetch record (``Engine._write_hint``) without the WAL: True if written. Best
+    effort, like the record itself: a failure is counted (``read_write_failures``), never
+    raised; and untracked, since no reply waits for its fsync."""
     try:
         db.put(key, value, opts)
-    except Exception:
+    except Exception:  # rocksdict raises bare Exception
         _count_side_write_failure(counters)
-        return
+        return False
     commit.untracked += 1
+    return True
 
 
 def _count_side_write_failure(counters: EngineCounters) -> None:

@@ -88,7 +88,7 @@ class HotItems:
         "misses",
     )
 
-    def __init__(self, capacity: int, write_back: Callable[[bytes, bytes], None]) -> None:
+    def __init__(self, capacity: int, write_back: Callable[[bytes, bytes], object]) -> None:
         self._entries: Any = LRU(_NO_COUNT_BOUND)  # lru.LRU: key -> plain tuple of fields
         self._dirty: dict[bytes, bool] = {}  # entries newer than RocksDB (fetch state only)
         self._write_back = write_back
