@@ -21,7 +21,7 @@ never sees ``ERROR`` where memcached would not send one:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from petracache.protocol.admin import Admin
 from petracache.protocol.responses import ErrorReply, Response, Status
@@ -30,15 +30,15 @@ from petracache.rules.numbers import strtod, strtol32, strtoul32
 if TYPE_CHECKING:
     from petracache.commands.context import Context, Handler
 
-BAD_FORMAT = ErrorReply(b"CLIENT_ERROR bad command line format\r\n")
-REASSIGN_DISABLED = ErrorReply(b"CLIENT_ERROR slab reassignment disabled\r\n")
-WATCH_DISABLED = ErrorReply(b"CLIENT_ERROR watch commands not allowed\r\n")
-SHUTDOWN_DISABLED = ErrorReply(b"ERROR: shutdown not enabled\r\n")
-SHUTDOWN_BAD_MODE = ErrorReply(b"CLIENT_ERROR invalid shutdown mode\r\n")
-LRU_PCTS = ErrorReply(b"ERROR hot and warm pcts must not exceed 80\r\n")
-LRU_FACTORS = ErrorReply(b"ERROR hot/warm age factors must be greater than 0\r\n")
-LRU_PCT_MAX = 80  # memcached: hot + warm may not exceed it
-AUTOMOVE_LEVELS = (0, 1, 2)
+BAD_FORMAT: Final = ErrorReply(b"CLIENT_ERROR bad command line format\r\n")
+REASSIGN_DISABLED: Final = ErrorReply(b"CLIENT_ERROR slab reassignment disabled\r\n")
+WATCH_DISABLED: Final = ErrorReply(b"CLIENT_ERROR watch commands not allowed\r\n")
+SHUTDOWN_DISABLED: Final = ErrorReply(b"ERROR: shutdown not enabled\r\n")
+SHUTDOWN_BAD_MODE: Final = ErrorReply(b"CLIENT_ERROR invalid shutdown mode\r\n")
+LRU_PCTS: Final = ErrorReply(b"ERROR hot and warm pcts must not exceed 80\r\n")
+LRU_FACTORS: Final = ErrorReply(b"ERROR hot/warm age factors must be greater than 0\r\n")
+LRU_PCT_MAX: Final = 80  # memcached: hot + warm may not exceed it
+AUTOMOVE_LEVELS: Final = (0, 1, 2)
 
 
 def _slabs(ctx: Context, args: list[bytes]) -> Response:

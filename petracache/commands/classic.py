@@ -8,6 +8,8 @@ The get and set handlers are the hot path: no allocation beyond the reply.
 
 from __future__ import annotations
 
+from typing import Final
+
 from petracache.commands.context import Context, Handler
 from petracache.commands.stats import general_stats, reset_stats, settings_stats
 from petracache.commands.stats_groups import GROUPS
@@ -41,18 +43,18 @@ from petracache.rules.versions import SERVER_VERSION
 from petracache.storage.codec import Item
 from petracache.storage.items import DeltaResult, StoreResult
 
-TOO_LARGE = ErrorReply(b"SERVER_ERROR object too large for cache\r\n")
-NON_NUMERIC = ErrorReply(b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n")
-STORE_REPLIES = {
+TOO_LARGE: Final = ErrorReply(b"SERVER_ERROR object too large for cache\r\n")
+NON_NUMERIC: Final = ErrorReply(b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n")
+STORE_REPLIES: Final = {
     StoreResult.STORED: Status.STORED,
     StoreResult.NOT_STORED: Status.NOT_STORED,
     StoreResult.EXISTS: Status.EXISTS,
     StoreResult.NOT_FOUND: Status.NOT_FOUND,
 }
-BAD_EXPTIME = ErrorReply(b"CLIENT_ERROR invalid exptime argument\r\n")
-FLUSH_REFUSED = ErrorReply(b"CLIENT_ERROR flush_all not allowed\r\n")  # memcached -F
-MEMLIMIT_MIN_MB = 8  # memcached refuses less (MEMLIMIT_TOO_SMALL)
-MEMLIMIT_MAX_MB = 1_000_000_000  # more looks like bytes (MEMLIMIT_ADJUST_FAILED)
+BAD_EXPTIME: Final = ErrorReply(b"CLIENT_ERROR invalid exptime argument\r\n")
+FLUSH_REFUSED: Final = ErrorReply(b"CLIENT_ERROR flush_all not allowed\r\n")  # memcached -F
+MEMLIMIT_MIN_MB: Final = 8  # memcached refuses less (MEMLIMIT_TOO_SMALL)
+MEMLIMIT_MAX_MB: Final = 1_000_000_000  # more looks like bytes (MEMLIMIT_ADJUST_FAILED)
 
 
 def get(ctx: Context, request: Get) -> Values:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 from urllib.parse import quote_from_bytes
 
 from petracache.protocol.crawler import LruCrawler, Streamed
@@ -43,13 +43,13 @@ from petracache.storage.walk import ItemWalk
 if TYPE_CHECKING:  # context holds a Crawler, so it imports this module
     from petracache.commands.context import Context, Handler
 
-DISABLED = ErrorReply(b"CLIENT_ERROR lru crawler disabled\r\n")
-BAD_FORMAT = ErrorReply(b"CLIENT_ERROR bad command line format\r\n")
-SLEEP_TOO_LONG = ErrorReply(b"CLIENT_ERROR sleep must be one second or less\r\n")
-ALREADY_RUNNING = ErrorReply(b"ERROR failed to start lru crawler thread\r\n")
-SLEEP_MAX = 1_000_000  # microseconds: memcached's bound on ``lru_crawler sleep``
+DISABLED: Final = ErrorReply(b"CLIENT_ERROR lru crawler disabled\r\n")
+BAD_FORMAT: Final = ErrorReply(b"CLIENT_ERROR bad command line format\r\n")
+SLEEP_TOO_LONG: Final = ErrorReply(b"CLIENT_ERROR sleep must be one second or less\r\n")
+ALREADY_RUNNING: Final = ErrorReply(b"ERROR failed to start lru crawler thread\r\n")
+SLEEP_MAX: Final = 1_000_000  # microseconds: memcached's bound on ``lru_crawler sleep``
 # memcached's uriencode leaves only these (and letters and digits) as they are.
-_URI_SAFE = b"-._~"
+_URI_SAFE: Final = b"-._~"
 
 
 def metadump_line(key: bytes, item: Item) -> bytes:

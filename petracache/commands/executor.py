@@ -52,7 +52,7 @@ class Executor:
     def execute(self, request: Request) -> Response:
         """Run one request; storage failures become ``SERVER_ERROR`` replies."""
         try:
-            return self._handlers[request.__class__](self.ctx, request)
+            return self._handlers[type(request)](self.ctx, request)
         except StorageError as exc:
             self.ctx.counters.storage_errors += 1
             log.warning("storage error: %s", exc)

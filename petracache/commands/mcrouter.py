@@ -44,7 +44,7 @@ def lease_set(ctx: Context, request: LeaseSet) -> Status:
     outcome = ctx.engine.store(
         StoreMode.ADD, request.key, request.flags, request.exptime, request.data
     )
-    return Status.STORED if outcome.__class__ is Item else Status.NOT_STORED
+    return Status.STORED if type(outcome) is Item else Status.NOT_STORED
 
 
 def metaget(ctx: Context, request: McrouterMetaget) -> Response:

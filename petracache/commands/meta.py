@@ -21,6 +21,8 @@ first fetch wins (``W``), later ones see ``Z``; any store clears stale/win state
 
 from __future__ import annotations
 
+from typing import Final
+
 from petracache.commands.classic import NON_NUMERIC, count_cas, count_delta, count_fetch
 from petracache.commands.context import Context, Handler
 from petracache.protocol.meta import OPAQUE_TOO_LONG, b64encode_key, opaque_too_long
@@ -47,23 +49,23 @@ from petracache.storage import items
 from petracache.storage.codec import FETCHED, KEY_BINARY, STALE, WIN_SENT, Item
 from petracache.storage.items import StoreResult
 
-OPAQUE_ERROR = ErrorReply(OPAQUE_TOO_LONG)
-MN = MetaReply(MetaCode.MN, [])
-QUIET_HD = MetaReply(MetaCode.HD, [], quiet=True)
-NO_MARK = -1  # a T or N flag that does not apply
+OPAQUE_ERROR: Final = ErrorReply(OPAQUE_TOO_LONG)
+MN: Final = MetaReply(MetaCode.MN, [])
+QUIET_HD: Final = MetaReply(MetaCode.HD, [], quiet=True)
+NO_MARK: Final = -1  # a T or N flag that does not apply
 # The return flags each command renders besides O and k (T, N and R act on the walk's TTL).
-MG_FLAGS = b"tcsflhTNR"
-MS_FLAGS = b"cs"
-MA_FLAGS = b"ctTN"
-NO_FLAGS = b""
-_MS_MODES = {
+MG_FLAGS: Final = b"tcsflhTNR"
+MS_FLAGS: Final = b"cs"
+MA_FLAGS: Final = b"ctTN"
+NO_FLAGS: Final = b""
+_MS_MODES: Final = {
     "S": StoreMode.SET,
     "E": StoreMode.ADD,
     "A": StoreMode.APPEND,
     "P": StoreMode.PREPEND,
     "R": StoreMode.REPLACE,
 }
-_STORE_CODES = {
+_STORE_CODES: Final = {
     StoreResult.NOT_STORED: MetaCode.NS,
     StoreResult.EXISTS: MetaCode.EX,
     StoreResult.NOT_FOUND: MetaCode.NF,
@@ -321,7 +323,7 @@ def ma(ctx: Context, r: MetaArithmetic) -> Response:
     if r.compare_cas and item.cas != r.compare_cas:  # memcached: C0 compares nothing
         return _no_item(MetaCode.EX, r.tokens, r.key, r.binary)
     counter = items.delta(item, r.delta, r.incr, now, engine.next_cas, r.new_cas or 0)
-    if counter.__class__ is not Item:  # DeltaResult.NON_NUMERIC
+    if type(counter) is not Item:  # DeltaResult.NON_NUMERIC
         return NON_NUMERIC
     count_delta(ctx, r.incr, True)
     return _ma_reply(ctx, r, item, counter, counter.data.rstrip(b" "), now)

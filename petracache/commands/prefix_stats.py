@@ -12,12 +12,13 @@ In memory only (like memcached); ``stats reset`` clears it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
 
 from petracache.protocol.responses import ErrorReply, PrefixDump, Response, Status
 
-DELIMITER = 0x3A  # ":"
-PREFIX_HASH_SIZE = 256  # memcached stats_prefix.c
-USAGE = ErrorReply(b"CLIENT_ERROR usage: stats detail on|off|dump\r\n")
+DELIMITER: Final = 0x3A  # ":"
+PREFIX_HASH_SIZE: Final = 256  # memcached stats_prefix.c
+USAGE: Final = ErrorReply(b"CLIENT_ERROR usage: stats detail on|off|dump\r\n")
 
 
 def murmur3_32(data: bytes, seed: int = 0) -> int:

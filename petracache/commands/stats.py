@@ -12,6 +12,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Final
 
 from petracache import build
 from petracache.observability.counters import Counters, counts
@@ -49,7 +50,7 @@ class ServerInfo:
     slab_automove_ratio: float = 0.8
 
 
-TCP_BACKLOG = 4096  # server.serve: the listen backlog
+TCP_BACKLOG: Final = 4096  # server.serve: the listen backlog
 
 
 def _yes(flag: bool) -> str:

@@ -26,7 +26,7 @@ memcached's cap: the limit, or 2 MB of reply (``item_cachedump``'s ``memlimit``)
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from petracache.commands.stats import ServerInfo, curr_items, stored_bytes
 from petracache.observability.counters import Counters, counts
@@ -40,16 +40,16 @@ from petracache.storage.walk import ItemWalk
 if TYPE_CHECKING:  # the context imports commands.stats, not this module
     from petracache.commands.context import Context
 
-CLASS_ID = 1  # the one class every item is reported in
-CACHEDUMP_MAX_BYTES = 2 * 1024 * 1024  # memcached item_cachedump: memlimit
-BAD_LINE = ErrorReply(b"CLIENT_ERROR bad command line\r\n")
-BAD_FORMAT = ErrorReply(b"CLIENT_ERROR bad command line format\r\n")
-ILLEGAL_SLAB = ErrorReply(b"CLIENT_ERROR Illegal slab id\r\n")
+CLASS_ID: Final = 1  # the one class every item is reported in
+CACHEDUMP_MAX_BYTES: Final = 2 * 1024 * 1024  # memcached item_cachedump: memlimit
+BAD_LINE: Final = ErrorReply(b"CLIENT_ERROR bad command line\r\n")
+BAD_FORMAT: Final = ErrorReply(b"CLIENT_ERROR bad command line format\r\n")
+ILLEGAL_SLAB: Final = ErrorReply(b"CLIENT_ERROR Illegal slab id\r\n")
 # ``stats sizes_enable``/``_disable``: memcached answers one STAT line without END.
-SIZES_STATUS = ErrorReply(b"STAT sizes_status disabled\r\n")
-SIZES = StatsReply([("sizes_status", "disabled")])
+SIZES_STATUS: Final = ErrorReply(b"STAT sizes_status disabled\r\n")
+SIZES: Final = StatsReply([("sizes_status", "disabled")])
 # memcached's per-class operation counters (do_slabs_stats), in order.
-_CLASS_OPS = (
+_CLASS_OPS: Final = (
     "get_hits",
     "cmd_set",
     "delete_hits",

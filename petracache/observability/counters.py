@@ -13,11 +13,11 @@ Prometheus counter. ``stats reset`` does not zero them; it records a baseline, a
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Final
 
 # Gauges are current values: ``stats reset`` leaves them alone (memcached keeps
 # curr_connections too).
-GAUGES = frozenset({"curr_connections"})
+GAUGES: Final = frozenset({"curr_connections"})
 
 
 @dataclass(slots=True)

@@ -102,7 +102,7 @@ class RequestMetrics:
             return "incr" if request.incr else "decr"
         if isinstance(request, BinaryRequest):
             return request.command
-        cls = request.__class__
+        cls = type(request)
         name = self._names.get(cls)
         if name is None:
             name = self._names[cls] = _snake(cls.__name__)
@@ -163,8 +163,8 @@ class RequestMetrics:
                 return response
             result = (
                 statuses[id(response)]
-                if response.__class__ is Status
-                else _result(response, request.__class__)
+                if type(response) is Status
+                else _result(response, type(request))
             )
             results[result] = results.get(result, 0) + 1
             return response

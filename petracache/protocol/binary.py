@@ -339,7 +339,7 @@ class BinaryConnection(InputBuffer):
             if request is NEED_DATA:
                 self._handled = 0
                 break
-            if request.__class__ is Refusal:
+            if type(request) is Refusal:
                 refusal: Refusal = request
                 failures += 1
                 if refusal is _CLOSE:
@@ -353,7 +353,7 @@ class BinaryConnection(InputBuffer):
             else:
                 response = execute(request)  # type: ignore[arg-type]
                 opcode = request.opcode  # type: ignore[attr-defined]
-                if response.__class__ is ErrorReply:
+                if type(response) is ErrorReply:
                     # A storage failure (the executor's SERVER_ERROR): memcached's binary
                     # out_of_memory answers ENOMEM, "Out of memory".
                     response = BinaryReply(opcode, request.opaque, BinStatus.ENOMEM)  # type: ignore[attr-defined]
@@ -376,7 +376,7 @@ def _flushes(response: Response, swallowing: int) -> bool:
     """Whether memcached answered with ``write_bin_error`` and no body to skip, which goes
     to ``conn_mwrite``: a flush point. A getk miss (it echoes the key) and a quiet miss are
     not errors there."""
-    if response.__class__ is not BinaryReply:
+    if type(response) is not BinaryReply:
         return False
     reply: BinaryReply = response
     return bool(reply.status) and not reply.key and not reply.quiet and not swallowing

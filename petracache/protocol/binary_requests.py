@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Final
 
 from petracache.rules.verbs import StoreMode
 
@@ -241,7 +242,7 @@ class BinSasl(BinaryRequest):
     counted: bool = True  # an auth attempt (memcached's auth_cmds); list/continue are not
 
 
-BINARY_REQUESTS = (
+BINARY_REQUESTS: Final = (
     BinGet,
     BinStore,
     BinTooLarge,

@@ -150,7 +150,7 @@ def encode(response: Response) -> bytes:
     Raises:
         TypeError: ``response`` is not one of ``Response``'s classes.
     """
-    encoder = ENCODERS.get(response.__class__)
+    encoder = ENCODERS.get(type(response))
     if encoder is None:
         raise TypeError(f"not a response: {response!r}")
     return encoder(response)

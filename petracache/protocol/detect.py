@@ -10,12 +10,13 @@ keeps that choice for the connection's life (``try_read_command_negotiate``). So
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
 from petracache.protocol.binary import REQUEST_MAGIC, BinaryConnection
 from petracache.protocol.connection import Batch, Execute, MemcacheConnection
 from petracache.rules.sizes import DEFAULT_ITEM_SIZE_MAX
 
-_NOTHING = Batch(b"", False, False, 0)
+_NOTHING: Final = Batch(b"", False, False, 0)
 
 
 class ClientConnection:

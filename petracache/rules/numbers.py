@@ -16,14 +16,16 @@ Every function returns ``None`` where memcached's helper returns false.
 
 from __future__ import annotations
 
-C_SPACE = b" \t\n\v\f\r"
-INT_MAX = (1 << 31) - 1  # C's INT_MAX (a 32-bit int)
-U64_MAX = (1 << 64) - 1
-I64_MIN = -(1 << 63)
-I64_MAX = (1 << 63) - 1
-_DIGITS = frozenset(b"0123456789")
-_MAX_DIGITS = 20  # len(str(U64_MAX)); longer digit runs (after leading zeros) overflow
-_OUT_OF_RANGE = 1 << 65
+from typing import Final
+
+C_SPACE: Final = b" \t\n\v\f\r"
+INT_MAX: Final = (1 << 31) - 1  # C's INT_MAX (a 32-bit int)
+U64_MAX: Final = (1 << 64) - 1
+I64_MIN: Final = -(1 << 63)
+I64_MAX: Final = (1 << 63) - 1
+_DIGITS: Final = frozenset(b"0123456789")
+_MAX_DIGITS: Final = 20  # len(str(U64_MAX)); longer digit runs (after leading zeros) overflow
+_OUT_OF_RANGE: Final = 1 << 65
 
 
 def _strto(token: bytes) -> tuple[int, bool] | None:

@@ -9,15 +9,17 @@ must not exceed the item size limit. With a 1-byte key and flags 0 the largest v
 
 from __future__ import annotations
 
+from typing import Final
+
 from petracache.rules.numbers import INT_MAX
 
-KEY_MAX_LENGTH = 250
+KEY_MAX_LENGTH: Final = 250
 # The largest <bytes> a storage command may declare: memcached reads it as an int and adds 2
 # for the "\r\n" (vlen += 2), which must not overflow.
-MAX_DATA_LENGTH = INT_MAX - 2
-DEFAULT_ITEM_SIZE_MAX = 1024 * 1024
-ITEM_HEADER_SIZE = 48
-CAS_SIZE = 8
+MAX_DATA_LENGTH: Final = INT_MAX - 2
+DEFAULT_ITEM_SIZE_MAX: Final = 1024 * 1024
+ITEM_HEADER_SIZE: Final = 48
+CAS_SIZE: Final = 8
 
 
 def item_size(key_length: int, flags: int, data_length: int) -> int:

@@ -13,14 +13,15 @@ Checked against memcached 1.6.18's ``stats slabs`` and metadump output (tests/ru
 from __future__ import annotations
 
 import functools
+from typing import Final
 
 from petracache.rules.sizes import DEFAULT_ITEM_SIZE_MAX, ITEM_HEADER_SIZE
 
-CHUNK_MIN = 48  # memcached -n
-GROWTH_FACTOR = 1.25  # memcached -f
-CHUNK_ALIGN = 8  # CHUNK_ALIGN_BYTES
-SLAB_CHUNK_MAX = 512 * 1024  # settings.slab_chunk_size_max: slab_page_size / 2
-CLASS_ID_MAX = 63  # MAX_NUMBER_OF_SLAB_CLASSES - 1: the highest id lru_crawler accepts
+CHUNK_MIN: Final = 48  # memcached -n
+GROWTH_FACTOR: Final = 1.25  # memcached -f
+CHUNK_ALIGN: Final = 8  # CHUNK_ALIGN_BYTES
+SLAB_CHUNK_MAX: Final = 512 * 1024  # settings.slab_chunk_size_max: slab_page_size / 2
+CLASS_ID_MAX: Final = 63  # MAX_NUMBER_OF_SLAB_CLASSES - 1: the highest id lru_crawler accepts
 
 
 @functools.cache
@@ -38,7 +39,7 @@ def class_sizes(chunk_max: int = SLAB_CHUNK_MAX) -> tuple[int, ...]:
     return tuple(sizes)
 
 
-CLASS_SIZES = class_sizes()  # CLASS_SIZES[i] is the chunk size of class i + 1 (-I 1m)
+CLASS_SIZES: Final = class_sizes()  # CLASS_SIZES[i] is the chunk size of class i + 1 (-I 1m)
 
 
 def class_id(total: int, item_size_max: int = DEFAULT_ITEM_SIZE_MAX) -> int:

@@ -13,12 +13,14 @@ An item is dead when ``deadline != 0 and deadline <= now`` (memcached: ``exptime
 
 from __future__ import annotations
 
-REALTIME_MAXDELTA = 60 * 60 * 24 * 30
-NEVER = 0
-ALREADY_EXPIRED = 1
-DEADLINE_MAX = 0xFFFFFFFF
+from typing import Final
+
+REALTIME_MAXDELTA: Final = 60 * 60 * 24 * 30
+NEVER: Final = 0
+ALREADY_EXPIRED: Final = 1
+DEADLINE_MAX: Final = 0xFFFFFFFF
 # memcached sets process_started = start - ITEM_UPDATE_INTERVAL (60) - 2 seconds.
-EPOCH_SLACK = 62
+EPOCH_SLACK: Final = 62
 
 
 def deadline(exptime: int, now: int) -> int:

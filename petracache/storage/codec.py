@@ -26,27 +26,27 @@ versions and short values with ``CorruptValue``; the engine reports such a key a
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from petracache.storage.errors import CorruptValue
 
-FORMAT_V1 = 1
-FORMAT_V2 = 2
-HEADER_V1 = struct.Struct("<BIIIQ")
-HEADER_V2 = struct.Struct("<BIIIQIB")
-HEADER_SIZE = HEADER_V2.size  # of the format written now
-HEADER_V1_SIZE = HEADER_V1.size
-_V1_BYTE = bytes([FORMAT_V1])
+FORMAT_V1: Final = 1
+FORMAT_V2: Final = 2
+HEADER_V1: Final = struct.Struct("<BIIIQ")
+HEADER_V2: Final = struct.Struct("<BIIIQIB")
+HEADER_SIZE: Final = HEADER_V2.size  # of the format written now
+HEADER_V1_SIZE: Final = HEADER_V1.size
+_V1_BYTE: Final = bytes([FORMAT_V1])
 
 # Meta bits (memcached's ITEM_FETCHED, ITEM_STALE, ITEM_TOKEN_SENT, ITEM_KEY_BINARY).
-FETCHED = 1
-STALE = 2
-WIN_SENT = 4
-KEY_BINARY = 8
+FETCHED: Final = 1
+STALE: Final = 2
+WIN_SENT: Final = 4
+KEY_BINARY: Final = 8
 # memcached's ITEM_ACTIVE: set by a fetch, cleared when eviction gives the item a second
 # chance (``storage.eviction``). Separate from FETCHED, which the meta ``h`` flag reports and
 # which must not be cleared behind a client's back.
-ACTIVE = 16
+ACTIVE: Final = 16
 
 
 class Item(NamedTuple):
@@ -61,7 +61,10 @@ class Item(NamedTuple):
     bits: int = 0
 
 
-_tuple_new = tuple.__new__
+_tuple_new: Final = tuple.__new__
+# Final: the compiled build reads a Final from a C static, any other global from the module's
+# dict at every use (a NamedTuple class is not a native class, so ``Item`` is such a global).
+_ITEM: Final = Item
 
 
 def new_item(
@@ -75,7 +78,7 @@ def new_item(
 ) -> Item:
     """``Item(...)`` without the NamedTuple's ``__new__``, which is an interpreted function
     even in the compiled build (0.36 against 0.23 us): every read decodes an item."""
-    return _tuple_new(Item, (flags, deadline, stored_at, cas, data, last_access, bits))
+    return _tuple_new(_ITEM, (flags, deadline, stored_at, cas, data, last_access, bits))
 
 
 def encode(

@@ -32,18 +32,19 @@ Invariants (what makes it a cache and not a second store):
   item larger than ``capacity // MAX_SHARE`` is not kept (one big value must not empty the
   cache). ``capacity`` 0 turns the cache off.
 * Invisible to the garbage collector: ``lru.LRU`` is not a container the collector tracks,
-  entries are plain tuples of ints and bytes (which the collector stops tracking after one
-  look) and the dirty marks are ``True`` in a plain dict (never tracked). So a full
-  collection never walks the entries. It did when they were ``NamedTuple`` instances
-  (tracked forever) or sat in an ``OrderedDict`` (always tracked, and walked entry by entry
-  at a cache miss each): 40-150 ms of CPU with 100,000 items, a pause for every client at
-  once (docs/benchmarks.md, workload 3). ``tests/storage/test_hot.py`` checks this. An
-  ``Item`` is built again on each hit (``tuple.__new__``, about 0.1 µs compiled).
+  entries are ``Item``s untracked as they are stored (``_kept``: an item holds only ints
+  and bytes, so it can be in no reference cycle) and the dirty marks are ``True`` in a plain
+  dict (never tracked). So a full collection never walks the entries. It did when they
+  were tracked ``NamedTuple`` instances or sat in an ``OrderedDict`` (always tracked, and
+  walked entry by entry at a cache miss each): 40-150 ms of CPU with 100,000 items, a pause
+  for every client at once (docs/benchmarks.md, workload 3). ``tests/storage/test_hot.py``
+  checks this. A hit returns the stored ``Item`` itself, built once per write.
 * Single-threaded: used only on the trio thread, like the engine's item operations.
 """
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -52,19 +53,33 @@ from lru import LRU
 from petracache.storage import codec
 from petracache.storage.codec import Item
 
-# Bytes per entry beyond key and data: the entry's tuple and its ints, the bytes objects'
+# Bytes per entry beyond key and data: the entry's Item and its ints, the bytes objects'
 # headers, lru-dict's node and its dict slot (measured with tracemalloc: 262 B).
 ENTRY_OVERHEAD: Final = 272
 MAX_SHARE: Final = 8  # an item may take at most 1/8 of the cache
 _DATA: Final = Item._fields.index("data")
 # lru.LRU bounds entries by count; the bound here is in bytes, so its count never binds.
 _NO_COUNT_BOUND: Final = 1 << 40
-_tuple_new = tuple.__new__
+# A prototype of our own (holding the GIL, like every ``pythonapi`` call), rather than
+# setting argtypes on the shared ``ctypes.pythonapi`` attribute other code may use too.
+_untrack: Final = ctypes.PYFUNCTYPE(None, ctypes.py_object)(
+    ("PyObject_GC_UnTrack", ctypes.pythonapi)
+)
 
 
-def _as_item(fields: tuple[Any, ...]) -> Item:
-    """The ``Item`` an entry's plain tuple holds (no field checks)."""
-    return _tuple_new(Item, fields)
+def _kept(item: Item) -> Item:
+    """``item``, no longer tracked by the garbage collector, to be kept as an entry.
+
+    An ``Item`` is a tuple subclass, which the collector tracks for good (it untracks only
+    exact tuples whose members are all atomic). An item holds only ints and bytes, so it
+    can never be part of a reference cycle: untracking it (CPython's public
+    ``PyObject_GC_UnTrack``, which its deallocator also calls) is safe, and keeps 100,000
+    entries out of every full collection. Kept as ``Item``s, a hit returns the entry
+    itself: rebuilding an ``Item`` from a plain tuple on each hit cost a cached get a
+    tenth of its CPU (docs/benchmarks.md).
+    """
+    _untrack(item)
+    return item
 
 
 class HotItems:
@@ -89,7 +104,7 @@ class HotItems:
     )
 
     def __init__(self, capacity: int, write_back: Callable[[bytes, bytes], object]) -> None:
-        self._entries: Any = LRU(_NO_COUNT_BOUND)  # lru.LRU: key -> plain tuple of fields
+        self._entries: Any = LRU(_NO_COUNT_BOUND)  # lru.LRU: key -> Item (untracked)
         self._dirty: dict[bytes, bool] = {}  # entries newer than RocksDB (fetch state only)
         self._write_back = write_back
         self.capacity = capacity
@@ -109,28 +124,32 @@ class HotItems:
 
     def get(self, key: bytes) -> Item | None:
         """The entry for ``key`` (now the most recently used), or None."""
-        fields = self._entries.get(key)
-        if fields is None:
+        item: Item | None = self._entries.get(key)
+        if item is None:
             self.misses += 1
             return None
         self.hits += 1
-        return _as_item(fields)
+        return item
 
     def peek(self, key: bytes) -> Item | None:
         """The entry for ``key``, not counted as a hit (a write's bookkeeping, just before
         the write: lru-dict has no lookup that leaves the order alone)."""
-        fields = self._entries.get(key)
-        return None if fields is None else _as_item(fields)
+        item: Item | None = self._entries.get(key)
+        return item
 
     def newer(self, key: bytes) -> Item | None:
         """The entry for ``key`` if it is newer than what RocksDB holds (dirty), else None:
         for readers of RocksDB that need the fetch state."""
         if key not in self._dirty:
             return None
-        return _as_item(self._entries.get(key))
+        item: Item = self._entries.get(key)
+        return item
 
-    def put(self, key: bytes, item: Item) -> None:
-        """``item`` is what RocksDB now holds under ``key``."""
+    def put(self, key: bytes, item: Item) -> int:
+        """``item`` is what RocksDB now holds under ``key`` (or will, once the caller's
+        write returns; it drops the key if the write fails). Returns the data length of
+        the entry it replaced, -1 if there was none: a set's size bookkeeping, without a
+        second lookup."""
         if self._dirty:
             self._dirty.pop(key, None)
         entries = self._entries
@@ -138,17 +157,20 @@ class HotItems:
         # Replaced in place (``get`` then a store to the same node), not popped and inserted
         # again: a set has just looked the key up, so both lookups hit warm cache lines.
         old = entries.get(key)
+        old_data = -1
         if old is not None:
-            self.bytes -= len(key) + len(old[_DATA]) + ENTRY_OVERHEAD
+            old_data = len(old[_DATA])
+            self.bytes -= len(key) + old_data + ENTRY_OVERHEAD
             if cost > self._largest:
                 del entries[key]  # the old entry must not outlive its value
-                return
+                return old_data
         elif cost > self._largest:
-            return
-        entries[key] = tuple(item)
+            return old_data
+        entries[key] = _kept(item)
         self.bytes += cost
         if self.bytes > self.capacity:
             self._shrink()
+        return old_data
 
     def hint(self, key: bytes, item: Item) -> bool:
         """``item`` is the entry's item with only its fetch state changed: keep it here,
@@ -157,7 +179,7 @@ class HotItems:
         entries = self._entries
         if key not in entries:
             return False
-        entries[key] = tuple(item)  # the same data, so the same size
+        entries[key] = _kept(item)  # the same data, so the same size
         self._dirty[key] = True
         return True
 
@@ -165,7 +187,7 @@ class HotItems:
         """Every dirty entry's key and encoded value, now counted as written (the caller
         writes them)."""
         entries = self._entries
-        hints = [(key, codec.encode_item(_as_item(entries.get(key)))) for key in self._dirty]
+        hints = [(key, codec.encode_item(entries.get(key))) for key in self._dirty]
         self._dirty.clear()
         return hints
 
@@ -190,4 +212,4 @@ class HotItems:
             self.evictions += 1
             if key in dirty:
                 del dirty[key]
-                self._write_back(key, codec.encode_item(_as_item(old)))
+                self._write_back(key, codec.encode_item(old))

@@ -39,7 +39,7 @@ Invariants:
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from petracache.storage import codec, rocks
 from petracache.storage.codec import Item
@@ -49,11 +49,11 @@ if TYPE_CHECKING:
     from petracache.storage.hot import HotItems
     from petracache.storage.tally import ItemTally
 
-INDEX_STATE_KEY = b"index_complete"  # meta key: b"E" and/or b"A" for complete indexes
-_EXPIRY = struct.Struct(">IQ")
-_AGE = struct.Struct(">Q")
-EXPIRY_PREFIX = _EXPIRY.size
-AGE_PREFIX = _AGE.size
+INDEX_STATE_KEY: Final = b"index_complete"  # meta key: b"E" and/or b"A" for complete indexes
+_EXPIRY: Final = struct.Struct(">IQ")
+_AGE: Final = struct.Struct(">Q")
+EXPIRY_PREFIX: Final = _EXPIRY.size
+AGE_PREFIX: Final = _AGE.size
 
 
 def expiry_key(deadline: int, cas: int, key: bytes) -> bytes:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
+from typing import Final
 
 from petracache.rules.numbers import U64_MAX, parse_stored_counter
 from petracache.rules.sizes import item_size_ok
@@ -31,10 +32,10 @@ from petracache.storage import codec
 from petracache.storage.codec import ACTIVE, FETCHED, KEY_BINARY, STALE, WIN_SENT, Item
 
 # memcached's ITEM_UPDATE_INTERVAL: an item's access time is only moved when it is older.
-ACCESS_UPDATE_INTERVAL = 60
+ACCESS_UPDATE_INTERVAL: Final = 60
 # What a fetch records: the fetched bit (meta ``h``) and the active bit (eviction's second
 # chance, cleared only by a requeue, so a hot item pays one hint write per requeue).
-READ_BITS = FETCHED | ACTIVE
+READ_BITS: Final = FETCHED | ACTIVE
 
 
 class StoreResult(enum.Enum):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from petracache.config import StorageSettings
 from petracache.storage import codec, rocks
@@ -23,7 +23,9 @@ from petracache.storage.liveness import Heartbeat
 from petracache.storage.rocks import AGE_CF
 from petracache.storage.tally import ItemTally, Recount
 
-OLDEST_PROBE = 64  # age-index entries looked at for ``oldest_write`` (stale ones are skipped)
+OLDEST_PROBE: Final = (
+    64  # age-index entries looked at for ``oldest_write`` (stale ones are skipped)
+)
 
 
 class EngineSeam:

@@ -15,16 +15,16 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from petracache.rules import ttl
 from petracache.storage import rocks
 from petracache.storage.codec import Item
 
-CAS_KEY = b"cas_high_water"  # in the meta family
-FLUSH_KEY = b"flush_state"  # in the meta family: rocks.FLUSH_STATE
-CAS_RESERVATION = 1 << 20  # ids handed out per synced high-water write
-_U64 = struct.Struct("<Q")
+CAS_KEY: Final = b"cas_high_water"  # in the meta family
+FLUSH_KEY: Final = b"flush_state"  # in the meta family: rocks.FLUSH_STATE
+CAS_RESERVATION: Final = 1 << 20  # ids handed out per synced high-water write
+_U64: Final = struct.Struct("<Q")
 
 
 class CasSource:

@@ -29,12 +29,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from petracache.storage import codec
 
-RECOUNT_STEP_ITEMS = 4096  # keys per recount step (the step also stops after its budget)
-RECOUNT_STEP_BUDGET = 0.005  # seconds of trio-thread time per step
+RECOUNT_STEP_ITEMS: Final = 4096  # keys per recount step (the step also stops after its budget)
+RECOUNT_STEP_BUDGET: Final = 0.005  # seconds of trio-thread time per step
 
 
 class ItemTally:

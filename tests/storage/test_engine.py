@@ -326,3 +326,22 @@ def test_close_after_the_database_went_away_raises_a_storage_error(
     eng.raw_db().close()  # as if RocksDB had been closed under the engine
     with pytest.raises(StorageError):
         eng.close()
+
+
+def test_a_failed_set_leaves_no_hot_entry_and_the_tally_as_it_was(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """A set updates the hot items before RocksDB (one lookup gives the old size): when the
+    RocksDB write fails, the entry must go, so no read answers what RocksDB does not hold."""
+    eng = open_engine(tmp_path / "db", clock)
+    eng.set(b"k", 0, 0, b"v1")
+    before = (eng.tally.items, eng.tally.bytes)
+    assert eng.hot.peek(b"k") is not None
+    db = eng.raw_db()
+    db.close()  # every RocksDB call fails from here
+    with pytest.raises(StorageError):
+        eng.set(b"k", 0, 0, b"v2")
+    assert eng.hot.peek(b"k") is None
+    assert (eng.tally.items, eng.tally.bytes) == before
+    with pytest.raises(StorageError):
+        eng.close()

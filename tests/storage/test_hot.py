@@ -105,8 +105,8 @@ def test_capacity_zero_keeps_nothing() -> None:
 
 def test_the_garbage_collector_never_walks_the_entries(engine: Engine) -> None:
     # storage.hot's reason: a full collection walks every tracked object and every entry of a
-    # tracked container. The LRU map is not tracked, and its entries (plain tuples of ints
-    # and bytes) stop being tracked after one look; what callers get is still an Item.
+    # tracked container. The LRU map is not tracked, and its entries (Items, which hold only
+    # ints and bytes) are untracked as they are stored; a hit returns the entry itself.
     engine.set(b"set", 1, 0, b"v")
     engine.store(StoreMode.SET, b"store", 2, 100, b"w")
     assert engine.fetch(b"store") is not None  # a fetch record: a dirty entry
@@ -115,10 +115,9 @@ def test_the_garbage_collector_never_walks_the_entries(engine: Engine) -> None:
     assert not gc.is_tracked(hot._entries)
     assert not gc.is_tracked(hot._dirty)
     entries = [hot._entries.get(key) for key in (b"set", b"store")]
-    assert [type(entry) for entry in entries] == [tuple, tuple]
-    gc.collect()
-    assert not any(gc.is_tracked(entry) for entry in entries)
-    assert type(hot.get(b"set")) is Item
+    assert [type(entry) for entry in entries] == [Item, Item]
+    assert not any(gc.is_tracked(entry) for entry in entries)  # without a collection first
+    assert hot.get(b"set") is entries[0]
 
 
 def test_a_hint_stays_in_memory_until_its_entry_leaves() -> None:
