@@ -31,6 +31,9 @@ log = logging.getLogger("petracache.server.reactor")
 
 _DEAD: Final = select.EPOLLHUP | select.EPOLLERR
 _GONE: Final = (errno.EPIPE, errno.ECONNRESET)
+# Bound once: the compiled build would look ``read`` up on the module at every call.
+_read: Final = os.read
+_write: Final = os.write
 
 
 class Reason(enum.Enum):
@@ -114,7 +117,7 @@ class ReadyServer:
         """One read's worth of one connection: read, process, write."""
         fd = slot.fd
         try:
-            data = os.read(fd, self._read_size)
+            data = _read(fd, self._read_size)
         except BlockingIOError:
             if mask & _DEAD:
                 self._hand_back(slot, Handback(Reason.CLOSE))
@@ -137,7 +140,7 @@ class ReadyServer:
             if out:
                 counters.bytes_written += len(out)
                 try:
-                    sent = os.write(fd, out)
+                    sent = _write(fd, out)
                 except BlockingIOError:
                     sent = 0
                 except OSError as exc:
