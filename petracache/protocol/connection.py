@@ -46,6 +46,7 @@ FLUSH_EVERY: Final = 20
 MAX_LINE: Final = 2048  # memcached: "no '\n' in the first few k" -> close
 MAX_MULTIGET_LINE: Final = 1024 * 1024  # ~4000 max-length keys; memcached leaves this unbounded
 _COMPACT_AT: Final = 64 * 1024
+_PARTITION_MAX: Final = 2048  # reads up to this long are split with ``partition`` (next_request)
 
 
 class _NeedData:
@@ -166,16 +167,31 @@ class MemcacheConnection(InputBuffer):
         pending = self._pending
         if pending is not None:
             return self._data_block(pending)
-        nl = buf.find(b"\n", pos + self._scanned)
-        if nl < 0:
-            self._check_incomplete_line()
-            return NEED_DATA
-        self._scanned = 0
-        self._pos = nl + 1
-        if nl - pos > 1 and buf[nl - 1] == 13:  # memcached keeps a lone "\r" line as is
-            nl -= 1
-        line = buf[pos:nl]
-        parsed = parse_line(line if type(line) is bytes else bytes(line), self._item_size_max)
+        if pos == 0 and type(buf) is bytes and len(buf) <= _PARTITION_MAX:
+            # A short read as it came (nearly every read of a request/response client): its
+            # first line with ``partition``, which the compiled build calls without argument
+            # parsing, unlike ``find`` (about 1,100 instructions). What follows the line is
+            # copied into a new buffer, so the bound keeps a pipelined read from copying
+            # its tail once per request.
+            line, newline, rest = buf.partition(b"\n")
+            if not newline:
+                self._check_incomplete_line()
+                return NEED_DATA
+            self._buf = rest
+            if len(line) > 1 and line[-1] == 13:  # memcached keeps a lone "\r" line as is
+                line = line[:-1]
+        else:
+            nl = buf.find(b"\n", pos + self._scanned)
+            if nl < 0:
+                self._check_incomplete_line()
+                return NEED_DATA
+            self._scanned = 0
+            self._pos = nl + 1
+            if nl - pos > 1 and buf[nl - 1] == 13:  # memcached keeps a lone "\r" line as is
+                nl -= 1
+            sliced = buf[pos:nl]
+            line = sliced if type(sliced) is bytes else bytes(sliced)
+        parsed = parse_line(line, self._item_size_max)
         if isinstance(parsed, (StoreHeader, MetaSetHeader)):
             return self._data_block(parsed)
         if isinstance(parsed, (TooLarge, MetaRejected)):
