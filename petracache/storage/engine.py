@@ -250,10 +250,10 @@ class Engine(EngineSeam):
         # key they do not hold is read, and the bloom filters answer "absent" for most new
         # keys (a set after a miss) without reading a block.
         hot = self.hot
-        old_data = hot.put(key, item)
+        cached = hot.put(key, item)
         try:
-            if old_data >= 0:
-                old_size = len(key) + codec.HEADER_SIZE + old_data
+            if cached is not None:
+                old_size = codec.item_stored_size(key, cached)
             else:
                 try:
                     raw = self._db.get(key) if self._db.key_may_exist(key) else None

@@ -145,32 +145,29 @@ class HotItems:
         item: Item = self._entries.get(key)
         return item
 
-    def put(self, key: bytes, item: Item) -> int:
+    def put(self, key: bytes, item: Item) -> Item | None:
         """``item`` is what RocksDB now holds under ``key`` (or will, once the caller's
-        write returns; it drops the key if the write fails). Returns the data length of
-        the entry it replaced, -1 if there was none: a set's size bookkeeping, without a
-        second lookup."""
+        write returns; it drops the key if the write fails). Returns the entry it replaced,
+        if any: a set's size bookkeeping, without a second lookup."""
         if self._dirty:
             self._dirty.pop(key, None)
         entries = self._entries
         cost = len(key) + len(item.data) + ENTRY_OVERHEAD
         # Replaced in place (``get`` then a store to the same node), not popped and inserted
         # again: a set has just looked the key up, so both lookups hit warm cache lines.
-        old = entries.get(key)
-        old_data = -1
+        old: Item | None = entries.get(key)
         if old is not None:
-            old_data = len(old[_DATA])
-            self.bytes -= len(key) + old_data + ENTRY_OVERHEAD
+            self.bytes -= len(key) + len(old.data) + ENTRY_OVERHEAD
             if cost > self._largest:
                 del entries[key]  # the old entry must not outlive its value
-                return old_data
+                return old
         elif cost > self._largest:
-            return old_data
+            return old
         entries[key] = _kept(item)
         self.bytes += cost
         if self.bytes > self.capacity:
             self._shrink()
-        return old_data
+        return old
 
     def hint(self, key: bytes, item: Item) -> bool:
         """``item`` is the entry's item with only its fetch state changed: keep it here,
