@@ -4,7 +4,7 @@ Why: a RocksDB ``get`` of a 1 KB item costs 4-5 µs on this hardware once the da
 larger than the CPU caches (a skiplist walk in the memtables or a block lookup in the SST
 files, plus the copy and the decode), which was the largest single cost of a ``get``
 (docs/benchmarks.md). memcached answers from a hash table in memory; here the recently used
-items are answered from an LRU map in C (``lru-dict``): a hit costs a lookup and no decode.
+items are answered from a dict: a hit costs one lookup and no decode.
 
 Invariants (what makes it a cache and not a second store):
 
@@ -28,17 +28,27 @@ Invariants (what makes it a cache and not a second store):
 * Liveness is not cached: an entry may be expired or covered by a ``flush_all``; the engine
   checks every item it reads, from here or from RocksDB, the same way.
 * Bounded: ``capacity`` bytes, counting each entry as its key and data plus
-  ``ENTRY_OVERHEAD`` (the objects around them). Least recently used entries leave first. An
-  item larger than ``capacity // MAX_SHARE`` is not kept (one big value must not empty the
-  cache). ``capacity`` 0 turns the cache off.
-* Invisible to the garbage collector: ``lru.LRU`` is not a container the collector tracks,
-  entries are ``Item``s untracked as they are stored (``_kept``: an item holds only ints
-  and bytes, so it can be in no reference cycle) and the dirty marks are ``True`` in a plain
-  dict (never tracked). So a full collection never walks the entries. It did when they
-  were tracked ``NamedTuple`` instances or sat in an ``OrderedDict`` (always tracked, and
-  walked entry by entry at a cache miss each): 40-150 ms of CPU with 100,000 items, a pause
-  for every client at once (docs/benchmarks.md, workload 3). ``tests/storage/test_hot.py``
-  checks this. A hit returns the stored ``Item`` itself, built once per write.
+  ``ENTRY_OVERHEAD`` (the objects around them). Least recently used entries leave first,
+  where a use is counted as memcached counts it: an item moves to the young end when it is
+  written and when a read records its fetch (``hint``: the first read after a write, then at
+  most once per ``items.ACCESS_UPDATE_INTERVAL``, memcached's ``ITEM_UPDATE_INTERVAL``), not
+  on every hit. Why: moving an entry on every hit (``lru-dict``'s linked list) touched three
+  more cache lines per hit, most of them misses: a hit cost 740 ns against 265 ns for the
+  plain lookup with 100,000 entries (docs/benchmarks.md). The order is the dict's insertion
+  order; eviction takes entries from its old end in chunks (``_EVICT_SLACK``), so the scan
+  over the slots earlier removals left empty is paid once per chunk, not once per eviction.
+  An item larger than ``capacity // MAX_SHARE`` is not kept (one big value must not empty
+  the cache). ``capacity`` 0 turns the cache off.
+* Invisible to the garbage collector: the entries are ``Item``s untracked as they are
+  stored (``_kept``: an item holds only ints and bytes, so it can be in no reference cycle),
+  the dirty marks are ``True`` in a plain dict (never tracked), and the map of entries is
+  an ``_Entries``: tracked from birth, so the server's start-up freeze (``app``, after the
+  engine opens) puts it in the permanent generation, which no collection walks. A full
+  collection walked the entries when they were tracked ``NamedTuple`` instances or sat in a
+  tracked map (an ``OrderedDict`` then; every entry at a cache miss): 40-150 ms of CPU with
+  100,000 items, a pause for every client at once (docs/benchmarks.md, workload 3).
+  ``tests/storage/test_hot.py`` checks this. A hit returns the stored ``Item`` itself, built
+  once per write.
 * Single-threaded: used only on the trio thread, like the engine's item operations.
 """
 
@@ -46,20 +56,18 @@ from __future__ import annotations
 
 import ctypes
 from collections.abc import Callable
-from typing import Any, Final
-
-from lru import LRU
+from typing import Final
 
 from petracache.storage import codec
 from petracache.storage.codec import Item
 
 # Bytes per entry beyond key and data: the entry's Item and its ints, the bytes objects'
-# headers, lru-dict's node and its dict slot (measured with tracemalloc: 262 B).
+# headers and the dict's slot (tracemalloc, 20,000 entries of 1 KB: 263 B).
 ENTRY_OVERHEAD: Final = 272
 MAX_SHARE: Final = 8  # an item may take at most 1/8 of the cache
-_DATA: Final = Item._fields.index("data")
-# lru.LRU bounds entries by count; the bound here is in bytes, so its count never binds.
-_NO_COUNT_BOUND: Final = 1 << 40
+# Eviction frees this share of the capacity beyond what the new entry needs (a 64th), so
+# the scan from the dict's old end runs once per chunk of evictions.
+_EVICT_SLACK: Final = 6
 # A prototype of our own (holding the GIL, like every ``pythonapi`` call), rather than
 # setting argtypes on the shared ``ctypes.pythonapi`` attribute other code may use too.
 _untrack: Final = ctypes.PYFUNCTYPE(None, ctypes.py_object)(
@@ -82,8 +90,22 @@ def _kept(item: Item) -> Item:
     return item
 
 
+class _Entries(dict[bytes, Item]):
+    """key -> ``Item``, oldest first: a dict that stays tracked by the garbage collector.
+
+    Why a subclass: the collector untracks an *exact* dict whose members are all untracked
+    (and the first insertion tracks it again, into the youngest generation, which every
+    young collection then walks whole). It never untracks a subclass's instance, which is
+    tracked from birth: created before the server's start-up freeze, it stays in the
+    permanent generation for good, however its members change.
+    """
+
+    __slots__ = ()
+
+
 class HotItems:
-    """A bounded, least-recently-used map of key -> ``Item`` (see the module docstring).
+    """A bounded map of key -> ``Item``, least recently used out first (see the module
+    docstring).
 
     Args:
         capacity: bytes the entries may take (``storage.hot_cache_size``); 0 = off.
@@ -104,7 +126,7 @@ class HotItems:
     )
 
     def __init__(self, capacity: int, write_back: Callable[[bytes, bytes], object]) -> None:
-        self._entries: Any = LRU(_NO_COUNT_BOUND)  # lru.LRU: key -> Item (untracked)
+        self._entries = _Entries()  # key -> Item (untracked), least recently used first
         self._dirty: dict[bytes, bool] = {}  # entries newer than RocksDB (fetch state only)
         self._write_back = write_back
         self.capacity = capacity
@@ -123,8 +145,9 @@ class HotItems:
         return len(self._dirty)
 
     def get(self, key: bytes) -> Item | None:
-        """The entry for ``key`` (now the most recently used), or None."""
-        item: Item | None = self._entries.get(key)
+        """The entry for ``key``, or None. A hit does not move the entry: the fetch record
+        that a read writes when it is news (``hint``) does."""
+        item = self._entries.get(key)
         if item is None:
             self.misses += 1
             return None
@@ -133,36 +156,32 @@ class HotItems:
 
     def peek(self, key: bytes) -> Item | None:
         """The entry for ``key``, not counted as a hit (a write's bookkeeping, just before
-        the write: lru-dict has no lookup that leaves the order alone)."""
-        item: Item | None = self._entries.get(key)
-        return item
+        the write)."""
+        return self._entries.get(key)
 
     def newer(self, key: bytes) -> Item | None:
         """The entry for ``key`` if it is newer than what RocksDB holds (dirty), else None:
         for readers of RocksDB that need the fetch state."""
         if key not in self._dirty:
             return None
-        item: Item = self._entries.get(key)
-        return item
+        return self._entries.get(key)
 
     def put(self, key: bytes, item: Item) -> Item | None:
         """``item`` is what RocksDB now holds under ``key`` (or will, once the caller's
-        write returns; it drops the key if the write fails). Returns the entry it replaced,
-        if any: a set's size bookkeeping, without a second lookup."""
+        write returns; it drops the key if the write fails), now the most recently used.
+        Returns the entry it replaced, if any: a set's size bookkeeping, without a second
+        lookup."""
         if self._dirty:
             self._dirty.pop(key, None)
         entries = self._entries
         cost = len(key) + len(item.data) + ENTRY_OVERHEAD
-        # Replaced in place (``get`` then a store to the same node), not popped and inserted
-        # again: a set has just looked the key up, so both lookups hit warm cache lines.
-        old: Item | None = entries.get(key)
+        # Popped and inserted again, so the entry moves to the young end; the second lookup
+        # hits the cache lines the first just read.
+        old = entries.pop(key, None)
         if old is not None:
             self.bytes -= len(key) + len(old.data) + ENTRY_OVERHEAD
-            if cost > self._largest:
-                del entries[key]  # the old entry must not outlive its value
-                return old
-        elif cost > self._largest:
-            return old
+        if cost > self._largest:
+            return old  # not kept, and the old entry must not outlive its value
         entries[key] = _kept(item)
         self.bytes += cost
         if self.bytes > self.capacity:
@@ -171,10 +190,10 @@ class HotItems:
 
     def hint(self, key: bytes, item: Item) -> bool:
         """``item`` is the entry's item with only its fetch state changed: keep it here,
-        dirty, instead of writing RocksDB. False if ``key`` has no entry (then the caller
-        writes RocksDB itself)."""
+        dirty, instead of writing RocksDB, and count it as a use: the entry moves to the
+        young end. False if ``key`` has no entry (then the caller writes RocksDB itself)."""
         entries = self._entries
-        if key not in entries:
+        if entries.pop(key, None) is None:
             return False
         entries[key] = _kept(item)  # the same data, so the same size
         self._dirty[key] = True
@@ -184,7 +203,7 @@ class HotItems:
         """Every dirty entry's key and encoded value, now counted as written (the caller
         writes them)."""
         entries = self._entries
-        hints = [(key, codec.encode_item(entries.get(key))) for key in self._dirty]
+        hints = [(key, codec.encode_item(entries[key])) for key in self._dirty]
         self._dirty.clear()
         return hints
 
@@ -192,7 +211,7 @@ class HotItems:
         """RocksDB no longer holds what the entry says (deleted or rewritten elsewhere)."""
         old = self._entries.pop(key, None)
         if old is not None:
-            self.bytes -= len(key) + len(old[_DATA]) + ENTRY_OVERHEAD
+            self.bytes -= len(key) + len(old.data) + ENTRY_OVERHEAD
             self._dirty.pop(key, None)
 
     def clear(self) -> None:
@@ -202,10 +221,19 @@ class HotItems:
         self.bytes = 0
 
     def _shrink(self) -> None:
+        """Evict from the old end until a chunk (``_EVICT_SLACK``) below the capacity."""
         entries, dirty = self._entries, self._dirty
-        while self.bytes > self.capacity and entries:
-            key, old = entries.popitem(True)  # the least recently used
-            self.bytes -= len(key) + len(old[_DATA]) + ENTRY_OVERHEAD
+        goal = self.capacity - (self.capacity >> _EVICT_SLACK)
+        excess = self.bytes - goal
+        victims: list[bytes] = []
+        for key, old in entries.items():  # oldest first
+            if excess <= 0:
+                break
+            excess -= len(key) + len(old.data) + ENTRY_OVERHEAD
+            victims.append(key)
+        for key in victims:
+            old = entries.pop(key)
+            self.bytes -= len(key) + len(old.data) + ENTRY_OVERHEAD
             self.evictions += 1
             if key in dirty:
                 del dirty[key]

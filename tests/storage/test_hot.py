@@ -13,6 +13,7 @@ import gc
 import random
 from pathlib import Path
 
+from petracache.app import _freeze_startup_objects
 from petracache.storage import codec
 from petracache.storage.codec import ACTIVE, FETCHED, Item
 from petracache.storage.engine import Engine, StoreMode
@@ -68,12 +69,34 @@ def test_least_recently_used_leave_first_and_the_bound_holds() -> None:
     hot = new_hot(10 * one)
     for i in range(10):
         hot.put(b"k%02d" % i, item(b"x" * 100))
-    assert hot.get(b"k00") is not None  # k00 is now the most recently used
+    assert hot.hint(b"k00", item(b"x" * 100, bits=FETCH_BITS))  # a recorded fetch: a use
+    hot.put(b"k01", item(b"y" * 100, cas=2))  # a write: a use
+    assert hot.get(b"k02") is not None  # a plain hit is not (memcached's bump interval)
     hot.put(b"k10", item(b"x" * 100))
-    assert hot.peek(b"k01") is None
-    assert all(hot.peek(b"k%02d" % i) is not None for i in (0, *range(2, 11)))
+    hot.put(b"k11", item(b"x" * 100))
+    assert hot.peek(b"k02") is None
+    assert hot.peek(b"k03") is None
+    assert all(hot.peek(b"k%02d" % i) is not None for i in (0, 1, *range(4, 12)))
     assert hot.bytes == 10 * one <= hot.capacity
-    assert hot.evictions == 1
+    assert hot.evictions == 2
+
+
+def test_eviction_frees_a_chunk_and_keeps_the_young_end() -> None:
+    one = cost(b"k0000", b"x" * 100)
+    hot = new_hot(1000 * one)
+    for i in range(1000):
+        hot.put(b"k%04d" % i, item(b"x" * 100))
+    hot.put(b"k1000", item(b"x" * 100))  # one over: a 64th of the capacity goes at once
+    kept = 984  # at most the capacity less a 64th (15.6 entries' worth)
+    assert len(hot) == kept
+    assert hot.evictions == 1001 - kept
+    assert hot.bytes == kept * one
+    assert [hot.peek(b"k%04d" % i) is None for i in range(1001)] == [
+        i <= 1000 - kept for i in range(1001)
+    ]
+    for i in range(1001, 1001 + 1000 - kept):  # room again until the next chunk
+        hot.put(b"k%04d" % i, item(b"x" * 100))
+    assert hot.evictions == 1001 - kept
 
 
 def test_replacing_and_dropping_keep_the_byte_count_exact() -> None:
@@ -105,19 +128,26 @@ def test_capacity_zero_keeps_nothing() -> None:
 
 def test_the_garbage_collector_never_walks_the_entries(engine: Engine) -> None:
     # storage.hot's reason: a full collection walks every tracked object and every entry of a
-    # tracked container. The LRU map is not tracked, and its entries (Items, which hold only
-    # ints and bytes) are untracked as they are stored; a hit returns the entry itself.
-    engine.set(b"set", 1, 0, b"v")
-    engine.store(StoreMode.SET, b"store", 2, 100, b"w")
-    assert engine.fetch(b"store") is not None  # a fetch record: a dirty entry
-    assert engine.read(b"set", engine.now()) is not None
+    # tracked container. The map of entries is frozen with start-up's objects (the server
+    # opens the engine first), its entries (Items, which hold only ints and bytes) are
+    # untracked as they are stored, and writes after the freeze do not bring it back.
     hot = engine.hot
-    assert not gc.is_tracked(hot._entries)
-    assert not gc.is_tracked(hot._dirty)
-    entries = [hot._entries.get(key) for key in (b"set", b"store")]
-    assert [type(entry) for entry in entries] == [Item, Item]
-    assert not any(gc.is_tracked(entry) for entry in entries)  # without a collection first
-    assert hot.get(b"set") is entries[0]
+    _freeze_startup_objects()
+    try:
+        engine.set(b"set", 1, 0, b"v")
+        engine.store(StoreMode.SET, b"store", 2, 100, b"w")
+        assert engine.fetch(b"store") is not None  # a fetch record: a dirty entry
+        assert engine.read(b"set", engine.now()) is not None
+        gc.collect()
+        walked = gc.get_objects()  # every generation a collection walks
+        assert not any(obj is hot._entries or obj is hot._dirty for obj in walked)
+        assert not gc.is_tracked(hot._dirty)
+        entries = [hot._entries[key] for key in (b"set", b"store")]
+        assert [type(entry) for entry in entries] == [Item, Item]
+        assert not any(gc.is_tracked(entry) for entry in entries)  # without a collection first
+        assert hot.get(b"set") is entries[0]
+    finally:
+        gc.unfreeze()
 
 
 def test_a_hint_stays_in_memory_until_its_entry_leaves() -> None:
