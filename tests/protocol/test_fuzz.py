@@ -16,8 +16,13 @@ random chunks:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
+from petracache.protocol import connection
 from petracache.protocol.connection import (
     MAX_LINE,
     MAX_MULTIGET_LINE,
@@ -25,6 +30,7 @@ from petracache.protocol.connection import (
     MemcacheConnection,
 )
 from petracache.protocol.errors import CloseConnection, ProtocolError
+from petracache.protocol.requests import Get
 
 ITEM_SIZE_MAX = 4096  # small, so generated values cross it
 BOUND = max(MAX_MULTIGET_LINE, ITEM_SIZE_MAX + MAX_LINE + 2)
@@ -176,6 +182,42 @@ def test_mutated_commands_any_split(data: bytes, cuts: list[int]) -> None:
 def test_mutated_commands_byte_by_byte(data: bytes) -> None:
     assume(short_lines(data))
     assert run([data[i : i + 1] for i in range(len(data))]) == run([data])
+
+
+@contextmanager
+def line_scan(native: bool) -> Iterator[None]:
+    """Run the text reader's line search as the compiled build does (a byte scan up to
+    ``_SCAN_MAX``, then ``find``) or as the interpreter does (``find``). Only the pure build
+    reads the flag at each call (the compiled one keeps a ``Final`` in C and always scans),
+    so this compares the two searches in the pure test pass."""
+    saved = connection._NATIVE
+    connection._NATIVE = native  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        connection._NATIVE = saved  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_lines_of_every_length_around_the_scan_bound(native: bool) -> None:
+    # The bound is the scan's edge case: the newline just before, at and after it, and a
+    # "\r" on either side of it. 40 KB in one read: every line is searched from inside it.
+    keys = [b"k" * n for n in range(1, 2 * connection._SCAN_MAX)]
+    data = b"".join(b"get %b%b\n" % (key, b"\r" * (len(key) % 2)) for key in keys)
+    with line_scan(native):
+        requests = run([b"mn\r\n" + data])
+    assert requests[1:] == [Get([key], return_cas=False) for key in keys]
+
+
+@FUZZ
+@given(mutated(), st.lists(st.integers(0, 1 << 16), max_size=20))
+def test_the_byte_scan_finds_the_lines_find_finds(data: bytes, cuts: list[int]) -> None:
+    assume(short_lines(data))
+    with line_scan(native=True):
+        scanned = run(chunks_of(data, cuts))
+    with line_scan(native=False):
+        found = run(chunks_of(data, cuts))
+    assert scanned == found
 
 
 @settings(max_examples=30, deadline=None)
