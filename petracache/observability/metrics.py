@@ -105,7 +105,7 @@ class PetracacheCollector(Collector):
             labels=["command"],
         )
         for command, stats in sorted(self.requests.commands.copy().items()):
-            for result, count in sorted(stats.results.copy().items()):
+            for result, count in sorted(stats.counts().items()):
                 family.add_metric([command, result], count)
             slots = list(stats.buckets)
             total = sum(slots[: MIN_BUCKET_BITS + 1])

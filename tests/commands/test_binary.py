@@ -61,7 +61,7 @@ class Harness:
         return conn.process(self.execute, 1 << 20).data
 
     def results(self, command: str) -> dict[str, int]:
-        return self.metrics.commands[command].results
+        return self.metrics.commands[command].counts()
 
     @property
     def counters(self) -> Counters:

@@ -25,7 +25,7 @@ def results(tmp_path: Path, data: bytes) -> dict[str, dict[str, int]]:
         conn.receive_data(data)
         while (request := conn.next_request()) is not NEED_DATA:
             execute(request)  # type: ignore[arg-type]
-        return {name: stats.results for name, stats in metrics.commands.items()}
+        return {name: stats.counts() for name, stats in metrics.commands.items()}
     finally:
         engine.close()
 
