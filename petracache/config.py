@@ -174,7 +174,8 @@ class StorageSettings(_Section):
         64 * 1024 * 1024,
         ge=0,
         description="memory for recently used items kept decoded in front of RocksDB"
-        " (write-through; least recently used leave first); 0 = off",
+        " (write-through; least recently used leave first, a read counted as a use at most"
+        " once a minute, as memcached bumps); 0 = off",
     )
     write_buffer_size: ByteSize = Field(
         64 * 1024 * 1024, ge=64 * 1024, description="memtable bytes before a flush"
