@@ -309,7 +309,7 @@ def _newline(buf: bytes | bytearray, start: int) -> int:
     Why not only ``find``: in the compiled build a ``find`` with a start position is a
     method call with argument parsing (bytes.find is METH_VARARGS in CPython 3.11), about
     1,200 instructions, a tenth of a pipelined request's; reading a ``bytes`` byte by byte
-    is native there, ~25 instructions a byte, and a get or set line is 20-60 bytes. Past
+    is native there, ~40 instructions a byte, and a get or set line is 20-60 bytes. Past
     ``_SCAN_MAX`` bytes (a long multi-get) and in the interpreter, ``find`` is cheaper.
     """
     if _NATIVE and type(buf) is bytes:

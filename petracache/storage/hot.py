@@ -90,6 +90,11 @@ def _kept(item: Item) -> Item:
     return item
 
 
+def _cost(key: bytes, item: Item) -> int:
+    """Bytes an entry counts against the capacity."""
+    return len(key) + len(item.data) + ENTRY_OVERHEAD
+
+
 class _Entries(dict[bytes, Item]):
     """key -> ``Item``, oldest first: a dict that stays tracked by the garbage collector.
 
@@ -174,12 +179,12 @@ class HotItems:
         if self._dirty:
             self._dirty.pop(key, None)
         entries = self._entries
-        cost = len(key) + len(item.data) + ENTRY_OVERHEAD
+        cost = _cost(key, item)
         # Popped and inserted again, so the entry moves to the young end; the second lookup
         # hits the cache lines the first just read.
         old = entries.pop(key, None)
         if old is not None:
-            self.bytes -= len(key) + len(old.data) + ENTRY_OVERHEAD
+            self.bytes -= _cost(key, old)
         if cost > self._largest:
             return old  # not kept, and the old entry must not outlive its value
         entries[key] = _kept(item)
@@ -211,7 +216,7 @@ class HotItems:
         """RocksDB no longer holds what the entry says (deleted or rewritten elsewhere)."""
         old = self._entries.pop(key, None)
         if old is not None:
-            self.bytes -= len(key) + len(old.data) + ENTRY_OVERHEAD
+            self.bytes -= _cost(key, old)
             self._dirty.pop(key, None)
 
     def clear(self) -> None:
@@ -229,12 +234,12 @@ class HotItems:
         for key, old in entries.items():  # oldest first
             if excess <= 0:
                 break
-            excess -= len(key) + len(old.data) + ENTRY_OVERHEAD
+            excess -= _cost(key, old)
             victims.append(key)
+        self.bytes = goal + excess  # what stays once the victims are gone
+        self.evictions += len(victims)
         for key in victims:
             old = entries.pop(key)
-            self.bytes -= len(key) + len(old.data) + ENTRY_OVERHEAD
-            self.evictions += 1
             if key in dirty:
                 del dirty[key]
                 self._write_back(key, codec.encode_item(old))
