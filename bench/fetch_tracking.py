@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 from petracache.config import StorageSettings
+from petracache.rules.verbs import StoreMode
 from petracache.storage.engine import Engine
 
 KEYS = 1000
@@ -34,9 +35,9 @@ def main() -> None:
         engine = Engine(StorageSettings(db_path=path))
         keys = [b"key:%d" % i for i in range(KEYS)]
         for key in keys:
-            engine.set(key, 0, 0, b"x" * 100)
+            engine.store(StoreMode.SET, key, 0, 0, b"x" * 100)
             engine.fetch(key)  # the first fetch: the one write it costs
-        writes = engine.commit.writes
+        writes = engine.sequence.writes
         calls: dict[str, Callable[[bytes], object]] = {
             "get (records fetches)": engine.fetch,
             "read (no bookkeeping)": lambda key: engine.read(key, engine.now()),
@@ -48,7 +49,7 @@ def main() -> None:
         for name, ns in best.items():
             print(f"{name:26} {ns / 1000:6.2f} us/call (best of {REPEATS})")
         reads = 2 * REPEATS * ROUNDS * KEYS
-        print(f"writes during {reads:,} hot reads: {engine.commit.writes - writes}")
+        print(f"writes during {reads:,} hot reads: {engine.sequence.writes - writes}")
         engine.close()
 
 

@@ -168,7 +168,7 @@ async def _run(settings: Settings, readiness: Readiness, signals: AsyncIterator[
                 )
                 executor = Executor(engine, counters, info)
                 fsync = settings.storage.durability == "fsync"
-                committer = GroupCommitter(engine.commit) if fsync else None
+                committer = GroupCommitter(engine.sequence) if fsync else None
                 host, port = split_host_port(server_cfg.listen_addr)
                 plane = DataPlane(
                     host,

@@ -39,8 +39,7 @@ from petracache.protocol.requests import FlushAll, Get, TooLarge
 from petracache.protocol.responses import BinaryReply, BinaryStats, PrefixDump, Response, Status
 from petracache.rules.verbs import StoreMode
 from petracache.rules.versions import SERVER_VERSION
-from petracache.storage.codec import Item
-from petracache.storage.items import DeltaResult, StoreResult
+from petracache.storage.items import DeltaResult, Item, StoreResult
 
 _FLAGS: Final = struct.Struct(">I")
 _COUNTER: Final = struct.Struct(">Q")
@@ -92,13 +91,13 @@ def store(ctx: Context, r: BinStore) -> BinaryReply:
     if r.cas and mode in (StoreMode.SET, StoreMode.ADD, StoreMode.REPLACE):
         mode = StoreMode.CAS
     outcome = classic.store_item(ctx, mode, r.key, r.flags, r.exptime, r.data, r.cas)
-    if isinstance(outcome, StoreResult):
-        if outcome is StoreResult.NOT_STORED:
-            status = _NOT_STORED.get(mode, BinStatus.NOT_STORED)
-        else:
-            status = _STORE_STATUS[outcome]
-        return _fail(r, status, outcome.value)
-    return BinaryReply(r.opcode, r.opaque, cas=outcome, quiet=r.quiet, result="stored")
+    if type(outcome) is Item:
+        return BinaryReply(r.opcode, r.opaque, cas=outcome.cas, quiet=r.quiet, result="stored")
+    if outcome is StoreResult.NOT_STORED:
+        status = _NOT_STORED.get(mode, BinStatus.NOT_STORED)
+    else:
+        status = _STORE_STATUS[outcome]
+    return _fail(r, status, outcome.value)
 
 
 def too_large(ctx: Context, r: BinTooLarge) -> BinaryReply:
@@ -121,7 +120,7 @@ def delta(ctx: Context, r: BinDelta) -> BinaryReply:
     """increment/decrement(q): the new value and CAS; a miss creates ``initial`` (flags 0,
     the request's expiration) with an add, unless the expiration is ``NO_CREATE``."""
     engine = ctx.engine
-    new = engine.delta(r.key, r.delta, r.incr, r.cas)
+    new = engine.delta(r.key, r.delta, r.incr, compare=r.cas)
     if isinstance(new, Item):
         classic.count_delta(ctx, r.incr, True)
         return _counter(r, int(new.data), new.cas, "hit")

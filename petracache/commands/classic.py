@@ -40,8 +40,8 @@ from petracache.protocol.responses import (
 )
 from petracache.rules.verbs import StoreMode
 from petracache.rules.versions import SERVER_VERSION
-from petracache.storage.codec import Item
-from petracache.storage.items import DeltaResult, StoreResult
+from petracache.storage.engine import DeleteResult
+from petracache.storage.items import DeltaResult, Item, StoreResult
 
 TOO_LARGE: Final = ErrorReply(b"SERVER_ERROR object too large for cache\r\n")
 NON_NUMERIC: Final = ErrorReply(b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n")
@@ -114,24 +114,47 @@ def store(ctx: Context, request: Store) -> Status:
         request.data,
         request.cas_unique,
     )
-    return STORE_REPLIES[outcome] if isinstance(outcome, StoreResult) else Status.STORED
+    return Status.STORED if type(outcome) is Item else STORE_REPLIES[outcome]
 
 
 def store_item(
-    ctx: Context, mode: StoreMode, key: bytes, flags: int, exptime: int, data: bytes, compare: int
-) -> int | StoreResult:
-    """Any store, counted as memcached counts it: the stored version's CAS unique, or why
-    nothing was stored. A plain set is a blind write (``Engine.set``). Shared by the text
-    and binary protocols (the binary reply carries the CAS)."""
+    ctx: Context,
+    mode: StoreMode,
+    key: bytes,
+    flags: int,
+    exptime: int,
+    data: bytes,
+    compare: int = 0,
+    *,
+    cas: int = 0,
+    binary_key: bool = False,
+    invalidate: bool = False,
+    vivify: int | None = None,
+    detail: bool = True,
+) -> Item | StoreResult:
+    """Any store (``Engine.store``, whose options are the meta flags), counted as memcached
+    counts it: ``cmd_set``, and ``cas_hits``/``cas_badval``/``cas_misses`` for a cas;
+    ``detail``: the prefix stats too (the text and binary protocols record them, ms does
+    not). Returns the stored version, or why nothing was stored. Shared by the text, binary
+    and meta protocols."""
     ctx.counters.cmd_set += 1
-    if ctx.prefixes.enabled:
+    if detail and ctx.prefixes.enabled:
         ctx.prefixes.record_set(key)
-    if mode is StoreMode.SET:
-        return ctx.engine.set(key, flags, exptime, data)
-    outcome = ctx.engine.store(mode, key, flags, exptime, data, compare)
+    outcome = ctx.engine.store(
+        mode,
+        key,
+        flags,
+        exptime,
+        data,
+        compare,
+        cas=cas,
+        binary_key=binary_key,
+        invalidate=invalidate,
+        vivify=vivify,
+    )
     if mode is StoreMode.CAS:
-        count_cas(ctx, outcome if isinstance(outcome, StoreResult) else StoreResult.STORED)
-    return outcome if isinstance(outcome, StoreResult) else outcome.cas
+        count_cas(ctx, StoreResult.STORED if type(outcome) is Item else outcome)
+    return outcome
 
 
 def count_cas(ctx: Context, result: StoreResult) -> None:
@@ -151,7 +174,7 @@ def too_large(ctx: Context, request: TooLarge) -> ErrorReply:
         ctx.prefixes.record_set(request.key)
     if request.mode is StoreMode.SET:
         # memcached: "Avoid stale data persisting in cache because we failed alloc."
-        ctx.engine.remove(request.key)
+        ctx.engine.delete(request.key)
     return TOO_LARGE
 
 
@@ -165,14 +188,12 @@ def delete_item(ctx: Context, key: bytes, compare: int = 0) -> Status:
     ctx.leases.invalidate(key)
     if ctx.prefixes.enabled:
         ctx.prefixes.record_delete(key)
-    engine = ctx.engine
-    item = engine.read(key, engine.now())
-    if item is None:
+    outcome = ctx.engine.delete(key, compare or None)
+    if outcome is DeleteResult.NOT_FOUND:
         ctx.counters.delete_misses += 1
         return Status.NOT_FOUND
-    if compare and compare != item.cas:
+    if outcome is DeleteResult.EXISTS:
         return Status.EXISTS
-    engine.remove(key, item)
     ctx.counters.delete_hits += 1
     return Status.DELETED
 
@@ -180,13 +201,13 @@ def delete_item(ctx: Context, key: bytes, compare: int = 0) -> Status:
 def arithmetic(ctx: Context, request: Arithmetic) -> Response:
     """incr/decr: the new value, ``NOT_FOUND``, or the non-numeric error."""
     new = ctx.engine.delta(request.key, request.delta, request.incr)
+    if type(new) is Item:
+        count_delta(ctx, request.incr, True)
+        return Number(int(new.data))  # int() ignores the padding
     if new is DeltaResult.NOT_FOUND:
         count_delta(ctx, request.incr, False)
         return Status.NOT_FOUND
-    if not isinstance(new, Item):  # DeltaResult.NON_NUMERIC
-        return NON_NUMERIC
-    count_delta(ctx, request.incr, True)
-    return Number(int(new.data))  # int() ignores the padding
+    return NON_NUMERIC
 
 
 def count_delta(ctx: Context, incr: bool, hit: bool) -> None:

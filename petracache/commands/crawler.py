@@ -4,7 +4,7 @@ petracache has no LRU and no crawler thread: expired and flushed items are recla
 background reclaimer (``storage.reclaim``). What the subcommands mean here:
 
 * ``metadump all|hash|<ids>``: one line per live item in memcached's format (below), then
-  ``END``, streamed in bounded steps (``storage.walk``). ``hash`` lists the same items
+  ``END``, streamed in bounded steps (``storage.crawl``). ``hash`` lists the same items
   (order differs in memcached too); ``<ids>``, a comma list of slab class ids 1-63, lists
   the items whose size memcached would put in those classes (``rules.slabs``).
 * ``mgdump``: the same walk as ``mg <key>`` lines and ``EN`` (memcached 1.6.19+'s format;
@@ -36,9 +36,9 @@ from petracache.protocol.responses import ErrorReply, Response, Status
 from petracache.rules import slabs
 from petracache.rules.numbers import strtoul32
 from petracache.rules.sizes import item_size
-from petracache.storage.codec import FETCHED, Item
+from petracache.storage.crawl import ItemCrawl
 from petracache.storage.engine import Engine
-from petracache.storage.walk import ItemWalk
+from petracache.storage.items import FETCHED, Item
 
 if TYPE_CHECKING:  # context holds a Crawler, so it imports this module
     from petracache.commands.context import Context, Handler
@@ -99,7 +99,7 @@ def _dump(
     end: bytes,
 ) -> Iterator[bytes]:
     """The reply in chunks: one chunk per bounded walk step, then ``end``."""
-    walk = ItemWalk(engine)
+    walk = ItemCrawl(engine)
     while not walk.done:
         items = walk.step()
         if classes:

@@ -22,7 +22,7 @@ from petracache.commands.context import Context, Handler
 from petracache.protocol.requests import LeaseGet, LeaseSet, McrouterMetaget
 from petracache.protocol.responses import LeaseMiss, MetagetInfo, Response, Status, Values
 from petracache.rules.verbs import StoreMode
-from petracache.storage.codec import Item
+from petracache.storage.items import Item
 
 
 def lease_get(ctx: Context, request: LeaseGet) -> Response:

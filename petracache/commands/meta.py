@@ -1,13 +1,14 @@
 """The meta protocol (mg ms md ma mn me): ``(ctx, request) -> Response`` handlers, like memcached.
 
-Strategy: each command reads the live item once (``Engine.read``), lets ``storage.items``
-compute the new version (the same transitions classic commands use: ``store``, ``delta``,
-``meta_fetched``, ``invalidated``...), walks the request's flag tokens in order with
-``_return_flags`` (the reply echoes return flags in request order, and ``T``/``N`` take
-effect at their position: ``t T30`` shows the old TTL), and writes at most one new version
-(``Engine.write``; ``Engine.record_fetch`` when only the fetch state changed). The reply is a
-``MetaReply``, encoded by ``protocol.compose``. Commands run synchronously on the trio
-thread, so each is atomic like every other engine operation.
+Strategy: each command is one engine operation, the same that classic and binary commands
+use (``Engine.fetch``, ``store``, ``delta``, ``delete``: memcached's do_item_get,
+do_store_item, do_add_delta), with the meta flags as its options. Flags that act on the item
+(T, N, R, the win token) are a callable the operation applies to the item it hands back
+before writing, as memcached's proto_text.c changes the item its do_* function returns; the
+callable walks the request's flag tokens in order with ``_return_flags`` (the reply echoes
+return flags in request order, and ``T``/``N`` take effect at their position: ``t T30``
+shows the old TTL). The reply is a ``MetaReply``, encoded by ``protocol.compose``. Commands
+run synchronously on the trio thread, so each is atomic like every other engine operation.
 
 Per-item meta state lives in the value header (``storage.codec``, format v2): the fetched,
 stale and win-token-sent bits, the binary-key bit, and the last access time. A fetch sets
@@ -21,9 +22,10 @@ first fetch wins (``W``), later ones see ``Z``; any store clears stale/win state
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
-from petracache.commands.classic import NON_NUMERIC, count_cas, count_delta, count_fetch
+from petracache.commands.classic import NON_NUMERIC, count_delta, count_fetch, store_item
 from petracache.commands.context import Context, Handler
 from petracache.protocol.meta import OPAQUE_TOO_LONG, b64encode_key, opaque_too_long
 from petracache.protocol.meta_requests import (
@@ -46,8 +48,16 @@ from petracache.rules import slabs, ttl
 from petracache.rules.sizes import item_size
 from petracache.rules.verbs import StoreMode
 from petracache.storage import items
-from petracache.storage.codec import FETCHED, KEY_BINARY, STALE, WIN_SENT, Item
-from petracache.storage.items import StoreResult
+from petracache.storage.engine import DeleteResult
+from petracache.storage.items import (
+    FETCHED,
+    KEY_BINARY,
+    STALE,
+    WIN_SENT,
+    DeltaResult,
+    Item,
+    StoreResult,
+)
 
 OPAQUE_ERROR: Final = ErrorReply(OPAQUE_TOO_LONG)
 MN: Final = MetaReply(MetaCode.MN, [])
@@ -161,51 +171,66 @@ def _no_item(
 def mg(ctx: Context, r: MetaGet) -> Response:
     """mg: a get whose flags choose what the reply shows and how the item's state moves."""
     engine = ctx.engine
-    now = engine.now()
-    item = engine.read(r.key, now)
-    created = False
+    walk = _MgWalk(r)
+    item = engine.fetch(r.key, walk.change)
     if item is None:
         if r.vivify is None:
             return _mg_miss(ctx, r)
-        item = items.created(0, ttl.NEVER, b"", now, r.new_cas or engine.next_cas())
-        created = True
-    bits = item.bits
-    flags: list[bytes] = []
-    ok, deadline, won = _return_flags(
-        flags,
-        r.tokens,
-        MG_FLAGS,
-        r.key,
-        bool(bits & KEY_BINARY),
-        now,
-        item,
-        cas=item.cas,
-        size=len(item.data),
-        deadline=item.deadline,
-        t_mark=ttl.deadline(r.ttl, now) if r.ttl is not None else 0,
-        n_mark=ttl.deadline(r.vivify or 0, now) if created else NO_MARK,
-        recache=0
-        if r.recache is None or created or bits & WIN_SENT
-        else ttl.deadline(r.recache, now),
-    )
-    won = ok and items.wins_token(item, won)
-    if ok:
-        _win_flags(flags, bits, won)
-    record = not r.no_update and (ok or not _locked(r.tokens))
-    new = items.meta_fetched(item, deadline, won, record, now)
-    if created:
-        engine.write(r.key, new, None)
-    elif items.only_fetch_differs(new, item):
-        if new != item:
-            engine.record_fetch(r.key, new)
-    else:
-        engine.write(r.key, new, item, link=False)
-    if not ok:
+        # N: memcached adds an empty item (do_store_item, NREAD_ADD) and fetches it.
+        walk.created = True
+        new = engine.store(StoreMode.ADD, r.key, 0, 0, b"", cas=r.new_cas or 0, finish=walk.finish)
+        if type(new) is not Item:  # the read just missed, and nothing ran since
+            return _mg_miss(ctx, r)
+        item = new
+    if not walk.ok:
         return OPAQUE_ERROR
     count_fetch(ctx.counters, touch=r.ttl is not None, hit=True)
     if r.value:
-        return MetaReply(MetaCode.VA, flags, item.data)
-    return MetaReply(MetaCode.HD, flags)
+        return MetaReply(MetaCode.VA, walk.flags, item.data)
+    return MetaReply(MetaCode.HD, walk.flags)
+
+
+class _MgWalk:
+    """mg's flags acting on the item it fetched (or created, with N): the return flags in
+    request order, and the item's new state (``items.meta_fetched``)."""
+
+    def __init__(self, r: MetaGet) -> None:
+        self.r = r
+        self.flags: list[bytes] = []
+        self.ok = True  # False: an opaque was too long (the walk stopped there)
+        self.created = False
+
+    def finish(self, item: Item) -> Item:
+        """The created item's state after the flags (created now: at its ``stored_at``)."""
+        return self.change(item, item.stored_at)
+
+    def change(self, item: Item, now: int) -> Item:
+        r = self.r
+        bits = item.bits
+        created = self.created
+        ok, deadline, won = _return_flags(
+            self.flags,
+            r.tokens,
+            MG_FLAGS,
+            r.key,
+            bool(bits & KEY_BINARY),
+            now,
+            item,
+            cas=item.cas,
+            size=len(item.data),
+            deadline=item.deadline,
+            t_mark=ttl.deadline(r.ttl, now) if r.ttl is not None else 0,
+            n_mark=ttl.deadline(r.vivify or 0, now) if created else NO_MARK,
+            recache=0
+            if r.recache is None or created or bits & WIN_SENT
+            else ttl.deadline(r.recache, now),
+        )
+        won = ok and items.wins_token(item, won)
+        if ok:
+            _win_flags(self.flags, bits, won)
+        self.ok = ok
+        record = not r.no_update and (ok or not _locked(r.tokens))
+        return items.meta_fetched(item, deadline, won, record, now)
 
 
 def _win_flags(flags: list[bytes], bits: int, won: bool) -> None:
@@ -235,14 +260,14 @@ def _mg_miss(ctx: Context, r: MetaGet) -> Response:
 
 def ms(ctx: Context, r: MetaSet) -> Response:
     """ms: memcached's do_store_item; C turns set/replace into cas, add ignores C."""
-    ctx.counters.cmd_set += 1
     compare = r.compare_cas
     mode = _MS_MODES[r.mode]
     if compare is not None and mode in (StoreMode.SET, StoreMode.REPLACE):
         mode = StoreMode.CAS
     elif mode is not StoreMode.APPEND and mode is not StoreMode.PREPEND:
         compare = 0
-    new = ctx.engine.store(
+    new = store_item(
+        ctx,
         mode,
         r.key,
         r.client_flags,
@@ -253,17 +278,14 @@ def ms(ctx: Context, r: MetaSet) -> Response:
         binary_key=r.binary,
         invalidate=r.invalidate,
         vivify=r.vivify,
+        detail=False,
     )
-    if isinstance(new, Item):
-        if mode is StoreMode.CAS:
-            count_cas(ctx, StoreResult.STORED)
+    if type(new) is Item:
         if r.quiet:
             return QUIET_HD
         # c: the new CAS; s: the stored item's size (after append)
         code, cas, size = MetaCode.HD, new.cas, len(new.data)
     else:
-        if mode is StoreMode.CAS:
-            count_cas(ctx, new)
         # nothing stored: c0 and the request's size
         code, cas, size = _STORE_CODES[new], 0, len(r.data)
     flags: list[bytes] = []
@@ -277,92 +299,109 @@ def ms(ctx: Context, r: MetaSet) -> Response:
 def md(ctx: Context, r: MetaDelete) -> Response:
     """md: delete, or with ``I`` mark stale, or with ``x`` drop the value and keep the key."""
     engine = ctx.engine
-    now = engine.now()
-    item = engine.read(r.key, now)
-    if item is None:
+    keep = _MdKeep(r, engine.next_cas) if r.invalidate or r.drop_value else None
+    outcome = engine.delete(r.key, r.compare_cas, None if keep is None else keep.kept)
+    if outcome is DeleteResult.NOT_FOUND:
         ctx.counters.delete_misses += 1
         return _no_item(MetaCode.NF, r.tokens, r.key, r.binary)
-    if r.compare_cas is not None and item.cas != r.compare_cas:
+    if outcome is DeleteResult.EXISTS:
         ctx.counters.delete_misses += 1
         return _no_item(MetaCode.EX, r.tokens, r.key, r.binary)
-    current = item
-    if r.drop_value:
-        # newer memcached: replace with an empty item (flags F, TTL T), same CAS unless E.
-        deadline = ttl.deadline(r.ttl or 0, now)
-        current = items.created(r.client_flags, deadline, b"", now, r.new_cas or item.cas)
-    if r.invalidate:
-        deadline = current.deadline if r.ttl is None else ttl.deadline(r.ttl, now)
-        cas = r.new_cas or engine.next_cas()
-        engine.write(r.key, items.invalidated(current, deadline, cas), item, link=False)
-    else:
+    if not r.invalidate:
         ctx.counters.delete_hits += 1
-        if r.drop_value:
-            engine.write(r.key, current, item, link=False)
-        else:
-            engine.remove(r.key, item)
     if r.quiet:
         return QUIET_HD
     return _no_item(MetaCode.HD, r.tokens, r.key, r.binary)
+
+
+class _MdKeep:
+    """What md's ``I`` and ``x`` leave in place of the item it deletes."""
+
+    def __init__(self, r: MetaDelete, next_cas: Callable[[], int]) -> None:
+        self.r = r
+        self.next_cas = next_cas
+
+    def kept(self, item: Item, now: int) -> Item:
+        r = self.r
+        if r.drop_value:
+            # newer memcached: an empty item (flags F, TTL T), the same CAS unless E.
+            deadline = ttl.deadline(r.ttl or 0, now)
+            item = items.created(r.client_flags, deadline, b"", now, r.new_cas or item.cas)
+        if not r.invalidate:
+            return item
+        deadline = item.deadline if r.ttl is None else ttl.deadline(r.ttl, now)
+        return items.invalidated(item, deadline, r.new_cas or self.next_cas())
 
 
 # -- ma ----------------------------------------------------------------------------------------
 
 
 def ma(ctx: Context, r: MetaArithmetic) -> Response:
-    """ma: incr/decr through ``items.delta``; ``N`` creates a missing counter."""
+    """ma: memcached's do_add_delta (``Engine.delta``); ``N`` creates a missing counter."""
     engine = ctx.engine
-    now = engine.now()
-    item = engine.read(r.key, now)
-    if item is None:
-        if r.vivify is None:
-            count_delta(ctx, r.incr, False)
-            return _no_item(MetaCode.NF, r.tokens, r.key, r.binary)
-        number = b"%d" % r.initial
-        new = items.created(0, ttl.NEVER, number, now, r.new_cas or engine.next_cas())
-        return _ma_reply(ctx, r, None, new, number, now)
-    if r.compare_cas and item.cas != r.compare_cas:  # memcached: C0 compares nothing
-        return _no_item(MetaCode.EX, r.tokens, r.key, r.binary)
-    counter = items.delta(item, r.delta, r.incr, now, engine.next_cas, r.new_cas or 0)
-    if type(counter) is not Item:  # DeltaResult.NON_NUMERIC
-        return NON_NUMERIC
-    count_delta(ctx, r.incr, True)
-    return _ma_reply(ctx, r, item, counter, counter.data.rstrip(b" "), now)
-
-
-def _ma_reply(
-    ctx: Context, r: MetaArithmetic, old: Item | None, new: Item, number: bytes, now: int
-) -> Response:
-    """Walk ma's flags, write the counter, reply.
-
-    memcached applies T and N to the item it hands back: the live one when the counter was
-    created or rewritten in place, but the replaced (unlinked) one when the number grew into
-    a new item; then they only show in a later ``t`` of this same reply.
-    """
-    created = old is None
-    flags: list[bytes] = []
-    ok, deadline, _won = _return_flags(
-        flags,
-        r.tokens,
-        MA_FLAGS,
+    walk = _MaWalk(r)
+    new = engine.delta(
         r.key,
-        r.binary,
-        now,
-        cas=new.cas,
-        deadline=new.deadline,
-        t_mark=ttl.deadline(r.ttl, now) if r.ttl is not None else 0,
-        n_mark=ttl.deadline(r.vivify or 0, now) if created else NO_MARK,
+        r.delta,
+        r.incr,
+        compare=r.compare_cas or 0,  # memcached: C0 compares nothing
+        cas=r.new_cas or 0,
+        finish=walk.finish,
     )
-    in_place = old is None or len(new.data) == len(old.data)
-    if in_place and deadline != new.deadline:
-        new = new._replace(deadline=deadline)
-    ctx.engine.write(r.key, new, old)
-    if not ok:
-        return OPAQUE_ERROR
-    if r.quiet and not created:
-        return QUIET_HD
-    if r.value:
-        return MetaReply(MetaCode.VA, flags, number)
-    return MetaReply(MetaCode.HD, flags)
+    if type(new) is Item:
+        count_delta(ctx, r.incr, True)
+        return walk.reply(new.data.rstrip(b" "))
+    if new is DeltaResult.NON_NUMERIC:
+        return NON_NUMERIC
+    if new is DeltaResult.EXISTS:
+        return _no_item(MetaCode.EX, r.tokens, r.key, r.binary)
+    if r.vivify is None:
+        count_delta(ctx, r.incr, False)
+        return _no_item(MetaCode.NF, r.tokens, r.key, r.binary)
+    # N: memcached adds the initial value (do_store_item, NREAD_ADD), uncounted.
+    walk.created = True
+    number = b"%d" % r.initial
+    engine.store(StoreMode.ADD, r.key, 0, 0, number, cas=r.new_cas or 0, finish=walk.finish)
+    return walk.reply(number)
+
+
+class _MaWalk:
+    """ma's flags acting on the counter do_add_delta (or the N add) hands back: the
+    return flags in request order, and the TTL that T and N leave on it."""
+
+    def __init__(self, r: MetaArithmetic) -> None:
+        self.r = r
+        self.flags: list[bytes] = []
+        self.ok = True
+        self.created = False
+
+    def finish(self, new: Item) -> Item:
+        r = self.r
+        now = new.stored_at  # a new version: stored now
+        ok, deadline, _won = _return_flags(
+            self.flags,
+            r.tokens,
+            MA_FLAGS,
+            r.key,
+            r.binary,
+            now,
+            cas=new.cas,
+            deadline=new.deadline,
+            t_mark=ttl.deadline(r.ttl, now) if r.ttl is not None else 0,
+            n_mark=ttl.deadline(r.vivify or 0, now) if self.created else NO_MARK,
+        )
+        self.ok = ok
+        return new if deadline == new.deadline else new._replace(deadline=deadline)
+
+    def reply(self, number: bytes) -> Response:
+        r = self.r
+        if not self.ok:
+            return OPAQUE_ERROR
+        if r.quiet and not self.created:
+            return QUIET_HD
+        if r.value:
+            return MetaReply(MetaCode.VA, self.flags, number)
+        return MetaReply(MetaCode.HD, self.flags)
 
 
 # -- mn, me, rejected ----------------------------------------------------------------------------

@@ -67,7 +67,7 @@ def general_stats(counters: Counters, engine: Engine, info: ServerInfo) -> list[
     """``stats`` with no argument: memcached's general-purpose statistics."""
     now = time.time()
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    db = engine.statistics()
+    db = engine.db.statistics()
     c = counters.since_reset()
     ec = counters.since_reset(counts(engine.counters))
     values: list[tuple[str, object]] = [
@@ -126,7 +126,7 @@ def general_stats(counters: Counters, engine: Engine, info: ServerInfo) -> list[
         ("compacted_bytes", ec.get("compacted_bytes", 0)),
         ("reclaim_flushes", ec.get("reclaim_flushes", 0)),  # memtable flushes releasing the WAL
         ("corrupt_values", ec.get("corrupt_values", 0)),  # undecodable values read as misses
-        ("wal_fsyncs", engine.commit.syncs),  # group commits (durability = fsync)
+        ("wal_fsyncs", engine.sequence.syncs),  # group commits (durability = fsync)
         # writes a read makes on the side (lazy delete, fetch record) that failed, e.g. ENOSPC
         ("read_write_failures", ec.get("read_write_failures", 0)),
         # starts that invalidated what was stored (down longer than max_warm_downtime)
@@ -143,19 +143,19 @@ def general_stats(counters: Counters, engine: Engine, info: ServerInfo) -> list[
 
 
 def curr_items(engine: Engine, db: dict[str, int] | None = None) -> int:
-    """The exact item count (``storage.tally``); RocksDB's estimate while a recount runs."""
-    tally = engine.tally
-    if tally.exact:
-        return tally.items
-    return (db or engine.statistics())["estimated_keys"]
+    """The exact item count (``storage.item_counts``); RocksDB's estimate while a recount runs."""
+    counts = engine.item_counts
+    if counts.exact:
+        return counts.items
+    return (db or engine.db.statistics())["estimated_keys"]
 
 
 def stored_bytes(engine: Engine, db: dict[str, int] | None = None) -> int:
-    """Keys + values as stored (``storage.tally``); RocksDB's estimate while recounting."""
-    tally = engine.tally
-    if tally.exact:
-        return tally.bytes
-    figures = db or engine.statistics()
+    """Keys + values as stored (``storage.item_counts``); RocksDB's estimate while recounting."""
+    counts = engine.item_counts
+    if counts.exact:
+        return counts.bytes
+    figures = db or engine.db.statistics()
     return figures["live_data_bytes"] + figures["memtable_bytes"]
 
 

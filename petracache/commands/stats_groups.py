@@ -11,7 +11,7 @@ no LRU segments, so:
   memcached. (``me`` and ``lru_crawler metadump`` report ``cls=`` as the class memcached
   would have chosen for the item's size: a sizing hint, not a place.)
 * A class's counters (``get_hits``, ``cmd_set``...) are the server's totals; its item
-  count and bytes are the exact tally (``storage.tally``). Everything sits in the cold LRU:
+  count and bytes are the exact counts (``storage.item_counts``). Everything sits in the cold LRU:
   ``number_cold`` = ``number``, ``hits_to_cold`` = ``get_hits``. ``age`` is the age of the
   oldest write when the ``age`` index is kept (a disk bound is set), else 0.
 * memcached counts per class what it has no single figure for; fields with no meaning here
@@ -19,7 +19,7 @@ no LRU segments, so:
 * ``stats sizes`` is memcached's reply with size tracking off (``-o track_sizes`` is not
   offered).
 
-``cachedump`` walks the items in key order (``storage.walk``, bounded steps) and stops at
+``cachedump`` walks the items in key order (``storage.crawl``, bounded steps) and stops at
 memcached's cap: the limit, or 2 MB of reply (``item_cachedump``'s ``memlimit``).
 """
 
@@ -34,8 +34,8 @@ from petracache.protocol.crawler import Streamed
 from petracache.protocol.responses import ErrorReply, Response, StatsReply, Status
 from petracache.rules import slabs
 from petracache.rules.numbers import strtoul32
+from petracache.storage.crawl import ItemCrawl
 from petracache.storage.engine import Engine
-from petracache.storage.walk import ItemWalk
 
 if TYPE_CHECKING:  # the context imports commands.stats, not this module
     from petracache.commands.context import Context
@@ -151,7 +151,7 @@ def cachedump(engine: Engine, args: list[bytes]) -> Response:
 
 def _cachedump_lines(engine: Engine, limit: int) -> Iterator[bytes]:
     """The reply in chunks, one per bounded walk step, stopping at the limit or the cap."""
-    walk = ItemWalk(engine)
+    walk = ItemCrawl(engine)
     shown = written = 0
     while not walk.done and (limit == 0 or shown < limit):
         lines: list[bytes] = []

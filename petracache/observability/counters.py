@@ -7,7 +7,7 @@ Invariant: the fields only ever grow (gauges excepted), so ``/metrics`` stays a 
 Prometheus counter. ``stats reset`` does not zero them; it records a baseline, and
 ``since_reset`` reports each counter minus its baseline, which is what memcached's
 ``stats`` shows after a reset. That one baseline covers the storage engine's counters too
-(``storage.engine.EngineCounters``, flattened by ``counts``): one reset for every counter.
+(``storage.statistics.EngineCounters``, flattened by ``counts``): one reset for every counter.
 """
 
 from __future__ import annotations

@@ -145,7 +145,7 @@ class PetracacheCollector(Collector):
         for attr, name, doc in _ENGINE_COUNTERS:
             yield CounterMetricFamily(name, doc, value=getattr(ec, attr, 0))
         try:
-            stats = engine.statistics()
+            stats = engine.db.statistics()
         except Exception:  # the engine may be closing; the gauges are best effort
             return
         for label, value in stats.items():
@@ -154,14 +154,14 @@ class PetracacheCollector(Collector):
             )
 
     def _items(self, engine: Engine) -> Iterator[Metric]:
-        """The exact tally (``stats`` curr_items and bytes) and the cold-start count."""
-        tally = engine.tally
-        if tally.exact:
+        """The exact counts (``stats`` curr_items and bytes) and the cold-start count."""
+        counts = engine.item_counts
+        if counts.exact:
             yield GaugeMetricFamily(
-                "petracache_curr_items", "Items stored (memcached curr_items).", value=tally.items
+                "petracache_curr_items", "Items stored (memcached curr_items).", value=counts.items
             )
             yield GaugeMetricFamily(
-                "petracache_bytes", "Keys and values stored (memcached bytes).", value=tally.bytes
+                "petracache_bytes", "Keys and values stored (memcached bytes).", value=counts.bytes
             )
         yield CounterMetricFamily(
             "petracache_cold_starts",

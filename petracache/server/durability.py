@@ -1,7 +1,7 @@
 """Group commit for ``durability = "fsync"``: one WAL fsync releases many connections' replies.
 
-Strategy (see ``storage.commit`` for the bookkeeping): a connection that executed writes
-calls ``wait_durable(engine.commit.written)`` before sending its replies. One background
+Strategy (see ``storage.write_sequence`` for the bookkeeping): a connection that executed writes
+calls ``wait_durable(engine.sequence.written)`` before sending its replies. One background
 task, ``run``, sleeps until someone waits, reads the current ``written`` as its target,
 fsyncs the WAL in a worker thread (``flush_wal(True)`` releases the GIL, so the trio thread
 keeps accepting and executing other connections' writes meanwhile), records the target as
@@ -25,8 +25,8 @@ from typing import Any
 
 import trio
 
-from petracache.storage.commit import CommitLog
 from petracache.storage.errors import StorageError
+from petracache.storage.write_sequence import WriteSequence
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +49,10 @@ class GroupCommitter:
     """Batches WAL fsyncs for every connection of the data plane.
 
     Args:
-        commit: the engine's ``CommitLog``.
+        commit: the engine's ``WriteSequence``.
     """
 
-    def __init__(self, commit: CommitLog) -> None:
+    def __init__(self, commit: WriteSequence) -> None:
         self._commit = commit
         self._wanted = trio.Event()  # set when some task waits for a sync
         self._round = _Round()  # the next round to end; replaced when it does

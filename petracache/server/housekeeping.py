@@ -1,11 +1,11 @@
 """Liveness heartbeats and the start-up item recount, on the trio thread.
 
 * Every ``HEARTBEAT_INTERVAL`` seconds the engine records that the server is alive
-  (``storage.liveness``): after a kill, the next start measures its downtime from the last
+  (``storage.warm_restart``): after a kill, the next start measures its downtime from the last
   heartbeat. A failed heartbeat (a full disk) is logged once per failure streak and
   retried at the next interval: it only makes a later downtime look longer.
-* After a start that could not trust the previous tally (a crash, a restored backup), the
-  exact item count is rebuilt in bounded steps (``storage.tally.Recount``), yielding to
+* After a start that could not trust the previous counts (a crash, a restored backup), the
+  exact item count is rebuilt in bounded steps (``storage.item_counts.Recount``), yielding to
   every ready connection between steps, like the reclaimer.
 """
 
@@ -18,7 +18,7 @@ import trio
 
 from petracache.storage.engine import Engine
 from petracache.storage.errors import StorageError
-from petracache.storage.liveness import HEARTBEAT_INTERVAL
+from petracache.storage.warm_restart import HEARTBEAT_INTERVAL
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ async def recount(engine: Engine) -> None:
         return
     log.info(
         "counted %d items (%d bytes) in %.1fs",
-        engine.tally.items,
-        engine.tally.bytes,
+        engine.item_counts.items,
+        engine.item_counts.bytes,
         time.monotonic() - started,
     )

@@ -27,7 +27,7 @@ import trio
 from petracache.config import StorageSettings
 from petracache.storage.engine import Engine
 from petracache.storage.errors import StorageError
-from petracache.storage.reclaim import Job, Reclaimer
+from petracache.storage.reclaim.reclaimer import Job, Reclaimer
 
 log = logging.getLogger(__name__)
 

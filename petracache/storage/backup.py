@@ -44,11 +44,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from petracache.storage import rocks
+from petracache.storage.cas import CAS_KEY
 from petracache.storage.engine import Engine
 from petracache.storage.errors import StorageError
+from petracache.storage.flush import FLUSH_KEY
 from petracache.storage.index import INDEX_STATE_KEY
 from petracache.storage.rocks import META_CF
-from petracache.storage.state import CAS_KEY, FLUSH_KEY
 
 MARKER = "PETRACACHE_BACKUP.json"
 NAME_PREFIX = "petracache-"
@@ -139,7 +140,7 @@ class Backups:
         name = now.strftime(NAME_FORMAT)
         final = os.path.join(self.backup_dir, name)
         partial = os.path.join(self.backup_dir, f".{name}{PARTIAL_SUFFIX}")
-        db: Any = engine.raw_db()
+        db: Any = engine.db.items
         try:
             os.makedirs(self.backup_dir, exist_ok=True)
             rocks.checkpoint(db, partial)

@@ -26,9 +26,10 @@ versions and short values with ``CorruptValue``; the engine reports such a key a
 from __future__ import annotations
 
 import struct
-from typing import Final, NamedTuple
+from typing import Final
 
 from petracache.storage.errors import CorruptValue
+from petracache.storage.items import Item, new_item
 
 FORMAT_V1: Final = 1
 FORMAT_V2: Final = 2
@@ -37,48 +38,6 @@ HEADER_V2: Final = struct.Struct("<BIIIQIB")
 HEADER_SIZE: Final = HEADER_V2.size  # of the format written now
 HEADER_V1_SIZE: Final = HEADER_V1.size
 _V1_BYTE: Final = bytes([FORMAT_V1])
-
-# Meta bits (memcached's ITEM_FETCHED, ITEM_STALE, ITEM_TOKEN_SENT, ITEM_KEY_BINARY).
-FETCHED: Final = 1
-STALE: Final = 2
-WIN_SENT: Final = 4
-KEY_BINARY: Final = 8
-# memcached's ITEM_ACTIVE: set by a fetch, cleared when eviction gives the item a second
-# chance (``storage.eviction``). Separate from FETCHED, which the meta ``h`` flag reports and
-# which must not be cleared behind a client's back.
-ACTIVE: Final = 16
-
-
-class Item(NamedTuple):
-    """A decoded item."""
-
-    flags: int
-    deadline: int
-    stored_at: int
-    cas: int
-    data: bytes
-    last_access: int = 0
-    bits: int = 0
-
-
-_tuple_new: Final = tuple.__new__
-# Final: the compiled build reads a Final from a C static, any other global from the module's
-# dict at every use (a NamedTuple class is not a native class, so ``Item`` is such a global).
-_ITEM: Final = Item
-
-
-def new_item(
-    flags: int,
-    deadline: int,
-    stored_at: int,
-    cas: int,
-    data: bytes,
-    last_access: int,
-    bits: int,
-) -> Item:
-    """``Item(...)`` without the NamedTuple's ``__new__``, which is an interpreted function
-    even in the compiled build (0.36 against 0.23 us): every read decodes an item."""
-    return _tuple_new(_ITEM, (flags, deadline, stored_at, cas, data, last_access, bits))
 
 
 def encode(
@@ -132,7 +91,7 @@ def stored_size(key: bytes, raw: bytes) -> int:
     """What a stored value counts for in ``stats`` ``bytes``: key + value as format 2.
 
     A format-1 value counts as the format-2 value its next write makes of it, so the total
-    does not drift when such a value is rewritten (see ``storage.tally``).
+    does not drift when such a value is rewritten (see ``storage.item_counts``).
     """
     if raw[:1] == _V1_BYTE:
         return len(key) + len(raw) + HEADER_SIZE - HEADER_V1_SIZE

@@ -1,69 +1,77 @@
-"""The item store on RocksDB: memcached's storage semantics over a persistent key-value store.
+"""The item store: memcached's storage semantics over RocksDB.
+
+Shape (memcached's ``items.c``): every protocol's commands call the operations here, and
+each operation reads the live item, lets ``storage.items`` decide what the command does to
+it (the pure rules, shared by every protocol), and writes the result. So there is one store
+path (``store``: set, add, replace, append, prepend, cas, ms in every mode, the binary
+opcodes, with a fast branch for a plain ``set``), one delta path (``delta``: incr, decr,
+ma, binary increment), one delete path (``delete``), one fetch path (``fetch``).
+
+The meta protocol's flags act on the item a command hands back before it is written, as
+memcached's proto_text.c does to the item its do_* functions return: ``store``, ``delta``
+and ``fetch`` take that as a callable (``finish``/``change``), and ``delete`` takes
+md's replacement (``keep``). The rules stay here and in ``storage.items``; the flags'
+rendering stays in ``commands.meta``.
 
 Invariants:
 
-* RocksDB is reached through ``storage.rocks`` (the only module importing ``rocksdict``).
-* What a command does to an item is decided by ``storage.items`` (pure transitions shared
-  by classic and meta commands); the engine reads the live item, applies a transition and
-  writes the result. Its API, by kind:
-
-  - reads: ``read`` (the live item, as stored) and ``fetch`` (a read that records the
-    fetch, as a ``get`` does);
-  - writes: ``write`` (one version, exactly as given), ``set`` (a store of fields, the
-    hot path's ``set``: no ``Item``, and no read unless the bloom filters say the key may
-    exist, for the exact tally), ``record_fetch`` (a fetch-state
-    hint) and ``remove``;
-  - whole operations: ``store``, ``delta``, ``touch``, ``flush_all``;
-  - the reclaimer's seam: ``stored``, ``walk``, ``batch``, ``disk_usage``, ``compact``,
-    the index state and ``load_state``/``save_state``.
-* Every method is synchronous and runs on the server's trio thread. A read-modify-write
-  (add, cas, append, incr, touch...) therefore has no await point inside it and is atomic
-  with respect to every other command without any lock.
+* Every method is synchronous and runs on the server's trio thread: a read-modify-write
+  (add, cas, append, incr, touch...) has no await point inside it and is atomic with
+  respect to every other command without a lock.
+* The live-item count and bytes change only through ``ItemCounts.link``/``unlink``
+  (``_linked``, ``_delete``, and a reclaim batch's commit), as memcached's change only in
+  do_item_link/do_item_unlink.
 * Dead items (expired, or invalidated by flush_all) are never returned; a read that finds one
   deletes it (lazy expiry).
-* CAS uniques strictly increase, across restarts too (``storage.state.CasSource``).
-* flush_all state is persisted (``storage.state.FlushState``).
-* ``tally`` (``storage.tally``) is the exact item count and bytes: every write and delete
-  here, and every committed reclaim batch, moves it by what it changed.
-* A liveness record (``storage.liveness``) is written at open, by ``heartbeat``, and at a
-  clean ``close``; at open, a downtime past ``max_warm_downtime`` invalidates everything
-  stored before (``flush_all(0)``).
-
-Column families: ``default`` holds items (key = raw memcached key, value = ``codec`` format);
-``meta`` holds the engine's own state.
+* CAS uniques strictly increase, across restarts too (``storage.cas``); flush_all state is
+  persisted (``storage.flush``).
+* A warm-restart record (``storage.warm_restart``) is written at open, by ``heartbeat``, and
+  at a clean ``close``; at open, a downtime past ``max_warm_downtime`` invalidates
+  everything stored before (``flush_all(0)``).
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import Any
 
 from petracache.config import StorageSettings
 from petracache.rules import ttl
 from petracache.rules.sizes import DEFAULT_ITEM_SIZE_MAX
 from petracache.rules.verbs import StoreMode
 from petracache.storage import codec, items, rocks
-from petracache.storage.codec import Item
-from petracache.storage.commit import CommitLog
+from petracache.storage.cas import CasSource
+from petracache.storage.database import Database
 from petracache.storage.errors import CorruptValue, StorageError
+from petracache.storage.flush import FlushState
 from petracache.storage.hot import HotItems
-from petracache.storage.index import ItemIndex
-from petracache.storage.items import DeltaResult, StoreResult
-from petracache.storage.liveness import Heartbeat, LastRun, Verdict, judge, read_last_run
-from petracache.storage.rocks import AGE_CF, EXPIRY_CF, META_CF
-from petracache.storage.seam import EngineSeam
-from petracache.storage.state import CasSource, EngineCounters, FlushState
-from petracache.storage.tally import ItemTally
+from petracache.storage.index import IndexBatch, ItemIndex, parse_age_key
+from petracache.storage.item_counts import ItemCounts, Recount
+from petracache.storage.items import DeltaResult, Item, StoreResult
+from petracache.storage.rocks import AGE_CF, Family, WriteOptions
+from petracache.storage.statistics import EngineCounters
+from petracache.storage.warm_restart import Heartbeat, LastRun, Verdict, judge, read_last_run
+from petracache.storage.write_sequence import WriteSequence
 
-__all__ = ["DeltaResult", "Engine", "EngineCounters", "StoreMode", "StoreResult"]
+__all__ = ["DeleteResult", "DeltaResult", "Engine", "EngineCounters", "StoreMode", "StoreResult"]
 
 log = logging.getLogger(__name__)
 
+OLDEST_PROBE = 64  # age-index entries looked at for ``oldest_write`` (stale ones are skipped)
+_ITEM = Item
 
-class Engine(EngineSeam):
+
+class DeleteResult(enum.Enum):
+    """Why a delete removed nothing."""
+
+    NOT_FOUND = "not_found"
+    EXISTS = "exists"  # the caller's CAS did not match
+
+
+class Engine:
     """memcached operations on a RocksDB database.
 
     Args:
@@ -82,62 +90,44 @@ class Engine(EngineSeam):
         clock: Callable[[], float] = time.time,
         item_size_max: int = DEFAULT_ITEM_SIZE_MAX,
     ) -> None:
-        self._settings = settings
+        self.settings = settings
         self._clock = clock
-        self._item_size_max = item_size_max
+        self.item_size_max = item_size_max
         self.counters = EngineCounters()
-        self._db = rocks.open_db(settings)
-        self._meta = self._db.get_column_family(META_CF)
+        self.db = db = Database(settings)
+        self._items: Family = db.items
         # Read before anything below writes: the previous run's record and whether anything
-        # was written since it (its sequence number) decide if its tally is still exact.
-        self.last_run: LastRun | None = read_last_run(self._meta)
+        # was written since it (its sequence number) decide if its counts are still exact.
+        self.last_run: LastRun | None = read_last_run(db.meta)
         self._exact_count = settings.exact_item_count
-        self.tally = _restored_tally(self.last_run, rocks.sequence_number(self._db))
+        self.item_counts = _restored_counts(self.last_run, db.sequence_number())
         if not self._exact_count:
-            self.tally.exact = False  # and it stays so: no recount either
-        self._heartbeat = Heartbeat(self._meta)
-        # fsync mode writes un-synced too: group commit (``commit``) syncs the WAL for many
-        # writes at once before their replies are released.
-        write_opts = rocks.write_options(wal=settings.durability != "none")
-        self._db.set_write_options(write_opts)
-        self.commit = CommitLog(self._db)
-        # Fetch records (``_write_hint``) skip the WAL: they are hints, and a crash that
-        # loses one leaves the previous, WAL-logged version with the same data in place.
-        self._hint_opts = rocks.write_options(wal=False)
-        self._index = ItemIndex(
-            self._db,
-            self._meta,
-            write_opts,
+            self.item_counts.exact = False  # and it stays so: no recount either
+        self._heartbeat = Heartbeat(db.meta)
+        self.sequence = WriteSequence(db.items)
+        self.index = ItemIndex(
+            db.items,
+            db.meta,
+            db.write_opts,
             track_expiry=settings.enable_ttl_compaction,
             track_age=settings.max_disk_bytes > 0,
         )
-        self._families: dict[str, Any] = {
-            "default": self._db,
-            EXPIRY_CF: self._db.get_column_family(EXPIRY_CF),
-            AGE_CF: self._db.get_column_family(AGE_CF),
-            META_CF: self._meta,
-        }
-        # Recently used items in memory, in front of RocksDB (write-through: storage.hot).
-        # Stores one fetch record, for ``_write_hint`` and as the hot items evict a dirty
-        # entry. Not a bound method: the engine must not be in a reference cycle (its
-        # RocksDB handles, and the database's lock, go when the last reference does).
+        # Not a bound method: the engine must not be in a reference cycle (its RocksDB
+        # handles, and the database's lock, go when the last reference does).
         self._store_hint = partial(
-            _store_hint, self._db, self._hint_opts, self.commit, self.counters
+            _store_hint, db.items, db.hint_opts, self.sequence, self.counters
         )
         self.hot = HotItems(settings.hot_cache_size, self._store_hint)
-        self._cas = CasSource(self._meta)
-        # Bound once: ``next_cas`` is on the write path, so no wrapper method.
-        self.next_cas = self._cas.take
+        self._cas = CasSource(db.meta)
+        self.next_cas = self._cas.take  # bound once: it is on the write path
         # memcached's process_started: its clock cannot express an absolute time before this.
-        self._flush = FlushState(self._meta, self.now() - ttl.EPOCH_SLACK)
+        self._flush = FlushState(db.meta, self.now() - ttl.EPOCH_SLACK)
         self.verdict: Verdict = judge(self.last_run, self.now(), settings.max_warm_downtime)
         if self.verdict.cold:
             self.flush_all(0)
             self.counters.extra["cold_starts"] = 1
         self._heartbeat.beat(self.now())
         self._closed = False
-
-    # -- clock and CAS ---------------------------------------------------------------------
 
     def now(self) -> int:
         """Current time in whole seconds (memcached's clock ticks once per second)."""
@@ -147,12 +137,6 @@ class Engine(EngineSeam):
     def current_cas(self) -> int:
         """The last CAS unique handed out (``next_cas`` takes the next one)."""
         return self._cas.current
-
-    @property
-    def item_size_max(self) -> int:
-        return self._item_size_max
-
-    # -- liveness ----------------------------------------------------------------------------
 
     def is_dead(self, item: Item, now: int) -> bool:
         """Expired, or covered by a flush_all: never to be returned again."""
@@ -176,7 +160,7 @@ class Engine(EngineSeam):
         item = hot.get(key)
         if item is None:
             try:
-                raw = self._db.get(key)
+                raw = self._items.get(key)
             except Exception as exc:
                 raise StorageError(f"read failed: {exc}") from exc
             if raw is None:
@@ -187,7 +171,7 @@ class Engine(EngineSeam):
                 self.counters.corrupt_values += 1
                 return None
             hot.put(key, item)
-        if item.deadline and item.deadline <= now:
+        if ttl.is_expired(item.deadline, now):
             self.counters.expired_lazy += 1
             self._remove_dead(key, item)
             return None
@@ -198,153 +182,249 @@ class Engine(EngineSeam):
             return None
         return item
 
-    def fetch(self, key: bytes) -> Item | None:
-        """A ``get``: the live item, or None; a hit records the fetch (``items.fetched``)."""
+    def fetch(self, key: bytes, change: Callable[[Item, int], Item] | None = None) -> Item | None:
+        """A get: the live item as read, or None.
+
+        A hit records the fetch (``items.fetched``), or with ``change`` (mg's flags) the
+        state ``change(item, now)`` returns: kept as a fetch record when only the fetch
+        state differs (``items.only_fetch_differs``), else written as a new state of the
+        same version.
+        """
         now = self.now()
         item = self.read(key, now)
-        if item is not None and items.fetch_is_news(item, now):
-            seen = items.fetched(item, now)
-            return seen if self._write_hint(key, seen) else item
+        if item is None:
+            return None
+        if change is None:
+            if items.fetch_is_news(item, now):
+                seen = items.fetched(item, now)
+                return seen if self._write_hint(key, seen) else item
+            return item
+        new = change(item, now)
+        if not items.only_fetch_differs(new, item):
+            self._write(key, new, item, link=False)
+        elif new != item:
+            self._write_hint(key, new)
         return item
 
-    # -- writes ------------------------------------------------------------------------------
+    # -- whole operations --------------------------------------------------------------------
 
-    def write(self, key: bytes, item: Item, old: Item | None, *, link: bool = True) -> None:
-        """Write ``item`` under ``key``; ``old`` is the version it replaces, if read.
+    def store(
+        self,
+        mode: StoreMode,
+        key: bytes,
+        flags: int,
+        exptime: int,
+        data: bytes,
+        compare: int = 0,
+        *,
+        cas: int = 0,
+        binary_key: bool = False,
+        invalidate: bool = False,
+        vivify: int | None = None,
+        finish: Callable[[Item], Item] | None = None,
+    ) -> Item | StoreResult:
+        """memcached's do_store_item for every store (``items.store`` says what each
+        parameter does; ``exptime`` and ``vivify`` are client exptimes). ``finish`` (meta
+        flags) turns the new version into the one written. Returns the version written, or
+        why none was.
 
-        ``link`` (memcached's do_item_link): a new version, counted in ``total_items``.
-        ``link=False``: the same version with changed state (meta flags). Either way it is
-        written exactly as given, even when already dead: memcached links an item whose
-        absolute exptime is in the past too, and the next get counts it in ``get_expired``.
+        A plain ``set`` takes a fast branch: it needs no old version, so none is decoded
+        (its size, for the counts, comes from the hot entry it replaces or, when the bloom
+        filters say the key may exist, from the stored value). An already-dead item (an
+        absolute exptime in the past) is written as memcached links it: the next read
+        finds it expired.
         """
-        value = codec.encode_item(item)
-        self._put(key, value, item, old)
-        tally = self.tally
-        if old is None:
-            tally.items += 1
-            tally.bytes += len(key) + len(value)
+        if mode is StoreMode.SET and finish is None and not (cas or binary_key):
+            now = int(self._clock())
+            deadline = ttl.deadline(exptime, now) if exptime else ttl.NEVER
+            item = items.new_item(flags, deadline, now, self.next_cas(), data, now, 0)
+            self._set(key, item)
+            return item
+        now = self.now()
+        old = self.read(key, now)
+        new = items.store(
+            mode,
+            old,
+            key,
+            flags,
+            ttl.deadline(exptime, now),
+            data,
+            now,
+            self.item_size_max,
+            self.next_cas,
+            compare=compare,
+            cas=cas,
+            binary_key=binary_key,
+            invalidate=invalidate,
+            vivify=None if vivify is None else ttl.deadline(vivify, now),
+        )
+        if type(new) is _ITEM:
+            if finish is not None:
+                new = finish(new)
+            self._write(key, new, old)
+        return new
+
+    def delta(
+        self,
+        key: bytes,
+        amount: int,
+        incr: bool,
+        *,
+        compare: int = 0,
+        cas: int = 0,
+        finish: Callable[[Item], Item] | None = None,
+    ) -> Item | DeltaResult:
+        """memcached's do_add_delta (``items.delta``): returns the version written, or why
+        none was. ``compare``: a non-zero CAS the item must have; ``cas``: the new version's
+        CAS (meta ``E``). ``finish`` (ma's flags) sees the new version; what it returns is
+        written only when the number was rewritten in place, since memcached's flags act on
+        the item do_add_delta hands back, which is the stored one only then.
+        """
+        now = self.now()
+        item = self.read(key, now)
+        if item is None:
+            return DeltaResult.NOT_FOUND
+        new = items.delta(item, amount, incr, now, self.next_cas, compare=compare, cas=cas)
+        if type(new) is _ITEM:
+            if finish is not None:
+                finished = finish(new)
+                if len(new.data) == len(item.data):
+                    new = finished
+            self._write(key, new, item)
+        return new
+
+    def touch(self, key: bytes, exptime: int) -> Item | None:
+        """touch/gat: give the live item a new TTL (``items.touched``); returns it as it was."""
+        now = self.now()
+        item = self.read(key, now)
+        if item is not None:
+            self._write(key, items.touched(item, ttl.deadline(exptime, now), now), item)
+        return item
+
+    def delete(
+        self,
+        key: bytes,
+        compare: int | None = None,
+        keep: Callable[[Item, int], Item] | None = None,
+    ) -> Item | DeleteResult:
+        """Delete the live item under ``key``; returns it as it was, or why nothing was
+        deleted. ``compare``: a CAS the item must have (None compares nothing; md's ``C0``
+        compares, and fails). ``keep`` (md's ``I`` and ``x``): instead of unlinking the
+        item, replace it with ``keep(item, now)``, a new state of it."""
+        now = self.now()
+        item = self.read(key, now)
+        if item is None:
+            return DeleteResult.NOT_FOUND
+        if compare is not None and compare != item.cas:
+            return DeleteResult.EXISTS
+        if keep is None:
+            self._delete(key, item)
         else:
-            tally.bytes += len(value) - len(old.data) - codec.HEADER_SIZE
-        if link:
-            self.counters.total_items += 1
+            self._write(key, keep(item, now), item, link=False)
+        return item
 
-    def set(self, key: bytes, flags: int, exptime: int, data: bytes) -> int:
-        """memcached's ``set``: a store without decoding the old version (no ``Item``).
+    def flush_all(self, delay: int) -> None:
+        """Invalidate every item stored before now, or before ``delay`` (``FlushState``)."""
+        self._flush.flush_all(delay, self.now(), self.next_cas)
 
-        An already-dead item (an absolute exptime in the past) is stored as memcached links
-        it: the next read finds it expired (``get_expired``) and the reclaimer reaps it.
-        Returns the version's CAS unique (the binary protocol's reply carries it).
-        """
-        now = int(self._clock())
-        deadline = ttl.deadline(exptime, now) if exptime else ttl.NEVER
-        cas = self.next_cas()
-        item = codec.new_item(flags, deadline, now, cas, data, now, 0)
-        value = codec.encode_item(item)
-        if not self._exact_count:  # storage.exact_item_count = false: a blind write
-            self._put(key, value, item, None)
-            self.counters.total_items += 1
-            return cas
-        # Whether the key is new, and the old size, for the exact tally (``storage.tally``).
-        # The hot items are updated first: the lookup that replaces their entry also says
-        # the old size (a separate peek cost a set about 2 us, docs/benchmarks.md). Only a
-        # key they do not hold is read, and the bloom filters answer "absent" for most new
-        # keys (a set after a miss) without reading a block.
+    # -- writing (the counts move here: _linked and _delete) ----------------------------------
+
+    def _set(self, key: bytes, item: Item) -> None:
+        """Write a new version without the old one: the hot items are updated first, so the
+        lookup that replaces their entry also gives the old size."""
         hot = self.hot
         cached = hot.put(key, item)
+        value = codec.encode_item(item)
         try:
             if cached is not None:
                 old_size = codec.item_stored_size(key, cached)
             else:
-                try:
-                    raw = self._db.get(key) if self._db.key_may_exist(key) else None
-                except Exception as exc:
-                    raise StorageError(f"read failed: {exc}") from exc
-                old_size = 0 if raw is None else codec.stored_size(key, raw)
+                old_size = self._stored_size(key)
             self._store(key, value, item, None)
         except BaseException:
             hot.drop(key)  # what RocksDB holds now is not known here
             raise
-        self.commit.written += 1
-        tally = self.tally
-        if old_size:
-            tally.bytes += len(key) + len(value) - old_size
-        else:
-            tally.items += 1
-            tally.bytes += len(key) + len(value)
-        self.counters.total_items += 1
-        return cas
+        self._linked(len(key) + len(value), old_size, True)
 
-    def _put(self, key: bytes, value: bytes, item: Item, old: Item | None) -> None:
-        """Store ``value`` (``item`` encoded); ``old`` (the version it replaces, if read)
-        unindexes it. The hot items follow (``storage.hot``)."""
+    def _write(self, key: bytes, item: Item, old: Item | None, *, link: bool = True) -> None:
+        """Write ``item`` under ``key`` exactly as given, replacing ``old`` (the live
+        version, as read; None if there was none).
+
+        ``link`` (memcached's do_item_link): a new version, counted in ``total_items``;
+        ``link=False``: the same version with a changed state (meta flags).
+        """
+        value = codec.encode_item(item)
         try:
             self._store(key, value, item, old)
         except BaseException:
             self.hot.drop(key)  # what RocksDB holds now is not known here
             raise
         self.hot.put(key, item)
-        self.commit.written += 1
+        old_size = 0 if old is None else codec.item_stored_size(key, old)
+        self._linked(len(key) + len(value), old_size, link)
+
+    def _linked(self, size: int, old_size: int, link: bool) -> None:
+        self.sequence.written += 1
+        self.item_counts.link(size, old_size)
+        if link:
+            self.counters.total_items += 1
+
+    def _stored_size(self, key: bytes) -> int:
+        """The stored size under ``key`` (0: absent), for the exact counts; the bloom
+        filters answer "absent" for most new keys without reading a block."""
+        if not self._exact_count:
+            return 0  # storage.exact_item_count = false: blind writes
+        try:
+            raw = self._items.get(key) if self._items.key_may_exist(key) else None
+        except Exception as exc:
+            raise StorageError(f"read failed: {exc}") from exc
+        return 0 if raw is None else codec.stored_size(key, raw)
 
     def _store(self, key: bytes, value: bytes, item: Item, old: Item | None) -> None:
-        """Write ``value`` to RocksDB, through the expiry index when ``item`` needs it."""
-        if self._index.wants(item.deadline, old):
-            self._index.put(key, value, item.deadline, item.cas, old)
+        """Write ``value`` to RocksDB, through the index when ``item`` needs entries."""
+        if self.index.wants(item.deadline, old):
+            self.index.put(key, value, item.deadline, item.cas, old)
         else:
             try:
-                self._db.put(key, value)
+                self._items.put(key, value)
             except Exception as exc:
                 raise StorageError(f"write failed: {exc}") from exc
 
-    def remove(self, key: bytes, old: Item | None = None) -> None:
-        """Delete ``key``; ``old`` (the stored version, if read) also drops its index entries.
-
-        Without ``old`` the key is looked up first (for the tally); an absent key is left
-        alone (no tombstone).
-        """
-        if old is None:
-            old = self.hot.peek(key)
-        if old is not None:
-            size = codec.item_stored_size(key, old)
-        else:
-            try:
-                raw = self._db.get(key)
-            except Exception as exc:
-                raise StorageError(f"read failed: {exc}") from exc
-            if raw is None:
-                return
-            size = codec.stored_size(key, raw)
+    def _delete(self, key: bytes, old: Item) -> None:
+        """Unlink ``old``, the stored version under ``key``, and its index entries."""
         self.hot.drop(key)
-        if old is not None and self._index.wants(0, old):
-            self._index.delete(key, old)
+        if self.index.wants(0, old):
+            self.index.delete(key, old)
         else:
             try:
-                self._db.delete(key)
+                self._items.delete(key)
             except Exception as exc:
                 raise StorageError(f"delete failed: {exc}") from exc
-        self.tally.removed(size)
-        self.commit.written += 1
+        self.item_counts.unlink(codec.item_stored_size(key, old))
+        self.sequence.written += 1
 
-    def record_fetch(self, key: bytes, item: Item) -> None:
-        """Write ``item``, which differs from the stored version only in fetch state
-        (``items.only_fetch_differs``), as a side write of a read: best effort, and no reply
-        waits for its fsync."""
-        self._write_hint(key, item)
+    def _remove_dead(self, key: bytes, item: Item) -> None:
+        """Delete a dead item a read found (lazy expiry): a write a read makes on the side.
+
+        Best effort, so reads keep working on a full disk: a failure is counted
+        (``read_write_failures``), never raised. Not counted for group commit: losing it in
+        a power cut changes nothing a client was told (a dead item stays dead), so the
+        read's reply need not wait for an fsync.
+        """
+        written = self.sequence.written
+        try:
+            self._delete(key, item)
+        except StorageError:
+            _count_side_write_failure(self.counters)
+        finally:
+            self.sequence.untrack_since(written)
 
     def _write_hint(self, key: bytes, item: Item) -> bool:
-        """Store a fetch record: ``item`` differs from the stored version only in its fetch
-        state (fetched bit, access time), never in data, CAS or deadline.
+        """Record a fetch: ``item`` differs from the stored version only in fetch state.
 
-        An item in the hot items keeps the record there, dirty, until it leaves them
-        (``storage.hot``: RocksDB gets it then, or at close, or never if a write comes
-        first). Otherwise it is written now: its index entries are unchanged (a plain put
-        suffices), and the write skips the WAL, a memtable insert rather than a log append
-        on the read path. Losing it in a crash only forgets that the item was fetched;
-        reads return the newest version either way, and any later store is WAL-logged as
-        usual.
-
-        A side write of a read, best effort and untracked as ``_remove_dead`` says, done
-        inline because a first read of every item makes one (the read path's most frequent
-        write): True if recorded.
+        Kept in the hot items, dirty, when they hold the key (``storage.hot``); else put in
+        RocksDB without the WAL: a crash that loses it only forgets that the item was
+        fetched. Best effort and untracked, like ``_remove_dead``: True if recorded.
         """
         if self.hot.hint(key, item):
             return True
@@ -364,134 +444,64 @@ class Engine(EngineSeam):
         for key, value in hints:
             batch.put(key, value)
         try:
-            rocks.commit_batch(self._db, batch, self._hint_opts)
+            rocks.commit_batch(self.db.items, batch, self.db.hint_opts)
         except StorageError:
             _count_side_write_failure(self.counters)
             return
-        self.commit.untracked += len(hints)
+        self.sequence.untracked += len(hints)
 
-    def _remove_dead(self, key: bytes, item: Item) -> None:
-        """Delete a dead item a read found (lazy expiry): a write a read makes on the side.
+    # -- for the reclaimer -------------------------------------------------------------------
 
-        Best effort, so reads keep working on a full disk: a failure is counted
-        (``read_write_failures``), never raised. And not counted for group commit: losing
-        it in a power cut changes nothing a client was told (a dead item stays dead), so the
-        read's reply need not wait for an fsync. (A method, not a closure passed to a
-        helper: compiled, a closure would cost every ``read`` an environment object.)
-        """
-        written = self.commit.written
+    def stored(self, key: bytes) -> tuple[Item | None, int]:
+        """The stored version under ``key``, dead or alive (None if absent or undecodable),
+        and its stored size. From the hot items when their entry carries a fetch state
+        RocksDB does not have yet (``storage.hot``): the reclaimer's second chance needs it."""
+        newer = self.hot.newer(key)
+        if newer is not None:
+            return newer, codec.item_stored_size(key, newer)
         try:
-            self.remove(key, item)
-        except StorageError:
-            _count_side_write_failure(self.counters)
-        finally:
-            self.commit.untrack_since(written)
-
-    # -- whole operations (read, transition, write) ------------------------------------------
-
-    def store(
-        self,
-        mode: StoreMode,
-        key: bytes,
-        flags: int,
-        exptime: int,
-        data: bytes,
-        compare: int = 0,
-        *,
-        cas: int = 0,
-        binary_key: bool = False,
-        invalidate: bool = False,
-        vivify: int | None = None,
-    ) -> Item | StoreResult:
-        """Any store (``items.store`` says what each parameter does; ``exptime`` and
-        ``vivify`` are client exptimes). Returns the version written, or why none was."""
-        now = self.now()
-        old = self.read(key, now)
-        new = items.store(
-            mode,
-            old,
-            key,
-            flags,
-            ttl.deadline(exptime, now),
-            data,
-            now,
-            self._item_size_max,
-            self.next_cas,
-            compare=compare,
-            cas=cas,
-            binary_key=binary_key,
-            invalidate=invalidate,
-            vivify=None if vivify is None else ttl.deadline(vivify, now),
-        )
-        if type(new) is Item:
-            self.write(key, new, old)
-        return new
-
-    def delta(self, key: bytes, amount: int, incr: bool, compare: int = 0) -> Item | DeltaResult:
-        """incr/decr (``items.delta``); returns the version written, or why none was.
-
-        ``compare``: a non-zero CAS the item must have (the binary protocol's header CAS).
-        """
-        now = self.now()
-        item = self.read(key, now)
-        if item is None:
-            return DeltaResult.NOT_FOUND
-        # memcached's do_add_delta: an empty value is non-numeric before any CAS check.
-        if compare and compare != item.cas and item.data:
-            return DeltaResult.EXISTS
-        new = items.delta(item, amount, incr, now, self.next_cas)
-        if type(new) is Item:
-            self.write(key, new, item)
-        return new
-
-    def touch(self, key: bytes, exptime: int) -> Item | None:
-        """touch/gat: give the live item a new TTL (``items.touched``); returns it as it was."""
-        now = self.now()
-        item = self.read(key, now)
-        if item is not None:
-            self.write(key, items.touched(item, ttl.deadline(exptime, now), now), item)
-        return item
-
-    def flush_all(self, delay: int) -> None:
-        """Invalidate every item stored before now, or before ``delay`` (``FlushState``)."""
-        self._flush.flush_all(delay, self.now(), self.next_cas)
-
-    # -- lifecycle (the reclaimer's and introspection's operations: storage.seam) ------
-
-    @property
-    def settings(self) -> StorageSettings:
-        return self._settings
-
-    def raw_db(self) -> Any:
-        """The underlying ``rocksdict.Rdict`` (for tests)."""
-        return self._db
-
-    def family(self, name: str) -> Any:
-        """A column family by name (for tests)."""
-        return self._families[name]
-
-    def flush_memtables(self) -> None:
-        """Write every family's memtables to SST files, releasing the WAL files they held
-        (blocking; call from a worker thread)."""
-        rocks.flush_all(self._db)
-
-    def _record_stop(self) -> None:
-        """The clean-stop record (``storage.liveness``), best effort: if it cannot be written
-        (a full disk), the next start measures the downtime from the last heartbeat, which
-        is longer (the safe direction), and recounts; the flush that follows reports the
-        failure."""
-        tally = self.tally
+            raw = self._items.get(key)
+        except Exception as exc:
+            raise StorageError(f"read failed: {exc}") from exc
+        if raw is None:
+            return None, 0
         try:
-            if tally.exact:  # else the figures are changes since an unfinished recount
-                sequence = rocks.sequence_number(self._db) + 1  # this record's own
-                self._heartbeat.stopped(self.now(), tally.items, tally.bytes, sequence)
-            else:
-                self._heartbeat.stopped(self.now(), 0, 0, 0)
-        except StorageError as exc:
-            log.warning("could not record the clean stop: %s", exc)
+            return codec.decode(raw), len(key) + len(raw)
+        except CorruptValue:
+            return None, 0
+
+    def batch(self) -> IndexBatch:
+        """Item deletions and index changes, applied atomically by the batch's commit, which
+        unlinks what it deleted and drops it from the hot items."""
+        return self.index.batch(self.item_counts, self.hot)
+
+    def oldest_write(self) -> int:
+        """When the oldest surviving version was written (Unix s), from the head of the
+        ``age`` index; 0 when that index is not kept or holds nothing live."""
+        if not self.index.track_age:
+            return 0
+        walk = self.db.walk(AGE_CF, b"", OLDEST_PROBE, float("inf"), time.monotonic)
+        for entry in walk:
+            cas, key = parse_age_key(entry)
+            item, _size = self.stored(key)
+            if item is not None and item.cas == cas:  # else a stale entry (storage.index)
+                return item.stored_at
+        return 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def heartbeat(self) -> None:
+        """Record that the server is alive now (``storage.warm_restart``; called periodically)."""
+        self._heartbeat.beat(self.now())
+
+    def recount(self) -> Recount | None:
+        """A recount of the items to run in steps, or None when the counts are exact."""
+        if self.item_counts.exact or not self._exact_count:
+            return None
+        return Recount(self.db.items, self.item_counts)
 
     def close(self) -> None:
-        """Flush memtables and close the database cleanly. Idempotent.
+        """Write the fetch records and the clean-stop record, flush and close. Idempotent.
 
         Raises:
             StorageError: the flush or the close failed (a full disk, say). The database is
@@ -500,34 +510,42 @@ class Engine(EngineSeam):
         if self._closed:
             return
         self._closed = True
-        error: Exception | None = None
         self.write_hints()
         self._record_stop()
+        self.db.close()
+
+    def _record_stop(self) -> None:
+        """The clean-stop record, best effort: if it cannot be written (a full disk), the
+        next start measures the downtime from the last heartbeat, which is longer (the safe
+        direction), and recounts."""
+        counts = self.item_counts
         try:
-            self._db.flush(True)
-            self._db.flush_wal(True)
-        except Exception as exc:  # rocksdict raises bare Exception
-            error = exc
-        try:
-            self._db.close()
-        except Exception as exc:
-            error = error or exc
-        if error is not None:
-            raise StorageError(f"closing the database: {error}") from error
+            if counts.exact:  # else the figures are changes since an unfinished recount
+                sequence = self.db.sequence_number() + 1  # this record's own
+                self._heartbeat.stopped(self.now(), counts.items, counts.bytes, sequence)
+            else:
+                self._heartbeat.stopped(self.now(), 0, 0, 0)
+        except StorageError as exc:
+            log.warning("could not record the clean stop: %s", exc)
 
 
 def _store_hint(
-    db: Any, opts: Any, commit: CommitLog, counters: EngineCounters, key: bytes, value: bytes
+    db: Family,
+    opts: WriteOptions,
+    sequence: WriteSequence,
+    counters: EngineCounters,
+    key: bytes,
+    value: bytes,
 ) -> bool:
-    """Put a fetch record (``Engine._write_hint``) without the WAL: True if written. Best
-    effort, like the record itself: a failure is counted (``read_write_failures``), never
-    raised; and untracked, since no reply waits for its fsync."""
+    """Put a fetch record without the WAL: True if written. Best effort, like the record:
+    a failure is counted (``read_write_failures``), never raised; and untracked, since no
+    reply waits for its fsync."""
     try:
         db.put(key, value, opts)
     except Exception:  # rocksdict raises bare Exception
         _count_side_write_failure(counters)
         return False
-    commit.untracked += 1
+    sequence.untracked += 1
     return True
 
 
@@ -536,11 +554,11 @@ def _count_side_write_failure(counters: EngineCounters) -> None:
     extra["read_write_failures"] = extra.get("read_write_failures", 0) + 1
 
 
-def _restored_tally(last: LastRun | None, sequence: int) -> ItemTally:
-    """The previous run's tally if nothing was written since its clean stop, else an
-    inexact one (``Engine.recount`` rebuilds it)."""
+def _restored_counts(last: LastRun | None, sequence: int) -> ItemCounts:
+    """The previous run's counts if nothing was written since its clean stop, else inexact
+    ones (``Engine.recount`` rebuilds them)."""
     if last is not None and last.stopped_cleanly and last.sequence == sequence:
-        return ItemTally(last.items, last.size)
+        return ItemCounts(last.items, last.size)
     if sequence == 0:
-        return ItemTally()  # a new database: nothing to count
-    return ItemTally(exact=False)
+        return ItemCounts()  # a new database: nothing to count
+    return ItemCounts(exact=False)

@@ -59,7 +59,7 @@ from collections.abc import Callable
 from typing import Final
 
 from petracache.storage import codec
-from petracache.storage.codec import Item
+from petracache.storage.items import Item
 
 # Bytes per entry beyond key and data: the entry's Item and its ints, the bytes objects'
 # headers and the dict's slot (tracemalloc, 20,000 entries of 1 KB: 263 B).

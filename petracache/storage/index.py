@@ -42,12 +42,12 @@ import struct
 from typing import TYPE_CHECKING, Any, Final
 
 from petracache.storage import codec, rocks
-from petracache.storage.codec import Item
+from petracache.storage.items import Item
 from petracache.storage.rocks import AGE_CF, EXPIRY_CF
 
 if TYPE_CHECKING:
     from petracache.storage.hot import HotItems
-    from petracache.storage.tally import ItemTally
+    from petracache.storage.item_counts import ItemCounts
 
 INDEX_STATE_KEY: Final = b"index_complete"  # meta key: b"E" and/or b"A" for complete indexes
 _EXPIRY: Final = struct.Struct(">IQ")
@@ -113,8 +113,8 @@ class ItemIndex:
         self.age_complete = track_age and b"A" in complete
         self._save_state()
 
-    @property
     def needs_backfill(self) -> bool:
+        """Whether a maintained index misses items written before it was maintained."""
         return (self.track_expiry and not self.expiry_complete) or (
             self.track_age and not self.age_complete
         )
@@ -156,10 +156,10 @@ class ItemIndex:
     def commit(self, batch: Any) -> None:
         rocks.commit_batch(self._db, batch, self._write_opts)
 
-    def batch(self, tally: ItemTally | None = None, hot: HotItems | None = None) -> IndexBatch:
+    def batch(self, counts: ItemCounts | None = None, hot: HotItems | None = None) -> IndexBatch:
         """A batch of deletes and index entries, for the reclaimer; its committed item
-        deletions are taken off ``tally`` and the items it changes leave ``hot``."""
-        return IndexBatch(self, tally, hot)
+        deletions are taken off ``counts`` and the items it changes leave ``hot``."""
+        return IndexBatch(self, counts, hot)
 
     # -- item writes (the engine's hooks) ------------------------------------------------------
 
@@ -197,11 +197,11 @@ class IndexBatch:
     __slots__ = ("_batch", "_deleted", "_deleted_bytes", "_hot", "_index", "_tally", "_touched")
 
     def __init__(
-        self, index: ItemIndex, tally: ItemTally | None = None, hot: HotItems | None = None
+        self, index: ItemIndex, counts: ItemCounts | None = None, hot: HotItems | None = None
     ) -> None:
         self._index = index
         self._batch = rocks.new_batch()
-        self._tally = tally
+        self._tally = counts
         self._hot = hot
         self._touched: list[bytes] = []  # items deleted or rewritten: their hot entries go
         self._deleted = 0

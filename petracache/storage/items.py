@@ -5,9 +5,8 @@ functions, as memcached sends ``set`` and ``ms`` through one ``do_store_item`` a
 ``ma`` through one ``do_add_delta`` (memcached ``items.c``, ``proto_text.c``). Each takes the
 live item as read (``None`` when there is none), the request's parameters and the clock, and
 returns the new version to write, or why there is none. The engine reads, applies and writes
-(``Engine.store``, ``Engine.delta``, ``Engine.touch``, ``Engine.fetch``); the meta commands,
-whose flags act between the read and the write, call these directly and write through
-``Engine.write``.
+(``Engine.store``, ``Engine.delta``, ``Engine.touch``, ``Engine.fetch``, ``Engine.delete``);
+the meta protocol's flags reach them as options of those operations.
 
 Invariants:
 
@@ -23,13 +22,55 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from typing import Final
+from typing import Final, NamedTuple, final
 
 from petracache.rules.numbers import U64_MAX, parse_stored_counter
 from petracache.rules.sizes import item_size_ok
 from petracache.rules.verbs import StoreMode
-from petracache.storage import codec
-from petracache.storage.codec import ACTIVE, FETCHED, KEY_BINARY, STALE, WIN_SENT, Item
+
+# Meta bits (memcached's ITEM_FETCHED, ITEM_STALE, ITEM_TOKEN_SENT, ITEM_KEY_BINARY).
+FETCHED: Final = 1
+STALE: Final = 2
+WIN_SENT: Final = 4
+KEY_BINARY: Final = 8
+# memcached's ITEM_ACTIVE: set by a fetch, cleared when eviction gives the item a second
+# chance (``storage.reclaim``). Separate from FETCHED, which the meta ``h`` flag reports and
+# which must not be cleared behind a client's back.
+ACTIVE: Final = 16
+
+
+@final
+class Item(NamedTuple):
+    """A decoded item."""
+
+    flags: int
+    deadline: int
+    stored_at: int
+    cas: int
+    data: bytes
+    last_access: int = 0
+    bits: int = 0
+
+
+_tuple_new: Final = tuple.__new__
+# Final: the compiled build reads a Final from a C static, any other global from the module's
+# dict at every use (a NamedTuple class is not a native class, so ``Item`` is such a global).
+_ITEM: Final = Item
+
+
+def new_item(
+    flags: int,
+    deadline: int,
+    stored_at: int,
+    cas: int,
+    data: bytes,
+    last_access: int,
+    bits: int,
+) -> Item:
+    """``Item(...)`` without the NamedTuple's ``__new__``, which stays an interpreted
+    function in the compiled build: every read decodes an item, so this is on its path."""
+    return _tuple_new(_ITEM, (flags, deadline, stored_at, cas, data, last_access, bits))
+
 
 # memcached's ITEM_UPDATE_INTERVAL: an item's access time is only moved when it is older.
 ACCESS_UPDATE_INTERVAL: Final = 60
@@ -77,7 +118,7 @@ def fetched(item: Item, now: int) -> Item:
     """``item`` after a fetch at ``now``: fetched and active bits set, access time moved if
     it was old."""
     # Positional: ``_replace`` costs four times as much, and this runs on first reads.
-    return codec.new_item(
+    return new_item(
         item.flags,
         item.deadline,
         item.stored_at,
@@ -118,7 +159,7 @@ def touched(item: Item, deadline: int, now: int) -> Item:
 
 def created(flags: int, deadline: int, data: bytes, now: int, cas: int, bits: int = 0) -> Item:
     """A brand-new version (set, add, vivify): accessed now."""
-    return codec.new_item(flags, deadline, now, cas, data, now, bits)
+    return new_item(flags, deadline, now, cas, data, now, bits)
 
 
 def store(
@@ -181,24 +222,37 @@ def store(
         if not item_size_ok(len(key), old.flags, len(data), item_size_max):
             return StoreResult.NOT_STORED
         flags, deadline, bits = old.flags, old.deadline, 0
-    return codec.new_item(flags, deadline, now, cas or next_cas(), data, now, bits)
+    return new_item(flags, deadline, now, cas or next_cas(), data, now, bits)
 
 
 # -- delta ---------------------------------------------------------------------------------------
 
 
 def delta(
-    item: Item, amount: int, incr: bool, now: int, next_cas: Callable[[], int], cas: int = 0
+    item: Item,
+    amount: int,
+    incr: bool,
+    now: int,
+    next_cas: Callable[[], int],
+    *,
+    compare: int = 0,
+    cas: int = 0,
 ) -> Item | DeltaResult:
     """memcached's do_add_delta: incr wraps at 2**64, decr stops at 0.
 
-    When the new number is not longer than the old value it is written in place,
-    right-padded with spaces to the old length, keeping the item's state bits (stale, say)
-    and access time; otherwise it is a fresh item (no bits, accessed now). Flags and TTL are
-    kept either way. The CAS comes from ``cas`` (meta ``E``) or else ``next_cas``. The
-    caller reads the number back with ``int(new.data)`` (which ignores the padding) or
-    ``new.data.rstrip()``.
+    The checks run in memcached's order: an empty value is non-numeric before a CAS is
+    compared (``compare``: a non-zero CAS the item must have; 0 compares nothing), and the
+    number is parsed after that. When the new number is not longer than the old value it
+    is written in place, right-padded with spaces to the old length, keeping the item's
+    state bits (stale, say) and access time; otherwise it is a fresh item (no bits,
+    accessed now). Flags and TTL are kept either way. The CAS comes from ``cas`` (meta
+    ``E``) or else ``next_cas``. The caller reads the number back with ``int(new.data)``
+    (which ignores the padding) or ``new.data.rstrip()``.
     """
+    if not item.data:
+        return DeltaResult.NON_NUMERIC
+    if compare and compare != item.cas:
+        return DeltaResult.EXISTS
     value = parse_stored_counter(item.data)
     if value is None:
         return DeltaResult.NON_NUMERIC
@@ -212,7 +266,7 @@ def delta(
         return item._replace(
             data=digits, stored_at=now, cas=cas, last_access=accessed(item.last_access, now)
         )
-    return codec.new_item(item.flags, item.deadline, now, cas, digits, now, 0)
+    return new_item(item.flags, item.deadline, now, cas, digits, now, 0)
 
 
 # -- meta state ----------------------------------------------------------------------------------

@@ -3,8 +3,10 @@
 Invariants:
 
 * This is the only module that imports ``rocksdict``; the rest of the storage layer holds
-  its objects as ``Any`` and calls them through the helpers here or their plain methods
-  (``get``, ``put``, ``delete``, ``iter``).
+  its objects through the Protocols below (``Family``, ``RocksDB``, ``Batch``,
+  ``RawIterator``: the methods of rocksdict's objects that petracache calls, so mypy checks
+  every call at the boundary) and calls them through the helpers here or their plain
+  methods (``get``, ``put``, ``delete``, ``iter``).
 * rocksdict raises a bare ``Exception`` for every RocksDB failure; helpers here turn a
   failure that matters into ``StorageError`` and a failed read of an optional figure
   (a property, a WAL file that vanished) into 0.
@@ -17,7 +19,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol, cast
 
 import rocksdict
 
@@ -42,6 +44,59 @@ _LOCK_MESSAGE = "while lock file"
 # A flush_all state in the meta family: oldest_live (Unix s, 0 = no flush), oldest_cas.
 FLUSH_STATE = struct.Struct("<qQ")
 BUDGET_CHECK_EVERY = 16  # entries between two clock reads of a time-budgeted walk
+
+
+# -- the rocksdict objects petracache uses, as typed Protocols ----------------------------------
+
+
+class WriteOptions(Protocol):
+    """rocksdict's ``WriteOptions`` (opaque here: built by ``write_options``)."""
+
+    sync: bool
+
+
+class RawIterator(Protocol):
+    """rocksdict's ``RdictIter`` over a raw-mode family."""
+
+    def valid(self) -> bool: ...
+    def seek(self, key: bytes) -> None: ...
+    def seek_to_first(self) -> None: ...
+    def next(self) -> None: ...
+    def key(self) -> bytes: ...
+    def value(self) -> bytes: ...
+
+
+class Batch(Protocol):
+    """rocksdict's ``WriteBatch`` in raw mode; ``family`` is a column family handle."""
+
+    def put(self, key: bytes, value: bytes, family: object = ...) -> None: ...
+    def delete(self, key: bytes, family: object = ...) -> None: ...
+    def __len__(self) -> int: ...
+
+
+class Family(Protocol):
+    """A raw-mode column family (rocksdict's ``Rdict`` for one family)."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+    def put(self, key: bytes, value: bytes, write_opt: WriteOptions = ...) -> None: ...
+    def delete(self, key: bytes, write_opt: WriteOptions = ...) -> None: ...
+    def key_may_exist(self, key: bytes) -> bool: ...
+    def iter(self) -> RawIterator: ...
+    def property_int_value(self, name: str) -> int | None: ...
+    def compact_range(self, begin: bytes | None, end: bytes | None, opts: object) -> None: ...
+    def flush(self, wait: bool = ...) -> None: ...
+
+
+class RocksDB(Family, Protocol):
+    """The open database: its default family (the items) and the whole-database calls."""
+
+    def get_column_family(self, name: str) -> Family: ...
+    def get_column_family_handle(self, name: str) -> object: ...
+    def set_write_options(self, write_opt: WriteOptions) -> None: ...
+    def write(self, batch: Batch, write_opt: WriteOptions = ...) -> None: ...
+    def flush_wal(self, sync: bool = ...) -> None: ...
+    def latest_sequence_number(self) -> int: ...
+    def close(self) -> None: ...
 
 
 # -- options -------------------------------------------------------------------------------------
@@ -140,7 +195,7 @@ def _index_options(write_buffer_size: int) -> Any:
 # -- opening and writing -------------------------------------------------------------------------
 
 
-def open_db(settings: StorageSettings) -> Any:
+def open_db(settings: StorageSettings) -> RocksDB:
     """Open (creating if needed) the database with its four column families.
 
     Raises:
@@ -153,7 +208,7 @@ def open_db(settings: StorageSettings) -> Any:
     except OSError as exc:
         raise StorageError(f"cannot create db_path {path!r}: {exc.strerror}") from exc
     try:
-        return rocksdict.Rdict(
+        db = rocksdict.Rdict(
             path,
             _item_options(settings),
             column_families={
@@ -169,21 +224,22 @@ def open_db(settings: StorageSettings) -> Any:
                 f"db_path {path!r} is locked by another process (is petracache running?)"
             ) from exc
         raise StorageError(f"cannot open db_path {path!r}: {text}") from exc
+    return cast(RocksDB, db)
 
 
-def write_options(*, wal: bool = True, sync: bool = False) -> Any:
+def write_options(*, wal: bool = True, sync: bool = False) -> WriteOptions:
     """``WriteOptions`` with the WAL on or off and fsync on or off."""
     opts = rocksdict.WriteOptions()
     # A settable attribute at runtime; rocksdict's stub wrongly declares a method.
     opts.disable_wal = not wal  # type: ignore[method-assign,assignment]
     opts.sync = sync
-    return opts
+    return cast(WriteOptions, opts)
 
 
 _SYNCED = write_options(sync=True)
 
 
-def put_synced(family: Any, key: bytes, value: bytes) -> None:
+def put_synced(family: Family, key: bytes, value: bytes) -> None:
     """Write engine state (CAS reservation, flush state, index state) synced to the WAL.
 
     Raises:
@@ -195,7 +251,7 @@ def put_synced(family: Any, key: bytes, value: bytes) -> None:
         raise StorageError(f"metadata write failed: {exc}") from exc
 
 
-def put_with(family: Any, key: bytes, value: bytes, opts: Any) -> None:
+def put_with(family: Family, key: bytes, value: bytes, opts: WriteOptions) -> None:
     """Write engine state with the given ``WriteOptions`` (``put_synced`` without the sync).
 
     Raises:
@@ -207,7 +263,7 @@ def put_with(family: Any, key: bytes, value: bytes, opts: Any) -> None:
         raise StorageError(f"metadata write failed: {exc}") from exc
 
 
-def sequence_number(db: Any) -> int:
+def sequence_number(db: RocksDB) -> int:
     """The database's latest sequence number (every written key takes the next one).
 
     Raises:
@@ -219,19 +275,19 @@ def sequence_number(db: Any) -> int:
         raise StorageError(f"reading the sequence number failed: {exc}") from exc
 
 
-def new_batch() -> Any:
+def new_batch() -> Batch:
     """An empty raw-mode ``WriteBatch`` (applied atomically by ``commit_batch``)."""
-    return rocksdict.WriteBatch(raw_mode=True)
+    return cast(Batch, rocksdict.WriteBatch(raw_mode=True))
 
 
-def commit_batch(db: Any, batch: Any, opts: Any) -> None:
+def commit_batch(db: RocksDB, batch: Batch, opts: WriteOptions) -> None:
     try:
         db.write(batch, opts)
     except Exception as exc:
         raise StorageError(f"write failed: {exc}") from exc
 
 
-def compact(family: Any, begin: bytes | None, end: bytes | None) -> int:
+def compact(family: Family, begin: bytes | None, end: bytes | None) -> int:
     """Compact a key range of ``family`` (blocking); returns the SST bytes it freed.
 
     ``exclusive_manual_compaction`` is off so RocksDB's own compactions keep running (and
@@ -250,7 +306,7 @@ def compact(family: Any, begin: bytes | None, end: bytes | None) -> int:
 # -- reading -------------------------------------------------------------------------------------
 
 
-def property_int(family: Any, name: str) -> int:
+def property_int(family: Family, name: str) -> int:
     """An integer RocksDB property of ``family`` (0 if unavailable)."""
     try:
         return int(family.property_int_value(name) or 0)
@@ -258,7 +314,7 @@ def property_int(family: Any, name: str) -> int:
         return 0
 
 
-def memtable_entries(family: Any) -> tuple[int, int]:
+def memtable_entries(family: Family) -> tuple[int, int]:
     """(entries, deletes) in ``family``'s memtables, the active one and those being flushed."""
     entries = property_int(family, "rocksdb.num-entries-active-mem-table") + property_int(
         family, "rocksdb.num-entries-imm-mem-tables"
@@ -288,7 +344,7 @@ def wal_bytes(db_path: str) -> int:
     return total
 
 
-def checkpoint(db: Any, path: str) -> None:
+def checkpoint(db: RocksDB, path: str) -> None:
     """A RocksDB checkpoint of ``db`` at ``path`` (which must not exist).
 
     First the WAL is synced and every family's memtable flushed, in calls that release the
@@ -297,10 +353,10 @@ def checkpoint(db: Any, path: str) -> None:
     """
     db.flush_wal(True)
     flush_all(db)
-    rocksdict.Checkpoint(db).create_checkpoint(path)
+    rocksdict.Checkpoint(cast(rocksdict.Rdict, db)).create_checkpoint(path)
 
 
-def flush_all(db: Any) -> None:
+def flush_all(db: RocksDB) -> None:
     """Flush every family's memtables (blocking; releases the GIL).
 
     A WAL file is deleted only once every family's data in it is flushed, so flushing the
@@ -326,7 +382,7 @@ def families_of(path: str) -> list[str]:
     return list(rocksdict.Rdict.list_cf(path))
 
 
-def open_existing(path: str) -> Any:
+def open_existing(path: str) -> RocksDB:
     """Open the database at ``path`` with every family it has (for offline tools).
 
     Raises:
@@ -334,10 +390,11 @@ def open_existing(path: str) -> Any:
     """
     families = families_of(path)
     cf_opts = {name: rocksdict.Options(raw_mode=True) for name in families if name != "default"}
-    return rocksdict.Rdict(path, rocksdict.Options(raw_mode=True), column_families=cf_opts)
+    db = rocksdict.Rdict(path, rocksdict.Options(raw_mode=True), column_families=cf_opts)
+    return cast(RocksDB, db)
 
 
-def is_empty(family: Any) -> bool:
+def is_empty(family: Family) -> bool:
     it = family.iter()
     it.seek_to_first()
     return not it.valid()
@@ -354,7 +411,7 @@ class Walk:
 
     def __init__(
         self,
-        family: Any,
+        family: Family,
         start: bytes,
         limit: int,
         deadline: float,

@@ -14,8 +14,8 @@ from petracache.protocol.crawler import LruCrawler, Streamed
 from petracache.protocol.requests import Request
 from petracache.protocol.responses import Response, VersionReply
 from petracache.rules.verbs import StoreMode
-from petracache.storage.codec import FETCHED, Item
 from petracache.storage.engine import Engine
+from petracache.storage.items import FETCHED, Item
 from tests.storage.conftest import Clock, open_engine
 
 

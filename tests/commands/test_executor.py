@@ -137,7 +137,7 @@ def test_a_storage_error_becomes_server_error(tmp_path: Path, clock: Clock) -> N
     engine = open_engine(tmp_path / "db", clock)
     executor = Executor(engine, Counters(), ServerInfo(max_connections=4, item_size_max=1 << 20))
     assert run(executor, b"set k 0 0 1\r\nx\r\n") == b"STORED\r\n"
-    engine.raw_db().close()
+    engine.db.items.close()
     reply = run(executor, b"set k 0 0 1\r\ny\r\n")
     assert reply.startswith(b"SERVER_ERROR write failed: ")
     assert reply.endswith(b"\r\n")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from petracache.storage import rocks
-from petracache.storage.reclaim import FLUSH_MIN_WAL
+from petracache.storage.reclaim.reclaimer import FLUSH_MIN_WAL
 from tests.e2e.test_expiry import FAST, VALUE, WAIT, get, set_many, stats, wait_for
 from tests.harness import PetracacheProcess, RawClient
 

@@ -227,12 +227,12 @@ def test_migrate_skips_expired_and_vanished_and_never_overwrites_a_racing_writer
         opts = migrate_mod.Options(
             f"127.0.0.1:{memcached_fresh.port}", f"127.0.0.1:{server.port}", batch=7
         )
-        tally = trio.run(migrate_mod.migrate, opts, False)
+        counts = trio.run(migrate_mod.migrate, opts, False)
     finally:
         stop.set()
         racer.join()
-    assert (tally.expired, tally.vanished, tally.failed) == (50, 30, 0)
-    assert tally.copied + tally.present == 200
+    assert (counts.expired, counts.vanished, counts.failed) == (50, 30, 0)
+    assert counts.copied + counts.present == 200
     target = server.client()
     for i in range(100):  # the writer's value always survives
         assert _mg(target, b"keep:%03d" % i) == (0, -1, b"new")

@@ -27,16 +27,16 @@ def _engine(tmp_path: Path) -> Engine:
 
 def test_many_writers_share_fsyncs(tmp_path: Path) -> None:
     engine = _engine(tmp_path)
-    committer = GroupCommitter(engine.commit)
+    committer = GroupCommitter(engine.sequence)
     acknowledged: list[int] = []
 
     async def writer(n: int) -> None:
         for i in range(WRITES_EACH):
             mark = committer.mark()
             engine.store(StoreMode.SET, b"k%d:%d" % (n, i), 0, 0, b"v")
-            mine = engine.commit.written
+            mine = engine.sequence.written
             await committer.settle(mark)
-            assert engine.commit.synced >= mine  # the reply may go out: this write is synced
+            assert engine.sequence.synced >= mine  # the reply may go out: this write is synced
             acknowledged.append(n)
 
     async def main() -> None:
@@ -49,9 +49,9 @@ def test_many_writers_share_fsyncs(tmp_path: Path) -> None:
 
     trio.run(main)
     assert len(acknowledged) == WRITERS * WRITES_EACH
-    assert engine.commit.synced == engine.commit.written == WRITERS * WRITES_EACH
+    assert engine.sequence.synced == engine.sequence.written == WRITERS * WRITES_EACH
     # Each fsync covered many writes: far fewer fsyncs than acknowledged writes.
-    assert engine.commit.syncs <= WRITES_EACH * 2 + 2
+    assert engine.sequence.syncs <= WRITES_EACH * 2 + 2
     engine.close()
 
 
@@ -61,35 +61,35 @@ def test_reads_wait_for_nothing(tmp_path: Path) -> None:
     engine = Engine(
         StorageSettings(db_path=str(tmp_path / "db"), durability="fsync", hot_cache_size=0)
     )
-    committer = GroupCommitter(engine.commit)
+    committer = GroupCommitter(engine.sequence)
 
     async def main() -> None:
         engine.store(StoreMode.SET, b"k", 0, 0, b"v")
         mark = committer.mark()
         engine.fetch(b"absent")
-        writes = engine.commit.writes
+        writes = engine.sequence.writes
         assert engine.fetch(b"k") is not None  # a first fetch is recorded on disk...
-        assert engine.commit.writes == writes + 1
+        assert engine.sequence.writes == writes + 1
         assert await committer.settle(mark) == mark  # ...but the reply waits for no fsync
 
     trio.run(main)
-    assert engine.commit.syncs == 0
+    assert engine.sequence.syncs == 0
     engine.close()
 
 
 def test_failed_fsync_acknowledges_nothing(tmp_path: Path) -> None:
     engine = _engine(tmp_path)
-    committer = GroupCommitter(engine.commit)
+    committer = GroupCommitter(engine.sequence)
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(committer.run)
             mark = committer.mark()
             engine.store(StoreMode.SET, b"k", 0, 0, b"v")
-            engine.raw_db().close()  # every later flush_wal fails
+            engine.db.items.close()  # every later flush_wal fails
             with pytest.raises(NotDurable):
                 await committer.settle(mark)
             nursery.cancel_scope.cancel()
 
     trio.run(main)
-    assert engine.commit.synced < engine.commit.written
+    assert engine.sequence.synced < engine.sequence.written

@@ -10,9 +10,8 @@ import pytest
 
 from petracache.config import StorageSettings
 from petracache.rules.verbs import StoreMode
-from petracache.storage.codec import Item
 from petracache.storage.engine import Engine
-from petracache.storage.items import DeltaResult, StoreResult
+from petracache.storage.items import DeltaResult, Item, StoreResult
 
 T0 = 1_700_000_000
 
@@ -75,9 +74,5 @@ def delta(engine: Engine, key: bytes, amount: int, incr: bool) -> int | DeltaRes
 
 
 def delete(engine: Engine, key: bytes) -> bool:
-    """A classic delete: read the live item, remove it; False if there was none."""
-    item = engine.read(key, engine.now())
-    if item is None:
-        return False
-    engine.remove(key, item)
-    return True
+    """A classic delete through ``Engine.delete``; False if there was no live item."""
+    return isinstance(engine.delete(key), Item)

@@ -20,8 +20,8 @@ from petracache.storage.backup import (
     default_backup_dir,
     restore,
 )
-from petracache.storage.codec import Item
 from petracache.storage.engine import Engine
+from petracache.storage.items import Item
 from tests.storage.conftest import Clock, open_engine
 
 

@@ -73,12 +73,12 @@ def test_negative_exptime_is_already_expired(engine: Engine) -> None:
 
 def test_lazy_expiry_deletes_the_item(engine: Engine, clock: Clock) -> None:
     set_(engine, b"k", b"v", 5)
-    assert engine.raw_db().get(b"k") is not None
+    assert engine.db.items.get(b"k") is not None
     clock.now += 5
     before = engine.counters.expired_lazy
     assert engine.fetch(b"k") is None
     assert engine.counters.expired_lazy == before + 1
-    assert engine.raw_db().get(b"k") is None
+    assert engine.db.items.get(b"k") is None
 
 
 def test_touch_and_gat_set_a_new_ttl_and_keep_the_cas(engine: Engine, clock: Clock) -> None:
@@ -322,26 +322,26 @@ def test_close_after_the_database_went_away_raises_a_storage_error(
     tmp_path: Path, clock: Clock
 ) -> None:
     eng = open_engine(tmp_path / "db", clock)
-    eng.set(b"k", 0, 0, b"v")
-    eng.raw_db().close()  # as if RocksDB had been closed under the engine
+    eng.store(StoreMode.SET, b"k", 0, 0, b"v")
+    eng.db.items.close()  # as if RocksDB had been closed under the engine
     with pytest.raises(StorageError):
         eng.close()
 
 
-def test_a_failed_set_leaves_no_hot_entry_and_the_tally_as_it_was(
+def test_a_failed_set_leaves_no_hot_entry_and_the_counts_as_they_were(
     tmp_path: Path, clock: Clock
 ) -> None:
     """A set updates the hot items before RocksDB (one lookup gives the old size): when the
     RocksDB write fails, the entry must go, so no read answers what RocksDB does not hold."""
     eng = open_engine(tmp_path / "db", clock)
-    eng.set(b"k", 0, 0, b"v1")
-    before = (eng.tally.items, eng.tally.bytes)
+    eng.store(StoreMode.SET, b"k", 0, 0, b"v1")
+    before = (eng.item_counts.items, eng.item_counts.bytes)
     assert eng.hot.peek(b"k") is not None
-    db = eng.raw_db()
+    db = eng.db.items
     db.close()  # every RocksDB call fails from here
     with pytest.raises(StorageError):
-        eng.set(b"k", 0, 0, b"v2")
+        eng.store(StoreMode.SET, b"k", 0, 0, b"v2")
     assert eng.hot.peek(b"k") is None
-    assert (eng.tally.items, eng.tally.bytes) == before
+    assert (eng.item_counts.items, eng.item_counts.bytes) == before
     with pytest.raises(StorageError):
         eng.close()

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from petracache.storage import codec, index as idx, items, rocks
+from petracache.rules.verbs import StoreMode
+from petracache.storage import index as idx, items, rocks
 from petracache.storage.engine import Engine
-from petracache.storage.reclaim import Reclaimer, memtables_mostly_dead
+from petracache.storage.reclaim.reclaimer import Reclaimer, memtables_mostly_dead
 from tests.storage.conftest import Clock
 from tests.storage.test_reclaim import VALUE, drain, keys_of, make_engine, settle
 
@@ -27,7 +28,7 @@ def fill_until(
     """Write 1 KB items, letting eviction run every 20 writes (and reading ``read``, if
     given), until ``done()``."""
     for i in range(5000):
-        engine.set(b"%b:%d" % (prefix, i), 0, 0, VALUE)
+        engine.store(StoreMode.SET, b"%b:%d" % (prefix, i), 0, 0, VALUE)
         if i % 20 == 19:
             drain(reclaimer)
             if read:
@@ -60,8 +61,8 @@ def test_a_read_item_outlives_an_unread_younger_one_only_under_clock(
     tmp_path: Path, clock: Clock, eviction: str, kept: bool
 ) -> None:
     with bounded(tmp_path, clock, eviction) as (engine, reclaimer):
-        engine.set(b"hot", 0, 0, VALUE)
-        engine.set(b"cold", 0, 0, VALUE)  # written after hot, never read
+        engine.store(StoreMode.SET, b"hot", 0, 0, VALUE)
+        engine.store(StoreMode.SET, b"cold", 0, 0, VALUE)  # written after hot, never read
         assert engine.fetch(b"hot") is not None
         fill_until(engine, reclaimer, b"fill", gone(engine, b"cold"))
         assert (engine.read(b"hot", engine.now()) is not None) is kept
@@ -72,8 +73,8 @@ def test_a_spared_item_is_the_same_version_and_is_evicted_unless_read_again(
     tmp_path: Path, clock: Clock
 ) -> None:
     with bounded(tmp_path, clock, "clock") as (engine, reclaimer):
-        engine.set(b"once", 0, 0, VALUE)
-        engine.set(b"often", 0, 0, VALUE)
+        engine.store(StoreMode.SET, b"once", 0, 0, VALUE)
+        engine.store(StoreMode.SET, b"often", 0, 0, VALUE)
         before = engine.fetch(b"once")
         assert before is not None
         assert engine.fetch(b"often") is not None
@@ -81,14 +82,14 @@ def test_a_spared_item_is_the_same_version_and_is_evicted_unless_read_again(
         spared = engine.read(b"once", engine.now())
         assert spared is not None
         # Only the eviction state moved: data, CAS, deadline and the fetched bit (meta h) stay.
-        assert spared._replace(bits=spared.bits | codec.ACTIVE) == before
-        assert spared.bits & codec.FETCHED
-        assert not spared.bits & codec.ACTIVE
+        assert spared._replace(bits=spared.bits | items.ACTIVE) == before
+        assert spared.bits & items.FETCHED
+        assert not spared.bits & items.ACTIVE
         # The next read records the access again (one hint write); the reads after it do not.
         engine.fetch(b"often")
         again, _ = engine.stored(b"often")
         assert again is not None
-        assert again.bits & codec.ACTIVE
+        assert again.bits & items.ACTIVE
         assert not items.fetch_is_news(again, engine.now())
         # Another pass: "once" was not read since it was spared, "often" keeps being read.
         fill_until(engine, reclaimer, b"b", gone(engine, b"once"), read=b"often")
@@ -99,18 +100,22 @@ def test_requeued_entries_name_their_version_and_go_stale_on_rewrite(
     tmp_path: Path, clock: Clock
 ) -> None:
     with bounded(tmp_path, clock, "clock") as (engine, reclaimer):
-        engine.set(b"k", 0, 0, VALUE)
+        engine.store(StoreMode.SET, b"k", 0, 0, VALUE)
         engine.fetch(b"k")
         fill_until(engine, reclaimer, b"a", requeued(engine, 1))
         stored, _ = engine.stored(b"k")
         assert stored is not None
-        age = engine.family("age")
+        age = engine.db.family("age")
         entries = [e for e in keys_of(age) if idx.parse_age_key(e)[1] == b"k"]
         assert len(entries) == 1
         position, _key = idx.parse_age_key(entries[0])
         assert position > stored.cas  # moved to the tail
-        assert idx.age_version(position, bytes(age.get(entries[0]))) == stored.cas
-        engine.set(b"k", 0, 0, b"new")  # a blind set: the requeued entry goes stale
+        value = age.get(entries[0])
+        assert value is not None
+        assert idx.age_version(position, value) == stored.cas
+        engine.store(
+            StoreMode.SET, b"k", 0, 0, b"new"
+        )  # a blind set: the requeued entry goes stale
         fill_until(engine, reclaimer, b"b", gone(engine, b"k"))
         assert not [e for e in keys_of(age) if idx.parse_age_key(e)[1] == b"k"]
 
@@ -118,7 +123,7 @@ def test_requeued_entries_name_their_version_and_go_stale_on_rewrite(
 def test_over_the_bound_nothing_is_spared(tmp_path: Path, clock: Clock) -> None:
     with bounded(tmp_path, clock, "clock") as (engine, reclaimer):
         for i in range(3000):  # 1.5x the bound before eviction looks: usage is past it
-            engine.set(b"r:%d" % i, 0, 0, VALUE)
+            engine.store(StoreMode.SET, b"r:%d" % i, 0, 0, VALUE)
             engine.fetch(b"r:%d" % i)
         settle(reclaimer)
         assert engine.counters.evictions > 0
@@ -143,8 +148,8 @@ def big_memtables(tmp_path: Path, clock: Clock) -> Iterator[Engine]:
 def test_the_wal_is_released_once_expired_items_are_reaped(tmp_path: Path, clock: Clock) -> None:
     with big_memtables(tmp_path, clock) as engine:
         for i in range(4000):
-            engine.set(b"ttl:%d" % i, 0, 3, VALUE)
-        engine.set(b"keep", 0, 0, b"x")
+            engine.store(StoreMode.SET, b"ttl:%d" % i, 0, 3, VALUE)
+        engine.store(StoreMode.SET, b"keep", 0, 0, b"x")
         assert wal(engine) > 4000 * len(VALUE)
         clock.now += 4
         drain(Reclaimer(engine))
@@ -157,7 +162,7 @@ def test_the_wal_is_released_once_expired_items_are_reaped(tmp_path: Path, clock
 def test_the_wal_is_released_after_flush_all(tmp_path: Path, clock: Clock) -> None:
     with big_memtables(tmp_path, clock) as engine:
         for i in range(3000):
-            engine.set(b"f:%d" % i, 0, 0, VALUE)
+            engine.store(StoreMode.SET, b"f:%d" % i, 0, 0, VALUE)
         engine.flush_all(0)
         clock.now += 1
         drain(Reclaimer(engine))
@@ -168,9 +173,9 @@ def test_the_wal_is_released_after_flush_all(tmp_path: Path, clock: Clock) -> No
 def test_live_memtables_are_not_flushed(tmp_path: Path, clock: Clock) -> None:
     with big_memtables(tmp_path, clock) as engine:
         for i in range(3000):
-            engine.set(b"live:%d" % i, 0, 0, VALUE)
+            engine.store(StoreMode.SET, b"live:%d" % i, 0, 0, VALUE)
         for i in range(1200):
-            engine.set(b"ttl:%d" % i, 0, 3, VALUE)
+            engine.store(StoreMode.SET, b"ttl:%d" % i, 0, 3, VALUE)
         clock.now += 4
         drain(Reclaimer(engine))
         assert engine.counters.expired_reaped == 1200

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from petracache.app import _freeze_startup_objects
 from petracache.storage import codec
-from petracache.storage.codec import ACTIVE, FETCHED, Item
 from petracache.storage.engine import Engine, StoreMode
 from petracache.storage.hot import ENTRY_OVERHEAD, HotItems
-from petracache.storage.reclaim import Reclaimer
+from petracache.storage.items import ACTIVE, FETCHED, Item
+from petracache.storage.reclaim.reclaimer import Reclaimer
 from tests.storage.conftest import Clock, open_engine
 from tests.storage.test_reclaim import VALUE, drain, make_engine
 
@@ -51,7 +51,7 @@ def without_fetch_state(item: Item) -> Item:
 def assert_coherent(engine: Engine) -> None:
     """Every hot entry is the decoded value RocksDB holds under its key; a dirty one differs
     only in its fetch state."""
-    db = engine.raw_db()
+    db = engine.db.items
     hot = engine.hot
     for key in list(hot._entries.keys()):
         raw = db.get(key)
@@ -134,7 +134,7 @@ def test_the_garbage_collector_never_walks_the_entries(engine: Engine) -> None:
     hot = engine.hot
     _freeze_startup_objects()
     try:
-        engine.set(b"set", 1, 0, b"v")
+        engine.store(StoreMode.SET, b"set", 1, 0, b"v")
         engine.store(StoreMode.SET, b"store", 2, 100, b"w")
         assert engine.fetch(b"store") is not None  # a fetch record: a dirty entry
         assert engine.read(b"set", engine.now()) is not None
@@ -191,7 +191,7 @@ def test_taken_and_dropped_hints_are_not_written_back() -> None:
 
 
 def test_a_second_read_is_served_from_memory(engine: Engine) -> None:
-    engine.set(b"k", 5, 0, b"value")
+    engine.store(StoreMode.SET, b"k", 5, 0, b"value")
     engine.hot.clear()  # as after a restart
     first = engine.read(b"k", engine.now())
     hits = engine.hot.hits
@@ -203,8 +203,8 @@ def test_a_second_read_is_served_from_memory(engine: Engine) -> None:
 
 
 def test_expired_and_flushed_hot_items_are_not_returned(engine: Engine, clock: Clock) -> None:
-    engine.set(b"short", 0, 10, b"v")
-    engine.set(b"flushed", 0, 0, b"v")
+    engine.store(StoreMode.SET, b"short", 0, 10, b"v")
+    engine.store(StoreMode.SET, b"flushed", 0, 0, b"v")
     assert engine.read(b"short", engine.now()) is not None
     clock.now += 11
     assert engine.read(b"short", engine.now()) is None
@@ -224,7 +224,7 @@ def test_random_operations_keep_the_hot_items_coherent(tmp_path: Path, clock: Cl
             op = rng.randrange(10)
             data = b"%d" % rng.randrange(1000) if op in (3, 4) else b"x" * rng.randrange(65)
             if op == 0:
-                engine.set(key, rng.randrange(4), rng.choice((0, 0, 3)), data)
+                engine.store(StoreMode.SET, key, rng.randrange(4), rng.choice((0, 0, 3)), data)
             elif op == 1:
                 engine.store(StoreMode.ADD, key, 0, 0, data)
             elif op == 2:
@@ -236,7 +236,7 @@ def test_random_operations_keep_the_hot_items_coherent(tmp_path: Path, clock: Cl
             elif op == 5:
                 engine.touch(key, rng.choice((0, 2)))
             elif op == 6:
-                engine.remove(key)
+                engine.delete(key)
             else:
                 engine.fetch(key)
             if step % 97 == 0:
@@ -256,7 +256,7 @@ def test_reclaim_batches_drop_what_they_delete_or_requeue(tmp_path: Path, clock:
         reclaimer = Reclaimer(engine, max_disk_bytes=bound)
         for i in range(4000):
             key = b"e:%d" % i
-            engine.set(key, 0, 30 if i % 3 == 0 else 0, b"%d:" % i + VALUE)
+            engine.store(StoreMode.SET, key, 0, 30 if i % 3 == 0 else 0, b"%d:" % i + VALUE)
             if i % 2 == 0:
                 engine.fetch(key)  # sets the active bit: eviction requeues instead
             if i % 250 == 0:
@@ -275,14 +275,14 @@ def test_a_first_read_writes_nothing_and_the_record_reaches_rocksdb_at_close(
     tmp_path: Path, clock: Clock
 ) -> None:
     engine = open_engine(tmp_path / "db", clock)
-    engine.set(b"k", 0, 0, b"v")
-    stored = engine.raw_db().get(b"k")
-    writes = engine.commit.writes
+    engine.store(StoreMode.SET, b"k", 0, 0, b"v")
+    stored = engine.db.items.get(b"k")
+    writes = engine.sequence.writes
     item = engine.fetch(b"k")
     assert item is not None
     assert item.bits & FETCHED
-    assert engine.raw_db().get(b"k") == stored  # kept in memory, dirty
-    assert engine.commit.writes == writes
+    assert engine.db.items.get(b"k") == stored  # kept in memory, dirty
+    assert engine.sequence.writes == writes
     assert engine.stored(b"k")[0] == item  # what the reclaimer sees: the fetch state too
     engine.close()
     del engine  # column-family handles keep RocksDB's lock until they are released
@@ -299,12 +299,13 @@ def test_a_first_read_writes_nothing_and_the_record_reaches_rocksdb_at_close(
 def test_an_evicted_hot_entry_writes_its_fetch_record_back(tmp_path: Path, clock: Clock) -> None:
     engine = open_engine(tmp_path / "db", clock, hot_cache_size=20 * cost(b"key:00", b"x" * 64))
     try:
-        engine.set(b"first", 0, 0, b"x" * 64)
+        engine.store(StoreMode.SET, b"first", 0, 0, b"x" * 64)
         engine.fetch(b"first")
         for i in range(60):
-            engine.set(b"key:%02d" % i, 0, 0, b"x" * 64)
+            engine.store(StoreMode.SET, b"key:%02d" % i, 0, 0, b"x" * 64)
         assert engine.hot.peek(b"first") is None
-        raw = engine.raw_db().get(b"first")
+        raw = engine.db.items.get(b"first")
+        assert raw is not None
         assert codec.decode(raw).bits & FETCHED
     finally:
         engine.close()

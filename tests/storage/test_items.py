@@ -8,8 +8,15 @@ import pytest
 
 from petracache.rules.verbs import StoreMode
 from petracache.storage import items
-from petracache.storage.codec import FETCHED, KEY_BINARY, STALE, WIN_SENT, Item
-from petracache.storage.items import DeltaResult, StoreResult
+from petracache.storage.items import (
+    FETCHED,
+    KEY_BINARY,
+    STALE,
+    WIN_SENT,
+    DeltaResult,
+    Item,
+    StoreResult,
+)
 
 NOW = 1_700_000_000
 MAX = 1 << 20

@@ -19,7 +19,7 @@ from petracache.commands.stats import ServerInfo
 from petracache.observability.counters import Counters
 from petracache.protocol import compose
 from petracache.protocol.connection import NEED_DATA, MemcacheConnection
-from petracache.storage import codec
+from petracache.storage import codec, items
 from petracache.storage.engine import Engine, StoreMode
 from tests.storage.conftest import T0, Clock, delta, open_engine, store
 
@@ -35,7 +35,7 @@ def run(engine: Engine, line: bytes) -> bytes:
 
 
 def writes(engine: Engine) -> int:
-    return engine.commit.writes
+    return engine.sequence.writes
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ def test_fetch_keeps_cas_deadline_and_data(engine: Engine, clock: Clock) -> None
     item = engine.fetch(b"k")
     assert item is not None
     assert (item.cas, item.deadline, item.flags, item.data) == (cas, T0 + 100, 7, b"v")
-    assert item.bits & codec.FETCHED
+    assert item.bits & items.FETCHED
     assert item.last_access == T0 + 61
 
 
@@ -188,11 +188,12 @@ def test_me_reports_this_store(engine: Engine, clock: Clock) -> None:
 
 def test_version_1_values_are_still_served(engine: Engine, clock: Clock) -> None:
     raw = codec.HEADER_V1.pack(codec.FORMAT_V1, 5, T0 + 100, T0 - 10, 77) + b"legacy"
-    engine.raw_db().put(b"old", raw)
+    engine.db.items.put(b"old", raw)
     item = engine.fetch(b"old")
     assert item is not None
     assert (item.flags, item.deadline, item.cas, item.data) == (5, T0 + 100, 77, b"legacy")
     assert run(engine, b"mg old v f c t h\r\n") == b"VA 6 f5 c77 t100 h1\r\nlegacy\r\n"
     engine.write_hints()  # the fetch record, kept with the hot item, reaches RocksDB
-    stored = engine.raw_db().get(b"old")
+    stored = engine.db.items.get(b"old")
+    assert stored is not None
     assert stored[0] == codec.FORMAT_V2, "the fetch record rewrote it in the current format"

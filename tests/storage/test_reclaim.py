@@ -15,7 +15,7 @@ import pytest
 
 from petracache.storage import index as idx
 from petracache.storage.engine import Engine, StoreMode
-from petracache.storage.reclaim import Reclaimer
+from petracache.storage.reclaim.reclaimer import Reclaimer
 from tests.storage.conftest import Clock, open_engine, store
 
 VALUE = b"v" * 1000
@@ -59,7 +59,7 @@ def settle(reclaimer: Reclaimer, max_rounds: int = 50) -> None:
 
 
 def sst_bytes(engine: Engine) -> int:
-    return engine.property_int("rocksdb.total-sst-files-size")
+    return engine.db.property_int("rocksdb.total-sst-files-size")
 
 
 def keys_of(family: Any) -> list[bytes]:
@@ -69,15 +69,15 @@ def keys_of(family: Any) -> list[bytes]:
 
 
 def raw_keys(engine: Engine) -> set[bytes]:
-    return set(keys_of(engine.raw_db()))
+    return set(keys_of(engine.db.items))
 
 
 def test_reaped_items_disappear_and_their_space_is_compacted(engine: Engine, clock: Clock) -> None:
     for i in range(3000):
-        engine.set(b"ttl:%d" % i, 0, 10, VALUE)
+        engine.store(StoreMode.SET, b"ttl:%d" % i, 0, 10, VALUE)
     for i in range(50):
-        engine.set(b"keep:%d" % i, 0, 0, VALUE)
-    engine.flush_memtables()
+        engine.store(StoreMode.SET, b"keep:%d" % i, 0, 0, VALUE)
+    engine.db.flush_memtables()
     full = sst_bytes(engine)
     assert full > 3000 * 1000
 
@@ -87,20 +87,20 @@ def test_reaped_items_disappear_and_their_space_is_compacted(engine: Engine, clo
 
     clock.now += 11
     drain(reclaimer)
-    engine.flush_memtables()
+    engine.db.flush_memtables()
     assert engine.counters.expired_reaped == 3000
     assert engine.counters.expired_lazy == 0
     assert engine.counters.reclaimed_bytes >= 3000 * 1000
     assert engine.counters.compactions >= 1
     assert raw_keys(engine) == {b"keep:%d" % i for i in range(50)}
     assert sst_bytes(engine) < full // 10
-    assert not keys_of(engine.family("expiry"))
+    assert not keys_of(engine.db.family("expiry"))
 
 
 def test_rewritten_keys_survive_reclaim(engine: Engine, clock: Clock) -> None:
     """Rewrites between reclaim steps (set, touch, gat, cas) are never lost."""
     for i in range(2000):
-        engine.set(b"k:%04d" % i, 0, 5, b"old")
+        engine.store(StoreMode.SET, b"k:%04d" % i, 0, 5, b"old")
     clock.now += 6
     reclaimer = Reclaimer(engine)
     assert reclaimer.step()  # one bounded step: part of the backlog is reaped
@@ -113,7 +113,7 @@ def test_rewritten_keys_survive_reclaim(engine: Engine, clock: Clock) -> None:
         key = b"k:%04d" % i
         match n % 4:
             case 0:
-                engine.set(key, 0, 0, b"new")  # blind set: stale entry left
+                engine.store(StoreMode.SET, key, 0, 0, b"new")  # blind set: stale entry left
             case 1:
                 assert engine.touch(key, 0)
             case 2:
@@ -133,28 +133,30 @@ def test_rewritten_keys_survive_reclaim(engine: Engine, clock: Clock) -> None:
 
 
 def test_entry_is_stale_once_the_item_is_rewritten(engine: Engine, clock: Clock) -> None:
-    engine.set(b"a", 0, 5, b"one")
-    engine.set(b"a", 0, 50, b"two")  # blind: the first entry is now stale
-    assert len(keys_of(engine.family("expiry"))) == 2
+    engine.store(StoreMode.SET, b"a", 0, 5, b"one")
+    engine.store(StoreMode.SET, b"a", 0, 50, b"two")  # blind: the first entry is now stale
+    assert len(keys_of(engine.db.family("expiry"))) == 2
     clock.now += 6
     drain(Reclaimer(engine))
     item = engine.fetch(b"a")
     assert item is not None
     assert item.data == b"two"
     assert engine.counters.expired_reaped == 0
-    assert [idx.parse_expiry_key(bytes(k))[2] for k in keys_of(engine.family("expiry"))] == [b"a"]
+    assert [idx.parse_expiry_key(bytes(k))[2] for k in keys_of(engine.db.family("expiry"))] == [
+        b"a"
+    ]
 
 
 def test_flush_all_space_is_reclaimed(engine: Engine, clock: Clock) -> None:
     for i in range(2000):
-        engine.set(b"f:%d" % i, 0, 0, VALUE)
-    engine.flush_memtables()
+        engine.store(StoreMode.SET, b"f:%d" % i, 0, 0, VALUE)
+    engine.db.flush_memtables()
     full = sst_bytes(engine)
     engine.flush_all(0)
     clock.now += 1
-    engine.set(b"after", 0, 0, b"x")
+    engine.store(StoreMode.SET, b"after", 0, 0, b"x")
     drain(Reclaimer(engine))
-    engine.flush_memtables()
+    engine.db.flush_memtables()
     assert engine.counters.flushed_reaped == 2000
     assert raw_keys(engine) == {b"after"}
     assert sst_bytes(engine) < full // 10
@@ -166,7 +168,7 @@ def test_flush_all_space_is_reclaimed(engine: Engine, clock: Clock) -> None:
 
 def test_delayed_flush_is_reclaimed_when_it_takes_effect(engine: Engine, clock: Clock) -> None:
     for i in range(100):
-        engine.set(b"d:%d" % i, 0, 0, b"x")
+        engine.store(StoreMode.SET, b"d:%d" % i, 0, 0, b"x")
     engine.flush_all(10)
     reclaimer = Reclaimer(engine)
     drain(reclaimer)
@@ -190,7 +192,7 @@ def test_eviction_keeps_writes_working_and_never_returns_stale_data(
         for i in range(6000):  # 3x the bound of writes, a quarter of them rewrites
             key = b"e:%d" % (i % 4500)
             value = b"%d:" % i + VALUE
-            engine.set(key, 0, 0, value)
+            engine.store(StoreMode.SET, key, 0, 0, value)
             latest[key] = value
             if i % 200 == 0:
                 drain(reclaimer)
@@ -215,18 +217,18 @@ def test_index_is_backfilled_when_reclaim_is_turned_on(tmp_path: Path, clock: Cl
     path = tmp_path / "db"
     engine = make_engine(path, clock, enable_ttl_compaction=False)
     for i in range(300):
-        engine.set(b"b:%d" % i, 0, 5, b"x")
-    engine.set(b"forever", 0, 0, b"x")
-    assert not keys_of(engine.family("expiry"))
+        engine.store(StoreMode.SET, b"b:%d" % i, 0, 5, b"x")
+    engine.store(StoreMode.SET, b"forever", 0, 0, b"x")
+    assert not keys_of(engine.db.family("expiry"))
     engine.close()
     del engine  # column-family handles keep RocksDB's lock until they are released
 
     engine = make_engine(path, clock)
     try:
-        assert engine.needs_backfill()
+        assert engine.index.needs_backfill()
         drain(Reclaimer(engine))
-        assert not engine.needs_backfill()
-        assert len(keys_of(engine.family("expiry"))) == 300
+        assert not engine.index.needs_backfill()
+        assert len(keys_of(engine.db.family("expiry"))) == 300
         clock.now += 6
         drain(Reclaimer(engine))
         assert engine.counters.expired_reaped == 300
@@ -239,17 +241,17 @@ def test_eviction_turned_on_later_backfills_while_it_evicts(tmp_path: Path, cloc
     path = tmp_path / "db"
     engine = make_engine(path, clock)
     for i in range(3000):
-        engine.set(b"old:%d" % i, 0, 0, VALUE)
+        engine.store(StoreMode.SET, b"old:%d" % i, 0, 0, VALUE)
     engine.close()
     del engine
 
     bound = 1024 * 1024
     engine = make_engine(path, clock, max_disk_bytes=bound)
     try:
-        assert engine.needs_backfill()
+        assert engine.index.needs_backfill()
         reclaimer = Reclaimer(engine, max_disk_bytes=bound)
         drain(reclaimer)
-        assert not engine.needs_backfill()
+        assert not engine.index.needs_backfill()
         assert engine.counters.evictions > 0
         settle(reclaimer)
         assert reclaimer.disk_usage() < bound
@@ -260,11 +262,11 @@ def test_eviction_turned_on_later_backfills_while_it_evicts(tmp_path: Path, cloc
 def test_without_reclaim_no_index_is_written(tmp_path: Path, clock: Clock) -> None:
     engine = make_engine(tmp_path / "db", clock, enable_ttl_compaction=False)
     try:
-        engine.set(b"k", 0, 5, b"x")
-        assert not engine.tracks_expiry
-        assert not engine.tracks_age
-        assert not keys_of(engine.family("expiry"))
-        assert not keys_of(engine.family("age"))
+        engine.store(StoreMode.SET, b"k", 0, 5, b"x")
+        assert not engine.index.track_expiry
+        assert not engine.index.track_age
+        assert not keys_of(engine.db.family("expiry"))
+        assert not keys_of(engine.db.family("age"))
     finally:
         engine.close()
 
@@ -283,11 +285,11 @@ def test_bounded_usage_counts_wal_files_the_memtables_no_longer_hold(
     try:
         reclaimer = Reclaimer(engine, max_disk_bytes=64 << 20)
         for i in range(200):  # less than one 256 KiB memtable
-            engine.set(b"w:%d" % i, 0, 0, VALUE)
+            engine.store(StoreMode.SET, b"w:%d" % i, 0, 0, VALUE)
         # Flush the items alone: their WAL file stays, pinned by the age index's memtable,
         # and still takes its space on disk.
-        engine.raw_db().flush(True)
-        assert engine.property_int("rocksdb.cur-size-all-mem-tables") < 10_000  # empty arena
+        engine.db.items.flush(True)
+        assert engine.db.property_int("rocksdb.cur-size-all-mem-tables") < 10_000  # empty arena
         assert reclaimer.disk_usage() >= on_disk(path) > 2 * 200 * len(VALUE)
     finally:
         engine.close()

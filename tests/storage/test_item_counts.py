@@ -1,4 +1,4 @@
-"""The exact item tally (curr_items, bytes) and the liveness record, on a real RocksDB."""
+"""The exact item counts (curr_items, bytes) and the liveness record, on a real RocksDB."""
 
 from __future__ import annotations
 
@@ -9,23 +9,26 @@ from pathlib import Path
 from petracache.rules.verbs import StoreMode
 from petracache.storage import codec
 from petracache.storage.engine import Engine
-from petracache.storage.liveness import LastRun, judge
-from petracache.storage.reclaim import Reclaimer
+from petracache.storage.reclaim.reclaimer import Reclaimer
+from petracache.storage.warm_restart import LastRun, judge
 from tests.storage.conftest import Clock, open_engine
 
 
 def walked(engine: Engine) -> tuple[int, int]:
     """Keys and bytes of the items family, counted the slow way."""
     items = size = 0
-    for key, value in engine.raw_db().items():
+    it = engine.db.items.iter()
+    it.seek_to_first()
+    while it.valid():
         items += 1
-        size += codec.stored_size(key, value)
+        size += codec.stored_size(it.key(), it.value())
+        it.next()
     return items, size
 
 
-def tally(engine: Engine) -> tuple[int, int]:
-    assert engine.tally.exact
-    return engine.tally.items, engine.tally.bytes
+def counts(engine: Engine) -> tuple[int, int]:
+    assert engine.item_counts.exact
+    return engine.item_counts.items, engine.item_counts.bytes
 
 
 def test_every_write_path_keeps_the_tally_exact(tmp_path: Path, clock: Clock) -> None:
@@ -33,26 +36,28 @@ def test_every_write_path_keeps_the_tally_exact(tmp_path: Path, clock: Clock) ->
     try:
         for _ in range(3):
             for i in range(20):
-                engine.set(b"k%d" % i, 0, 0, b"v" * i)
+                engine.store(StoreMode.SET, b"k%d" % i, 0, 0, b"v" * i)
         for i in range(20):
             engine.fetch(b"k%d" % i)  # fetch records are rewrites, not new items
-        assert tally(engine)[0] == 20
+        assert counts(engine)[0] == 20
         engine.store(StoreMode.ADD, b"added", 0, 0, b"x")
         engine.store(StoreMode.APPEND, b"k1", 0, 0, b"more")
         engine.store(StoreMode.REPLACE, b"k2", 0, 0, b"r" * 100)
         engine.store(StoreMode.SET, b"n", 0, 0, b"5")
         engine.delta(b"n", 10, True)
         engine.touch(b"k3", 100)
-        engine.remove(b"k4", engine.read(b"k4", engine.now()))
-        engine.remove(b"absent")
-        engine.set(b"gone", 0, -1, b"x")  # stored already expired, as memcached links it
-        engine.set(b"short", 0, 5, b"x")
-        assert tally(engine) == walked(engine)
+        engine.delete(b"k4")
+        engine.delete(b"absent")
+        engine.store(
+            StoreMode.SET, b"gone", 0, -1, b"x"
+        )  # stored already expired, as memcached links it
+        engine.store(StoreMode.SET, b"short", 0, 5, b"x")
+        assert counts(engine) == walked(engine)
         clock.now += 10
         assert engine.fetch(b"short") is None  # lazy expiry deletes it
         assert engine.fetch(b"gone") is None
-        assert tally(engine) == walked(engine)
-        assert tally(engine)[0] == 21
+        assert counts(engine) == walked(engine)
+        assert counts(engine)[0] == 21
     finally:
         engine.close()
 
@@ -61,12 +66,12 @@ def test_reclaim_batches_take_their_deletions_off(tmp_path: Path, clock: Clock) 
     engine = open_engine(tmp_path / "db", clock, enable_ttl_compaction=True)
     try:
         for i in range(50):
-            engine.set(b"t%d" % i, 0, 5 if i % 2 else 0, b"v")
+            engine.store(StoreMode.SET, b"t%d" % i, 0, 5 if i % 2 else 0, b"v")
         clock.now += 10
         reclaimer = Reclaimer(engine)
         while reclaimer.step():
             pass
-        assert tally(engine) == walked(engine) == (25, walked(engine)[1])
+        assert counts(engine) == walked(engine) == (25, walked(engine)[1])
     finally:
         engine.close()
 
@@ -74,54 +79,54 @@ def test_reclaim_batches_take_their_deletions_off(tmp_path: Path, clock: Clock) 
 def test_clean_stop_keeps_the_tally_a_crash_rebuilds_it(tmp_path: Path, clock: Clock) -> None:
     engine = open_engine(tmp_path / "db", clock)
     for i in range(100):
-        engine.set(b"k%d" % i, 0, 0, b"value")
-    expected = tally(engine)
+        engine.store(StoreMode.SET, b"k%d" % i, 0, 0, b"value")
+    expected = counts(engine)
     engine.close()
     del engine
     gc.collect()
     engine = open_engine(tmp_path / "db", clock)
-    assert tally(engine) == expected  # restored, no walk
+    assert counts(engine) == expected  # restored, no walk
     assert engine.recount() is None
-    engine.raw_db().close()  # a crash: no clean-stop record
+    engine.db.items.close()  # a crash: no clean-stop record
     del engine
     gc.collect()
     engine = open_engine(tmp_path / "db", clock)
     try:
-        assert not engine.tally.exact
+        assert not engine.item_counts.exact
         job = engine.recount()
         assert job is not None
-        engine.set(b"during", 0, 0, b"x")  # written while the walk runs
-        engine.remove(b"k0", engine.read(b"k0", engine.now()))
+        engine.store(StoreMode.SET, b"during", 0, 0, b"x")  # written while the walk runs
+        engine.delete(b"k0")
         while job.step():
             pass
-        assert tally(engine) == walked(engine)
-        assert tally(engine)[0] == 100
+        assert counts(engine) == walked(engine)
+        assert counts(engine)[0] == 100
     finally:
         engine.close()
 
 
 def test_a_write_after_the_clean_stop_forces_a_recount(tmp_path: Path, clock: Clock) -> None:
     engine = open_engine(tmp_path / "db", clock)
-    engine.set(b"a", 0, 0, b"x")
+    engine.store(StoreMode.SET, b"a", 0, 0, b"x")
     engine.close()
     del engine
     gc.collect()
     engine = open_engine(tmp_path / "db", clock)
-    engine.raw_db().put(b"offline", codec.encode(0, 0, 0, 1, b"y"))  # e.g. a tool, no engine
-    engine.raw_db().close()
+    engine.db.items.put(b"offline", codec.encode(0, 0, 0, 1, b"y"))  # e.g. a tool, no engine
+    engine.db.items.close()
     del engine
     gc.collect()
     engine = open_engine(tmp_path / "db", clock)
     try:
-        assert not engine.tally.exact
+        assert not engine.item_counts.exact
     finally:
         engine.close()
 
 
 def test_exact_item_count_off_keeps_set_blind(tmp_path: Path, clock: Clock) -> None:
     with contextlib.closing(open_engine(tmp_path / "db", clock, exact_item_count=False)) as e:
-        e.set(b"a", 0, 0, b"x")
-        assert (e.tally.exact, e.recount()) == (False, None)  # estimates, and no recount
+        e.store(StoreMode.SET, b"a", 0, 0, b"x")
+        assert (e.item_counts.exact, e.recount()) == (False, None)  # estimates, and no recount
 
 
 def test_downtime_rule() -> None:
@@ -137,7 +142,7 @@ def test_downtime_rule() -> None:
 
 def test_a_long_absence_invalidates_what_was_stored(tmp_path: Path, clock: Clock) -> None:
     engine = open_engine(tmp_path / "db", clock, max_warm_downtime=60)
-    engine.set(b"a", 0, 0, b"x")
+    engine.store(StoreMode.SET, b"a", 0, 0, b"x")
     engine.close()
     del engine
     gc.collect()
@@ -147,7 +152,7 @@ def test_a_long_absence_invalidates_what_was_stored(tmp_path: Path, clock: Clock
         assert engine.verdict.cold
         assert engine.counters.extra["cold_starts"] == 1
         assert engine.fetch(b"a") is None
-        engine.set(b"b", 0, 0, b"y")
+        engine.store(StoreMode.SET, b"b", 0, 0, b"y")
         assert engine.fetch(b"b") is not None
     finally:
         engine.close()

@@ -35,7 +35,7 @@ GROWTH_SMOOTHING = 0.3  # weight of the newest growth-rate sample (an exponentia
 FIRST_ROUND_SECONDS = 1.0
 
 
-class EvictionRounds:
+class EvictionControl:
     """The round controller (see the module docstring).
 
     Args:

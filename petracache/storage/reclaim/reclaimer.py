@@ -11,7 +11,7 @@ Work, most urgent first; each ``step()`` does one bounded unit (at most ``BATCH`
 the trio thread the caller should let the backlog take (``MIN_SHARE`` for a fresh expiry
 backlog, growing with the age of its oldest dead item; all of it for eviction):
 
-1. Eviction: when SST bytes plus WAL (or memtable) bytes reach ``rounds.HIGH_WATER`` of
+1. Eviction: when SST bytes plus WAL (or memtable) bytes reach ``eviction_control.HIGH_WATER`` of
    ``max_disk_bytes``, take items from the head of ``age`` (the oldest-written first) until
    an estimate of the on-disk size of those deleted covers the excess down to ``LOW_WATER``,
    then compact and measure again. ``eviction = "fifo"`` deletes every item it takes (as
@@ -22,7 +22,7 @@ backlog, growing with the age of its oldest dead item; all of it for eviction):
    it already writes (``items.fetch_is_news``), so a read costs no extra write, and a
    spared item costs one more fetch record on its next read. While usage is past the
    bound, nothing is spared (the bound comes first).
-   When a round starts and how much it evicts is ``storage.rounds``' decision (it starts
+   When a round starts and how much it evicts is ``eviction_control``'s decision (it starts
    early at high write rates, leading the writes that arrive while it runs).
 2. Expiry: walk ``expiry`` from its head while deadlines are <= now.
 3. Crawl of the items themselves, only when there is no index to read: after a flush_all
@@ -57,12 +57,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from petracache.storage import codec, index as idx
-from petracache.storage.codec import ACTIVE, FETCHED, Item
 from petracache.storage.engine import Engine
 from petracache.storage.errors import CorruptValue
 from petracache.storage.index import IndexBatch
+from petracache.storage.items import ACTIVE, FETCHED, Item
+from petracache.storage.reclaim.eviction_control import EvictionControl
 from petracache.storage.rocks import AGE_CF, EXPIRY_CF, FLUSH_STATE
-from petracache.storage.rounds import EvictionRounds
 
 BATCH = 512  # items examined per step
 STEP_BUDGET = 0.002  # seconds of trio-thread time per step: a client waits at most this long
@@ -137,7 +137,7 @@ class Reclaimer:
         timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._engine = engine
-        self._max_disk = max_disk_bytes if engine.tracks_age else 0
+        self._max_disk = max_disk_bytes if engine.index.track_age else 0
         self._second_chance = eviction == "clock"
         self._timer = timer
         self._last_flush = -FLUSH_MIN_INTERVAL
@@ -147,12 +147,12 @@ class Reclaimer:
         self._expiry_cursor = b""
         # eviction round
         self._age_cursor = b""
-        self._rounds = EvictionRounds(self._max_disk, timer)
+        self._control = EvictionControl(self._max_disk, timer)
         self._round_evicted = 0
         self._other_turn = False
         self.share = 1.0  # of the trio thread the current backlog may take (see MIN_SHARE)
         # crawl (flush reclaim / backfill)
-        raw = engine.load_state(FLUSH_DONE_KEY)
+        raw = engine.db.load_state(FLUSH_DONE_KEY)
         self._flush_done: tuple[int, int] = FLUSH_STATE.unpack(raw) if raw else (0, 0)
         self._crawl_cursor: bytes | None = None
         self._crawl_flush: tuple[int, int] | None = None
@@ -175,16 +175,16 @@ class Reclaimer:
         now = self._engine.now()
         deadline = self._timer() + STEP_BUDGET
         self.share = 1.0
-        if not self._other_turn and self._max_disk and self._rounds.due(self.disk_usage):
-            if self._rounds.over_bound:  # writes are outpacing eviction: take a bigger share
+        if not self._other_turn and self._max_disk and self._control.due(self.disk_usage):
+            if self._control.over_bound:  # writes are outpacing eviction: take a bigger share
                 deadline += STEP_BUDGET * (OVER_BOUND_SHARE - 1)
             more = self._evict(deadline)
             # Eviction reads the age index; while that is being backfilled, the crawl
             # must progress too, so it gets every other step.
-            self._other_turn = self._engine.needs_backfill()
+            self._other_turn = self._engine.index.needs_backfill()
             return more or self._other_turn
         self._other_turn = False
-        if self._engine.tracks_expiry and self._expiry_due(now):
+        if self._engine.index.track_expiry and self._expiry_due(now):
             more = self._reap_expired(now, deadline)
         elif self._crawl_due(now):
             self.share = MIN_SHARE  # nothing grows while a crawl waits: lazy checks hold
@@ -199,7 +199,7 @@ class Reclaimer:
         index it needs is kept only when a bound was configured at start)."""
         if not self._max_disk or max_disk_bytes <= 0:
             return False
-        self._max_disk = self._rounds.bound = max_disk_bytes
+        self._max_disk = self._control.bound = max_disk_bytes
         return True
 
     @property
@@ -210,18 +210,18 @@ class Reclaimer:
 
     def disk_usage(self) -> int:
         """What ``max_disk_bytes`` bounds (``Engine.disk_usage``)."""
-        return self._engine.disk_usage()
+        return self._engine.db.disk_usage()
 
     def _evict(self, deadline: float) -> bool:
-        rounds = self._rounds
-        limit = BATCH * (OVER_BOUND_SHARE if rounds.over_bound else 1)
-        walk = self._engine.walk(AGE_CF, self._age_cursor, limit, deadline, self._timer)
+        control = self._control
+        limit = BATCH * (OVER_BOUND_SHARE if control.over_bound else 1)
+        walk = self._engine.db.walk(AGE_CF, self._age_cursor, limit, deadline, self._timer)
         batch = self._engine.batch()
-        spare = self._second_chance and not rounds.over_bound
+        spare = self._second_chance and not control.over_bound
         now = self._engine.now()
         seen: set[bytes] = set()
         for entry in walk:
-            if rounds.target <= 0:
+            if control.target <= 0:
                 break
             position, key = idx.parse_age_key(entry)
             cas = idx.age_version(position, walk.value())
@@ -239,7 +239,7 @@ class Reclaimer:
                 continue
             self._delete_item(batch, key, item, size)
             self._round_evicted += 1
-            rounds.target -= size + 2 * ENTRY_OVERHEAD + len(entry)
+            control.target -= size + 2 * ENTRY_OVERHEAD + len(entry)
             if dead:
                 self.counters.expired_reaped += 1
             else:
@@ -247,13 +247,13 @@ class Reclaimer:
                 if not item.bits & FETCHED:
                     self._count_extra("evicted_unfetched")
         batch.commit()
-        if rounds.target > 0 and walk.more:
+        if control.target > 0 and walk.more:
             return True
         # Round over (target met or index exhausted): compact, then measure again. A round
         # that found nothing to evict (the age index is still being backfilled) compacts
         # nothing: the next measurement decides.
         evicted, self._round_evicted = self._round_evicted, 0
-        if not rounds.end_round(evicted):
+        if not control.end_round(evicted):
             return False
         self._maybe_request_flush()
         self._request(Compaction("default", None, None))  # covers every pending deletion
@@ -265,11 +265,11 @@ class Reclaimer:
     # -- expiry ------------------------------------------------------------------------------
 
     def _expiry_due(self, now: int) -> bool:
-        head = self._engine.walk(EXPIRY_CF, self._expiry_cursor, 0, 0.0, self._timer).head()
+        head = self._engine.db.walk(EXPIRY_CF, self._expiry_cursor, 0, 0.0, self._timer).head()
         return head is not None and idx.expiry_deadline_of(head) <= now
 
     def _reap_expired(self, now: int, deadline: float) -> bool:
-        walk = self._engine.walk(EXPIRY_CF, self._expiry_cursor, BATCH, deadline, self._timer)
+        walk = self._engine.db.walk(EXPIRY_CF, self._expiry_cursor, BATCH, deadline, self._timer)
         head = walk.head()
         if head is not None:
             lag = now - idx.expiry_deadline_of(head)
@@ -301,14 +301,14 @@ class Reclaimer:
             # A new flush covers more than the crawl in progress (if any): start over.
             self._crawl_flush = state
             self._crawl_cursor = b""
-        if self._crawl_cursor is None and self._engine.needs_backfill():
+        if self._crawl_cursor is None and self._engine.index.needs_backfill():
             self._crawl_backfill = True
             self._crawl_cursor = b""
         return self._crawl_cursor is not None
 
     def _crawl(self, now: int, deadline: float) -> bool:
         assert self._crawl_cursor is not None
-        walk = self._engine.walk("default", self._crawl_cursor, BATCH, deadline, self._timer)
+        walk = self._engine.db.walk("default", self._crawl_cursor, BATCH, deadline, self._timer)
         batch = self._engine.batch()
         for key in walk:
             raw = walk.value()
@@ -331,9 +331,9 @@ class Reclaimer:
     def _finish_crawl(self) -> None:
         if self._crawl_flush is not None:
             self._flush_done = self._crawl_flush
-            self._engine.save_state(FLUSH_DONE_KEY, FLUSH_STATE.pack(*self._flush_done))
+            self._engine.db.save_state(FLUSH_DONE_KEY, FLUSH_STATE.pack(*self._flush_done))
         if self._crawl_backfill:
-            self._engine.mark_indexed()
+            self._engine.index.mark_complete()
         self._crawl_cursor = None
         self._crawl_flush = None
         self._crawl_backfill = False
@@ -386,7 +386,7 @@ class Reclaimer:
         """Queue a memtable flush (ahead of compactions) if the log is mostly deleted data."""
         if self._timer() - self._last_flush < FLUSH_MIN_INTERVAL:
             return
-        if memtables_mostly_dead(*self._engine.unflushed()):
+        if memtables_mostly_dead(*self._engine.db.unflushed()):
             self._flush_wanted = True
             self._last_flush = self._timer()
 
@@ -414,10 +414,10 @@ class Reclaimer:
         """Run ``job`` (blocking: call from a worker thread); returns the bytes it freed
         (SST bytes for a compaction, WAL bytes for a flush)."""
         if isinstance(job, Flush):
-            before = self._engine.unflushed()[2]
-            self._engine.flush_memtables()
-            return max(before - self._engine.unflushed()[2], 0)
-        return self._engine.compact(job.family, job.begin, job.end)
+            before = self._engine.db.unflushed()[2]
+            self._engine.db.flush_memtables()
+            return max(before - self._engine.db.unflushed()[2], 0)
+        return self._engine.db.compact(job.family, job.begin, job.end)
 
     def job_done(self, job: Job, freed: int) -> None:
         """Record a finished job (on the trio thread)."""
@@ -432,4 +432,4 @@ class Reclaimer:
         elif job.family == AGE_CF:
             self._age_cursor = b""
         elif job.family == "default":
-            self._rounds.compacted()
+            self._control.compacted()

@@ -23,15 +23,15 @@ import time
 from collections.abc import Callable
 
 from petracache.storage import codec
-from petracache.storage.codec import Item
 from petracache.storage.engine import Engine
 from petracache.storage.errors import CorruptValue, StorageError
+from petracache.storage.items import Item
 
 STEP_ITEMS = 512  # entries per step: the reclaimer's BATCH, ~50 KB of metadump lines
 STEP_BUDGET = 0.002  # seconds per step, as the reclaimer's STEP_BUDGET
 
 
-class ItemWalk:
+class ItemCrawl:
     """Walks every live item in key order, one bounded step at a time.
 
     Args:
@@ -73,7 +73,7 @@ class ItemWalk:
         found: list[tuple[bytes, Item]] = []
         last: bytes | None = None
         try:
-            walk = engine.walk(
+            walk = engine.db.walk(
                 "default", self._cursor, self._batch, self._timer() + self._budget, self._timer
             )
             hot = engine.hot

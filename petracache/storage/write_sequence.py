@@ -28,7 +28,7 @@ from typing import Any
 from petracache.storage.errors import StorageError
 
 
-class CommitLog:
+class WriteSequence:
     """Counts writes and fsyncs the RocksDB WAL up to a given write.
 
     Args:

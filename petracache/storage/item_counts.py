@@ -14,10 +14,10 @@ batch deletes only versions it has just read. So each write moves the count by e
 it changed.
 
 Across restarts: a clean stop persists the count with the database's sequence number
-(``storage.liveness``); a start that finds the same sequence number (nothing written since,
+(``storage.warm_restart``); a start that finds the same sequence number (nothing written since,
 not even by an offline tool) takes it as exact. Otherwise (a crash, a restored backup) the
 count is rebuilt by ``Recount``: one RocksDB iterator, whose view is fixed when it is
-created, walked in bounded steps on the trio thread, while the live tally counts the
+created, walked in bounded steps on the trio thread, while the live counts record the
 changes made after that moment from zero. The exact count is the walked count plus those
 changes. Until the walk ends, ``stats`` reports RocksDB's estimate.
 
@@ -37,8 +37,13 @@ RECOUNT_STEP_ITEMS: Final = 4096  # keys per recount step (the step also stops a
 RECOUNT_STEP_BUDGET: Final = 0.005  # seconds of trio-thread time per step
 
 
-class ItemTally:
-    """The live-item count and bytes; ``exact`` is False while a recount runs."""
+class ItemCounts:
+    """The live-item count and bytes; ``exact`` is False while a recount runs.
+
+    They change only through ``link`` and ``unlink``, as memcached's ``curr_items`` and
+    ``bytes`` change only in ``do_item_link`` and ``do_item_unlink`` (``items.c``): every
+    store, delete, eviction, expiry and flush goes through these two.
+    """
 
     __slots__ = ("bytes", "exact", "items")
 
@@ -47,9 +52,18 @@ class ItemTally:
         self.bytes = size
         self.exact = exact
 
-    def removed(self, size: int) -> None:
-        """One key deleted; ``size`` is its ``codec.stored_size``."""
-        self.items -= 1
+    def link(self, size: int, old_size: int) -> None:
+        """A version of ``size`` stored bytes (``codec.stored_size``) now stands under a key
+        that held one of ``old_size`` (0: the key is new)."""
+        if old_size:
+            self.bytes += size - old_size
+        else:
+            self.items += 1
+            self.bytes += size
+
+    def unlink(self, size: int, count: int = 1) -> None:
+        """``count`` keys, of ``size`` stored bytes in all, are gone."""
+        self.items -= count
         self.bytes -= size
 
 
@@ -58,19 +72,19 @@ class Recount:
 
     Args:
         family: the items column family (a ``rocksdict.Rdict``).
-        tally: the live tally; it is reset to zero now and so counts the changes made after
+        counts: the live counts; it is reset to zero now and so counts the changes made after
             the iterator's view was fixed. ``finish`` adds the walked totals to it.
         timer: monotonic seconds (injected for tests).
     """
 
     def __init__(
-        self, family: Any, tally: ItemTally, timer: Callable[[], float] = time.perf_counter
+        self, family: Any, counts: ItemCounts, timer: Callable[[], float] = time.perf_counter
     ) -> None:
-        self._it = family.iter()  # the view is fixed here; the tally counts from now
+        self._it = family.iter()  # the view is fixed here; the counts record what changes from now
         self._it.seek_to_first()
-        tally.items = tally.bytes = 0
-        tally.exact = False
-        self._tally = tally
+        counts.items = counts.bytes = 0
+        counts.exact = False
+        self._counts = counts
         self._timer = timer
         self.items = 0
         self.bytes = 0
@@ -94,11 +108,11 @@ class Recount:
         return False
 
     def finish(self) -> None:
-        """Make the tally exact: the walked totals plus the changes made meanwhile."""
-        tally = self._tally
-        tally.items += self.items
-        tally.bytes += self.bytes
-        tally.exact = True
+        """Make the counts exact: the walked totals plus the changes made meanwhile."""
+        counts = self._counts
+        counts.items += self.items
+        counts.bytes += self.bytes
+        counts.exact = True
         self.done = True
         self._it = _Exhausted()
 

@@ -15,9 +15,9 @@ Record (the ``meta`` family, key ``liveness``)::
   ``HEARTBEAT_INTERVAL`` seconds (one small put with the WAL on, not synced: a process kill
   keeps it, since the WAL is in the page cache; a power cut may lose the last ones, which
   only makes the measured downtime longer, the safe direction).
-* A clean stop writes ``state = 1``, ``at`` = the stop time, synced, with the item tally
-  (``storage.tally``) and the sequence number RocksDB will have after this write, so the
-  next start knows whether the tally is still exact.
+* A clean stop writes ``state = 1``, ``at`` = the stop time, synced, with the item counts
+  (``storage.item_counts``) and the sequence number RocksDB will have after this write, so the
+  next start knows whether the counts are still exact.
 
 Downtime = start time - ``at``. Killed, the server was down at most ``HEARTBEAT_INTERVAL``
 less than that, so the rule errs on the cold side. No record (a new database, or one from a
@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Any
 
 from petracache.storage import rocks
+from petracache.storage.rocks import Family
 
 LIVENESS_KEY = b"liveness"
 _RECORD = struct.Struct("<BqQQQ")
@@ -44,7 +44,7 @@ HEARTBEAT_INTERVAL = 5.0
 
 @dataclass(frozen=True, slots=True)
 class LastRun:
-    """What the previous run left: how it ended, when, and its item tally."""
+    """What the previous run left: how it ended, when, and its item counts."""
 
     stopped_cleanly: bool
     at: int
@@ -53,7 +53,7 @@ class LastRun:
     sequence: int = 0
 
 
-def read_last_run(meta: Any) -> LastRun | None:
+def read_last_run(meta: Family) -> LastRun | None:
     """The previous run's record, or None (new database, older release, unreadable)."""
     raw = meta.get(LIVENESS_KEY)
     if raw is None or len(raw) != _RECORD.size:
@@ -104,7 +104,7 @@ class Heartbeat:
 
     __slots__ = ("_meta", "_opts")
 
-    def __init__(self, meta: Any) -> None:
+    def __init__(self, meta: Family) -> None:
         self._meta = meta
         self._opts = rocks.write_options(wal=True)  # whatever the durability mode
 
@@ -118,7 +118,7 @@ class Heartbeat:
 
     def stopped(self, now: int, items: int, size: int, sequence: int) -> None:
         """Record a clean stop, synced; ``sequence`` is the database's after this write
-        (0 when the tally is not exact, so the next start recounts)."""
+        (0 when the counts is not exact, so the next start recounts)."""
         rocks.put_synced(
             self._meta, LIVENESS_KEY, _RECORD.pack(STOPPED, now, items, size, sequence)
         )
