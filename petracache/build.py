@@ -98,6 +98,7 @@ COMPILED: Final[tuple[str, ...]] = (
     "petracache.storage.items",
     "petracache.storage.statistics",
     "petracache.storage.write_sequence",
+    "petracache.storage.writer",
     "petracache.observability.counters",
     "petracache.observability.request_metrics",
     "petracache.server.ready",

@@ -18,9 +18,8 @@ Invariants:
 * Every method is synchronous and runs on the server's trio thread: a read-modify-write
   (add, cas, append, incr, touch...) has no await point inside it and is atomic with
   respect to every other command without a lock.
-* The live-item count and bytes change only through ``ItemCounts.link``/``unlink``
-  (``_linked``, ``_delete``, and a reclaim batch's commit), as memcached's change only in
-  do_item_link/do_item_unlink.
+* Every write goes through ``storage.writer`` (memcached's do_item_link/do_item_unlink):
+  the live-item count and bytes change only there and in a reclaim batch's commit.
 * Dead items (expired, or invalidated by flush_all) are never returned; a read that finds one
   deletes it (lazy expiry).
 * CAS uniques strictly increase, across restarts too (``storage.cas``); flush_all state is
@@ -36,25 +35,24 @@ import enum
 import logging
 import time
 from collections.abc import Callable
-from functools import partial
 
 from petracache.config import StorageSettings
 from petracache.rules import ttl
 from petracache.rules.sizes import DEFAULT_ITEM_SIZE_MAX
 from petracache.rules.verbs import StoreMode
-from petracache.storage import codec, items, rocks
+from petracache.storage import codec, items
 from petracache.storage.cas import CasSource
 from petracache.storage.database import Database
 from petracache.storage.errors import CorruptValue, StorageError
 from petracache.storage.flush import FlushState
-from petracache.storage.hot import HotItems
 from petracache.storage.index import IndexBatch, ItemIndex, parse_age_key
 from petracache.storage.item_counts import ItemCounts, Recount
 from petracache.storage.items import DeltaResult, Item, StoreResult
-from petracache.storage.rocks import AGE_CF, Family, WriteOptions
+from petracache.storage.rocks import AGE_CF, Family
 from petracache.storage.statistics import EngineCounters
 from petracache.storage.warm_restart import Heartbeat, LastRun, Verdict, judge, read_last_run
 from petracache.storage.write_sequence import WriteSequence
+from petracache.storage.writer import ItemWriter
 
 __all__ = ["DeleteResult", "DeltaResult", "Engine", "EngineCounters", "StoreMode", "StoreResult"]
 
@@ -112,12 +110,17 @@ class Engine:
             track_expiry=settings.enable_ttl_compaction,
             track_age=settings.max_disk_bytes > 0,
         )
-        # Not a bound method: the engine must not be in a reference cycle (its RocksDB
-        # handles, and the database's lock, go when the last reference does).
-        self._store_hint = partial(
-            _store_hint, db.items, db.hint_opts, self.sequence, self.counters
+        self.writer = writer = ItemWriter(
+            db.items,
+            db.hint_opts,
+            self.index,
+            self.item_counts,
+            self.sequence,
+            self.counters,
+            settings.hot_cache_size,
+            settings.exact_item_count,
         )
-        self.hot = HotItems(settings.hot_cache_size, self._store_hint)
+        self.hot = writer.hot
         self._cas = CasSource(db.meta)
         self.next_cas = self._cas.take  # bound once: it is on the write path
         # memcached's process_started: its clock cannot express an absolute time before this.
@@ -173,12 +176,12 @@ class Engine:
             hot.put(key, item)
         if ttl.is_expired(item.deadline, now):
             self.counters.expired_lazy += 1
-            self._remove_dead(key, item)
+            self.writer.delete_dead(key, item)
             return None
         flush = self._flush
         if flush.oldest_live and flush.covers(item, now):
             self.counters.flushed_lazy += 1
-            self._remove_dead(key, item)
+            self.writer.delete_dead(key, item)
             return None
         return item
 
@@ -197,13 +200,13 @@ class Engine:
         if change is None:
             if items.fetch_is_news(item, now):
                 seen = items.fetched(item, now)
-                return seen if self._write_hint(key, seen) else item
+                return seen if self.writer.record_fetch(key, seen) else item
             return item
         new = change(item, now)
         if not items.only_fetch_differs(new, item):
-            self._write(key, new, item, link=False)
+            self.writer.write(key, new, item, link=False)
         elif new != item:
-            self._write_hint(key, new)
+            self.writer.record_fetch(key, new)
         return item
 
     # -- whole operations --------------------------------------------------------------------
@@ -238,7 +241,7 @@ class Engine:
             now = int(self._clock())
             deadline = ttl.deadline(exptime, now) if exptime else ttl.NEVER
             item = items.new_item(flags, deadline, now, self.next_cas(), data, now, 0)
-            self._set(key, item)
+            self.writer.set(key, item)
             return item
         now = self.now()
         old = self.read(key, now)
@@ -261,7 +264,7 @@ class Engine:
         if type(new) is _ITEM:
             if finish is not None:
                 new = finish(new)
-            self._write(key, new, old)
+            self.writer.write(key, new, old)
         return new
 
     def delta(
@@ -290,7 +293,7 @@ class Engine:
                 finished = finish(new)
                 if len(new.data) == len(item.data):
                     new = finished
-            self._write(key, new, item)
+            self.writer.write(key, new, item)
         return new
 
     def touch(self, key: bytes, exptime: int) -> Item | None:
@@ -298,7 +301,7 @@ class Engine:
         now = self.now()
         item = self.read(key, now)
         if item is not None:
-            self._write(key, items.touched(item, ttl.deadline(exptime, now), now), item)
+            self.writer.write(key, items.touched(item, ttl.deadline(exptime, now), now), item)
         return item
 
     def delete(
@@ -318,137 +321,14 @@ class Engine:
         if compare is not None and compare != item.cas:
             return DeleteResult.EXISTS
         if keep is None:
-            self._delete(key, item)
+            self.writer.delete(key, item)
         else:
-            self._write(key, keep(item, now), item, link=False)
+            self.writer.write(key, keep(item, now), item, link=False)
         return item
 
     def flush_all(self, delay: int) -> None:
         """Invalidate every item stored before now, or before ``delay`` (``FlushState``)."""
         self._flush.flush_all(delay, self.now(), self.next_cas)
-
-    # -- writing (the counts move here: _linked and _delete) ----------------------------------
-
-    def _set(self, key: bytes, item: Item) -> None:
-        """Write a new version without the old one: the hot items are updated first, so the
-        lookup that replaces their entry also gives the old size."""
-        hot = self.hot
-        cached = hot.put(key, item)
-        value = codec.encode_item(item)
-        try:
-            if cached is not None:
-                old_size = codec.item_stored_size(key, cached)
-            else:
-                old_size = self._stored_size(key)
-            self._store(key, value, item, None)
-        except BaseException:
-            hot.drop(key)  # what RocksDB holds now is not known here
-            raise
-        self._linked(len(key) + len(value), old_size, True)
-
-    def _write(self, key: bytes, item: Item, old: Item | None, *, link: bool = True) -> None:
-        """Write ``item`` under ``key`` exactly as given, replacing ``old`` (the live
-        version, as read; None if there was none).
-
-        ``link`` (memcached's do_item_link): a new version, counted in ``total_items``;
-        ``link=False``: the same version with a changed state (meta flags).
-        """
-        value = codec.encode_item(item)
-        try:
-            self._store(key, value, item, old)
-        except BaseException:
-            self.hot.drop(key)  # what RocksDB holds now is not known here
-            raise
-        self.hot.put(key, item)
-        old_size = 0 if old is None else codec.item_stored_size(key, old)
-        self._linked(len(key) + len(value), old_size, link)
-
-    def _linked(self, size: int, old_size: int, link: bool) -> None:
-        self.sequence.written += 1
-        self.item_counts.link(size, old_size)
-        if link:
-            self.counters.total_items += 1
-
-    def _stored_size(self, key: bytes) -> int:
-        """The stored size under ``key`` (0: absent), for the exact counts; the bloom
-        filters answer "absent" for most new keys without reading a block."""
-        if not self._exact_count:
-            return 0  # storage.exact_item_count = false: blind writes
-        try:
-            raw = self._items.get(key) if self._items.key_may_exist(key) else None
-        except Exception as exc:
-            raise StorageError(f"read failed: {exc}") from exc
-        return 0 if raw is None else codec.stored_size(key, raw)
-
-    def _store(self, key: bytes, value: bytes, item: Item, old: Item | None) -> None:
-        """Write ``value`` to RocksDB, through the index when ``item`` needs entries."""
-        if self.index.wants(item.deadline, old):
-            self.index.put(key, value, item.deadline, item.cas, old)
-        else:
-            try:
-                self._items.put(key, value)
-            except Exception as exc:
-                raise StorageError(f"write failed: {exc}") from exc
-
-    def _delete(self, key: bytes, old: Item) -> None:
-        """Unlink ``old``, the stored version under ``key``, and its index entries."""
-        self.hot.drop(key)
-        if self.index.wants(0, old):
-            self.index.delete(key, old)
-        else:
-            try:
-                self._items.delete(key)
-            except Exception as exc:
-                raise StorageError(f"delete failed: {exc}") from exc
-        self.item_counts.unlink(codec.item_stored_size(key, old))
-        self.sequence.written += 1
-
-    def _remove_dead(self, key: bytes, item: Item) -> None:
-        """Delete a dead item a read found (lazy expiry): a write a read makes on the side.
-
-        Best effort, so reads keep working on a full disk: a failure is counted
-        (``read_write_failures``), never raised. Not counted for group commit: losing it in
-        a power cut changes nothing a client was told (a dead item stays dead), so the
-        read's reply need not wait for an fsync.
-        """
-        written = self.sequence.written
-        try:
-            self._delete(key, item)
-        except StorageError:
-            _count_side_write_failure(self.counters)
-        finally:
-            self.sequence.untrack_since(written)
-
-    def _write_hint(self, key: bytes, item: Item) -> bool:
-        """Record a fetch: ``item`` differs from the stored version only in fetch state.
-
-        Kept in the hot items, dirty, when they hold the key (``storage.hot``); else put in
-        RocksDB without the WAL: a crash that loses it only forgets that the item was
-        fetched. Best effort and untracked, like ``_remove_dead``: True if recorded.
-        """
-        if self.hot.hint(key, item):
-            return True
-        if not self._store_hint(key, codec.encode_item(item)):
-            self.hot.drop(key)
-            return False
-        self.hot.put(key, item)
-        return True
-
-    def write_hints(self) -> None:
-        """Store every fetch record the hot items still keep (at close: a clean stop keeps
-        them). One unlogged batch; best effort, like the records."""
-        hints = self.hot.take_hints()
-        if not hints:
-            return
-        batch = rocks.new_batch()
-        for key, value in hints:
-            batch.put(key, value)
-        try:
-            rocks.commit_batch(self.db.items, batch, self.db.hint_opts)
-        except StorageError:
-            _count_side_write_failure(self.counters)
-            return
-        self.sequence.untracked += len(hints)
 
     # -- for the reclaimer -------------------------------------------------------------------
 
@@ -510,7 +390,7 @@ class Engine:
         if self._closed:
             return
         self._closed = True
-        self.write_hints()
+        self.writer.write_hints()
         self._record_stop()
         self.db.close()
 
@@ -527,31 +407,6 @@ class Engine:
                 self._heartbeat.stopped(self.now(), 0, 0, 0)
         except StorageError as exc:
             log.warning("could not record the clean stop: %s", exc)
-
-
-def _store_hint(
-    db: Family,
-    opts: WriteOptions,
-    sequence: WriteSequence,
-    counters: EngineCounters,
-    key: bytes,
-    value: bytes,
-) -> bool:
-    """Put a fetch record without the WAL: True if written. Best effort, like the record:
-    a failure is counted (``read_write_failures``), never raised; and untracked, since no
-    reply waits for its fsync."""
-    try:
-        db.put(key, value, opts)
-    except Exception:  # rocksdict raises bare Exception
-        _count_side_write_failure(counters)
-        return False
-    sequence.untracked += 1
-    return True
-
-
-def _count_side_write_failure(counters: EngineCounters) -> None:
-    extra = counters.extra
-    extra["read_write_failures"] = extra.get("read_write_failures", 0) + 1
 
 
 def _restored_counts(last: LastRun | None, sequence: int) -> ItemCounts:

@@ -193,7 +193,7 @@ def test_version_1_values_are_still_served(engine: Engine, clock: Clock) -> None
     assert item is not None
     assert (item.flags, item.deadline, item.cas, item.data) == (5, T0 + 100, 77, b"legacy")
     assert run(engine, b"mg old v f c t h\r\n") == b"VA 6 f5 c77 t100 h1\r\nlegacy\r\n"
-    engine.write_hints()  # the fetch record, kept with the hot item, reaches RocksDB
+    engine.writer.write_hints()  # the fetch record, kept with the hot item, reaches RocksDB
     stored = engine.db.items.get(b"old")
     assert stored is not None
     assert stored[0] == codec.FORMAT_V2, "the fetch record rewrote it in the current format"

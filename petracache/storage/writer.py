@@ -1,0 +1,212 @@
+"""Writing item versions: RocksDB, their index entries, the hot items and the counts, kept
+in step. memcached's do_item_link / do_item_unlink: every store, delete, expiry and fetch
+record of the engine goes through ``ItemWriter``, and the live-item counts move only here
+(``ItemCounts.link``/``unlink``) and in a reclaim batch's commit.
+
+Invariants:
+
+* The hot items follow RocksDB (``storage.hot``): a write updates or drops the key's entry
+  in the same call; if the RocksDB write fails, the entry is dropped, since what RocksDB
+  then holds is not known here.
+* ``sequence.written`` counts every write a reply may depend on (group commit waits for its
+  fsync); the side writes of reads (lazy deletes of dead items, fetch records) are taken
+  back as untracked: no reply waits for them, and losing one in a crash changes nothing a
+  client was told.
+* Side writes of reads are best effort: a failure is counted (``read_write_failures``),
+  never raised, so reads keep working on a full disk.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from petracache.storage import codec, rocks
+from petracache.storage.errors import StorageError
+from petracache.storage.hot import HotItems
+from petracache.storage.index import ItemIndex
+from petracache.storage.item_counts import ItemCounts
+from petracache.storage.items import Item
+from petracache.storage.rocks import Family, RocksDB, WriteOptions
+from petracache.storage.statistics import EngineCounters
+from petracache.storage.write_sequence import WriteSequence
+
+
+class ItemWriter:
+    """Writes and deletes item versions (see the module docstring).
+
+    Args:
+        db: the open database (items in its default family).
+        write_opts, hint_opts: logged writes' options; fetch records' (no WAL).
+        index: the expiry and age indexes, written with the items.
+        counts: the live-item counts.
+        sequence: the write counter group commit waits on.
+        counters: the engine's counters (``total_items``, failures).
+        hot_cache_size: bytes for the hot items (``storage.hot_cache_size``).
+        exact_count: keep ``counts`` exact (a read of the old size for a blind set whose key
+            the bloom filters cannot rule out); False makes such sets blind writes.
+    """
+
+    def __init__(
+        self,
+        db: RocksDB,
+        hint_opts: WriteOptions,
+        index: ItemIndex,
+        counts: ItemCounts,
+        sequence: WriteSequence,
+        counters: EngineCounters,
+        hot_cache_size: int,
+        exact_count: bool,
+    ) -> None:
+        self._db = db
+        self._items: Family = db
+        self._hint_opts = hint_opts
+        self.index = index
+        self.item_counts = counts
+        self.sequence = sequence
+        self.counters = counters
+        self._exact_count = exact_count
+        # Not a bound method: the writer must not be in a reference cycle (the database's
+        # handles, and its lock, go when the last reference does).
+        self._store_hint = partial(_store_hint, db, hint_opts, sequence, counters)
+        self.hot = HotItems(hot_cache_size, self._store_hint)
+
+    def set(self, key: bytes, item: Item) -> None:
+        """Write a new version without the old one: the hot items are updated first, so the
+        lookup that replaces their entry also gives the old size."""
+        hot = self.hot
+        cached = hot.put(key, item)
+        value = codec.encode_item(item)
+        try:
+            if cached is not None:
+                old_size = codec.item_stored_size(key, cached)
+            else:
+                old_size = self._stored_size(key)
+            self._store(key, value, item, None)
+        except BaseException:
+            hot.drop(key)  # what RocksDB holds now is not known here
+            raise
+        self._linked(len(key) + len(value), old_size, True)
+
+    def write(self, key: bytes, item: Item, old: Item | None, *, link: bool = True) -> None:
+        """Write ``item`` under ``key`` exactly as given, replacing ``old`` (the live
+        version, as read; None if there was none).
+
+        ``link`` (memcached's do_item_link): a new version, counted in ``total_items``;
+        ``link=False``: the same version with a changed state (meta flags).
+        """
+        value = codec.encode_item(item)
+        try:
+            self._store(key, value, item, old)
+        except BaseException:
+            self.hot.drop(key)  # what RocksDB holds now is not known here
+            raise
+        self.hot.put(key, item)
+        old_size = 0 if old is None else codec.item_stored_size(key, old)
+        self._linked(len(key) + len(value), old_size, link)
+
+    def _linked(self, size: int, old_size: int, link: bool) -> None:
+        self.sequence.written += 1
+        self.item_counts.link(size, old_size)
+        if link:
+            self.counters.total_items += 1
+
+    def _stored_size(self, key: bytes) -> int:
+        """The stored size under ``key`` (0: absent), for the exact counts; the bloom
+        filters answer "absent" for most new keys without reading a block."""
+        if not self._exact_count:
+            return 0  # storage.exact_item_count = false: blind writes
+        try:
+            raw = self._items.get(key) if self._items.key_may_exist(key) else None
+        except Exception as exc:
+            raise StorageError(f"read failed: {exc}") from exc
+        return 0 if raw is None else codec.stored_size(key, raw)
+
+    def _store(self, key: bytes, value: bytes, item: Item, old: Item | None) -> None:
+        """Write ``value`` to RocksDB, through the index when ``item`` needs entries."""
+        if self.index.wants(item.deadline, old):
+            self.index.put(key, value, item.deadline, item.cas, old)
+        else:
+            try:
+                self._items.put(key, value)
+            except Exception as exc:
+                raise StorageError(f"write failed: {exc}") from exc
+
+    def delete(self, key: bytes, old: Item) -> None:
+        """Unlink ``old``, the stored version under ``key``, and its index entries."""
+        self.hot.drop(key)
+        if self.index.wants(0, old):
+            self.index.delete(key, old)
+        else:
+            try:
+                self._items.delete(key)
+            except Exception as exc:
+                raise StorageError(f"delete failed: {exc}") from exc
+        self.item_counts.unlink(codec.item_stored_size(key, old))
+        self.sequence.written += 1
+
+    def delete_dead(self, key: bytes, item: Item) -> None:
+        """Delete a dead item a read found (lazy expiry): a side write of a read, best effort
+        and untracked (see the module docstring)."""
+        written = self.sequence.written
+        try:
+            self.delete(key, item)
+        except StorageError:
+            _count_side_write_failure(self.counters)
+        finally:
+            self.sequence.untrack_since(written)
+
+    def record_fetch(self, key: bytes, item: Item) -> bool:
+        """Record a fetch: ``item`` differs from the stored version only in fetch state.
+
+        Kept in the hot items, dirty, when they hold the key (``storage.hot``); else put in
+        RocksDB without the WAL: a crash that loses it only forgets that the item was
+        fetched. Best effort and untracked, like ``delete_dead``: True if recorded.
+        """
+        if self.hot.hint(key, item):
+            return True
+        if not self._store_hint(key, codec.encode_item(item)):
+            self.hot.drop(key)
+            return False
+        self.hot.put(key, item)
+        return True
+
+    def write_hints(self) -> None:
+        """Store every fetch record the hot items still keep (at close: a clean stop keeps
+        them). One unlogged batch; best effort, like the records."""
+        hints = self.hot.take_hints()
+        if not hints:
+            return
+        batch = rocks.new_batch()
+        for key, value in hints:
+            batch.put(key, value)
+        try:
+            rocks.commit_batch(self._db, batch, self._hint_opts)
+        except StorageError:
+            _count_side_write_failure(self.counters)
+            return
+        self.sequence.untracked += len(hints)
+
+
+def _store_hint(
+    db: Family,
+    opts: WriteOptions,
+    sequence: WriteSequence,
+    counters: EngineCounters,
+    key: bytes,
+    value: bytes,
+) -> bool:
+    """Put a fetch record without the WAL: True if written. Best effort, like the record:
+    a failure is counted (``read_write_failures``), never raised; and untracked, since no
+    reply waits for its fsync."""
+    try:
+        db.put(key, value, opts)
+    except Exception:  # rocksdict raises bare Exception
+        _count_side_write_failure(counters)
+        return False
+    sequence.untracked += 1
+    return True
+
+
+def _count_side_write_failure(counters: EngineCounters) -> None:
+    extra = counters.extra
+    extra["read_write_failures"] = extra.get("read_write_failures", 0) + 1
