@@ -21,14 +21,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Final
 
 from petracache.storage import codec
 from petracache.storage.engine import Engine
 from petracache.storage.errors import CorruptValue, StorageError
 from petracache.storage.items import Item
+from petracache.storage.reclaim.reclaimer import BATCH, STEP_BUDGET
 
-STEP_ITEMS = 512  # entries per step: the reclaimer's BATCH, ~50 KB of metadump lines
-STEP_BUDGET = 0.002  # seconds per step, as the reclaimer's STEP_BUDGET
+# A step is bounded as the reclaimer's are (the same share of the trio thread); its items
+# make about 50 KB of metadump lines.
+STEP_ITEMS: Final = BATCH
 
 
 class ItemCrawl:

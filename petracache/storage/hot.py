@@ -1,54 +1,43 @@
 """The hot items: recently used items kept decoded in memory, in front of RocksDB.
 
-Why: a RocksDB ``get`` of a 1 KB item costs 4-5 µs on this hardware once the data set is
-larger than the CPU caches (a skiplist walk in the memtables or a block lookup in the SST
-files, plus the copy and the decode), which was the largest single cost of a ``get``
-(docs/benchmarks.md). memcached answers from a hash table in memory; here the recently used
-items are answered from a dict: a hit costs one lookup and no decode.
+Why: memcached answers from a hash table in memory; a RocksDB ``get`` (a memtable or block
+lookup, a copy and a decode) costs several times a dict lookup, and was the largest single
+cost of a ``get`` (docs/benchmarks.md, "Hot items"). A hit here costs one lookup, no decode.
 
 Invariants (what makes it a cache and not a second store):
 
 * Write-through and exact: an entry, when present, is the decoded form of what RocksDB holds
   under its key *now*. Every write to the items family updates or drops the entry in the
-  same synchronous call that writes RocksDB (``Engine`` writes; a reclaim batch drops the
+  same synchronous call that writes RocksDB (``storage.writer``; a reclaim batch drops the
   keys it deletes or rewrites when it commits). RocksDB stays the only durable copy; a reply
-  never depends on something only this cache holds. Losing the cache (a restart) loses
-  speed, never data.
+  never depends on something only this cache holds. Losing the cache loses speed, never data.
 * One exception, the fetch state: a read that only changes an item's fetch state (the
   fetched and active bits, the access time: ``items.fetched``) updates the entry here and
   marks it *dirty* instead of writing RocksDB (``hint``). The dirty entry is then the newer
-  version; it reaches RocksDB when it leaves this cache (``write_back``, called as it is
-  evicted), when the engine closes (``take_hints``), or never, if a write replaces or
-  deletes the key first. Why: the first read of every item after it is written records the
-  fetch, and writing those records cost a fifth of the CPU of a read-mostly workload
-  (docs/benchmarks.md); memcached keeps this state in memory only. What is lost in a crash is
-  what a crash already lost when the records were written without the WAL: that an item was
-  read. Readers of RocksDB that need the fetch state (the reclaimer's second chance, the
+  version; it reaches RocksDB when it leaves this cache (``write_back``), when the engine
+  closes (``take_hints``), or never, if a write replaces or deletes the key first. A crash
+  loses only that an item was read, as memcached, which keeps this state in memory only.
+  Readers of RocksDB that need the fetch state (the reclaimer's second chance, the
   metadump) ask this cache first (``newer``).
 * Liveness is not cached: an entry may be expired or covered by a ``flush_all``; the engine
   checks every item it reads, from here or from RocksDB, the same way.
 * Bounded: ``capacity`` bytes, counting each entry as its key and data plus
-  ``ENTRY_OVERHEAD`` (the objects around them). Least recently used entries leave first,
-  where a use is counted as memcached counts it: an item moves to the young end when it is
-  written and when a read records its fetch (``hint``: the first read after a write, then at
-  most once per ``items.ACCESS_UPDATE_INTERVAL``, memcached's ``ITEM_UPDATE_INTERVAL``), not
-  on every hit. Why: moving an entry on every hit (``lru-dict``'s linked list) touched three
-  more cache lines per hit, most of them misses: a hit cost 740 ns against 265 ns for the
-  plain lookup with 100,000 entries (docs/benchmarks.md). The order is the dict's insertion
+  ``MEMORY_PER_ENTRY``. Least recently used entries leave first, where a use is counted as
+  memcached counts it: an item moves to the young end when it is written and when a read
+  records its fetch (``hint``: the first read after a write, then at most once per
+  ``items.ACCESS_UPDATE_INTERVAL``, memcached's ``ITEM_UPDATE_INTERVAL``), not on every
+  hit, so a hit touches no more memory than the lookup. The order is the dict's insertion
   order; eviction takes entries from its old end in chunks (``_EVICT_SLACK``), so the scan
-  over the slots earlier removals left empty is paid once per chunk, not once per eviction.
-  An item larger than ``capacity // MAX_SHARE`` is not kept (one big value must not empty
-  the cache). ``capacity`` 0 turns the cache off.
+  over the slots earlier removals left empty is paid once per chunk. An item larger than
+  ``capacity // MAX_SHARE`` is not kept (one big value must not empty the cache).
+  ``capacity`` 0 turns the cache off.
 * Invisible to the garbage collector: the entries are ``Item``s untracked as they are
   stored (``_kept``: an item holds only ints and bytes, so it can be in no reference cycle),
   the dirty marks are ``True`` in a plain dict (never tracked), and the map of entries is
   an ``_Entries``: tracked from birth, so the server's start-up freeze (``app``, after the
   engine opens) puts it in the permanent generation, which no collection walks. A full
-  collection walked the entries when they were tracked ``NamedTuple`` instances or sat in a
-  tracked map (an ``OrderedDict`` then; every entry at a cache miss): 40-150 ms of CPU with
-  100,000 items, a pause for every client at once (docs/benchmarks.md, workload 3).
-  ``tests/storage/test_hot.py`` checks this. A hit returns the stored ``Item`` itself, built
-  once per write.
+  collection over 100,000 tracked entries pauses every client at once
+  (docs/benchmarks.md); ``tests/storage/test_hot.py`` checks this.
 * Single-threaded: used only on the trio thread, like the engine's item operations.
 """
 
@@ -62,8 +51,8 @@ from petracache.storage import codec
 from petracache.storage.items import Item
 
 # Bytes per entry beyond key and data: the entry's Item and its ints, the bytes objects'
-# headers and the dict's slot (tracemalloc, 20,000 entries of 1 KB: 263 B).
-ENTRY_OVERHEAD: Final = 272
+# headers and the dict's slot (measured with tracemalloc: docs/internals.md, "Hot items").
+MEMORY_PER_ENTRY: Final = 272
 MAX_SHARE: Final = 8  # an item may take at most 1/8 of the cache
 # Eviction frees this share of the capacity beyond what the new entry needs (a 64th), so
 # the scan from the dict's old end runs once per chunk of evictions.
@@ -81,10 +70,9 @@ def _kept(item: Item) -> Item:
     An ``Item`` is a tuple subclass, which the collector tracks for good (it untracks only
     exact tuples whose members are all atomic). An item holds only ints and bytes, so it
     can never be part of a reference cycle: untracking it (CPython's public
-    ``PyObject_GC_UnTrack``, which its deallocator also calls) is safe, and keeps 100,000
+    ``PyObject_GC_UnTrack``, which its deallocator also calls) is safe, and keeps the
     entries out of every full collection. Kept as ``Item``s, a hit returns the entry
-    itself: rebuilding an ``Item`` from a plain tuple on each hit cost a cached get a
-    tenth of its CPU (docs/benchmarks.md).
+    itself, with no object built per hit.
     """
     _untrack(item)
     return item
@@ -92,7 +80,7 @@ def _kept(item: Item) -> Item:
 
 def _cost(key: bytes, item: Item) -> int:
     """Bytes an entry counts against the capacity."""
-    return len(key) + len(item.data) + ENTRY_OVERHEAD
+    return len(key) + len(item.data) + MEMORY_PER_ENTRY
 
 
 class _Entries(dict[bytes, Item]):

@@ -348,8 +348,8 @@ def checkpoint(db: RocksDB, path: str) -> None:
     """A RocksDB checkpoint of ``db`` at ``path`` (which must not exist).
 
     First the WAL is synced and every family's memtable flushed, in calls that release the
-    GIL: the checkpoint flushes whatever is left while holding it (rocksdict), stalling the
-    data plane (45 ms with the small families' memtables unflushed, 1-2 ms after this).
+    GIL: the checkpoint flushes whatever is left while holding it (rocksdict), which would
+    stall the data plane for the length of those flushes (docs/benchmarks.md, "Backups").
     """
     db.flush_wal(True)
     flush_all(db)

@@ -16,7 +16,7 @@ from pathlib import Path
 from petracache.app import _freeze_startup_objects
 from petracache.storage import codec
 from petracache.storage.engine import Engine, StoreMode
-from petracache.storage.hot import ENTRY_OVERHEAD, HotItems
+from petracache.storage.hot import MEMORY_PER_ENTRY, HotItems
 from petracache.storage.items import ACTIVE, FETCHED, Item
 from petracache.storage.reclaim.reclaimer import Reclaimer
 from tests.storage.conftest import Clock, open_engine
@@ -41,7 +41,7 @@ def item(data: bytes, cas: int = 1, bits: int = 0) -> Item:
 
 
 def cost(key: bytes, data: bytes) -> int:
-    return len(key) + len(data) + ENTRY_OVERHEAD
+    return len(key) + len(data) + MEMORY_PER_ENTRY
 
 
 def without_fetch_state(item: Item) -> Item:

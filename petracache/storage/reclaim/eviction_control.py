@@ -16,9 +16,8 @@ Rules (``max_disk_bytes`` is the bound):
   smoothed by ``GROWTH_SMOOTHING``) times the last round's duration, capped at
   ``HIGH_WATER - LOW_WATER`` of the bound. So at high write rates a round starts that much
   sooner and stops that much lower, and the writes arriving during it land below the bound;
-  slow writes make the lead zero. (A round that started early but still stopped at
-  ``LOW_WATER``, and a controller lowering both marks only after a peak past 80% of the
-  bound, did not lower the measured peaks: docs/benchmarks.md.)
+  slow writes make the lead zero. (The alternatives measured, and why they did not lower
+  the peaks: docs/benchmarks.md.)
 * No new round starts while the last one's compaction runs.
 """
 

@@ -73,7 +73,7 @@ COMPACT_MIN_BYTES = 1 << 20  # reclaimed bytes worth a manual compaction
 MIN_SHARE = 0.25
 FULL_SPEED_LAG = 20.0
 OVER_BOUND_SHARE = 4  # step budget multiplier while usage is past max_disk_bytes
-ENTRY_OVERHEAD = 24  # RocksDB per-entry bytes (internal key trailer, block index share)
+ROCKSDB_ENTRY_BYTES = 24  # RocksDB per-entry bytes (internal key trailer, block index share)
 FLUSH_DONE_KEY = b"flush_reclaimed"  # meta: the flush state whose items are all deleted
 # Memtable flushes after reclaim: only when the WAL holds at least FLUSH_MIN_WAL (below
 # that, an SST file of tombstones costs more than the log it releases), at most one per
@@ -239,7 +239,7 @@ class Reclaimer:
                 continue
             self._delete_item(batch, key, item, size)
             self._round_evicted += 1
-            control.target -= size + 2 * ENTRY_OVERHEAD + len(entry)
+            control.target -= size + 2 * ROCKSDB_ENTRY_BYTES + len(entry)
             if dead:
                 self.counters.expired_reaped += 1
             else:
