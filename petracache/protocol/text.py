@@ -152,7 +152,7 @@ def parse_line(line: bytes, item_size_max: int) -> Request | StoreHeader:
         return parse_general(line, item_size_max)
     # get <key>: one non-empty token without NUL or space is the whole key list. Sliced,
     # not split: the compiled build slices and compares bytes natively, while ``split``
-    # is a method call with its argument parsing and a list (about 1,000 instructions).
+    # is a method call with its argument parsing and a list.
     if line[:4] == b"get ":
         key = line[4:]
         if 0 < len(key) <= KEY_MAX_LENGTH and 32 not in key:
