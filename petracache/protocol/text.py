@@ -289,24 +289,31 @@ def _parse_delete(tokens: list[bytes], ntokens: int, _item_size_max: int) -> Del
 
 def _parse_arithmetic(tokens: list[bytes], ntokens: int, _item_size_max: int) -> Arithmetic:
     """incr/decr <key> <delta> [noreply]."""
-    _want(ntokens, 4, 5)
-    noreply = _noreply(tokens, ntokens)
-    key = _check_key(tokens[1], noreply)
-    delta = strtoull(tokens[2])
-    if delta is None:
-        raise errors.InvalidDelta(noreply=noreply)
+    key, delta, noreply = _key_and_number(tokens, ntokens, strtoull, errors.InvalidDelta)
     return Arithmetic(key, delta, tokens[0] == b"incr", noreply)
 
 
 def _parse_touch(tokens: list[bytes], ntokens: int, _item_size_max: int) -> Touch:
     """touch <key> <exptime> [noreply]."""
+    key, exptime, noreply = _key_and_number(tokens, ntokens, strtol32, errors.InvalidExptime)
+    return Touch(key, exptime, noreply)
+
+
+def _key_and_number(
+    tokens: list[bytes],
+    ntokens: int,
+    parse: Callable[[bytes], int | None],
+    error: type[errors.ProtocolError],
+) -> tuple[bytes, int, bool]:
+    """``<command> <key> <number> [noreply]``: the key, ``parse`` of the number, and noreply;
+    ``error`` if it is not a number (memcached checks the key first)."""
     _want(ntokens, 4, 5)
     noreply = _noreply(tokens, ntokens)
     key = _check_key(tokens[1], noreply)
-    exptime = strtol32(tokens[2])
-    if exptime is None:
-        raise errors.InvalidExptime(noreply=noreply)
-    return Touch(key, exptime, noreply)
+    value = parse(tokens[2])
+    if value is None:
+        raise error(noreply=noreply)
+    return key, value, noreply
 
 
 def _parse_flush_all(tokens: list[bytes], ntokens: int, _item_size_max: int) -> FlushAll:
