@@ -30,11 +30,14 @@ checkpoints), the way h11's ``Connection`` leaves the sockets to its user::
 
 This module runs for every read of every connection, so it is compiled with the request
 path (``petracache.build``). ``then`` is a plain int: the compiled build compares it
-natively, where reading an enum member is an attribute look-up.
+natively, where reading an enum member is an attribute look-up. (An ``Exchange`` is built
+once per connection, so its dataclass ``__init__`` staying interpreted costs nothing per
+request.)
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Final
 
 from petracache.observability.counters import Counters
@@ -49,6 +52,7 @@ STREAM: Final = 2
 CLOSE: Final = 3
 
 
+@dataclass(eq=False, slots=True)
 class Exchange:
     """A connection's protocol state plus what the server counts per read.
 
@@ -61,22 +65,12 @@ class Exchange:
         gate: the text protocol's authentication (``server.auth_file``), None when off.
     """
 
-    __slots__ = ("conn", "counters", "execute", "gate", "then", "write_size")
-
-    def __init__(
-        self,
-        conn: ClientConnection,
-        execute: Execute,
-        counters: Counters,
-        write_size: int,
-        gate: AuthGate | None = None,
-    ) -> None:
-        self.conn = conn
-        self.execute = execute
-        self.counters = counters
-        self.write_size = write_size
-        self.gate = gate
-        self.then = READ
+    conn: ClientConnection
+    execute: Execute
+    counters: Counters
+    write_size: int
+    gate: AuthGate | None = None
+    then: int = field(default=READ, init=False)
 
     @property
     def authenticated(self) -> bool:
