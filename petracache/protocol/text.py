@@ -59,7 +59,8 @@ from petracache.rules.verbs import StoreMode
 
 @dataclass(slots=True)
 class StoreHeader:
-    """A parsed storage command line waiting for its ``nbytes`` data block."""
+    """A parsed storage command line waiting for its ``nbytes`` data block (its ``__init__``
+    is written out for the compiled build: ``protocol.requests`` says why)."""
 
     mode: StoreMode
     key: bytes
