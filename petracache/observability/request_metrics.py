@@ -75,8 +75,9 @@ class CommandStats:
 
     A ``Values`` reply's hits and misses (every text get, and the meta and binary replies
     that carry an item) are counted in ``hits`` and ``misses``, native ints in the compiled
-    build, and every other result in ``results`` by name: a dict update per get was a fifth
-    of the wrapper's instructions. ``counts()`` merges them for the collector.
+    build, and every other result in ``results`` by name: a dict update with a ``str`` key
+    per get would be much of the wrapper's cost (docs/benchmarks.md). ``counts()`` merges
+    them for the collector.
     """
 
     __slots__ = ("buckets", "hits", "misses", "results", "total_ns")
@@ -137,7 +138,7 @@ class RequestMetrics:
         Per request: two ``perf_counter_ns`` reads, the command's record (get/gets/gat/gats
         from a four-slot cache, a store by its verb, without building a name), a list slot
         and an int add for the latency, one dict update for the result, all on the trio
-        thread (README "Metrics overhead" has the measured cost).
+        thread (docs/benchmarks.md, "Metrics overhead", has its cost).
         """
         statuses = _STATUS_BY_ID
         stats_for = self.stats_for

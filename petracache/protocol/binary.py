@@ -144,6 +144,7 @@ class BinaryConnection(InputBuffer):
 
     @property
     def authenticated(self) -> bool:
+        """Whether requests other than SASL's are served (no users, or SASL PLAIN passed)."""
         return self._authenticated
 
     def next_request(self) -> BinaryRequest | Refusal | object:

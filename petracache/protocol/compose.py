@@ -62,7 +62,7 @@ def encode_meta(reply: MetaReply) -> bytes:
 
 
 def _status(status: Status) -> bytes:
-    # ``_value_`` is the member's value as stored; ``.value`` is a descriptor, 0.12 us a read.
+    # ``_value_`` is the member's value as stored; ``.value`` is a descriptor: a call a read.
     return status._value_
 
 

@@ -174,9 +174,8 @@ class MemcacheConnection(InputBuffer):
         if pos == 0 and type(buf) is bytes and len(buf) <= _PARTITION_MAX:
             # A short read as it came (nearly every read of a request/response client): its
             # first line with ``partition``, which the compiled build calls without argument
-            # parsing, unlike ``find`` (about 1,100 instructions). What follows the line is
-            # copied into a new buffer, so the bound keeps a pipelined read from copying
-            # its tail once per request.
+            # parsing, unlike ``find``. What follows the line is copied into a new buffer,
+            # so the bound keeps a pipelined read from copying its tail once per request.
             line, newline, rest = buf.partition(b"\n")
             if not newline:
                 self._check_incomplete_line()
@@ -292,7 +291,7 @@ class MemcacheConnection(InputBuffer):
                 return Batch(b"".join(out), False, True, failures)
         data = out[0] if len(out) == 1 else b"".join(out)
         # Every read ends here: tuple.__new__ builds the Batch without NamedTuple's __new__,
-        # a Python function (0.25 us against 0.05 us).
+        # which is a Python-level function even in the compiled build.
         return _tuple_new(_BATCH, (data, False, False, failures))
 
     @staticmethod
@@ -307,10 +306,10 @@ def _newline(buf: bytes | bytearray, start: int) -> int:
     """The index of the first ``\\n`` in ``buf`` from ``start`` on, or -1.
 
     Why not only ``find``: in the compiled build a ``find`` with a start position is a
-    method call with argument parsing (bytes.find is METH_VARARGS in CPython 3.11), about
-    1,200 instructions, a tenth of a pipelined request's; reading a ``bytes`` byte by byte
-    is native there, ~40 instructions a byte, and a get or set line is 20-60 bytes. Past
-    ``_SCAN_MAX`` bytes (a long multi-get) and in the interpreter, ``find`` is cheaper.
+    method call with argument parsing (bytes.find is METH_VARARGS in CPython 3.11), while
+    reading a ``bytes`` byte by byte is native there, and a get or set line is 20-60 bytes:
+    the scan is cheaper up to ``_SCAN_MAX`` bytes (docs/benchmarks.md has the counts). Past
+    that (a long multi-get) and in the interpreter, ``find`` is cheaper.
     """
     if _NATIVE and type(buf) is bytes:
         stop = min(len(buf), start + _SCAN_MAX)

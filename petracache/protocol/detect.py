@@ -24,7 +24,7 @@ class ClientConnection:
 
     ``receive_data`` and ``process`` are instance attributes: once the protocol is chosen
     they are the chosen connection's own bound methods, so the data plane's per-read calls
-    cost no extra dispatch (measured 0.4 us per read through a delegating method).
+    go straight to the parser, not through a delegating method.
 
     Args:
         item_size_max: memcached's ``-I``.

@@ -1,9 +1,10 @@
 """Request objects of the meta protocol (mg, ms, md, ma, mn, me), produced by ``protocol.meta``.
 
 Every meta request subclasses ``MetaRequest`` so the executor hands them all to
-``petracache.commands.meta`` with one ``case``. Keys are already base64-decoded when the
-request carried ``b`` (``binary`` remembers it). ``tokens`` are the raw flag tokens in
-request order: the reply echoes its return flags in that order, so the executor walks them.
+``petracache.commands.meta`` with one ``case``. The four that address an item (mg, ms, md,
+ma) start with ``MetaKeyed``'s fields: the key, already base64-decoded when the request
+carried ``b`` (``binary`` remembers it), and ``tokens``, the raw flag tokens in request
+order: the reply echoes its return flags in that order, so the executor walks them.
 
 ``noreply`` is always False: quiet mode (``q``) suppresses only some replies (EN on mg, HD on
 ms/md/ma), which the executor decides, and errors are never suppressed.
@@ -24,12 +25,19 @@ class MetaRequest:
 
 
 @dataclass(slots=True)
-class MetaGet(MetaRequest):
-    """mg: ``ttl`` is T (touch), ``vivify`` N, ``recache`` R, ``new_cas`` E."""
+class MetaKeyed(MetaRequest):
+    """The fields every item command (mg, ms, md, ma) starts with: its key, whether the key
+    came base64-encoded (``b``: the reply encodes it again), and its flag tokens."""
 
     key: bytes
     binary: bool
     tokens: tuple[bytes, ...]
+
+
+@dataclass(slots=True)
+class MetaGet(MetaKeyed):
+    """mg: ``ttl`` is T (touch), ``vivify`` N, ``recache`` R, ``new_cas`` E."""
+
     value: bool = False
     quiet: bool = False
     no_update: bool = False
@@ -40,13 +48,10 @@ class MetaGet(MetaRequest):
 
 
 @dataclass(slots=True)
-class MetaSet(MetaRequest):
+class MetaSet(MetaKeyed):
     """ms with its data block. ``mode`` is the M letter (S set, E add, A append, P prepend,
     R replace); ``vivify`` (N) lets append/prepend create a missing item with that TTL."""
 
-    key: bytes
-    binary: bool
-    tokens: tuple[bytes, ...]
     data: bytes
     client_flags: int = 0
     ttl: int = 0
@@ -94,13 +99,10 @@ class MetaRejected(MetaRequest):
 
 
 @dataclass(slots=True)
-class MetaDelete(MetaRequest):
+class MetaDelete(MetaKeyed):
     """md: ``invalidate`` (I) marks stale instead of removing, ``drop_value`` (x) keeps an
     empty item with ``client_flags``/``ttl``."""
 
-    key: bytes
-    binary: bool
-    tokens: tuple[bytes, ...]
     compare_cas: int | None = None
     new_cas: int | None = None
     invalidate: bool = False
@@ -111,12 +113,9 @@ class MetaDelete(MetaRequest):
 
 
 @dataclass(slots=True)
-class MetaArithmetic(MetaRequest):
+class MetaArithmetic(MetaKeyed):
     """ma: incr (or decr) by ``delta``; ``vivify`` (N) creates a missing counter at ``initial``."""
 
-    key: bytes
-    binary: bool
-    tokens: tuple[bytes, ...]
     incr: bool = True
     delta: int = 1
     initial: int = 0

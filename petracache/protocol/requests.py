@@ -7,14 +7,18 @@ exptimes are the client's raw values (the storage layer applies memcached's TTL 
 
 Requests are values: nothing changes one after the parser built it. They are not
 ``frozen=True`` all the same, because a frozen dataclass's ``__init__`` sets every field
-through ``object.__setattr__``: 0.74 us to build a ``Get`` against 0.2 us, paid by every
-request (the same holds for ``meta_requests``, ``binary_requests`` and ``StoreHeader``).
+through ``object.__setattr__``, a cost paid by every request (the same holds for
+``meta_requests``, ``binary_requests`` and ``StoreHeader``; figures in docs/benchmarks.md,
+"The per-request Python path").
 
-The classes that carry the traffic (``Get``, ``Store``, ``Delete``, ``Arithmetic``; the
-replies ``Values``, ``Number``, ``MetaReply``; ``text.StoreHeader``) spell out their
-``__init__``: the one ``dataclass`` generates is an interpreted function even in the compiled
-build (mypyc compiles only what is in the source), 0.32 us per object against 0.08 us
-compiled. The dataclass still provides ``__eq__`` and ``__repr__``.
+Hand-written ``__init__``s, an accepted repetition: the classes that carry the traffic
+(``Get``, ``Store``, ``Delete``, ``Arithmetic``; the replies ``Values``, ``Number``,
+``MetaReply``; ``text.StoreHeader``) spell out an ``__init__`` that repeats their field list,
+because the one ``dataclass`` generates is an interpreted function even in the compiled build
+(mypyc compiles only what is in the source), and these are built once or more per request.
+The dataclass still provides ``__eq__`` and ``__repr__``; a field added to one of them goes
+into its ``__init__`` too. Duplicate-code reports list these on purpose; the other request
+classes keep the generated ``__init__``.
 """
 
 from __future__ import annotations

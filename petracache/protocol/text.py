@@ -59,7 +59,8 @@ from petracache.rules.verbs import StoreMode
 
 @dataclass(slots=True)
 class StoreHeader:
-    """A parsed storage command line waiting for its ``nbytes`` data block."""
+    """A parsed storage command line waiting for its ``nbytes`` data block (its ``__init__``
+    is written out for the compiled build: ``protocol.requests`` says why)."""
 
     mode: StoreMode
     key: bytes
@@ -152,7 +153,7 @@ def parse_line(line: bytes, item_size_max: int) -> Request | StoreHeader:
         return parse_general(line, item_size_max)
     # get <key>: one non-empty token without NUL or space is the whole key list. Sliced,
     # not split: the compiled build slices and compares bytes natively, while ``split``
-    # is a method call with its argument parsing and a list (about 1,000 instructions).
+    # is a method call with its argument parsing and a list.
     if line[:4] == b"get ":
         key = line[4:]
         if 0 < len(key) <= KEY_MAX_LENGTH and 32 not in key:
@@ -289,24 +290,31 @@ def _parse_delete(tokens: list[bytes], ntokens: int, _item_size_max: int) -> Del
 
 def _parse_arithmetic(tokens: list[bytes], ntokens: int, _item_size_max: int) -> Arithmetic:
     """incr/decr <key> <delta> [noreply]."""
-    _want(ntokens, 4, 5)
-    noreply = _noreply(tokens, ntokens)
-    key = _check_key(tokens[1], noreply)
-    delta = strtoull(tokens[2])
-    if delta is None:
-        raise errors.InvalidDelta(noreply=noreply)
+    key, delta, noreply = _key_and_number(tokens, ntokens, strtoull, errors.InvalidDelta)
     return Arithmetic(key, delta, tokens[0] == b"incr", noreply)
 
 
 def _parse_touch(tokens: list[bytes], ntokens: int, _item_size_max: int) -> Touch:
     """touch <key> <exptime> [noreply]."""
+    key, exptime, noreply = _key_and_number(tokens, ntokens, strtol32, errors.InvalidExptime)
+    return Touch(key, exptime, noreply)
+
+
+def _key_and_number(
+    tokens: list[bytes],
+    ntokens: int,
+    parse: Callable[[bytes], int | None],
+    error: type[errors.ProtocolError],
+) -> tuple[bytes, int, bool]:
+    """``<command> <key> <number> [noreply]``: the key, ``parse`` of the number, and noreply;
+    ``error`` if it is not a number (memcached checks the key first)."""
     _want(ntokens, 4, 5)
     noreply = _noreply(tokens, ntokens)
     key = _check_key(tokens[1], noreply)
-    exptime = strtol32(tokens[2])
-    if exptime is None:
-        raise errors.InvalidExptime(noreply=noreply)
-    return Touch(key, exptime, noreply)
+    value = parse(tokens[2])
+    if value is None:
+        raise error(noreply=noreply)
+    return key, value, noreply
 
 
 def _parse_flush_all(tokens: list[bytes], ntokens: int, _item_size_max: int) -> FlushAll:

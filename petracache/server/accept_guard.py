@@ -38,6 +38,7 @@ class AcceptGuard(logging.Filter):
         self.failures = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Count trio's failed accepts; pass one line per ``REPORT_INTERVAL`` (no traceback)."""
         if not str(record.msg).startswith("accept returned"):
             return True
         now = self._clock()
@@ -68,4 +69,5 @@ class AcceptGuard(logging.Filter):
             logger.addFilter(self)
 
     def remove(self) -> None:
+        """Detach from trio's logger."""
         logging.getLogger(TRIO_LOGGER).removeFilter(self)

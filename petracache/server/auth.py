@@ -14,7 +14,7 @@ Replies, exactly memcached's:
 * a data block with fewer than two words: ``CLIENT_ERROR bad authentication token format``;
 * unknown user or wrong password: ``CLIENT_ERROR authentication failure``;
 * more than 2048 bytes without a newline: the connection is closed, and the replies of
-  that read are dropped (memcached 1.6.18 measured; its source says 1024 in later versions).
+  that read are dropped (observed on memcached 1.6.18; its source says 1024 in later versions).
 
 memcached 1.6.18 answers these through one response object per read, so when one read
 holds several unauthenticated commands, each reply overwrites the previous one and only

@@ -6,12 +6,13 @@ The task takes the connection back when the reactor says it must wait or end: it
 reply the kernel did not take, closes it, or drains it at shutdown.
 
 Served by the task itself (TLS, before authentication, fsync mode, the drain), the loop is
-h11's trio example: ``receive_some`` -> ``receive_data`` -> ``ClientConnection.process``
-(every complete request, pipelining included) -> one ``send_all`` with every reply of that
-read. Replies are written early when they pass ``server.write_buffer_size``, and no more
-input is parsed until they are sent: a client that pipelines requests without reading
-replies is throttled by TCP back-pressure instead of growing our memory. Both paths share
-``process``, so memcached's flush points hold on both.
+h11's trio example: ``receive_some`` -> ``Exchange.answer`` (every complete request,
+pipelining included) -> one ``send_all`` with every reply of that read. Replies are written
+early when they pass ``server.write_buffer_size``, and no more input is parsed until they
+are sent: a client that pipelines requests without reading replies is throttled by TCP
+back-pressure instead of growing our memory. Both paths run the same ``Exchange``
+(``server.exchange``: counting, authentication, parsing, what to do next) and keep only
+their I/O, so memcached's flush points and the counters hold on both.
 
 Error handling: protocol errors are answered and parsing continues; storage errors were
 already turned into ``SERVER_ERROR`` by the executor; a broken socket ends the handler; any
@@ -36,9 +37,10 @@ from petracache.protocol.responses import Response
 from petracache.server import tls
 from petracache.server.auth import AuthGate
 from petracache.server.durability import GroupCommitter, NotDurable
+from petracache.server.exchange import CLOSE, READ, STREAM, Exchange
 from petracache.server.fastio import FastSocketStream, fast_stream
 from petracache.server.reactor import Reactor
-from petracache.server.ready import Reason
+from petracache.server.reactor_pass import Reason
 
 log = logging.getLogger(__name__)
 
@@ -159,17 +161,7 @@ async def _serve(
 class _Session:
     """One connection's state, shared by its two ways of being served."""
 
-    __slots__ = (
-        "config",
-        "conn",
-        "counters",
-        "execute",
-        "fd",
-        "gate",
-        "reactor",
-        "stream",
-        "view",
-    )
+    __slots__ = ("config", "exchange", "fd", "reactor", "stream", "view")
 
     def __init__(
         self,
@@ -181,12 +173,11 @@ class _Session:
     ) -> None:
         self.view = view
         self.stream = stream  # plain TCP: fewer syscalls and scheduler passes (fastio)
-        self.execute = execute
-        self.counters = counters
         self.config = config
         # Text or binary, decided by the first byte (binary runs SASL itself when auth is on).
-        self.conn = ClientConnection(config.item_size_max, config.auth)
-        self.gate = AuthGate(config.auth, counters) if config.auth is not None else None
+        conn = ClientConnection(config.item_size_max, config.auth)
+        gate = AuthGate(config.auth, counters) if config.auth is not None else None
+        self.exchange = Exchange(conn, execute, counters, config.write_size, gate)
         # The reactor serves plain TCP connections whose replies need not wait for an fsync.
         self.reactor, self.fd = None, -1
         if isinstance(stream, FastSocketStream):
@@ -194,59 +185,44 @@ class _Session:
 
     def parkable(self, tracker: ConnectionTracker) -> bool:
         """Whether the reactor may serve this connection now."""
-        return self.reactor is not None and self.gate is None and not tracker.draining
+        return self.reactor is not None and self.exchange.authenticated and not tracker.draining
 
     async def park(self) -> bool:
         """Let the reactor serve the connection until it hands it back; False: close it."""
         assert self.reactor is not None
-        handback = await self.reactor.park(self.fd, self.conn)
+        handback = await self.reactor.park(self.fd, self.exchange)
         reason = handback.reason
         if reason is Reason.WRITE:
             await self.stream.send_all(handback.data)  # waits for the client to read
-            return not handback.close and await self.answer_buffered()
+            return not handback.close and await self.respond(None)
         return reason is Reason.DRAIN  # CLOSE and IDLE end the connection
 
-    async def answer(self, data: bytes) -> bool:
-        """Run one read's worth of input; False when the connection must close."""
-        self.counters.bytes_read += len(data)
-        self.view.last_active = trio.current_time()
-        gate = self.gate
-        if gate is not None:  # not authenticated yet: only the credentials set may pass
-            replies = gate.receive_data(data)
-            if replies:
-                await self.stream.send_all(replies)
-            if gate.closed:
-                return False
-            if not gate.authenticated:
-                return True
-            data, self.gate = gate.leftover(), None
-        self.conn.receive_data(data)
-        return await self.answer_buffered()
+    async def respond(self, data: bytes | bytearray | None) -> bool:
+        """Answer one read (None: what the parser still holds); False when it must close.
 
-    async def answer_buffered(self) -> bool:
-        """Answer every complete request buffered in the parser; False when it must close.
-
-        Replies are written in batches of at most ``server.write_buffer_size`` bytes, each
-        before more input is parsed (back-pressure). In fsync mode a batch is written only
-        once the writes before it are durable.
+        Writes the replies batch by batch (``server.exchange``), each before more input is
+        parsed (back-pressure). In fsync mode a batch is written only once the writes before
+        it are durable.
         """
+        if data is not None:
+            self.view.last_active = trio.current_time()
+        exchange = self.exchange
         durability = self.config.durability
         mark = durability.mark() if durability is not None else 0
+        out = exchange.replies() if data is None else exchange.answer(data)
         while True:
-            batch = self.conn.process(self.execute, self.config.write_size)
-            if batch.errors:
-                self.counters.protocol_errors += batch.errors
-            if batch.data:
+            if out:
                 if durability is not None:
                     mark = await durability.settle(mark)
-                self.counters.bytes_written += len(batch.data)
-                await self.stream.send_all(batch.data)
-            if batch.close:
-                return False
-            if not batch.more:
+                await self.stream.send_all(out)
+            then = exchange.then
+            if then == READ:
                 return True
-            if self.conn.streaming:
+            if then == CLOSE:
+                return False
+            if then == STREAM:
                 await trio.lowlevel.checkpoint()  # a metadump: other clients run between chunks
+            out = exchange.replies()
 
 
 async def _serve_reads(session: _Session, tracker: ConnectionTracker) -> bool:
@@ -254,9 +230,9 @@ async def _serve_reads(session: _Session, tracker: ConnectionTracker) -> bool:
 
     While draining, only read what the client already sent (DRAIN_LINGER), so every request
     in flight when the shutdown began is answered before the close. One cancel scope serves
-    read after read until it is spent (a fresh scope per read cost ~13 us per request,
-    docs/benchmarks.md). It is armed (deadline, idle_scopes) only while a read waits, so the
-    drain and the timeouts interrupt reads, never a batch being answered.
+    read after read until it is spent: entering a fresh scope per read is a cost paid per
+    request (docs/benchmarks.md). It is armed (deadline, idle_scopes) only while a read
+    waits, so the drain and the timeouts interrupt reads, never a batch being answered.
     """
     draining = tracker.draining
     wait = DRAIN_LINGER if draining else session.config.idle_timeout or INF
@@ -279,13 +255,13 @@ async def _serve_reads(session: _Session, tracker: ConnectionTracker) -> bool:
                 break  # cancelled as the read completed: answer it outside the spent scope
             if wait != INF:
                 scope.deadline = INF  # a slow batch is not an idle client
-            if not await session.answer(data):
+            if not await session.respond(data):
                 return False
             data = b""
             if not draining and session.parkable(tracker):
                 return True  # authenticated: the reactor serves it from now on
     if data:
-        return await session.answer(data)
+        return await session.respond(data)
     if scope.cancelled_caught:
         # The drain interrupted this read: take one last look. Otherwise the idle timeout,
         # or nothing more arrived while draining.

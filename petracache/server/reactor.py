@@ -5,9 +5,10 @@ it, park it again) and an ``epoll_ctl`` (trio registers descriptors one-shot, so
 re-arms). For an unpipelined client that is more CPU than parsing and executing the request
 (docs/benchmarks.md). Here each connection's descriptor is registered once, level-triggered,
 in an epoll set of our own; the reactor task waits on that set's descriptor with
-``trio.lowlevel.wait_readable`` and then serves every ready connection in one pass: read,
-``ClientConnection.process`` (parse, execute, encode), write. No task switch and no
-``epoll_ctl`` per request, and under load one wake-up serves many connections.
+``trio.lowlevel.wait_readable`` and then serves every ready connection in one pass
+(``server.reactor_pass``): read, the connection's ``Exchange`` (parse, execute, encode),
+write. No task switch and no ``epoll_ctl`` per request, and under load one wake-up serves
+many connections.
 
 Invariants:
 
@@ -35,10 +36,8 @@ from typing import Final
 
 import trio
 
-from petracache.observability.counters import Counters
-from petracache.protocol.connection import Execute
-from petracache.protocol.detect import ClientConnection
-from petracache.server.ready import Handback, ReadyServer, Reason, Slot
+from petracache.server.exchange import Exchange
+from petracache.server.reactor_pass import Handback, ReactorPass, Reason, Slot
 
 # epoll_wait's batch: ready connections served per pass.
 MAX_EVENTS: Final = 256
@@ -52,33 +51,16 @@ class Reactor:
     """Serves parked connections (see the module docstring).
 
     Args:
-        execute: runs one request (the instrumented executor).
-        counters: byte counters and protocol errors are kept here, as the handler does.
         read_size: bytes per ``os.read`` (``server.read_buffer_size``).
-        write_size: reply bytes after which a batch is written before parsing on
-            (``server.write_buffer_size``).
         idle_timeout: seconds without input after which a connection is closed; 0 = never.
     """
 
-    def __init__(
-        self,
-        execute: Execute,
-        counters: Counters,
-        read_size: int,
-        write_size: int,
-        idle_timeout: float = 0.0,
-    ) -> None:
-        self._execute = execute
-        self._counters = counters
-        self._read_size = read_size
-        self._write_size = write_size
+    def __init__(self, read_size: int, idle_timeout: float = 0.0) -> None:
         self._idle = idle_timeout
         self._epoll = select.epoll()
         self._slots: dict[int, Slot] = {}
-        # What runs per ready connection (read, process, write), compiled: server.ready.
-        self._ready = ReadyServer(
-            self._slots, self._hand_back, execute, counters, read_size, write_size
-        )
+        # What runs per ready connection (read, answer, write), compiled.
+        self._pass = ReactorPass(self._slots, self._hand_back, read_size)
         self._closed = False
         self._next_sweep = 0.0
         # Hand-backs by reason, for tests and diagnostics (a WRITE is a client reading slowly).
@@ -94,15 +76,15 @@ class Reactor:
         slot = self._slots.get(fd)
         return None if slot is None else slot.last_active
 
-    async def park(self, fd: int, conn: ClientConnection) -> Handback:
-        """Serve ``conn`` (socket ``fd``) from the reactor until it is handed back.
+    async def park(self, fd: int, exchange: Exchange) -> Handback:
+        """Serve ``exchange`` (socket ``fd``) from the reactor until it is handed back.
 
         Cancellation (the end of the drain) unregisters the connection; its task then
         closes it as usual.
         """
         if self._closed:
             return Handback(Reason.DRAIN)
-        slot = Slot(fd, conn, trio.lowlevel.current_task())
+        slot = Slot(fd, exchange, trio.lowlevel.current_task())
         slot.last_active = trio.current_time()
         self._slots[fd] = slot
         try:
@@ -129,7 +111,7 @@ class Reactor:
         """Serve parked connections until cancelled."""
         epfd = self._epoll.fileno()
         poll = self._epoll.poll
-        serve_pass = self._ready.serve_pass
+        serve_pass = self._pass.serve
         idle = self._idle
         clock = time.perf_counter
         next_yield = clock() + YIELD_INTERVAL

@@ -39,12 +39,17 @@ class DataPlane:
     ) -> None:
         self._host = host
         self._port = port
-        self._execute = execute
-        self._counters = counters
         self._config = config
         self._grace = shutdown_grace
         self._stop = trio.Event()
         self.tracker = ConnectionTracker()
+        self._handler = partial(
+            handle_connection,
+            execute=execute,
+            counters=counters,
+            config=config,
+            tracker=self.tracker,
+        )
         self.addresses: list[tuple[str, int]] = []
         self.listen_sockets: list[trio.socket.SocketType] = []
         self._connections: trio.Nursery | None = None
@@ -75,28 +80,17 @@ class DataPlane:
         self.listen_sockets = [listener.socket for listener in listeners]
         reactor = None
         if self._config.durability is None:  # fsync mode: every reply waits in its task
-            reactor = Reactor(
-                self._execute,
-                self._counters,
-                self._config.read_size,
-                self._config.write_size,
-                self._config.idle_timeout,
-            )
+            reactor = Reactor(self._config.read_size, self._config.idle_timeout)
         self._config.reactor = self.tracker.reactor = reactor
-        handler = partial(
-            handle_connection,
-            execute=self._execute,
-            counters=self._counters,
-            config=self._config,
-            tracker=self.tracker,
-        )
         async with trio.open_nursery() as connections:
             self._connections = connections
             if reactor is not None:
                 connections.start_soon(reactor.run)
             async with trio.open_nursery() as acceptor:
                 acceptor.start_soon(
-                    partial(trio.serve_listeners, handler, listeners, handler_nursery=connections)
+                    partial(
+                        trio.serve_listeners, self._handler, listeners, handler_nursery=connections
+                    )
                 )
                 task_status.started(self.addresses)
                 await self._stop.wait()

@@ -57,6 +57,8 @@ Record = tuple[bytes, int]  # (raw key, dumped expiry: -1 or absolute Unix time)
 
 @dataclass(frozen=True, slots=True)
 class Options:
+    """The command line's choices (``build_parser`` documents each)."""
+
     source: str
     target: str
     overwrite: bool = False
@@ -78,11 +80,13 @@ class Tally:
     errors: list[str] = field(default_factory=list)
 
     def fail(self, count: int, reason: str) -> None:
+        """Count ``count`` keys failed; keep the first ``MAX_ERRORS_SHOWN`` reasons."""
         self.failed += count
         if len(self.errors) < MAX_ERRORS_SHOWN:
             self.errors.append(reason)
 
     def merge(self, other: Tally) -> None:
+        """Add a worker's tally to this one."""
         self.copied += other.copied
         self.expired += other.expired
         self.vanished += other.vanished
@@ -92,9 +96,11 @@ class Tally:
 
     @property
     def done(self) -> int:
+        """Keys dealt with, whatever the outcome."""
         return self.copied + self.expired + self.vanished + self.present + self.failed
 
     def summary(self) -> str:
+        """The closing line: every outcome's count."""
         skipped = self.expired + self.vanished + self.present
         return (
             f"copied {self.copied}, skipped {skipped} (expired {self.expired}, "
@@ -127,6 +133,7 @@ def parse_dump_line(line: bytes) -> Record:
 
 
 def mg_command(key: bytes) -> bytes:
+    """The source's request for ``key``: its value, client flags and remaining TTL."""
     token, b = key_token(key)
     return b"mg %b v f t%b\r\n" % (token, b)
 
@@ -143,6 +150,7 @@ def target_ttl(remaining: int, now: int) -> int | None:
 
 
 def ms_command(key: bytes, data: bytes, flags: int, ttl: int, overwrite: bool) -> bytes:
+    """The target's request storing the item: an add (``ME``) unless ``overwrite``."""
     token, b = key_token(key)
     mode = b"" if overwrite else b" ME"
     return b"ms %b %d F%d T%d%b%b\r\n%b\r\n" % (token, len(data), flags, ttl, mode, b, data)
@@ -359,6 +367,7 @@ def _positive(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """``petracache migrate``'s command line."""
     parser = _Parser(
         prog="petracache migrate",
         description="Copy every live item from one memcached-protocol server to another.",

@@ -62,6 +62,7 @@ class Wire:
         return cls(addr, stream, wait)
 
     async def send(self, data: bytes) -> None:
+        """Write ``data`` whole; ``WireError`` if the connection is lost."""
         try:
             await self._stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
@@ -94,6 +95,7 @@ class Wire:
             await self._fill()
 
     async def read_exact(self, n: int) -> bytes:
+        """The next ``n`` bytes (a value block), waiting for them as ``readline`` does."""
         while len(self._buf) < n:
             await self._fill()
         data = bytes(self._buf[:n])

@@ -57,3 +57,9 @@ def test_eviction_traces_run_for_every_policy_and_memcached(tmp_path: Path) -> N
         for run in runs:
             assert 0.0 < run.ratio(0) < 1.0, run.server
             assert run.items_held > 0, run.server
+
+
+def test_the_read_path_bench_runs() -> None:
+    from bench import read_path
+
+    assert read_path.run(50, 2) >= 0  # no hand-back: every reply came back whole

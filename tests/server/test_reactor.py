@@ -15,7 +15,7 @@ from petracache.observability.counters import Counters
 from petracache.protocol.requests import Get, Request
 from petracache.protocol.responses import Response, Status, Values
 from petracache.server.handler import HandlerConfig
-from petracache.server.ready import Reason
+from petracache.server.reactor_pass import Reason
 from petracache.server.serve import DataPlane
 
 VALUE = b"v" * 1000

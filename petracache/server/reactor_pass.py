@@ -1,11 +1,11 @@
-"""The reactor's synchronous half: serve the connections one epoll pass found ready.
+"""The reactor's synchronous half: serve once each connection one epoll pass found ready.
 
 ``server.reactor`` owns the epoll set, the trio side (parking, waking a connection's task,
-yielding to the other tasks) and the idle timeout; this module does what runs once per
-ready connection: read, ``ClientConnection.process`` (parse, execute, encode), write, and
-the decision to hand the connection back to its task. It has no trio in it, so it is
-compiled with the request path (``petracache.build``): interpreted, this loop was about a
-tenth of an unpipelined request's CPU (docs/benchmarks.md).
+yielding to the other tasks) and the idle timeout. This module does the I/O of one ready
+connection: one ``os.read``, the connection's ``Exchange`` (``server.exchange``: count,
+parse, execute, encode, and what next), ``os.write`` of the replies, and the decision to
+hand the connection back to its task. It has no trio in it, so it is compiled with the
+request path (``petracache.build``): it runs for every read of a parked connection.
 
 Invariants (the reactor module docstring has the rest): one read per ready connection per
 pass; a reply the kernel did not take whole, end of input, a broken socket, ``quit``, a
@@ -23,9 +23,7 @@ import select
 from collections.abc import Callable
 from typing import Any, Final
 
-from petracache.observability.counters import Counters
-from petracache.protocol.connection import Execute
-from petracache.protocol.detect import ClientConnection
+from petracache.server.exchange import CLOSE, MORE, READ, Exchange
 
 log = logging.getLogger("petracache.server.reactor")
 
@@ -57,49 +55,36 @@ class Handback:
 
 
 class Slot:
-    """A parked connection: its socket, parser state, task (a ``trio.lowlevel.Task``) and
-    the hand-back once there is one."""
+    """A parked connection: its socket, its exchange, its task (a ``trio.lowlevel.Task``)
+    and the hand-back once there is one."""
 
-    __slots__ = ("conn", "fd", "handback", "last_active", "task")
+    __slots__ = ("exchange", "fd", "handback", "last_active", "task")
 
-    def __init__(self, fd: int, conn: ClientConnection, task: Any) -> None:
+    def __init__(self, fd: int, exchange: Exchange, task: Any) -> None:
         self.fd = fd
-        self.conn = conn
+        self.exchange = exchange
         self.task = task
         self.handback: Handback | None = None
         self.last_active = 0.0
 
 
-class ReadyServer:
+class ReactorPass:
     """Serves the ready connections of one epoll pass (see the module docstring).
 
     Args:
         slots: the reactor's parked connections by descriptor (shared, not copied).
         hand_back: the reactor's way to give a connection back to its task.
-        execute: runs one request (the instrumented executor).
-        counters: byte counters and protocol errors are kept here, as the handler does.
         read_size: bytes per ``os.read`` (``server.read_buffer_size``).
-        write_size: reply bytes after which a batch is written before parsing on
-            (``server.write_buffer_size``).
     """
 
     def __init__(
-        self,
-        slots: dict[int, Slot],
-        hand_back: Callable[[Slot, Handback], None],
-        execute: Execute,
-        counters: Counters,
-        read_size: int,
-        write_size: int,
+        self, slots: dict[int, Slot], hand_back: Callable[[Slot, Handback], None], read_size: int
     ) -> None:
         self._slots = slots
         self._hand_back = hand_back
-        self._execute = execute
-        self._counters = counters
         self._read_size = read_size
-        self._write_size = write_size
 
-    def serve_pass(self, events: list[tuple[int, int]], now: float) -> None:
+    def serve(self, events: list[tuple[int, int]], now: float) -> None:
         """Serve every ready connection in ``events`` once (``now``: trio time, for the idle
         timeout)."""
         slots = self._slots
@@ -114,7 +99,7 @@ class ReadyServer:
                 self._hand_back(slot, Handback(Reason.CLOSE))
 
     def _serve(self, slot: Slot, mask: int, now: float) -> None:
-        """One read's worth of one connection: read, process, write."""
+        """One read's worth of one connection: read, answer, write."""
         fd = slot.fd
         try:
             data = _read(fd, self._read_size)
@@ -128,17 +113,11 @@ class ReadyServer:
             self._hand_back(slot, Handback(Reason.CLOSE))
             return
         slot.last_active = now
-        counters = self._counters
-        counters.bytes_read += len(data)
-        conn = slot.conn
-        conn.receive_data(data)
-        execute, write_size = self._execute, self._write_size
+        exchange = slot.exchange
+        out = exchange.answer(data)
         while True:
-            out, close, more, errors = conn.process(execute, write_size)
-            if errors:
-                counters.protocol_errors += errors
+            then = exchange.then
             if out:
-                counters.bytes_written += len(out)
                 try:
                     sent = _write(fd, out)
                 except BlockingIOError:
@@ -148,14 +127,13 @@ class ReadyServer:
                         raise
                     self._hand_back(slot, Handback(Reason.CLOSE))
                     return
-                if sent < len(out):
-                    self._hand_back(slot, Handback(Reason.WRITE, out[sent:], close))
+                if sent < len(out):  # the task waits for the client to read the rest
+                    self._hand_back(slot, Handback(Reason.WRITE, out[sent:], then == CLOSE))
                     return
-            if close:
-                self._hand_back(slot, Handback(Reason.CLOSE))
+            if then == READ:
                 return
-            if not more:
+            if then != MORE:  # CLOSE, or STREAM: the task writes a metadump, yielding
+                reason = Reason.CLOSE if then == CLOSE else Reason.WRITE
+                self._hand_back(slot, Handback(reason))
                 return
-            if conn.streaming:  # a metadump: its task writes it, yielding between chunks
-                self._hand_back(slot, Handback(Reason.WRITE))
-                return
+            out = exchange.replies()
