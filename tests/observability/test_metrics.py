@@ -9,7 +9,7 @@ from petracache.commands.stats import ServerInfo
 from petracache.observability.counters import Counters
 from petracache.observability.request_metrics import RequestMetrics
 from petracache.protocol.connection import NEED_DATA, MemcacheConnection
-from tests.storage.conftest import Clock, open_engine
+from tests.storage.engines import Clock, open_engine
 
 
 def results(tmp_path: Path, data: bytes) -> dict[str, dict[str, int]]:
