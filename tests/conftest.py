@@ -1,4 +1,5 @@
-"""Shared fixtures: real petracache and memcached processes."""
+"""Shared fixtures: a settable clock for in-process engines, and real petracache and
+memcached processes."""
 
 from __future__ import annotations
 
@@ -8,6 +9,13 @@ from pathlib import Path
 import pytest
 
 from tests.harness import MemcachedProcess, PetracacheProcess
+from tests.storage.engines import Clock
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """The clock an in-process engine reads (``tests/storage/engines.py``), set by the test."""
+    return Clock()
 
 
 @pytest.fixture

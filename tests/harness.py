@@ -1,11 +1,14 @@
 """Real processes for end-to-end tests: petracache, memcached, and a raw socket client.
 
-Everything here talks to real servers over TCP on loopback; nothing is mocked.
+Everything here talks to real servers over TCP on loopback; nothing is mocked. A server
+process keeps its own time, so no mock clock reaches it: a test that waits for its
+background work polls for the outcome with ``wait_until`` (bounded, never a fixed sleep).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -14,13 +17,46 @@ import signal
 import socket
 import subprocess
 import sys
+import termios
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 LISTEN_RE = re.compile(rb"petracache listening on ([\d.:\[\]a-f]+):(\d+)")
 ADMIN_RE = re.compile(r"admin listening on ([\d.:\[\]a-f]+):(\d+)")
 START_TIMEOUT = 20.0
+WAIT = 20.0  # how long a background condition may take on a loaded 2-core CI machine
+
+T = TypeVar("T")
+
+
+def wait_until(
+    condition: Callable[[], T | None], timeout: float = WAIT, interval: float = 0.05, what: str = ""
+) -> T:
+    """Call ``condition`` every ``interval`` seconds until it returns something truthy, and
+    return that. The wait ends as soon as the condition holds; ``timeout`` only decides
+    when to give up.
+
+    Raises:
+        TimeoutError: not reached within ``timeout`` seconds (names ``what`` and the last
+            value).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"not within {timeout} s: {what or condition} (last: {value!r})")
+        time.sleep(interval)
+
+
+def unread_bytes(sock: socket.socket) -> int:
+    """Bytes waiting in ``sock``'s receive queue (``FIONREAD``): what the server has sent
+    that the test has not read."""
+    buf = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    return int.from_bytes(buf, "little")
 
 
 def free_port() -> int:
@@ -43,15 +79,17 @@ def free_port_pair() -> int:
     raise RuntimeError("no pair of free ports")
 
 
+def accepts(port: int) -> bool:
+    """Whether something on loopback accepts a TCP connection on ``port``."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def wait_for_port(port: int, timeout: float = START_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.02)
-    raise TimeoutError(f"nothing listening on port {port} after {timeout}s")
+    wait_until(lambda: accepts(port), timeout, 0.02, f"something listening on port {port}")
 
 
 class PetracacheProcess:

@@ -39,7 +39,7 @@ from tests.binframes import (
     store,
     touch,
 )
-from tests.storage.conftest import Clock, open_engine
+from tests.storage.engines import Clock, open_engine
 
 
 class Harness:

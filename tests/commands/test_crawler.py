@@ -16,7 +16,7 @@ from petracache.protocol.responses import Response, VersionReply
 from petracache.rules.verbs import StoreMode
 from petracache.storage.engine import Engine
 from petracache.storage.items import FETCHED, Item
-from tests.storage.conftest import Clock, open_engine
+from tests.storage.engines import Clock, open_engine
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from petracache.protocol.binary_requests import BINARY_REQUESTS
 from petracache.protocol.connection import NEED_DATA, MemcacheConnection
 from petracache.protocol.meta_requests import MetaSetHeader
 from petracache.protocol.requests import Request
-from tests.storage.conftest import Clock, open_engine
+from tests.storage.engines import Clock, open_engine
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from petracache.protocol.requests import (
 )
 from petracache.protocol.responses import LeaseMiss, MetagetInfo
 from petracache.rules.verbs import StoreMode
-from tests.storage.conftest import Clock
+from tests.storage.engines import Clock
 
 
 def test_first_miss_gets_a_token_then_hot_misses_until_it_expires() -> None:

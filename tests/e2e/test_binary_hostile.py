@@ -4,7 +4,7 @@ Huge body lengths (a value bigger than any item is skipped as it arrives, never 
 truncated headers, keys that claim 64 KiB, unknown opcodes with big bodies, and random bytes
 after a valid magic, from many connections at once. Each gets a clear error reply or a
 close; a text client and a binary client keep reading their data intact; resident memory
-stays within the slack ``test_hostile`` uses.
+stays within ``hostile.RSS_SLACK`` of its warm value.
 """
 
 from __future__ import annotations
@@ -19,12 +19,10 @@ from pathlib import Path
 import pytest
 
 from tests.binframes import GETK, NOOP, SET, BinClient, Frame, req, split, store
-from tests.e2e.test_hostile import RSS_SLACK, Control, abort, push, raw_socket, rss
+from tests.e2e.hostile import MIB, RSS_SLACK, Control, abort, push, raw_socket, rss
 from tests.harness import PetracacheProcess
 
 pytestmark = pytest.mark.integration
-
-MIB = 1024 * 1024
 
 
 @pytest.fixture

@@ -9,24 +9,16 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from petracache import cluster
-from tests.harness import RawClient, free_port_pair, wait_for_port
+from tests.harness import RawClient, free_port_pair, wait_for_port, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def _wait(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def _stats(port: int, group: bytes = b"") -> dict[str, str]:
@@ -75,8 +67,8 @@ def test_kill_9_is_named_and_restarted_with_its_data(tmp_path: Path) -> None:
         client.close()
         survivor = _stats(base)["pid"]
         os.kill(int(_stats(base + 1)["pid"]), signal.SIGKILL)
-        _wait(lambda: "pc-1 killed by SIGKILL; restarting it" in log.read_text())
-        _wait(lambda: "restarting pc-1" in log.read_text())
+        wait_until(lambda: "pc-1 killed by SIGKILL; restarting it" in log.read_text(), 30)
+        wait_until(lambda: "restarting pc-1" in log.read_text(), 30)
         wait_for_port(base + 1)
         client = RawClient(base + 1)
         client.send(b"get kept\r\n")

@@ -1,36 +1,26 @@
 """Capacity end to end (issue 16): the WAL is released after expiry on an idle server, and
 eviction keeps what is read, survives kill -9, and is still selectable as FIFO.
 
-Real servers with small memtables and a 2 MiB bound (``FAST`` from ``test_expiry``); waits
+Real servers with small memtables and a 2 MiB bound (``FAST`` from ``fast_reclaim``); waits
 poll ``stats`` or the data directory until the condition holds (bounded, not timed).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from petracache.storage import rocks
 from petracache.storage.reclaim.reclaimer import FLUSH_MIN_WAL
-from tests.e2e.test_expiry import FAST, VALUE, WAIT, get, set_many, stats, wait_for
-from tests.harness import PetracacheProcess, RawClient
+from tests.e2e.fast_reclaim import FAST, VALUE, get, set_many, stats, wait_for_stat
+from tests.harness import PetracacheProcess, RawClient, wait_until
 
 pytestmark = pytest.mark.integration
 
 BOUND = 2 * 1024 * 1024
 HOT = [b"hot:%d" % i for i in range(10)]
-
-
-def wait_until(check: Callable[[], bool], seconds: float = WAIT) -> bool:
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 def test_the_wal_is_released_after_expiry_on_an_idle_server(tmp_path: Path) -> None:
@@ -41,10 +31,10 @@ def test_the_wal_is_released_after_expiry_on_an_idle_server(tmp_path: Path) -> N
         set_many(client, [b"ttl:%d" % i for i in range(6000)], exptime=2)
         db = str(server.db_path)
         assert rocks.wal_bytes(db) > 6000 * len(VALUE)
-        assert wait_for(client, "expired_reaped", 6000)["expired_reaped"] == 6000
+        assert wait_for_stat(client, "expired_reaped", 6000)["expired_reaped"] == 6000
         # Under FLUSH_MIN_WAL: when the items expire in two seconds' batches, the log of the
         # second batch's deletes can be left (tombstones, a few bytes per item).
-        assert wait_until(lambda: rocks.wal_bytes(db) < FLUSH_MIN_WAL), rocks.wal_bytes(db)
+        wait_until(lambda: rocks.wal_bytes(db) < FLUSH_MIN_WAL, what="the WAL released")
 
 
 def bounded(tmp_path: Path, eviction: str) -> PetracacheProcess:

@@ -10,14 +10,13 @@ import contextlib
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import rocksdict
 
-from tests.harness import PetracacheProcess, cmds
+from tests.harness import PetracacheProcess, cmds, wait_until
 
 SMALL_BUFFERS = """
 [storage]
@@ -89,13 +88,12 @@ def test_disk_full_fails_writes_keeps_reads_and_recovers(tmp_path: Path) -> None
             assert server.proc.poll() is None
             # Free the space: RocksDB clears the error by itself (it polls every 5 s).
             (mnt / "ballast").unlink()
-            deadline = time.monotonic() + 60
-            while True:
-                reply = client.call(cmds(["set small 0 0 1", "x"]))
-                if reply == b"STORED\r\n" or time.monotonic() > deadline:
-                    break
-                time.sleep(0.25)
-            assert reply == b"STORED\r\n"
+            wait_until(
+                lambda: client.call(cmds(["set small 0 0 1", "x"])) == b"STORED\r\n",
+                60,
+                0.25,
+                "a write stored again",
+            )
             assert client.call(b"get keep small\r\n") == (
                 b"VALUE keep 7 5\r\nhello\r\nVALUE small 0 1\r\nx\r\nEND\r\n"
             )

@@ -11,27 +11,14 @@ from __future__ import annotations
 import contextlib
 import random
 import socket
-import struct
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.harness import PetracacheProcess, RawClient, cmds
-
-MIB = 1024 * 1024
-RSS_SLACK = 64 * MIB
-
-
-def rss(server: PetracacheProcess) -> int:
-    assert server.proc is not None
-    with open(f"/proc/{server.proc.pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
+from tests.e2e.hostile import MIB, RSS_SLACK, Control, abort, push, raw_socket, rss
+from tests.harness import PetracacheProcess, RawClient, cmds, wait_until
 
 
 @pytest.fixture
@@ -40,59 +27,11 @@ def server(tmp_path: Path) -> Iterator[PetracacheProcess]:
         yield proc
 
 
-class Control:
-    """A well-behaved client whose data must come through every attack intact."""
-
-    def __init__(self, server: PetracacheProcess) -> None:
-        self.client = server.client(timeout=30)
-        self.values = {b"control:%d:%s" % (i, b"q" * 20): random.randbytes(500) for i in range(50)}
-        for key, value in self.values.items():
-            line = b"set %s 9 0 %d\r\n%s\r\n" % (key, len(value), value)
-            assert self.client.call(line) == b"STORED\r\n"
-
-    def check(self) -> None:
-        for key, value in self.values.items():
-            assert self.client.call(b"get " + key + b"\r\n") == (
-                b"VALUE %s 9 %d\r\n%s\r\nEND\r\n" % (key, len(value), value)
-            )
-
-
 def stat(client: RawClient, name: bytes) -> int:
     for line in client.call(b"stats\r\n").split(b"\r\n"):
         if line.startswith(b"STAT %s " % name):
             return int(line.split()[2])
     raise AssertionError(f"no stat {name!r}")
-
-
-def wait_for_stat(client: RawClient, name: bytes, want: int, timeout: float = 30.0) -> int:
-    """Poll ``stats`` until ``name`` equals ``want`` (or the timeout); returns the last value."""
-    deadline = time.monotonic() + timeout
-    while (value := stat(client, name)) != want and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return value
-
-
-def raw_socket(server: PetracacheProcess, timeout: float = 5.0) -> socket.socket:
-    return socket.create_connection(("127.0.0.1", server.port), timeout=timeout)
-
-
-def abort(sock: socket.socket) -> None:
-    """Close with a TCP reset (SO_LINGER 0), the rudest way a client can leave."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
-
-
-def push(sock: socket.socket, total: int, chunk: bytes, seconds: float = 5.0) -> int:
-    """Send up to ``total`` bytes of ``chunk`` until the server stops reading; bytes sent."""
-    sent = 0
-    sock.settimeout(0.5)
-    deadline = time.monotonic() + seconds
-    try:
-        while sent < total and time.monotonic() < deadline:
-            sent += sock.send(chunk)
-    except (TimeoutError, OSError):
-        pass
-    return sent
 
 
 # -- random bytes from many connections ------------------------------------------------------
@@ -271,7 +210,7 @@ def test_silent_connections_cost_little(server: PetracacheProcess) -> None:
     control = Control(server)
     before = rss(server)
     idle = [raw_socket(server) for _ in range(1000)]
-    assert wait_for_stat(control.client, b"curr_connections", 1001) == 1001
+    wait_until(lambda: stat(control.client, b"curr_connections") == 1001, 30)
     control.check()
     per_connection = (rss(server) - before) / len(idle)
     for sock in idle:
@@ -322,7 +261,7 @@ def test_disconnects_mid_value_pipeline_and_reply(server: PetracacheProcess) -> 
     assert reply.count(big) == 20
     assert server.proc is not None
     assert server.proc.poll() is None
-    assert wait_for_stat(control.client, b"curr_connections", 1) == 1
+    wait_until(lambda: stat(control.client, b"curr_connections") == 1, 30)
 
 
 def test_two_thousand_connections_under_load(server: PetracacheProcess) -> None:

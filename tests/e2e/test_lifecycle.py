@@ -21,7 +21,14 @@ import pytest
 import trio
 
 from petracache.tools import migrate as migrate_mod
-from tests.harness import MemcachedProcess, PetracacheProcess, RawClient, free_port
+from tests.harness import (
+    MemcachedProcess,
+    PetracacheProcess,
+    RawClient,
+    free_port,
+    unread_bytes,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -149,7 +156,7 @@ def test_metadump_streams_while_other_clients_are_served(server: PetracacheProce
     assert writer.call(b"") == b""
     dumper = server.client(timeout=30)
     dumper.send(b"lru_crawler metadump all\r\n")  # not read yet: the server must wait on us
-    time.sleep(0.5)
+    wait_until(lambda: unread_bytes(dumper.sock), what="the dump streaming")
     other = server.client()
     started = time.perf_counter()
     assert other.call(b"get s:000001\r\n").startswith(b"VALUE s:000001 0 64\r\n")
@@ -200,6 +207,7 @@ def test_migrate_skips_expired_and_vanished_and_never_overwrites_a_racing_writer
     items.update({b"short:%03d" % i: (0, 2, b"dies") for i in range(50)})
     items.update({b"del:%03d" % i: (0, 0, b"deleted") for i in range(30)})
     _set_all(source, items)
+    short = b"get %b\r\n" % b" ".join(key for key in items if key.startswith(b"short:"))
     real_dump = migrate_mod.spool_dump
     stop = threading.Event()
 
@@ -217,7 +225,10 @@ def test_migrate_skips_expired_and_vanished_and_never_overwrites_a_racing_writer
             if key.startswith(b"del:"):
                 source.send(b"delete %b\r\n" % key)
                 source.read_line()
-        await trio.sleep(3)  # the short-lived items expire between the dump and the copy
+        # The short-lived items expire between the dump and the copy.
+        await trio.to_thread.run_sync(
+            lambda: wait_until(lambda: source.call(short) == b"END\r\n", what="short: expired")
+        )
         return count
 
     monkeypatch.setattr(migrate_mod, "spool_dump", slow_dump)
@@ -302,12 +313,15 @@ def test_backup_under_load_then_restore_serves_the_backup(tmp_path: Path) -> Non
         stop = threading.Event()
         writer = threading.Thread(target=_writer, args=(live.port, acked, stop))
         writer.start()
-        time.sleep(1.0)
-        before = dict(acked)  # every write acknowledged before the backup was asked for
-        done = _tool("backup", "--admin", live.admin_url().removeprefix("http://"))
-        time.sleep(0.3)
-        stop.set()
-        writer.join()
+        try:
+            wait_until(lambda: len(acked) >= 1000, what="1,000 writes under way")
+            before = dict(acked)  # every write acknowledged before the backup was asked for
+            done = _tool("backup", "--admin", live.admin_url().removeprefix("http://"))
+            after = len(acked)
+            wait_until(lambda: len(acked) >= after + 100, what="writes after the backup")
+        finally:
+            stop.set()
+            writer.join()
         assert done.returncode == 0, done.stderr
         backup = Path(done.stdout.strip().splitlines()[-1])
         assert backup.is_absolute()

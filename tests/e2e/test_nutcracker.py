@@ -20,8 +20,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from tests.harness import (
     free_port,
     free_port_pair,
     wait_for_port,
+    wait_until,
 )
 
 pytestmark = [
@@ -50,14 +50,6 @@ RETRY_MS = 300  # server_retry_timeout: how soon an ejected server is tried agai
 class Cluster:
     servers: list[PetracacheProcess]
     proxy: NutcrackerProcess
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        time.sleep(0.05)
 
 
 def set_many(client: RawClient, items: dict[bytes, bytes], batch: int = 500) -> None:

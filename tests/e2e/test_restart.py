@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import PetracacheProcess, RawClient
+from tests.harness import PetracacheProcess, RawClient, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -28,10 +28,9 @@ def _cas(client: RawClient, key: bytes) -> int:
 
 def _wait_for_miss(client: RawClient, key: bytes, limit: float = 15.0) -> None:
     """Poll until ``key`` is gone (its TTL ran out); fail if it outlives ``limit``."""
-    deadline = time.monotonic() + limit
-    while client.call(b"get " + key + b"\r\n") != b"END\r\n":
-        assert time.monotonic() < deadline, f"{key!r} never expired"
-        time.sleep(0.2)
+    wait_until(
+        lambda: client.call(b"get " + key + b"\r\n") == b"END\r\n", limit, 0.2, f"{key!r} expired"
+    )
 
 
 def test_values_flags_ttls_cas_survive_sigterm(server: PetracacheProcess) -> None:
@@ -136,11 +135,12 @@ def test_acknowledged_writes_survive_kill_9_under_load(tmp_path: Path) -> None:
     threads = [threading.Thread(target=writer, args=(t,)) for t in range(6)]
     for t in threads:
         t.start()
-    while len(acked) < 6 * 40:  # every key written at least once
-        time.sleep(0.01)
-    time.sleep(0.3)
-    server.kill()
-    stop.set()
+    try:
+        wait_until(lambda: len(acked) >= 6 * 40, interval=0.01, what="every key written once")
+        time.sleep(0.3)  # the load runs on: the kill lands at no particular write
+    finally:
+        server.kill()
+        stop.set()
     for t in threads:
         t.join(10)
     with lock:

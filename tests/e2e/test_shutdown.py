@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import PetracacheProcess
+from tests.harness import PetracacheProcess, unread_bytes, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -86,13 +86,12 @@ def test_ready_is_503_while_draining_and_the_slow_reader_gets_everything(tmp_pat
     gets = 40  # 20 MiB of replies: the server blocks writing them until we read
     slow = socket.create_connection(("127.0.0.1", proc.port), timeout=30)
     slow.sendall(b"get big\r\n" * gets)
-    time.sleep(0.5)  # let the server execute the batch and fill the socket buffers
+    # The server is executing the batch once replies arrive; it then fills the socket
+    # buffers and waits for us.
+    wait_until(lambda: unread_bytes(slow), what="the first replies")
     assert proc.proc is not None
     proc.proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 20
-    while status_of(base + "/ready") != 503:
-        assert time.monotonic() < deadline, "/ready never turned 503"
-        time.sleep(0.05)
+    wait_until(lambda: status_of(base + "/ready") == 503, what="/ready 503")
     assert status_of(base + "/health") == 200
     assert proc.proc.poll() is None  # still draining: it waits for the slow reader
     one = b"VALUE big 0 %d\r\n%s\r\nEND\r\n" % (len(value), value)
@@ -107,7 +106,7 @@ def test_a_client_that_never_reads_cannot_hold_shutdown_past_the_grace(tmp_path:
     assert client.call(b"set big 0 0 %d\r\n%s\r\n" % (len(value), value)) == b"STORED\r\n"
     stuck = socket.create_connection(("127.0.0.1", proc.port), timeout=30)
     stuck.sendall(b"get big\r\n" * 40)
-    time.sleep(0.3)
+    wait_until(lambda: unread_bytes(stuck), what="the first replies")  # now stuck writing
     assert proc.stop(timeout=30) == 0
     assert "database closed" in proc.log()
     stuck.close()
@@ -120,10 +119,10 @@ def test_second_signal_ends_the_drain(tmp_path: Path) -> None:
     assert client.call(b"set big 0 0 %d\r\n%s\r\n" % (len(value), value)) == b"STORED\r\n"
     stuck = socket.create_connection(("127.0.0.1", proc.port), timeout=30)
     stuck.sendall(b"get big\r\n" * 40)
-    time.sleep(0.3)
+    wait_until(lambda: unread_bytes(stuck), what="the first replies")  # now stuck writing
     assert proc.proc is not None
     proc.proc.send_signal(signal.SIGTERM)
-    time.sleep(1.0)
+    time.sleep(1.0)  # a window in which it must not exit
     assert proc.proc.poll() is None  # draining, held by the client that does not read
     assert proc.stop(timeout=30) == 0  # the second SIGTERM
     assert "closing connections now" in proc.log()

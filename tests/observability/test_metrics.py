@@ -9,7 +9,7 @@ from petracache.commands.stats import ServerInfo
 from petracache.observability.counters import Counters
 from petracache.observability.request_metrics import RequestMetrics
 from petracache.protocol.connection import NEED_DATA, MemcacheConnection
-from tests.storage.conftest import Clock, open_engine
+from tests.storage.engines import Clock, open_engine
 
 
 def results(tmp_path: Path, data: bytes) -> dict[str, dict[str, int]]:
@@ -55,11 +55,13 @@ def test_classic_labels_are_unchanged(tmp_path: Path) -> None:
 
 
 def test_get_variants_and_store_verbs_have_their_own_records(tmp_path: Path) -> None:
-    """The cached records (get/gets/gat/gats by flags, stores by mode) are the named ones."""
+    """The cached records (get/gets/gat/gats by flags, stores by mode) are the named ones:
+    each storage command is counted under its own name (a ``StoreMode``'s value)."""
     got = results(
         tmp_path,
         b"get a\r\ngets a\r\ngat 0 a\r\ngats 0 a\r\nget a\r\n"
         b"set a 0 0 1\r\nx\r\nadd a 0 0 1\r\nx\r\nappend a 0 0 1\r\nx\r\nset b 0 0 1\r\nx\r\n"
+        b"replace b 0 0 1\r\ny\r\ncas b 0 0 1 999999\r\nz\r\n"
         b"prepend a 0 0 2000000\r\n" + b"x" * 2000002,  # too large: counted as its verb
     )
     assert got == {
@@ -70,5 +72,7 @@ def test_get_variants_and_store_verbs_have_their_own_records(tmp_path: Path) -> 
         "set": {"stored": 2},
         "add": {"not_stored": 1},
         "append": {"stored": 1},
+        "replace": {"stored": 1},
+        "cas": {"exists": 1},
         "prepend": {"error": 1},
     }

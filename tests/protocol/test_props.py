@@ -27,7 +27,7 @@ from petracache.protocol.requests import (
     Version,
 )
 from petracache.rules.verbs import StoreMode
-from tests.protocol.test_text import outcomes
+from tests.protocol.text_outcomes import outcomes
 
 PROPS = settings(max_examples=200, deadline=None)
 KEY_BYTES = [b for b in range(1, 256) if b not in b" \r\n"]

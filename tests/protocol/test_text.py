@@ -8,8 +8,6 @@ from memcached 1.6.18 (the end-to-end differential test checks the same lines ag
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import pytest
 
 from petracache.protocol import errors
@@ -32,6 +30,7 @@ from petracache.protocol.requests import (
 )
 from petracache.protocol.text import StoreHeader, parse_line
 from petracache.rules.verbs import StoreMode
+from tests.protocol.text_outcomes import CLOSE, outcomes
 
 SET, ADD, REP = StoreMode.SET, StoreMode.ADD, StoreMode.REPLACE
 APP, PRE, CAS = StoreMode.APPEND, StoreMode.PREPEND, StoreMode.CAS
@@ -46,30 +45,9 @@ DEL_USAGE = (
     b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n",
     False,
 )
-CLOSE = ("close",)
 K250 = b"k" * 250
 K251 = b"k" * 251
 LARGEST = 1048516  # 1-byte key, flags 0, -I 1m
-
-
-def outcomes(conn: MemcacheConnection, chunks: Iterable[bytes]) -> list[object]:
-    """Feed ``chunks``; after each, drain every outcome until ``NEED_DATA`` or a close."""
-    out: list[object] = []
-    for chunk in chunks:
-        conn.receive_data(chunk)
-        while True:
-            try:
-                request = conn.next_request()
-            except errors.CloseConnection:
-                out.append(CLOSE)
-                return out
-            except errors.ProtocolError as exc:
-                out.append(("error", exc.reply, exc.noreply))
-                continue
-            if request is NEED_DATA:
-                break
-            out.append(request)
-    return out
 
 
 CASES: list[tuple[bytes, list[object]]] = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from petracache.protocol.tokens import MAX_TOKENS, tokenize
+from petracache.protocol.tokens import count, tokenize
 
 
 @pytest.mark.parametrize(
@@ -22,5 +22,11 @@ def test_tokenize(line: bytes, tokens: list[bytes]) -> None:
     assert tokenize(line) == tokens
 
 
-def test_max_tokens_is_memcacheds() -> None:
-    assert MAX_TOKENS == 24
+@pytest.mark.parametrize(
+    ("tokens", "ntokens"),
+    [(0, 1), (1, 2), (22, 23), (23, 24), (24, 24), (100, 24)],
+)
+def test_count_is_memcacheds_ntokens(tokens: int, ntokens: int) -> None:
+    """The real tokens plus the terminal one, at most 24 (memcached's MAX_TOKENS): a line
+    with more tokens than that reads, for the arity checks, as exactly 24."""
+    assert count([b"t"] * tokens) == ntokens

@@ -3,6 +3,10 @@
 A ``DataPlane`` runs in-process under ``trio.run`` with a small executor (no storage: the
 rules under test are the data plane's), and clients are real TCP sockets. The end-to-end
 suites run the same paths in the server process with real clients.
+
+Nothing waits for a fixed time: the idle timeout runs under trio's autojump clock (its
+timers fire in virtual time as soon as every task waits), and the back-pressure test waits
+until the reactor has handed the connection back.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import trio
+import trio.testing
 
 from petracache.observability.counters import Counters
 from petracache.protocol.requests import Get, Request
@@ -33,9 +38,13 @@ def reply_for(key: bytes) -> bytes:
 
 
 def run_plane(
-    body: Callable[[DataPlane, int], Awaitable[None]], *, idle_timeout: float = 0.0
+    body: Callable[[DataPlane, int], Awaitable[None]],
+    *,
+    idle_timeout: float = 0.0,
+    clock: trio.abc.Clock | None = None,
 ) -> Counters:
-    """Start a data plane on a free port, run ``body(plane, port)``, then drain it."""
+    """Start a data plane on a free port, run ``body(plane, port)``, then drain it (under
+    ``clock``, trio's real clock by default)."""
     counters = Counters()
     config = HandlerConfig(
         item_size_max=1 << 20,
@@ -52,7 +61,7 @@ def run_plane(
             await body(plane, addresses[0][1])
             plane.stop()
 
-    trio.run(main)
+    trio.run(main, clock=clock)
     return counters
 
 
@@ -96,14 +105,15 @@ def test_a_client_that_does_not_read_is_handed_back_and_gets_every_reply() -> No
     async def body(plane: DataPlane, port: int) -> None:
         stream = await connect(port)
         requests = b"".join(b"get k%d\r\n" % i for i in range(gets))
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(stream.send_all, requests)
-            await trio.sleep(0.3)  # the server fills the socket and must wait for us
-            expected = b"".join(reply_for(b"k%d" % i) for i in range(gets))
-            assert await read_exactly(stream, len(expected)) == expected
         reactor = plane.tracker.reactor
         assert reactor is not None
-        assert reactor.handed_back[Reason.WRITE] >= 1
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stream.send_all, requests)
+            with trio.fail_after(10):  # the server fills the socket and must wait for us
+                while reactor.handed_back[Reason.WRITE] == 0:
+                    await trio.testing.wait_all_tasks_blocked(0.01)
+            expected = b"".join(reply_for(b"k%d" % i) for i in range(gets))
+            assert await read_exactly(stream, len(expected)) == expected
         await stream.send_all(b"get again\r\n")
         assert await read_exactly(stream, len(reply_for(b"again"))) == reply_for(b"again")
         await stream.aclose()
@@ -126,16 +136,42 @@ def test_quit_and_protocol_close_end_the_connection() -> None:
     run_plane(body)
 
 
-def test_idle_timeout_closes_a_parked_connection() -> None:
-    async def body(plane: DataPlane, port: int) -> None:
-        stream = await connect(port)
-        await stream.send_all(b"delete k\r\n")
-        assert await read_exactly(stream, 11) == b"NOT_FOUND\r\n"
-        with trio.fail_after(5):
-            assert await stream.receive_some(100) == b""  # closed by the server
-        await stream.aclose()
+IDLE = 30.0  # seconds of the autojump clock: no wall time
 
-    run_plane(body, idle_timeout=0.3)
+
+def test_idle_timeout_closes_a_quiet_connection_and_spares_an_active_one() -> None:
+    """The reactor sweeps at most once a second, so a quiet connection closes between
+    ``IDLE`` and ``IDLE + 1`` s after its last request; one that sends a request every
+    ``IDLE / 2`` s stays open however long it lives."""
+
+    async def body(plane: DataPlane, port: int) -> None:
+        quiet, active = await connect(port), await connect(port)
+        await quiet.send_all(b"delete k\r\n")
+        assert await read_exactly(quiet, 11) == b"NOT_FOUND\r\n"
+        last_request = trio.current_time()
+        closed_after: list[float] = []
+
+        async def watch_quiet() -> None:
+            assert await quiet.receive_some(100) == b""  # closed by the server
+            closed_after.append(trio.current_time() - last_request)
+
+        with trio.fail_after(5 * IDLE):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch_quiet)
+                for _ in range(6):  # three timeouts long, never quiet for more than half
+                    await active.send_all(b"delete k\r\n")
+                    assert await read_exactly(active, 11) == b"NOT_FOUND\r\n"
+                    await trio.sleep(IDLE / 2)
+        assert IDLE < closed_after[0] <= IDLE + 1
+        await active.send_all(b"delete k\r\n")  # still served
+        assert await read_exactly(active, 11) == b"NOT_FOUND\r\n"
+        reactor = plane.tracker.reactor
+        assert reactor is not None
+        assert reactor.handed_back[Reason.IDLE] == 1
+        await quiet.aclose()
+        await active.aclose()
+
+    run_plane(body, idle_timeout=IDLE, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
 def test_drain_answers_what_was_sent_then_closes() -> None:

@@ -22,7 +22,7 @@ from petracache.storage.backup import (
 )
 from petracache.storage.engine import Engine
 from petracache.storage.items import Item
-from tests.storage.conftest import Clock, open_engine
+from tests.storage.engines import Clock, open_engine
 
 
 def _backups(tmp_path: Path, keep: int = 2) -> Backups:

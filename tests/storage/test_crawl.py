@@ -8,7 +8,7 @@ from petracache.rules.verbs import StoreMode
 from petracache.storage.crawl import ItemCrawl
 from petracache.storage.engine import Engine
 from petracache.storage.items import FETCHED
-from tests.storage.conftest import Clock
+from tests.storage.engines import Clock
 
 
 def _fill(engine: Engine, count: int) -> None:

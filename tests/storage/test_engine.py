@@ -12,7 +12,7 @@ import pytest
 
 from petracache.storage.engine import DeltaResult, Engine, StoreMode, StoreResult
 from petracache.storage.errors import StorageError
-from tests.storage.conftest import T0, Clock, delete, delta, open_engine, store
+from tests.storage.engines import T0, Clock, delete, delta, open_engine, store
 
 THIRTY_DAYS = 60 * 60 * 24 * 30
 U64 = 2**64

@@ -16,8 +16,8 @@ from petracache.rules.verbs import StoreMode
 from petracache.storage import index as idx, items, rocks
 from petracache.storage.engine import Engine
 from petracache.storage.reclaim.reclaimer import Reclaimer, memtables_mostly_dead
-from tests.storage.conftest import Clock
-from tests.storage.test_reclaim import VALUE, drain, keys_of, make_engine, settle
+from tests.storage.engines import Clock
+from tests.storage.reclaiming import VALUE, drain, keys_of, make_engine, settle
 
 BOUND = 2 * 1024 * 1024
 

@@ -19,8 +19,8 @@ from petracache.storage.engine import Engine, StoreMode
 from petracache.storage.hot import MEMORY_PER_ENTRY, HotItems
 from petracache.storage.items import ACTIVE, FETCHED, Item
 from petracache.storage.reclaim.reclaimer import Reclaimer
-from tests.storage.conftest import Clock, open_engine
-from tests.storage.test_reclaim import VALUE, drain, make_engine
+from tests.storage.engines import Clock, open_engine
+from tests.storage.reclaiming import VALUE, drain, make_engine
 
 FETCH_BITS = FETCHED | ACTIVE
 

@@ -11,7 +11,7 @@ from petracache.storage import codec
 from petracache.storage.engine import Engine
 from petracache.storage.reclaim.reclaimer import Reclaimer
 from petracache.storage.warm_restart import LastRun, judge
-from tests.storage.conftest import Clock, open_engine
+from tests.storage.engines import Clock, open_engine
 
 
 def walked(engine: Engine) -> tuple[int, int]:

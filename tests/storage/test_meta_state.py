@@ -21,7 +21,7 @@ from petracache.protocol import compose
 from petracache.protocol.connection import NEED_DATA, MemcacheConnection
 from petracache.storage import codec, items
 from petracache.storage.engine import Engine, StoreMode
-from tests.storage.conftest import T0, Clock, delta, open_engine, store
+from tests.storage.engines import T0, Clock, delta, open_engine, store
 
 
 def run(engine: Engine, line: bytes) -> bytes:

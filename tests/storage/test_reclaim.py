@@ -9,21 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from petracache.storage import index as idx
 from petracache.storage.engine import Engine, StoreMode
 from petracache.storage.reclaim.reclaimer import Reclaimer
-from tests.storage.conftest import Clock, open_engine, store
-
-VALUE = b"v" * 1000
-
-
-def make_engine(path: Path, clock: Clock, **options: Any) -> Engine:
-    defaults: dict[str, Any] = {"enable_ttl_compaction": True}
-    return open_engine(path, clock, target_file_size_base=256 * 1024, **(defaults | options))
+from tests.storage.engines import Clock, store
+from tests.storage.reclaiming import VALUE, drain, keys_of, make_engine, settle
 
 
 @pytest.fixture
@@ -33,39 +26,8 @@ def engine(tmp_path: Path, clock: Clock) -> Iterator[Engine]:
     eng.close()
 
 
-def drain(reclaimer: Reclaimer, max_steps: int = 10_000) -> None:
-    """Run steps and the compactions they ask for until nothing is left to do."""
-    for _ in range(max_steps):
-        more = reclaimer.step()
-        job = reclaimer.take_job()
-        while job is not None:
-            reclaimer.job_done(job, reclaimer.run_job(job))
-            job = reclaimer.take_job()
-        if not more:
-            return
-    raise AssertionError("reclaimer never ran out of work")
-
-
-def settle(reclaimer: Reclaimer, max_rounds: int = 50) -> None:
-    """Drain round after round (one round evicts at most ``MAX_ROUND`` of the bound, then
-    compacts and measures again) until a round evicts nothing more."""
-    counters = reclaimer.counters
-    for _ in range(max_rounds):
-        before = counters.evictions
-        drain(reclaimer)
-        if counters.evictions == before:
-            return
-    raise AssertionError("eviction never settled")
-
-
 def sst_bytes(engine: Engine) -> int:
     return engine.db.property_int("rocksdb.total-sst-files-size")
-
-
-def keys_of(family: Any) -> list[bytes]:
-    """Every key of a rocksdict family (raw-mode Rdicts iterate only through ``keys()``)."""
-    keys = family.keys()
-    return [bytes(k) for k in keys]
 
 
 def raw_keys(engine: Engine) -> set[bytes]:
