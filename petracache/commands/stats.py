@@ -125,6 +125,8 @@ def general_stats(counters: Counters, engine: Engine, info: ServerInfo) -> list[
         ("reclaimed_bytes", ec.get("reclaimed_bytes", 0)),
         ("compacted_bytes", ec.get("compacted_bytes", 0)),
         ("reclaim_flushes", ec.get("reclaim_flushes", 0)),  # memtable flushes releasing the WAL
+        # flushes + compactions of everything when the disk was over the mark with garbage
+        ("garbage_reclaims", ec.get("garbage_reclaims", 0)),
         ("corrupt_values", ec.get("corrupt_values", 0)),  # undecodable values read as misses
         ("wal_fsyncs", engine.sequence.syncs),  # group commits (durability = fsync)
         # writes a read makes on the side (lazy delete, fetch record) that failed, e.g. ENOSPC

@@ -14,6 +14,7 @@ import pytest
 
 from petracache.storage.reclaim.eviction_control import (
     FIRST_ROUND_SECONDS,
+    GARBAGE_INTERVAL,
     GROWTH_SMOOTHING,
     HIGH_WATER,
     LOW_WATER,
@@ -60,11 +61,12 @@ class Rig:
         self.disk = Disk()
         self.control = EvictionControl(BOUND, self.timer)
 
-    def at(self, when: float, used: int) -> bool:
-        """Ask whether a round is due at time ``when`` with ``used`` bytes on disk."""
+    def at(self, when: float, used: int, live: int | None = None) -> bool:
+        """Ask whether a round is due at time ``when`` with ``used`` bytes on disk, of which
+        ``live`` are live data (None: unknown)."""
         self.timer.now = when
         self.disk.used = used
-        return self.control.due(self.disk)
+        return self.control.due(self.disk, lambda: live)
 
     @property
     def target(self) -> int:
@@ -290,3 +292,44 @@ def test_a_compaction_outside_a_round_times_nothing_and_keeps_the_baseline(rig: 
     used = reaching(mark)
     assert rig.at(2, used)
     assert rig.target == pytest.approx(used + lead - LOW, abs=2)
+
+
+# -- garbage is not live data ------------------------------------------------------------------
+
+
+def test_garbage_over_the_mark_is_reclaimed_not_evicted(rig: Rig) -> None:
+    """Usage far over the bound with a few KB live (a burst of overwrites): no round, the
+    garbage is flagged for a flush and compaction, and the next measurement waits for it."""
+    assert not rig.at(0, 10 * BOUND, live=4096)
+    assert rig.target == 0
+    assert rig.control.garbage
+    assert not rig.over_bound()
+    rig.control.garbage = False  # the reclaimer took it
+    measured = rig.disk.measured
+    assert not rig.at(0.1, 10 * BOUND, live=4096)
+    assert rig.disk.measured == measured  # waiting for the reclaim's compaction
+    rig.control.compacted()
+    assert not rig.at(0.2, reaching(HIGH), live=0)
+    assert not rig.control.garbage  # at most once per GARBAGE_INTERVAL
+    rig.control.compacted()
+    assert not rig.at(GARBAGE_INTERVAL, reaching(HIGH), live=0)
+    assert rig.control.garbage
+
+
+def test_a_round_evicts_only_the_live_excess(rig: Rig) -> None:
+    live = reaching(HIGH)
+    assert rig.at(0, 2 * BOUND, live=live)
+    assert not rig.control.garbage
+    assert rig.target == pytest.approx(live - LOW, abs=1)
+    assert not rig.over_bound()  # the live data is under the bound
+
+
+def test_usage_is_evictable_when_live_data_is_unknown_or_larger(rig: Rig) -> None:
+    """Unknown live data (a recount running): usage decides, as it must to keep the bound;
+    live data larger than usage (compressed values) does not raise the target."""
+    used = reaching(HIGH)
+    assert rig.at(0, used, live=None)
+    assert rig.target == pytest.approx(used - LOW, abs=1)
+    rig.control.end_round(0)
+    assert rig.at(0, used, live=3 * BOUND)
+    assert rig.target == pytest.approx(used - LOW, abs=1)

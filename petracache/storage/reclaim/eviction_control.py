@@ -1,16 +1,25 @@
 """When an eviction round starts and how much it evicts: the disk bound's controller.
 
 Why a module of its own: ``storage.reclaim`` walks the ``age`` index and deletes; this
-decides from measured disk usage alone whether a round is due and its byte target, and
-learns the write rate that makes rounds start early. It reads no items and writes nothing.
+decides from measured disk usage and the live data's size whether a round is due and its
+byte target, or whether the excess is garbage to reclaim instead, and learns the write rate
+that makes rounds start early. It reads no items and writes nothing.
 
 Rules (``max_disk_bytes`` is the bound):
 
-* A round starts when usage plus the *lead* reaches ``HIGH_WATER`` of the bound and aims for
-  ``LOW_WATER``: its target is the excess down to there, at most ``MAX_ROUND`` of the bound.
-  Usage counts garbage too (evicted items not yet compacted away, replayed WAL after a
-  crash), which no eviction frees, so a round evicts at most that much, then compacts and
-  measures again: inflated usage cannot empty the cache.
+* Only live data is evicted. Usage counts garbage too (overwritten and deleted versions
+  that the write-ahead log, the memtables and the SST files still hold until a flush and a
+  compaction give them back), which no eviction frees. So what a round may evict is
+  measured on the *evictable* bytes: the smaller of usage and the live data's estimated
+  size on disk (the exact item counts plus a per-item overhead; usage alone while the
+  counts are not exact). When usage is over the mark but the evictable bytes are not, the
+  excess is garbage: ``garbage`` is set (the reclaimer flushes the memtables and compacts
+  everything) and nothing is evicted; the next measurement waits for that compaction, and
+  such a reclaim runs at most once per ``GARBAGE_INTERVAL``. A cache whose live data fits
+  is never emptied by a burst of garbage.
+* A round starts when the evictable bytes plus the *lead* reach ``HIGH_WATER`` of the bound
+  and aims for ``LOW_WATER``: its target is the excess down to there, at most
+  ``MAX_ROUND`` of the bound; then it compacts and measures again.
 * The lead is what the writes will add while a round and its compaction run: the growth
   rate of usage (measured between rounds only, since a compaction's drop is not growth;
   smoothed by ``GROWTH_SMOOTHING``) times the last round's duration, capped at
@@ -18,7 +27,7 @@ Rules (``max_disk_bytes`` is the bound):
   sooner and stops that much lower, and the writes arriving during it land below the bound;
   slow writes make the lead zero. (The alternatives measured, and why they did not lower
   the peaks: docs/benchmarks.md.)
-* No new round starts while the last one's compaction runs.
+* No new round starts while the last one's compaction, or a garbage reclaim's, runs.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ GROWTH_SMOOTHING = 0.3  # weight of the newest growth-rate sample (an exponentia
 # A round's duration until one has been timed: a guess (the first timed round replaces it),
 # so that the first round after a start already leads a fast writer.
 FIRST_ROUND_SECONDS = 1.0
+GARBAGE_INTERVAL = 1.0  # seconds between two garbage reclaims (each compacts everything)
 
 
 class EvictionControl:
@@ -47,24 +57,43 @@ class EvictionControl:
         self._timer = timer
         self.target = 0  # bytes the current round still has to evict (0: no round)
         self.waits_compaction = False  # the last round's compaction has not finished
-        self.over_bound = False  # usage was past the bound at the last check
+        self.over_bound = False  # the evictable bytes were past the bound at the last check
+        self.garbage = False  # the excess is garbage: reclaim it (the reclaimer clears this)
+        self._reclaiming = False  # a garbage reclaim's compaction has not finished
+        self._garbage_at = -GARBAGE_INTERVAL  # when the last garbage reclaim was asked for
         self._growth = 0.0  # bytes per second, smoothed
         self._last_usage: tuple[float, int] | None = None
         self._round_started = 0.0
         self._round_seconds = FIRST_ROUND_SECONDS  # the last round, start to compaction end
 
-    def due(self, usage: Callable[[], int]) -> bool:
-        """Whether a round is running or starts now (``usage`` measures the disk)."""
+    def due(self, usage: Callable[[], int], live: Callable[[], int | None] | None = None) -> bool:
+        """Whether a round is running or starts now.
+
+        Args:
+            usage: measures the disk (what the bound bounds).
+            live: the live data's estimated size on disk, or None when unknown (then usage
+                is taken for live data); omitted, the same as unknown.
+        """
         if self.target > 0:
             return True
-        if self.waits_compaction:
+        if self.waits_compaction or self._reclaiming:
             return False
         used = usage()
-        self.over_bound = used >= self.bound
         lead = self._lead_bytes(used)
-        if used + lead < HIGH_WATER * self.bound:
+        high = HIGH_WATER * self.bound
+        if used + lead < high:
+            self.over_bound = False
             return False
-        target = used + lead - int(LOW_WATER * self.bound)
+        known = None if live is None else live()
+        evictable = used if known is None else min(used, known)
+        self.over_bound = evictable >= self.bound
+        if evictable + lead < high:
+            now = self._timer()
+            if now - self._garbage_at >= GARBAGE_INTERVAL:
+                self._garbage_at = now
+                self.garbage = self._reclaiming = True
+            return False
+        target = evictable + lead - int(LOW_WATER * self.bound)
         self.target = min(target, int(MAX_ROUND * self.bound))
         self._round_started = self._timer()
         return True
@@ -89,8 +118,10 @@ class EvictionControl:
         return self.waits_compaction
 
     def compacted(self) -> None:
-        """The items family was compacted: a round's compaction ends the round's timing."""
+        """The items family was compacted: a round's compaction ends the round's timing, and
+        a garbage reclaim ends; the next ``due`` measures again."""
         if self.waits_compaction:
             self._round_seconds = self._timer() - self._round_started
+        if self.waits_compaction or self._reclaiming:
             self._last_usage = None  # the compaction's drop is not a rate
-        self.waits_compaction = False
+        self.waits_compaction = self._reclaiming = False

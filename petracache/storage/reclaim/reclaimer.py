@@ -74,6 +74,9 @@ MIN_SHARE = 0.25
 FULL_SPEED_LAG = 20.0
 OVER_BOUND_SHARE = 4  # step budget multiplier while usage is past max_disk_bytes
 ROCKSDB_ENTRY_BYTES = 24  # RocksDB per-entry bytes (internal key trailer, block index share)
+# A live item's bytes on disk beyond its key and value: its entry's and its index entries'
+# overhead (an age entry, and an expiry entry when it has a TTL, each with a key prefix).
+LIVE_BYTES_PER_ITEM = 3 * ROCKSDB_ENTRY_BYTES + idx.AGE_PREFIX + idx.EXPIRY_PREFIX
 FLUSH_DONE_KEY = b"flush_reclaimed"  # meta: the flush state whose items are all deleted
 # Memtable flushes after reclaim: only when the WAL holds at least FLUSH_MIN_WAL (below
 # that, an SST file of tombstones costs more than the log it releases), at most one per
@@ -175,14 +178,18 @@ class Reclaimer:
         now = self._engine.now()
         deadline = self._timer() + STEP_BUDGET
         self.share = 1.0
-        if not self._other_turn and self._max_disk and self._control.due(self.disk_usage):
-            if self._control.over_bound:  # writes are outpacing eviction: take a bigger share
+        control = self._control
+        if not self._other_turn and self._max_disk and control.due(self.disk_usage, self.live):
+            if control.over_bound:  # writes are outpacing eviction: take a bigger share
                 deadline += STEP_BUDGET * (OVER_BOUND_SHARE - 1)
             more = self._evict(deadline)
             # Eviction reads the age index; while that is being backfilled, the crawl
             # must progress too, so it gets every other step.
             self._other_turn = self._engine.index.needs_backfill()
             return more or self._other_turn
+        if control.garbage:
+            control.garbage = False
+            self._reclaim_garbage()
         self._other_turn = False
         if self._engine.index.track_expiry and self._expiry_due(now):
             more = self._reap_expired(now, deadline)
@@ -211,6 +218,26 @@ class Reclaimer:
     def disk_usage(self) -> int:
         """What ``max_disk_bytes`` bounds (``Engine.disk_usage``)."""
         return self._engine.db.disk_usage()
+
+    def live(self) -> int | None:
+        """The live data's estimated size on disk: the exact counts' bytes plus each item's
+        entries' overhead; None while the counts are not exact (a recount runs, or
+        ``exact_item_count`` is off)."""
+        counts = self._engine.item_counts
+        if not counts.exact:
+            return None
+        return counts.bytes + counts.items * LIVE_BYTES_PER_ITEM
+
+    def _reclaim_garbage(self) -> None:
+        """The disk is over the mark with garbage, not live data: flush the memtables (the
+        log they pin goes) and compact every family, instead of evicting what is live."""
+        self._count_extra("garbage_reclaims")
+        self._flush_wanted = True
+        self._last_flush = self._timer()
+        for family in (EXPIRY_CF, AGE_CF, "default"):  # the items last: it ends the wait
+            self._request(Compaction(family, None, None))
+        self._pending_bytes = 0
+        self._pending_lo = self._pending_hi = None
 
     def _evict(self, deadline: float) -> bool:
         control = self._control
