@@ -5,7 +5,7 @@ Strategy: the data plane only updates plain Python ints, dicts and lists on the 
 touched per request. ``observability.metrics.PetracacheCollector`` reads them at scrape time.
 
 Why a module of its own: it runs on every request, so it is compiled with mypyc
-(``petracache.build.COMPILED``); ``observability.metrics`` cannot be, since its collector
+(pyproject.toml, ``[tool.petracache.mypyc]``); ``observability.metrics`` cannot be, since its collector
 subclasses prometheus_client's ``Collector``.
 
 Latency slots are powers of two nanoseconds, so the hot path finds a request's slot with
