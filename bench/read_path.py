@@ -23,11 +23,11 @@ import socket
 import statistics
 import time
 
-from petracache import build
 from petracache.observability.counters import Counters
 from petracache.protocol.detect import ClientConnection
 from petracache.protocol.requests import Get, Request
 from petracache.protocol.responses import Response, Status, Values
+from petracache.rules.build import BUILD
 from petracache.server.exchange import Exchange
 from petracache.server.reactor_pass import Handback, ReactorPass, Slot
 
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     runs = [run(args.reads, args.pipeline) * 1e6 / args.reads for _ in range(args.repeat)]
     print(
-        f"{build.describe()}: {statistics.median(runs):.2f} us of CPU per read"
+        f"{BUILD}: {statistics.median(runs):.2f} us of CPU per read"
         f" (min {min(runs):.2f}, {len(runs)} runs, {args.pipeline} gets a read)"
     )
 

@@ -3,7 +3,7 @@
 ``python -m bench.router [--seconds 10] [--concurrency 20] [--threads 2] [--value-size 1024]``
 
 One petracache process serves from one core, so the way to use more cores is more instances
-behind a router (see ``petracache.cluster``). This runs memcaslap (libmemcached-tools; 90%
+behind a router (see ``petracache.cluster.plan``). This runs memcaslap (libmemcached-tools; 90%
 get, 10% set, fixed-size values) for the same duration against:
 
 1. ``memcached``        -- memcached 1.6 with 1 thread, direct (the machine's yardstick);
@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from petracache.cluster import Instance, nutcracker_yaml
+from petracache.cluster.plan import Instance, nutcracker_yaml
 from tests.harness import MemcachedProcess, NutcrackerProcess, PetracacheProcess
 
 TPS_RE = re.compile(r"Run time: ([\d.]+)s Ops: (\d+) TPS: (\d+)")

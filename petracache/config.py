@@ -36,7 +36,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from petracache import build
+from petracache.rules.build import COMPILE_ENV
 from petracache.rules.sizes import DEFAULT_ITEM_SIZE_MAX
 
 ENV_PREFIX = "PETRACACHE_"
@@ -331,7 +331,7 @@ def check_environment(environ: Mapping[str, str]) -> None:
     Raises:
         ConfigError: naming the first unknown variable.
     """
-    known = {*FLAT_ENV_ALIASES, *build.ENVIRONMENT}  # the build's switches are no options
+    known = {*FLAT_ENV_ALIASES, COMPILE_ENV}  # setup.py's switch is no option
     for section, model in _sections().items():
         known.add(f"{ENV_PREFIX}{section}".upper())  # a whole section as JSON
         known.update(env_names(section, option)[0] for option in model.model_fields)

@@ -22,8 +22,8 @@ import logging
 import resource
 from typing import Any
 
-from petracache import build
 from petracache.config import ConfigError, Settings, loggable
+from petracache.rules.build import BUILD
 
 # Descriptors besides connections: listeners, admin sockets, epoll, log files, RocksDB's
 # WAL, LOCK, MANIFEST and SST files (RocksDB keeps SSTs open: a very large database needs
@@ -89,7 +89,7 @@ def startup_line(settings: Settings, version: str, pid: int, nofile: int) -> str
         f"petracache {version} starting (pid {pid}): data {server.listen_addr}, admin {admin},"
         f" db {storage.db_path} (durability {storage.durability}), disk bound {disk},"
         f" max_connections {server.max_connections}, item size {_size(server.max_item_size)},"
-        f" warm restart within {warm}, fd limit {nofile}, build {build.describe()}"
+        f" warm restart within {warm}, fd limit {nofile}, build {BUILD}"
     )
 
 

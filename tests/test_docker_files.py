@@ -6,7 +6,7 @@ No image can be built here, so instead:
   built from docker/Dockerfile, each with its own volume; mcrouter and Prometheus mounting
   their configs);
 * the mcrouter config is valid JSON, its route names an existing pool, every petracache
-  service is a server of that pool, and it is exactly what ``petracache.cluster`` generates;
+  service is a server of that pool, and it is exactly what ``petracache.cluster.plan`` generates;
 * the Prometheus config scrapes every petracache service's admin port;
 * the Dockerfile has the promised shape (multi-stage, slim base, non-root user, volume, both
   ports, HEALTHCHECK on /ready at the configured admin address, exec-form ENTRYPOINT);
@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from petracache.cluster import mcrouter_json
+from petracache.cluster.plan import mcrouter_json
 from tests.harness import RawClient, free_port, wait_for_port
 
 yaml = pytest.importorskip("yaml")
@@ -161,7 +161,7 @@ def test_dockerfile_shape() -> None:
     assert user not in ("root", "0")
     assert json.loads(one(stage, "VOLUME")) == ["/var/lib/petracache"]
     assert set(one(stage, "EXPOSE").split()) == {"11211", "9090"}
-    assert healthcheck_command() == ["python", "-m", "petracache.healthcheck"]  # asks /ready
+    assert healthcheck_command() == ["python", "-m", "petracache.admin.healthcheck"]  # asks /ready
     entrypoint = json.loads(one(stage, "ENTRYPOINT"))  # exec form: JSON, no shell
     assert entrypoint == ["petracache"]
     env = image_env()

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from petracache import build
 from petracache.observability.counters import Counters, counts
+from petracache.rules.build import BUILD
 from petracache.rules.versions import SERVER_VERSION
 from petracache.storage.engine import Engine
 
@@ -212,7 +212,7 @@ def settings_stats(engine: Engine, info: ServerInfo) -> list[tuple[str, str]]:
         ("durability", storage.durability),
         ("max_disk_bytes", storage.max_disk_bytes),
         ("max_warm_downtime", f"{storage.max_warm_downtime:g}"),
-        ("build", build.label()),  # mypyc or pure: which build of the hot modules runs
+        ("build", BUILD),  # mypyc or pure: which build of the hot modules runs
     ]
     if info.extra_settings is not None:
         values.extend(info.extra_settings())

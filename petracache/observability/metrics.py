@@ -28,13 +28,14 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from petracache import __version__, build
+from petracache import __version__
 from petracache.observability.counters import Counters
 from petracache.observability.request_metrics import (
     MAX_BUCKET_BITS,
     MIN_BUCKET_BITS,
     RequestMetrics,
 )
+from petracache.rules.build import BUILD
 from petracache.rules.versions import MEMCACHED_VERSION
 from petracache.storage.engine import Engine
 
@@ -199,7 +200,7 @@ def _build_info() -> Metric:
             MEMCACHED_VERSION,
             platform.python_version(),
             _rocksdict_version(),
-            build.label(),
+            BUILD,
         ],
         1,
     )

@@ -4,9 +4,9 @@ Strategy: the data plane only updates plain Python ints, dicts and lists on the 
 (``RequestMetrics.commands``: a ``CommandStats`` per command); no prometheus_client object is
 touched per request. ``observability.metrics.PetracacheCollector`` reads them at scrape time.
 
-Why a module of its own: it runs on every request, so it is compiled with mypyc
-(``petracache.build.COMPILED``); ``observability.metrics`` cannot be, since its collector
-subclasses prometheus_client's ``Collector``.
+Why a module of its own: it runs on every request, so it is compiled with mypyc (listed in
+pyproject.toml's ``[tool.petracache.mypyc]``); ``observability.metrics`` cannot be, since its
+collector subclasses prometheus_client's ``Collector``.
 
 Latency slots are powers of two nanoseconds, so the hot path finds a request's slot with
 ``elapsed_ns.bit_length()`` (no search): slot k counts 2**(k-1) <= ns < 2**k. The exported

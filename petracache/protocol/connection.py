@@ -30,16 +30,17 @@ Rules, from memcached's ``try_read_command_ascii`` and ``conn_nread``/``conn_swa
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from typing import Final, NamedTuple
 
-from petracache import build
 from petracache.protocol import compose, errors
 from petracache.protocol.crawler import Streamed
 from petracache.protocol.meta_requests import MetaNoop, MetaRejected, MetaSetHeader
 from petracache.protocol.requests import Get, Quit, Request, TooLarge
 from petracache.protocol.responses import Response
 from petracache.protocol.text import StoreHeader, parse_line
+from petracache.rules.build import compiled
 from petracache.rules.sizes import DEFAULT_ITEM_SIZE_MAX
 
 FLUSH_AFTER: Final = 21  # memcached: reqs_per_event (-R, default 20) + the first request
@@ -50,7 +51,7 @@ _COMPACT_AT: Final = 64 * 1024
 _PARTITION_MAX: Final = 2048  # reads up to this long are split with ``partition`` (next_request)
 # The compiled build looks for a line's end byte by byte, natively, up to this far (``_newline``).
 _SCAN_MAX: Final = 80
-_NATIVE: Final = build.compiled()
+_NATIVE: Final = compiled(sys.modules[__name__])
 
 
 class _NeedData:

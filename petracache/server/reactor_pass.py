@@ -5,7 +5,8 @@ yielding to the other tasks) and the idle timeout. This module does the I/O of o
 connection: one ``os.read``, the connection's ``Exchange`` (``server.exchange``: count,
 parse, execute, encode, and what next), ``os.write`` of the replies, and the decision to
 hand the connection back to its task. It has no trio in it, so it is compiled with the
-request path (``petracache.build``): it runs for every read of a parked connection.
+request path (pyproject.toml, ``[tool.petracache.mypyc]``): it runs for every read of a
+parked connection.
 
 Invariants (the reactor module docstring has the rest): one read per ready connection per
 pass; a reply the kernel did not take whole, end of input, a broken socket, ``quit``, a

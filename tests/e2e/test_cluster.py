@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from petracache import cluster
+from petracache.cluster import cli as cluster
 from tests.harness import RawClient, free_port_pair, wait_for_port, wait_until
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ What a deployment relies on, checked through the proxy:
   keys again (the write-ahead log kept every acknowledged write);
 * ``petracache-cluster run`` starts N instances plus nutcracker from one command.
 
-The router config comes from ``petracache.cluster.nutcracker_yaml``, the same generator the
+The router config comes from ``petracache.cluster.plan.nutcracker_yaml``, the same generator the
 scale-out helper and the README use.
 """
 
@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from petracache.cluster import Instance, find_nutcracker, nutcracker_yaml
+from petracache.cluster.cli import find_nutcracker
+from petracache.cluster.plan import Instance, nutcracker_yaml
 from tests.harness import (
     NutcrackerProcess,
     PetracacheProcess,

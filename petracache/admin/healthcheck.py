@@ -1,4 +1,4 @@
-"""``python -m petracache.healthcheck``: exit 0 when this host's petracache is ready.
+"""``python -m petracache.admin.healthcheck``: exit 0 when this host's petracache is ready.
 
 The container HEALTHCHECK (and any local probe) asks ``/ready`` at the admin address the
 server itself was given through the environment (``PETRACACHE_METRICS__LISTEN_ADDR`` or its
