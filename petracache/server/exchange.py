@@ -30,9 +30,9 @@ checkpoints), the way h11's ``Connection`` leaves the sockets to its user::
 
 This module runs for every read of every connection, so it is compiled with the request
 path (pyproject.toml, ``[tool.petracache.mypyc]``). ``then`` is a plain int: the compiled
-build compares it natively, where reading an enum member is an attribute look-up. (An ``Exchange`` is built
-once per connection, so its dataclass ``__init__`` staying interpreted costs nothing per
-request.)
+build compares it natively, where reading an enum member is an attribute look-up. (An
+``Exchange`` is built once per connection, so its dataclass ``__init__`` staying
+interpreted costs nothing per request.)
 """
 
 from __future__ import annotations
