@@ -51,7 +51,9 @@ def run(reads: int, pipeline: int) -> float:
     handbacks: list[Handback] = []
     exchange = Exchange(ClientConnection(), execute, Counters(), 256 * 1024)
     slots = {fd: Slot(fd, exchange, None)}
-    serve = ReactorPass(slots, lambda _slot, handback: handbacks.append(handback), 65536).serve
+    serve = ReactorPass(
+        slots, lambda _slot, handback: handbacks.append(handback), 65536, lambda: None
+    ).serve
     request = b"get %b\r\n" % KEY * pipeline
     size = REPLY_SIZE * pipeline
     events = [(fd, select.EPOLLIN)]

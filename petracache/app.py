@@ -167,6 +167,8 @@ async def _run(settings: Settings, readiness: Readiness, signals: AsyncIterator[
                     set_disk_bound=None if reclaim is None else reclaim.reclaimer.set_bound,
                 )
                 executor = Executor(engine, counters, info)
+                # The data plane commits each pass's writes at once, before its replies.
+                engine.defer_commits()
                 fsync = settings.storage.durability == "fsync"
                 committer = GroupCommitter(engine.sequence) if fsync else None
                 host, port = split_host_port(server_cfg.listen_addr)
@@ -182,6 +184,7 @@ async def _run(settings: Settings, readiness: Readiness, signals: AsyncIterator[
                         item_size_max=server_cfg.max_item_size,
                         read_size=server_cfg.read_buffer_size,
                         max_connections=server_cfg.max_connections,
+                        commit=engine.commit,
                         idle_timeout=server_cfg.idle_timeout,
                         durability=committer,
                         write_size=server_cfg.write_buffer_size,

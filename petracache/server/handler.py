@@ -41,6 +41,7 @@ from petracache.server.exchange import CLOSE, READ, STREAM, Exchange
 from petracache.server.fastio import FastSocketStream, fast_stream
 from petracache.server.reactor import Reactor
 from petracache.server.reactor_pass import Reason
+from petracache.storage.errors import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class HandlerConfig:
     item_size_max: int
     read_size: int
     max_connections: int
+    commit: Callable[[], None]  # writes the pending writes before their replies (Engine.commit)
     idle_timeout: float = 0.0
     durability: GroupCommitter | None = None  # set in fsync mode: replies wait for the fsync
     write_size: int = WRITE_HIGH_WATER  # flush queued replies past this (server.write_buffer_size)
@@ -201,16 +203,23 @@ class _Session:
         """Answer one read (None: what the parser still holds); False when it must close.
 
         Writes the replies batch by batch (``server.exchange``), each before more input is
-        parsed (back-pressure). In fsync mode a batch is written only once the writes before
-        it are durable.
+        parsed (back-pressure), and each once the writes it answers are committed
+        (``Engine.commit``; in fsync mode, once they are durable too). A failed commit sends
+        none of the batch: the connection closes.
         """
         if data is not None:
             self.view.last_active = trio.current_time()
         exchange = self.exchange
-        durability = self.config.durability
+        config = self.config
+        durability = config.durability
         mark = durability.mark() if durability is not None else 0
         out = exchange.replies() if data is None else exchange.answer(data)
         while True:
+            try:
+                config.commit()
+            except StorageError as exc:
+                log.warning("writes failed, closing the connection they answered: %s", exc)
+                return False
             if out:
                 if durability is not None:
                     mark = await durability.settle(mark)

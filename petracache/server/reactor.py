@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import select
 import time
+from collections.abc import Callable
 from typing import Final
 
 import trio
@@ -53,14 +54,15 @@ class Reactor:
     Args:
         read_size: bytes per ``os.read`` (``server.read_buffer_size``).
         idle_timeout: seconds without input after which a connection is closed; 0 = never.
+        commit: writes a pass's pending writes before its replies (``Engine.commit``).
     """
 
-    def __init__(self, read_size: int, idle_timeout: float = 0.0) -> None:
+    def __init__(self, read_size: int, idle_timeout: float, commit: Callable[[], None]) -> None:
         self._idle = idle_timeout
         self._epoll = select.epoll()
         self._slots: dict[int, Slot] = {}
         # What runs per ready connection (read, answer, write), compiled.
-        self._pass = ReactorPass(self._slots, self._hand_back, read_size)
+        self._pass = ReactorPass(self._slots, self._hand_back, read_size, commit)
         self._closed = False
         self._next_sweep = 0.0
         # Hand-backs by reason, for tests and diagnostics (a WRITE is a client reading slowly).

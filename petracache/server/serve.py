@@ -80,7 +80,8 @@ class DataPlane:
         self.listen_sockets = [listener.socket for listener in listeners]
         reactor = None
         if self._config.durability is None:  # fsync mode: every reply waits in its task
-            reactor = Reactor(self._config.read_size, self._config.idle_timeout)
+            config = self._config
+            reactor = Reactor(config.read_size, config.idle_timeout, config.commit)
         self._config.reactor = self.tracker.reactor = reactor
         async with trio.open_nursery() as connections:
             self._connections = connections

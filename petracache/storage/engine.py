@@ -112,6 +112,7 @@ class Engine:
         )
         self.writer = writer = ItemWriter(
             db.items,
+            db.write_opts,
             db.hint_opts,
             self.index,
             self.item_counts,
@@ -121,6 +122,7 @@ class Engine:
             settings.exact_item_count,
         )
         self.hot = writer.hot
+        self._pending = writer.pending  # the writes not committed yet (group commit)
         self._cas = CasSource(db.meta)
         self.next_cas = self._cas.take  # bound once: it is on the write path
         # memcached's process_started: its clock cannot express an absolute time before this.
@@ -162,18 +164,16 @@ class Engine:
         hot = self.hot
         item = hot.get(key)
         if item is None:
-            try:
-                raw = self._items.get(key)
-            except Exception as exc:
-                raise StorageError(f"read failed: {exc}") from exc
-            if raw is None:
-                return None
-            try:
-                item = codec.decode(raw)
-            except CorruptValue:
-                self.counters.corrupt_values += 1
-                return None
-            hot.put(key, item)
+            pending = self._pending
+            if pending and key in pending:
+                item = pending[key]  # written earlier in this pass (None: deleted)
+                if item is None:
+                    return None
+            else:
+                item = self._load(key)
+                if item is None:
+                    return None
+                hot.put(key, item)
         if ttl.is_expired(item.deadline, now):
             self.counters.expired_lazy += 1
             self.writer.delete_dead(key, item)
@@ -184,6 +184,34 @@ class Engine:
             self.writer.delete_dead(key, item)
             return None
         return item
+
+    def _load(self, key: bytes) -> Item | None:
+        """The version RocksDB holds under ``key``; None if absent or undecodable."""
+        try:
+            raw = self._items.get(key)
+        except Exception as exc:
+            raise StorageError(f"read failed: {exc}") from exc
+        if raw is None:
+            return None
+        try:
+            return codec.decode(raw)
+        except CorruptValue:
+            self.counters.corrupt_values += 1
+            return None
+
+    def defer_commits(self) -> None:
+        """From now on writes wait in one batch until ``commit`` (the server commits once
+        per reactor pass, before the pass's replies); until then each is committed at once."""
+        self.writer.autocommit = False
+
+    def commit(self) -> None:
+        """Write the pending writes (``storage.writer``: group commit): before any reply
+        that depends on them is sent.
+
+        Raises:
+            StorageError: none of them was written.
+        """
+        self.writer.commit()
 
     def fetch(self, key: bytes, change: Callable[[Item, int], Item] | None = None) -> Item | None:
         """A get: the live item as read, or None.
@@ -390,6 +418,10 @@ class Engine:
         if self._closed:
             return
         self._closed = True
+        try:
+            self.writer.commit()  # nothing is pending between requests; this is a safeguard
+        except StorageError as exc:
+            log.warning("closing: the last pending writes failed: %s", exc)
         self.writer.write_hints()
         self._record_stop()
         self.db.close()

@@ -39,11 +39,11 @@ Invariants:
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 from petracache.storage import codec, rocks
 from petracache.storage.items import Item
-from petracache.storage.rocks import AGE_CF, EXPIRY_CF
+from petracache.storage.rocks import AGE_CF, EXPIRY_CF, Batch, Family, RocksDB, WriteOptions
 
 if TYPE_CHECKING:
     from petracache.storage.hot import HotItems
@@ -96,7 +96,12 @@ class ItemIndex:
     """
 
     def __init__(
-        self, db: Any, meta: Any, write_opts: Any, track_expiry: bool, track_age: bool
+        self,
+        db: RocksDB,
+        meta: Family,
+        write_opts: WriteOptions,
+        track_expiry: bool,
+        track_age: bool,
     ) -> None:
         self._db = db
         self._write_opts = write_opts
@@ -131,29 +136,31 @@ class ItemIndex:
 
     # -- batches -------------------------------------------------------------------------------
 
-    def drop_entries(self, batch: Any, key: bytes, old: Item) -> None:
+    def drop_entries(self, batch: Batch, key: bytes, old: Item) -> None:
         """Add deletes of ``old``'s index entries to ``batch``."""
         if self.track_expiry and old.deadline:
             batch.delete(expiry_key(old.deadline, old.cas, key), self._expiry_h)
         if self.track_age:
             batch.delete(age_key(old.cas, key), self._age_h)
 
-    def add_entries(self, batch: Any, key: bytes, deadline: int, cas: int) -> None:
+    def add_entries(self, batch: Batch, key: bytes, deadline: int, cas: int) -> None:
         """Add puts of a version's index entries to ``batch``."""
         if self.track_expiry and deadline:
             batch.put(expiry_key(deadline, cas, key), b"", self._expiry_h)
         if self.track_age:
             batch.put(age_key(cas, key), b"", self._age_h)
 
-    def delete_stale(self, batch: Any, entry: bytes, family: str) -> None:
+    def delete_stale(self, batch: Batch, entry: bytes, family: str) -> None:
         batch.delete(entry, self._expiry_h if family == EXPIRY_CF else self._age_h)
 
-    def requeue_entry(self, batch: Any, entry: bytes, key: bytes, cas: int, position: int) -> None:
+    def requeue_entry(
+        self, batch: Batch, entry: bytes, key: bytes, cas: int, position: int
+    ) -> None:
         """Add the move of ``entry`` (naming version ``cas`` of ``key``) to ``position``."""
         batch.delete(entry, self._age_h)
         batch.put(age_key(position, key), _AGE.pack(cas), self._age_h)
 
-    def commit(self, batch: Any) -> None:
+    def commit(self, batch: Batch) -> None:
         rocks.commit_batch(self._db, batch, self._write_opts)
 
     def batch(self, counts: ItemCounts | None = None, hot: HotItems | None = None) -> IndexBatch:
@@ -161,30 +168,44 @@ class ItemIndex:
         deletions are taken off ``counts`` and the items it changes leave ``hot``."""
         return IndexBatch(self, counts, hot)
 
-    # -- item writes (the engine's hooks) ------------------------------------------------------
+    # -- item writes (the writer's) -----------------------------------------------------------
 
-    def wants(self, deadline: int, old: Item | None) -> bool:
-        """Whether a write needs a batch (else a plain put/delete is enough and cheaper)."""
-        return self.track_age or (
-            self.track_expiry and (deadline != 0 or (old is not None and old.deadline != 0))
-        )
-
-    def put(self, key: bytes, value: bytes, deadline: int, cas: int, old: Item | None) -> None:
-        """Write an item version and its entries, dropping ``old``'s entries, atomically."""
-        batch = rocks.new_batch()
+    def add_put(
+        self, batch: Batch, key: bytes, value: bytes, deadline: int, cas: int, old: Item | None
+    ) -> None:
+        """Add an item version and its entries to ``batch``, dropping ``old``'s entries."""
         if old is not None:
             self.drop_entries(batch, key, old)
         batch.put(key, value)
         self.add_entries(batch, key, deadline, cas)
-        self.commit(batch)
 
-    def delete(self, key: bytes, old: Item | None) -> None:
-        """Delete an item and (when known) its version's entries, atomically."""
-        batch = rocks.new_batch()
+    def add_delete(self, batch: Batch, key: bytes, old: Item | None) -> None:
+        """Add the delete of an item and (when known) its version's entries to ``batch``."""
         if old is not None:
             self.drop_entries(batch, key, old)
         batch.delete(key)
-        self.commit(batch)
+
+    def write(
+        self,
+        db: RocksDB,
+        opts: WriteOptions,
+        key: bytes,
+        value: bytes | None,
+        deadline: int,
+        cas: int,
+        old: Item | None,
+    ) -> None:
+        """Write one version (``value``; None deletes) and its entries now, atomically.
+
+        Raises:
+            StorageError: the write failed; nothing of it is stored.
+        """
+        batch = rocks.new_batch()
+        if value is None:
+            self.add_delete(batch, key, old)
+        else:
+            self.add_put(batch, key, value, deadline, cas, old)
+        rocks.commit_batch(db, batch, opts)
 
 
 class IndexBatch:

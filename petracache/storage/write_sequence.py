@@ -1,17 +1,18 @@
 """Write sequence bookkeeping for group commit (``durability = "fsync"``).
 
 Strategy: in fsync mode every write goes to RocksDB *un-synced* on the trio thread, exactly as
-in wal mode, so reads see it at once and read-modify-write commands stay atomic. Each write
-bumps ``written``. Before a connection sends the replies of a batch that wrote something, it
+in wal mode (a pass's writes in one committed batch, ``storage.writer``). Each committed
+write bumps ``written``. Before a connection sends the replies of a batch that wrote something, it
 waits until ``synced`` has caught up with the ``written`` value it saw; one background task
 (``server.durability``) makes that happen by calling ``sync()`` in a worker thread, which
 fsyncs the WAL once for every write that accumulated: many connections share one fsync.
 
 Invariants:
 
-* ``written`` changes only on the trio thread (puts are synchronous there). It grows with
-  every write, except that the engine takes back the writes a read makes on the side (lazy
-  deletes, fetch records): no reply depends on them, so no reply waits for their fsync.
+* ``written`` changes only on the trio thread (commits are synchronous there). It grows
+  with every write once it is in the WAL, except the writes a read makes on the side (lazy
+  deletes, fetch records), counted in ``untracked``: no reply depends on them, so no reply
+  waits for their fsync.
 * ``sync()`` reads ``written`` *before* it fsyncs: every write numbered up to that target was
   already appended to the WAL, so the fsync covers it. Writes that race with the fsync get a
   higher number and wait for the next round.
@@ -23,9 +24,8 @@ No trio here (storage stays synchronous); ``sync()`` blocks and must run in a wo
 
 from __future__ import annotations
 
-from typing import Any
-
 from petracache.storage.errors import StorageError
+from petracache.storage.rocks import RocksDB
 
 
 class WriteSequence:
@@ -37,7 +37,7 @@ class WriteSequence:
 
     __slots__ = ("_db", "synced", "syncs", "untracked", "written")
 
-    def __init__(self, db: Any) -> None:
+    def __init__(self, db: RocksDB) -> None:
         self._db = db
         self.written = 0
         self.synced = 0
@@ -48,11 +48,6 @@ class WriteSequence:
     def writes(self) -> int:
         """Every write so far, tracked or not (for counting, not for durability)."""
         return self.written + self.untracked
-
-    def untrack_since(self, mark: int) -> None:
-        """Take back the writes made since ``written`` was ``mark``: no reply waits for them."""
-        self.untracked += self.written - mark
-        self.written = mark
 
     def sync(self, target: int) -> int:
         """fsync the WAL; returns ``target`` (the caller passes ``written`` as read on its thread).

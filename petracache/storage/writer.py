@@ -3,6 +3,16 @@ in step. memcached's do_item_link / do_item_unlink: every store, delete, expiry 
 record of the engine goes through ``ItemWriter``, and the live-item counts move only here
 (``ItemCounts.link``/``unlink``) and in a reclaim batch's commit.
 
+Group commit (Redis's append-only file, written once per event-loop pass): with
+``autocommit`` off (the server turns it off), writes go into one pending ``WriteBatch`` and
+``commit`` writes it with one WAL append; with it on (the default: tests and tools that use
+an engine directly), every write is committed as it is made. The server calls ``commit``
+before it sends any reply the batch's writes produced, once per reactor pass
+(every connection served in it) or per read of a connection served by its own task, so a
+client is told STORED only once its write is in the WAL. Meanwhile the hot items and
+``pending`` (the batch's versions by key, None for a delete) are what reads see: a read
+later in the same pass finds the pass's earlier writes.
+
 Invariants:
 
 * The hot items follow RocksDB (``storage.hot``): a write updates or drops the key's entry
@@ -14,6 +24,12 @@ Invariants:
   client was told.
 * Side writes of reads are best effort: a failure is counted (``read_write_failures``),
   never raised, so reads keep working on a full disk.
+* ``pending`` is empty whenever the trio thread may switch tasks: ``commit`` runs before
+  any await that follows writes. When a commit fails (a full disk), none of the batch is
+  written: its keys leave the hot items, the counts are no longer exact, the caller sends
+  none of the replies that depended on it (``server.reactor_pass``), and later writes go
+  straight to RocksDB one at a time (each failing with ``StorageError``, answered
+  ``SERVER_ERROR``) until one succeeds; then batching resumes.
 """
 
 from __future__ import annotations
@@ -26,7 +42,7 @@ from petracache.storage.hot import HotItems
 from petracache.storage.index import ItemIndex
 from petracache.storage.item_counts import ItemCounts
 from petracache.storage.items import Item
-from petracache.storage.rocks import Family, RocksDB, WriteOptions
+from petracache.storage.rocks import Batch, Family, RocksDB, WriteOptions
 from petracache.storage.statistics import EngineCounters
 from petracache.storage.write_sequence import WriteSequence
 
@@ -49,6 +65,7 @@ class ItemWriter:
     def __init__(
         self,
         db: RocksDB,
+        write_opts: WriteOptions,
         hint_opts: WriteOptions,
         index: ItemIndex,
         counts: ItemCounts,
@@ -59,7 +76,14 @@ class ItemWriter:
     ) -> None:
         self._db = db
         self._items: Family = db
+        self._write_opts = write_opts
         self._hint_opts = hint_opts
+        self._batch: Batch | None = None  # the pending writes (group commit)
+        self.pending: dict[bytes, Item | None] = {}  # their versions by key (None: deleted)
+        self._tracked = 0  # pending writes a reply waits for (group commit in fsync mode)
+        self._untracked = 0  # pending side writes of reads
+        self._direct = False  # a commit failed: write one at a time until one succeeds
+        self.autocommit = True  # commit every write as it is made (see the module docstring)
         self.index = index
         self.item_counts = counts
         self.sequence = sequence
@@ -105,16 +129,32 @@ class ItemWriter:
         self._linked(len(key) + len(value), old_size, link)
 
     def _linked(self, size: int, old_size: int, link: bool) -> None:
-        self.sequence.written += 1
+        self._count(True)
         self.item_counts.link(size, old_size)
         if link:
             self.counters.total_items += 1
+
+    def _count(self, tracked: bool) -> None:
+        """One write more, in the pending batch or (direct) in RocksDB already."""
+        if self._batch is None:
+            if tracked:
+                self.sequence.written += 1
+            else:
+                self.sequence.untracked += 1
+        elif tracked:
+            self._tracked += 1
+        else:
+            self._untracked += 1
 
     def _stored_size(self, key: bytes) -> int:
         """The stored size under ``key`` (0: absent), for the exact counts; the bloom
         filters answer "absent" for most new keys without reading a block."""
         if not self._exact_count:
             return 0  # storage.exact_item_count = false: blind writes
+        pending = self.pending
+        if pending and key in pending:
+            newer = pending[key]
+            return 0 if newer is None else codec.item_stored_size(key, newer)
         try:
             raw = self._items.get(key) if self._items.key_may_exist(key) else None
         except Exception as exc:
@@ -122,38 +162,84 @@ class ItemWriter:
         return 0 if raw is None else codec.stored_size(key, raw)
 
     def _store(self, key: bytes, value: bytes, item: Item, old: Item | None) -> None:
-        """Write ``value`` to RocksDB, through the index when ``item`` needs entries."""
-        if self.index.wants(item.deadline, old):
-            self.index.put(key, value, item.deadline, item.cas, old)
-        else:
-            try:
-                self._items.put(key, value)
-            except Exception as exc:
-                raise StorageError(f"write failed: {exc}") from exc
+        """Add ``value`` to the pending batch, with its index entries when ``item`` needs
+        them; after a failed commit, write it at once."""
+        batch = self._open_batch()
+        if batch is None:
+            self.index.write(self._db, self._write_opts, key, value, item.deadline, item.cas, old)
+            self._direct = False  # RocksDB takes writes again
+            return
+        self.index.add_put(batch, key, value, item.deadline, item.cas, old)
+        self.pending[key] = item
+        if self.autocommit:
+            self._commit(linked=False)
 
-    def delete(self, key: bytes, old: Item) -> None:
-        """Unlink ``old``, the stored version under ``key``, and its index entries."""
+    def delete(self, key: bytes, old: Item, *, tracked: bool = True) -> None:
+        """Unlink ``old``, the stored version under ``key``, and its index entries;
+        ``tracked=False`` for a side write of a read."""
         self.hot.drop(key)
-        if self.index.wants(0, old):
-            self.index.delete(key, old)
+        batch = self._open_batch()
+        if batch is None:
+            self.index.write(self._db, self._write_opts, key, None, 0, 0, old)
+            self._direct = False
         else:
-            try:
-                self._items.delete(key)
-            except Exception as exc:
-                raise StorageError(f"delete failed: {exc}") from exc
+            self.index.add_delete(batch, key, old)
+            self.pending[key] = None
+            if self.autocommit:
+                self._commit(linked=False)
         self.item_counts.unlink(codec.item_stored_size(key, old))
-        self.sequence.written += 1
+        self._count(tracked)
+
+    def _open_batch(self) -> Batch | None:
+        """The pending batch (a new one if none is open), or None after a failed commit."""
+        batch = self._batch
+        if batch is None and not self._direct:
+            batch = self._batch = rocks.new_batch()
+        return batch
+
+    def commit(self) -> None:
+        """Write the pending batch (one WAL append): call before sending any reply of the
+        writes in it. Nothing to do when nothing is pending.
+
+        Raises:
+            StorageError: the write failed and none of the batch is stored (see the module
+                docstring for what follows).
+        """
+        self._commit(linked=True)
+
+    def _commit(self, linked: bool) -> None:
+        """``commit``; ``linked``: the counts already count the batch's writes (with
+        autocommit a write is committed before it is linked)."""
+        batch = self._batch
+        if batch is None:
+            return
+        self._batch = None
+        tracked, untracked = self._tracked, self._untracked
+        self._tracked = self._untracked = 0
+        pending = self.pending
+        try:
+            rocks.commit_batch(self._db, batch, self._write_opts)
+        except StorageError:
+            for key in pending:
+                self.hot.drop(key)
+            if linked:
+                self.item_counts.exact = False  # it counted what the batch would have linked
+            self._direct = not self.autocommit
+            extra = self.counters.extra
+            extra["commit_failures"] = extra.get("commit_failures", 0) + 1
+            raise
+        finally:
+            pending.clear()
+        self.sequence.written += tracked
+        self.sequence.untracked += untracked
 
     def delete_dead(self, key: bytes, item: Item) -> None:
         """Delete a dead item a read found (lazy expiry): a side write of a read, best effort
         and untracked (see the module docstring)."""
-        written = self.sequence.written
         try:
-            self.delete(key, item)
+            self.delete(key, item, tracked=False)
         except StorageError:
             _count_side_write_failure(self.counters)
-        finally:
-            self.sequence.untrack_since(written)
 
     def record_fetch(self, key: bytes, item: Item) -> bool:
         """Record a fetch: ``item`` differs from the stored version only in fetch state.
@@ -164,6 +250,8 @@ class ItemWriter:
         """
         if self.hot.hint(key, item):
             return True
+        if key in self.pending:
+            return False  # its pending version is newer than this record
         if not self._store_hint(key, codec.encode_item(item)):
             self.hot.drop(key)
             return False

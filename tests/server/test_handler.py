@@ -42,7 +42,9 @@ async def _one_write(tmp_path: Path) -> None:
             await original()
 
     server_side.send_stream.send_all_hook = count_write
-    config = HandlerConfig(item_size_max=1 << 20, read_size=1 << 20, max_connections=10)
+    config = HandlerConfig(
+        item_size_max=1 << 20, read_size=1 << 20, max_connections=10, commit=engine.commit
+    )
     payload = b"".join(b"set k%d 0 0 1\r\nx\r\nget k%d\r\n" % (i, i) for i in range(50))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(

@@ -50,6 +50,7 @@ def run_plane(
         item_size_max=1 << 20,
         read_size=65536,
         max_connections=100,
+        commit=lambda: None,  # ``execute`` writes nothing
         idle_timeout=idle_timeout,
         write_size=64 * 1024,
     )
