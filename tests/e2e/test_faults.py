@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import rocksdict
 
-from tests.harness import PetracacheProcess, cmds, wait_until
+from tests.harness import PetracacheProcess, RawClient, cmds, wait_until
 
 SMALL_BUFFERS = """
 [storage]
@@ -56,6 +56,30 @@ def _fill(path: Path, leave: int) -> None:
             remaining -= len(chunk)
 
 
+def _fill_until_refused(
+    server: PetracacheProcess, client: RawClient, value: bytes
+) -> tuple[RawClient, list[bytes]]:
+    """Set big values until the disk refuses one: (a live client, the keys acknowledged).
+
+    The write whose commit fails is never acknowledged: it is answered ``SERVER_ERROR``, or
+    (a reactor pass's batch failed) its connection is closed without a reply, since the
+    pass's replies cannot be sent (docs/operations.md, faults); then a new client is made.
+    """
+    stored: list[bytes] = []
+    for i in range(200):
+        key = b"big:%d" % i
+        try:
+            reply = client.call(b"set %b 0 0 %d\r\n%b\r\n" % (key, len(value), value))
+        except ConnectionError:
+            client.close()
+            return server.client(), stored
+        if reply != b"STORED\r\n":
+            assert reply.startswith(b"SERVER_ERROR "), reply
+            return client, stored
+        stored.append(key)
+    raise AssertionError("the disk never filled")
+
+
 def test_disk_full_fails_writes_keeps_reads_and_recovers(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "mnt", "32m") as mnt:
         # No hot items: then a first get writes its fetch record to RocksDB at once (with
@@ -70,11 +94,9 @@ def test_disk_full_fails_writes_keeps_reads_and_recovers(tmp_path: Path) -> None
             assert client.call(cmds(["set keep 7 0 5", "hello"])) == b"STORED\r\n"
             _fill(mnt / "ballast", leave=512 * 1024)
             value = os.urandom(60_000)
-            reply = b""
-            for i in range(200):
-                reply = client.call(b"set big:%d 0 0 %d\r\n%s\r\n" % (i, len(value), value))
-                if reply != b"STORED\r\n":
-                    break
+            client, _stored = _fill_until_refused(server, client, value)
+            # Once a commit has failed, every write is refused on its own, with the reason.
+            reply = client.call(b"set big 0 0 %d\r\n%s\r\n" % (len(value), value))
             assert reply.startswith(b"SERVER_ERROR "), reply
             assert b"No space left on device" in reply
             # Reads keep working, on this connection and on a new one; nothing crashed.
@@ -119,12 +141,7 @@ def test_shutdown_on_a_full_disk_reports_and_loses_nothing(tmp_path: Path) -> No
         assert client.call(cmds(["set keep 7 0 5", "hello"])) == b"STORED\r\n"
         _fill(mnt / "ballast", leave=512 * 1024)
         value = os.urandom(60_000)
-        stored = []
-        for i in range(200):
-            reply = client.call(b"set big:%d 0 0 %d\r\n%s\r\n" % (i, len(value), value))
-            if reply != b"STORED\r\n":
-                break
-            stored.append(b"big:%d" % i)
+        client, stored = _fill_until_refused(server, client, value)
         client.close()
         # The memtables cannot be flushed: one clear line, a non-zero exit, no traceback.
         assert server.stop() == 1
