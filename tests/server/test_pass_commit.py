@@ -76,7 +76,7 @@ def test_one_commit_per_pass_and_no_reply_before_it(tmp_path: Path) -> None:
 
 
 def test_a_failed_commit_sends_no_reply_and_closes_the_pass(tmp_path: Path) -> None:
-    with pass_over(tmp_path) as (engine, clients, slots, handbacks):
+    with pass_over(tmp_path) as (_engine, clients, slots, handbacks):
 
         def commit() -> None:
             raise StorageError("write failed: No space left on device")

@@ -19,9 +19,7 @@ from tests.storage.engines import Clock
 
 
 def deferred(tmp_path: Path, clock: Clock, hot: int = 0) -> Engine:
-    engine = Engine(
-        StorageSettings(db_path=str(tmp_path / "db"), hot_cache_size=hot), clock=clock
-    )
+    engine = Engine(StorageSettings(db_path=str(tmp_path / "db"), hot_cache_size=hot), clock=clock)
     engine.defer_commits()
     return engine
 
@@ -32,9 +30,7 @@ def stored(engine: Engine, key: bytes) -> bytes | None:
     return None if raw is None else codec.decode(raw).data
 
 
-def test_writes_wait_for_the_commit_and_reads_see_them_first(
-    tmp_path: Path, clock: Clock
-) -> None:
+def test_writes_wait_for_the_commit_and_reads_see_them_first(tmp_path: Path, clock: Clock) -> None:
     engine = deferred(tmp_path, clock)
     try:
         engine.store(StoreMode.SET, b"a", 0, 0, b"1")
