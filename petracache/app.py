@@ -38,7 +38,7 @@ from petracache.server.accept_guard import AcceptGuard
 from petracache.server.auth import AuthFileError, load_auth_file
 from petracache.server.durability import GroupCommitter
 from petracache.server.handler import HandlerConfig
-from petracache.server.housekeeping import heartbeat, recount
+from petracache.server.housekeeping import heartbeat, scan_keys
 from petracache.server.serve import DataPlane
 from petracache.server.tasks import reclaim_task
 from petracache.server.tls import TLSConfigError, server_context
@@ -154,7 +154,7 @@ async def _run(settings: Settings, readiness: Readiness, signals: AsyncIterator[
                 if reclaim is not None:
                     nursery.start_soon(reclaim.run)  # cancelled with the nursery, before close
                 nursery.start_soon(heartbeat, engine)
-                nursery.start_soon(recount, engine)
+                nursery.start_soon(scan_keys, engine)
                 info = ServerInfo(
                     max_connections=server_cfg.max_connections,
                     item_size_max=server_cfg.max_item_size,

@@ -140,6 +140,10 @@ def general_stats(counters: Counters, engine: Engine, info: ServerInfo) -> list[
         ("hot_hits", engine.hot.hits),
         ("hot_misses", engine.hot.misses),
         ("hot_evictions", engine.hot.evictions),
+        # every key's size in memory, for exact counts without reads (storage.key_sizes)
+        ("key_index_bytes", 0 if engine.key_sizes is None else engine.key_sizes.nbytes),
+        # group commits that failed (none of their writes stored)
+        ("commit_failures", ec.get("commit_failures", 0)),
     ]
     return [(name, str(value)) for name, value in values]
 

@@ -4,9 +4,11 @@
   (``storage.warm_restart``): after a kill, the next start measures its downtime from the last
   heartbeat. A failed heartbeat (a full disk) is logged once per failure streak and
   retried at the next interval: it only makes a later downtime look longer.
-* After a start that could not trust the previous counts (a crash, a restored backup), the
-  exact item count is rebuilt in bounded steps (``storage.item_counts.Recount``), yielding to
-  every ready connection between steps, like the reclaimer.
+* After every start, every stored key is walked once in bounded steps
+  (``storage.item_counts.KeyScan``), yielding to every ready connection between steps, like
+  the reclaimer: it fills the key sizes that let a set keep the counts exact without a read,
+  and, after a start that could not trust the previous counts (a crash, a restored backup),
+  rebuilds the exact item count.
 """
 
 from __future__ import annotations
@@ -40,21 +42,25 @@ async def heartbeat(engine: Engine, interval: float = HEARTBEAT_INTERVAL) -> Non
             failing = False
 
 
-async def recount(engine: Engine) -> None:
-    """Rebuild the exact item count if the start could not restore it."""
-    job = engine.recount()
+async def scan_keys(engine: Engine) -> None:
+    """Walk every stored key once after the start: the key sizes that keep the counts exact
+    without reads, and the count itself if the start could not restore it."""
+    job = engine.scan_keys()
     if job is None:
         return
     started = time.monotonic()
-    log.info("counting the stored items (the previous run did not stop cleanly)")
+    recount = not engine.item_counts.exact
+    if recount:
+        log.info("counting the stored items (the previous run did not stop cleanly)")
     try:
         while job.step():
             await trio.lowlevel.checkpoint()
     except Exception as exc:  # rocksdict raises bare Exception; the count stays an estimate
-        log.warning("item recount failed; curr_items stays an estimate: %s", exc)
+        log.warning("the key scan failed; sets of unseen keys read their old size: %s", exc)
         return
     log.info(
-        "counted %d items (%d bytes) in %.1fs",
+        "%s %d items (%d bytes) in %.1fs",
+        "counted" if recount else "scanned",
         engine.item_counts.items,
         engine.item_counts.bytes,
         time.monotonic() - started,

@@ -46,8 +46,9 @@ from petracache.storage.database import Database
 from petracache.storage.errors import CorruptValue, StorageError
 from petracache.storage.flush import FlushState
 from petracache.storage.index import IndexBatch, ItemIndex, parse_age_key
-from petracache.storage.item_counts import ItemCounts, Recount
+from petracache.storage.item_counts import ItemCounts, KeyScan
 from petracache.storage.items import DeltaResult, Item, StoreResult
+from petracache.storage.key_sizes import KeySizes
 from petracache.storage.rocks import AGE_CF, Family
 from petracache.storage.statistics import EngineCounters
 from petracache.storage.warm_restart import Heartbeat, LastRun, Verdict, judge, read_last_run
@@ -110,6 +111,12 @@ class Engine:
             track_expiry=settings.enable_ttl_compaction,
             track_age=settings.max_disk_bytes > 0,
         )
+        # Every key's size, so a set knows what it replaces without a read (exact counts).
+        self.key_sizes = (
+            KeySizes(db.property_int("rocksdb.estimate-num-keys"))
+            if settings.exact_item_count
+            else None
+        )
         self.writer = writer = ItemWriter(
             db.items,
             db.write_opts,
@@ -119,7 +126,7 @@ class Engine:
             self.sequence,
             self.counters,
             settings.hot_cache_size,
-            settings.exact_item_count,
+            self.key_sizes,
         )
         self.hot = writer.hot
         self._pending = writer.pending  # the writes not committed yet (group commit)
@@ -381,7 +388,7 @@ class Engine:
     def batch(self) -> IndexBatch:
         """Item deletions and index changes, applied atomically by the batch's commit, which
         unlinks what it deleted and drops it from the hot items."""
-        return self.index.batch(self.item_counts, self.hot)
+        return self.index.batch(self.item_counts, self.hot, self.key_sizes)
 
     def oldest_write(self) -> int:
         """When the oldest surviving version was written (Unix s), from the head of the
@@ -402,11 +409,13 @@ class Engine:
         """Record that the server is alive now (``storage.warm_restart``; called periodically)."""
         self._heartbeat.beat(self.now())
 
-    def recount(self) -> Recount | None:
-        """A recount of the items to run in steps, or None when the counts are exact."""
-        if self.item_counts.exact or not self._exact_count:
+    def scan_keys(self) -> KeyScan | None:
+        """The start-up walk of every key to run in steps (a recount when the counts are not
+        exact, and the key sizes' fill), or None when there is nothing to do."""
+        sizes = self.key_sizes
+        if sizes is None or (sizes.complete and self.item_counts.exact):
             return None
-        return Recount(self.db.items, self.item_counts)
+        return KeyScan(self.db.items, self.item_counts, sizes)
 
     def close(self) -> None:
         """Write the fetch records and the clean-stop record, flush and close. Idempotent.

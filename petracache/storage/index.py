@@ -48,6 +48,7 @@ from petracache.storage.rocks import AGE_CF, EXPIRY_CF, Batch, Family, RocksDB, 
 if TYPE_CHECKING:
     from petracache.storage.hot import HotItems
     from petracache.storage.item_counts import ItemCounts
+    from petracache.storage.key_sizes import KeySizes
 
 INDEX_STATE_KEY: Final = b"index_complete"  # meta key: b"E" and/or b"A" for complete indexes
 _EXPIRY: Final = struct.Struct(">IQ")
@@ -163,10 +164,15 @@ class ItemIndex:
     def commit(self, batch: Batch) -> None:
         rocks.commit_batch(self._db, batch, self._write_opts)
 
-    def batch(self, counts: ItemCounts | None = None, hot: HotItems | None = None) -> IndexBatch:
+    def batch(
+        self,
+        counts: ItemCounts | None = None,
+        hot: HotItems | None = None,
+        sizes: KeySizes | None = None,
+    ) -> IndexBatch:
         """A batch of deletes and index entries, for the reclaimer; its committed item
         deletions are taken off ``counts`` and the items it changes leave ``hot``."""
-        return IndexBatch(self, counts, hot)
+        return IndexBatch(self, counts, hot, sizes)
 
     # -- item writes (the writer's) -----------------------------------------------------------
 
@@ -215,17 +221,31 @@ class IndexBatch:
     index exact for everything it deletes (see the module invariants).
     """
 
-    __slots__ = ("_batch", "_deleted", "_deleted_bytes", "_hot", "_index", "_tally", "_touched")
+    __slots__ = (
+        "_batch",
+        "_counts",
+        "_deleted",
+        "_deleted_bytes",
+        "_hot",
+        "_index",
+        "_sizes",
+        "_touched",
+    )
 
     def __init__(
-        self, index: ItemIndex, counts: ItemCounts | None = None, hot: HotItems | None = None
+        self,
+        index: ItemIndex,
+        counts: ItemCounts | None = None,
+        hot: HotItems | None = None,
+        sizes: KeySizes | None = None,
     ) -> None:
         self._index = index
         self._batch = rocks.new_batch()
-        self._tally = counts
+        self._counts = counts
         self._hot = hot
+        self._sizes = sizes
         self._touched: list[bytes] = []  # items deleted or rewritten: their hot entries go
-        self._deleted = 0
+        self._deleted: list[bytes] = []
         self._deleted_bytes = 0
 
     def delete_item(self, key: bytes, item: Item) -> None:
@@ -234,7 +254,7 @@ class IndexBatch:
         self._index.drop_entries(self._batch, key, item)
         self._batch.delete(key)
         self._touched.append(key)
-        self._deleted += 1
+        self._deleted.append(key)
         self._deleted_bytes += codec.item_stored_size(key, item)
 
     def delete_entry(self, entry: bytes, family: str) -> None:
@@ -254,13 +274,17 @@ class IndexBatch:
 
     def commit(self) -> None:
         """Apply the batch; the hot items of what it deleted or rewrote go (``storage.hot``:
-        even if the write fails, since what RocksDB then holds is not known here)."""
+        even if the write fails, since what RocksDB then holds is not known here), and what
+        it deleted is unlinked from the counts and the key sizes."""
         try:
             self._index.commit(self._batch)
         finally:
             if self._hot is not None:
                 for key in self._touched:
                     self._hot.drop(key)
-        if self._tally is not None:
-            self._tally.items -= self._deleted
-            self._tally.bytes -= self._deleted_bytes
+        deleted = self._deleted
+        if self._counts is not None and deleted:
+            self._counts.unlink(self._deleted_bytes, len(deleted))
+        if self._sizes is not None:
+            for key in deleted:
+                self._sizes.remove(key)

@@ -42,6 +42,7 @@ from petracache.storage.hot import HotItems
 from petracache.storage.index import ItemIndex
 from petracache.storage.item_counts import ItemCounts
 from petracache.storage.items import Item
+from petracache.storage.key_sizes import UNKNOWN, KeySizes
 from petracache.storage.rocks import Batch, Family, RocksDB, WriteOptions
 from petracache.storage.statistics import EngineCounters
 from petracache.storage.write_sequence import WriteSequence
@@ -58,8 +59,9 @@ class ItemWriter:
         sequence: the write counter group commit waits on.
         counters: the engine's counters (``total_items``, failures).
         hot_cache_size: bytes for the hot items (``storage.hot_cache_size``).
-        exact_count: keep ``counts`` exact (a read of the old size for a blind set whose key
-            the bloom filters cannot rule out); False makes such sets blind writes.
+        sizes: every key's stored size (``storage.key_sizes``), kept in step with the writes,
+            so a blind set knows the size it replaces; None when the counts are not kept
+            exact (``exact_item_count = false``): such sets are then blind writes.
     """
 
     def __init__(
@@ -72,7 +74,7 @@ class ItemWriter:
         sequence: WriteSequence,
         counters: EngineCounters,
         hot_cache_size: int,
-        exact_count: bool,
+        sizes: KeySizes | None,
     ) -> None:
         self._db = db
         self._items: Family = db
@@ -88,7 +90,7 @@ class ItemWriter:
         self.item_counts = counts
         self.sequence = sequence
         self.counters = counters
-        self._exact_count = exact_count
+        self.sizes = sizes
         # Not a bound method: the writer must not be in a reference cycle (the database's
         # handles, and its lock, go when the last reference does).
         self._store_hint = partial(_store_hint, db, hint_opts, sequence, counters)
@@ -109,7 +111,7 @@ class ItemWriter:
         except BaseException:
             hot.drop(key)  # what RocksDB holds now is not known here
             raise
-        self._linked(len(key) + len(value), old_size, True)
+        self._linked(key, len(key) + len(value), old_size, True)
 
     def write(self, key: bytes, item: Item, old: Item | None, *, link: bool = True) -> None:
         """Write ``item`` under ``key`` exactly as given, replacing ``old`` (the live
@@ -126,11 +128,14 @@ class ItemWriter:
             raise
         self.hot.put(key, item)
         old_size = 0 if old is None else codec.item_stored_size(key, old)
-        self._linked(len(key) + len(value), old_size, link)
+        self._linked(key, len(key) + len(value), old_size, link)
 
-    def _linked(self, size: int, old_size: int, link: bool) -> None:
+    def _linked(self, key: bytes, size: int, old_size: int, link: bool) -> None:
         self._count(True)
         self.item_counts.link(size, old_size)
+        sizes = self.sizes
+        if sizes is not None:
+            sizes.put(key, size)
         if link:
             self.counters.total_items += 1
 
@@ -147,10 +152,15 @@ class ItemWriter:
             self._untracked += 1
 
     def _stored_size(self, key: bytes) -> int:
-        """The stored size under ``key`` (0: absent), for the exact counts; the bloom
-        filters answer "absent" for most new keys without reading a block."""
-        if not self._exact_count:
+        """The stored size under ``key`` (0: absent), for the exact counts: from the key
+        sizes, else (before the start-up scan has seen the key) from RocksDB, where the
+        bloom filters answer "absent" for most new keys without reading a block."""
+        sizes = self.sizes
+        if sizes is None:
             return 0  # storage.exact_item_count = false: blind writes
+        known = sizes.get(key)
+        if known != UNKNOWN:
+            return known
         pending = self.pending
         if pending and key in pending:
             newer = pending[key]
@@ -188,6 +198,8 @@ class ItemWriter:
             if self.autocommit:
                 self._commit(linked=False)
         self.item_counts.unlink(codec.item_stored_size(key, old))
+        if self.sizes is not None:
+            self.sizes.remove(key)
         self._count(tracked)
 
     def _open_batch(self) -> Batch | None:
@@ -220,8 +232,11 @@ class ItemWriter:
         try:
             rocks.commit_batch(self._db, batch, self._write_opts)
         except StorageError:
+            sizes = self.sizes
             for key in pending:
                 self.hot.drop(key)
+                if sizes is not None:
+                    sizes.forget(key)
             if linked:
                 self.item_counts.exact = False  # it counted what the batch would have linked
             self._direct = not self.autocommit

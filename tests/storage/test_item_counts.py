@@ -86,14 +86,21 @@ def test_clean_stop_keeps_the_tally_a_crash_rebuilds_it(tmp_path: Path, clock: C
     gc.collect()
     engine = open_engine(tmp_path / "db", clock)
     assert counts(engine) == expected  # restored, no walk
-    assert engine.recount() is None
+    scan = engine.scan_keys()  # the key sizes are filled; the counts are left alone
+    assert scan is not None
+    while scan.step():
+        pass
+    assert counts(engine) == expected
+    assert engine.key_sizes is not None
+    assert engine.key_sizes.complete
+    assert engine.scan_keys() is None
     engine.db.items.close()  # a crash: no clean-stop record
     del engine
     gc.collect()
     engine = open_engine(tmp_path / "db", clock)
     try:
         assert not engine.item_counts.exact
-        job = engine.recount()
+        job = engine.scan_keys()
         assert job is not None
         engine.store(StoreMode.SET, b"during", 0, 0, b"x")  # written while the walk runs
         engine.delete(b"k0")
@@ -126,7 +133,7 @@ def test_a_write_after_the_clean_stop_forces_a_recount(tmp_path: Path, clock: Cl
 def test_exact_item_count_off_keeps_set_blind(tmp_path: Path, clock: Clock) -> None:
     with contextlib.closing(open_engine(tmp_path / "db", clock, exact_item_count=False)) as e:
         e.store(StoreMode.SET, b"a", 0, 0, b"x")
-        assert (e.item_counts.exact, e.recount()) == (False, None)  # estimates, and no recount
+        assert (e.item_counts.exact, e.scan_keys()) == (False, None)  # estimates, and no recount
 
 
 def test_downtime_rule() -> None:

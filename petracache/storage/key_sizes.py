@@ -1,0 +1,167 @@
+"""Every stored key's size, in memory: what keeps the item counts exact without a read.
+
+memcached knows from its hash table whether a ``set`` replaces an item and how large that
+item was; here the exact ``curr_items``/``bytes`` (``storage.item_counts``) need the same
+for every write, and a write whose key the hot items do not hold would otherwise read the
+old version from RocksDB first. ``KeySizes`` answers instead: a compact open-addressing
+table of 64-bit key fingerprints (the key's ``hash()``; bytes cache theirs) and 32-bit
+stored sizes, in two ``array``s, linear probing, deletion by backward shift (no tombstone
+slots).
+
+Completeness: the table starts empty at every start and is filled as keys are written, and
+by a scan of every stored key in bounded steps (``storage.item_counts.Recount``, run at
+start by ``server.housekeeping``). Until the scan ends (``complete`` False), a key it does
+not hold is *unknown* (``get`` returns ``UNKNOWN``: the caller reads RocksDB) and a deleted
+key is held with size 0 (known absent), so the scan, whose view of RocksDB is older, does
+not bring it back; once complete, a key it does not hold is absent.
+
+Known inexactness: two keys with the same 64-bit fingerprint (a chance of about n^2 / 2^65
+for n keys: 3e-6 for ten million) share one entry, so the counts can be one item off.
+
+Memory: 12 bytes a slot; the table doubles when three quarters full, so 16-24 bytes a key
+(``nbytes``, reported as ``stats`` ``key_index_bytes``); a doubling rehashes every key at
+once on the trio thread.
+"""
+
+from __future__ import annotations
+
+from array import array
+from typing import Final
+
+UNKNOWN: Final = -1  # ``get``: not in the table and the table is not complete
+MIN_SLOTS: Final = 1024
+
+
+def _fingerprint(key: bytes) -> int:
+    """The key's 64-bit fingerprint; never 0, which marks an empty slot."""
+    fp = hash(key)
+    return fp if fp != 0 else 1
+
+
+class KeySizes:
+    """Stored size by key fingerprint (see the module docstring).
+
+    Args:
+        expected: keys expected (RocksDB's estimate at start): the table starts with room
+            for them, so it need not double while the start-up scan fills it.
+    """
+
+    __slots__ = ("_fps", "_mask", "_sizes", "complete", "count")
+
+    def __init__(self, expected: int = 0) -> None:
+        slots = MIN_SLOTS
+        while slots * 3 < expected * 4 + 4:
+            slots <<= 1
+        self._fps = array("q", bytes(8 * slots))
+        self._sizes = array("I", bytes(4 * slots))
+        self._mask = slots - 1
+        self.count = 0  # entries held, known-absent ones included
+        self.complete = False
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the table takes."""
+        return (self._mask + 1) * 12
+
+    def get(self, key: bytes) -> int:
+        """The stored size under ``key``; 0 if absent; ``UNKNOWN`` if the table cannot say."""
+        i = self._slot(key)
+        if i >= 0:
+            return int(self._sizes[i])
+        return 0 if self.complete else UNKNOWN
+
+    def _slot(self, key: bytes) -> int:
+        """The slot holding ``key``, or -1."""
+        fp = _fingerprint(key)
+        fps = self._fps
+        mask = self._mask
+        i = fp & mask
+        while True:
+            found = fps[i]
+            if found == fp:
+                return i
+            if found == 0:
+                return -1
+            i = (i + 1) & mask
+
+    def put(self, key: bytes, size: int) -> None:
+        """``key`` now stores ``size`` bytes (0: known to be absent)."""
+        fp = _fingerprint(key)
+        fps = self._fps
+        mask = self._mask
+        i = fp & mask
+        while True:
+            found = fps[i]
+            if found == fp:
+                self._sizes[i] = size
+                return
+            if found == 0:
+                break
+            i = (i + 1) & mask
+        fps[i] = fp
+        self._sizes[i] = size
+        self.count += 1
+        if self.count * 4 > (mask + 1) * 3:
+            self._grow()
+
+    def put_if_unknown(self, key: bytes, size: int) -> None:
+        """``put``, unless ``key`` is already held (written or deleted since the scan's view
+        of RocksDB was taken, so what the table says is newer)."""
+        if self.get(key) == UNKNOWN:
+            self.put(key, size)
+
+    def remove(self, key: bytes) -> None:
+        """``key`` was deleted: absent from now on."""
+        if not self.complete:
+            self.put(key, 0)  # known absent: the scan must not bring it back
+            return
+        self._drop(key)
+
+    def forget(self, key: bytes) -> None:
+        """What the table holds for ``key`` may be wrong (a write that failed): from now on
+        it cannot say, for any key it does not hold (it stops being complete)."""
+        self.complete = False
+        self._drop(key)
+
+    def _drop(self, key: bytes) -> None:
+        i = self._slot(key)
+        if i >= 0:
+            self._shift_back(i)
+            self.count -= 1
+
+    def _shift_back(self, hole: int) -> None:
+        """Empty slot ``hole`` and move later entries of its probe run back into the gap
+        (Knuth's algorithm R), so lookups never need tombstones."""
+        fps, sizes, mask = self._fps, self._sizes, self._mask
+        i = hole
+        while True:
+            i = (i + 1) & mask
+            fp = fps[i]
+            if fp == 0:
+                break
+            home = fp & mask
+            # Move the entry at i into the hole unless its home lies cyclically in (hole, i].
+            if (i > hole and (home <= hole or home > i)) or (i < hole and hole >= home > i):
+                fps[hole] = fp
+                sizes[hole] = sizes[i]
+                hole = i
+        fps[hole] = 0
+        sizes[hole] = 0
+
+    def _grow(self) -> None:
+        """Double the slots and insert every entry again."""
+        old_fps, old_sizes = self._fps, self._sizes
+        slots = (self._mask + 1) * 2
+        fps = array("q", bytes(8 * slots))
+        sizes = array("I", bytes(4 * slots))
+        mask = slots - 1
+        for j in range(len(old_fps)):
+            fp = old_fps[j]
+            if fp == 0:
+                continue
+            i = fp & mask
+            while fps[i] != 0:
+                i = (i + 1) & mask
+            fps[i] = fp
+            sizes[i] = old_sizes[j]
+        self._fps, self._sizes, self._mask = fps, sizes, mask
