@@ -15,6 +15,10 @@
  *     send time, so a slow server is charged for the queueing it causes (wrk2's rule).
  *   load (-L): set every key 0..keyspace-1 exactly once, pipelined, then exit.
  *
+ * Protocol: memcached's text protocol, or with -r Redis's RESP (SET / GET of the same keys
+ * and values; replies +OK, $<n> or $-1), so a Redis server can take the same traffic.
+ * -m (multi-get) is for the memcached protocol only.
+ *
  * Workload: uniform random keys "key:%010u" from [0, keyspace); -g is the fraction of gets;
  * -m N makes each get a multi-get of N keys; sets carry -v bytes of data.
  * The generator's own CPU time is reported (cpu_pct) so it can be shown not to be the
@@ -74,7 +78,7 @@ static uint64_t rng_state = 88172645463325252ULL;
 
 /* options */
 static const char *host = "127.0.0.1";
-static int port = 11211, nconns = 20, pipeline = 1, multiget = 1, load_mode = 0;
+static int port = 11211, nconns = 20, pipeline = 1, multiget = 1, load_mode = 0, resp = 0;
 static double duration = 10, warmup = 1, get_ratio = 0.9, rate = 0;
 static unsigned keyspace = 100000, valsize = 1024;
 static char *value;
@@ -163,11 +167,26 @@ static void queue_request(struct conn *c, int kind, uint64_t origin, unsigned lo
         out_reserve(c, 64 + valsize);
         char *w = c->out + c->out_len;
         unsigned k = load_mode ? load_key : (unsigned)(rnd() % keyspace);
-        int n = sprintf(w, "set ");
-        n += put_key(w + n, k);
-        n += sprintf(w + n, " 0 0 %u\r\n", valsize);
+        int n;
+        if (resp) {
+            n = sprintf(w, "*3\r\n$3\r\nSET\r\n$14\r\n");
+            n += put_key(w + n, k);
+            n += sprintf(w + n, "\r\n$%u\r\n", valsize);
+        } else {
+            n = sprintf(w, "set ");
+            n += put_key(w + n, k);
+            n += sprintf(w + n, " 0 0 %u\r\n", valsize);
+        }
         memcpy(w + n, value, valsize);
         n += valsize;
+        w[n++] = '\r';
+        w[n++] = '\n';
+        c->out_len += n;
+    } else if (resp) {
+        out_reserve(c, 64);
+        char *w = c->out + c->out_len;
+        int n = sprintf(w, "*2\r\n$3\r\nGET\r\n$14\r\n");
+        n += put_key(w + n, (unsigned)(rnd() % keyspace));
         w[n++] = '\r';
         w[n++] = '\n';
         c->out_len += n;
@@ -219,6 +238,27 @@ static int parse_replies(struct conn *c, uint64_t t) {
             if (!nl) break;
             size_t line_len = (size_t)(nl - (c->in + scan)) + 1;
             char *line = c->in + scan;
+            if (resp && p->kind == K_SET) {
+                error = !(line_len == 5 && memcmp(line, "+OK\r\n", 5) == 0);
+                scan += line_len;
+                complete = 1;
+                break;
+            }
+            if (resp) { /* GET: $<n>\r\n<data>\r\n, $-1\r\n (miss) or -ERR ... */
+                if (line[0] != '$') {
+                    error = 1;
+                    scan += line_len;
+                } else if (line[1] == '-') {
+                    scan += line_len;
+                } else {
+                    size_t need = line_len + strtoul(line + 1, NULL, 10) + 2;
+                    if (c->in_len - scan < need) break;
+                    scan += need;
+                    hits = 1;
+                }
+                complete = 1;
+                break;
+            }
             if (p->kind == K_SET) {
                 error = !(line_len == 8 && memcmp(line, "STORED\r\n", 8) == 0);
                 scan += line_len;
@@ -289,13 +329,14 @@ static void usage(void) {
     fprintf(stderr,
             "usage: loadgen [-s host] [-p port] [-c conns] [-t seconds] [-w warmup_s]\n"
             "               [-k keyspace] [-v value_bytes] [-g get_fraction] [-P pipeline]\n"
-            "               [-m keys_per_get] [-R total_rate_per_s] [-L (load keys)]\n");
+            "               [-m keys_per_get] [-R total_rate_per_s] [-L (load keys)]\n"
+            "               [-r (Redis protocol)]\n");
     exit(2);
 }
 
 int main(int argc, char **argv) {
     int opt;
-    while ((opt = getopt(argc, argv, "s:p:c:t:w:k:v:g:P:m:R:L")) != -1) {
+    while ((opt = getopt(argc, argv, "s:p:c:t:w:k:v:g:P:m:R:Lr")) != -1) {
         switch (opt) {
         case 's': host = optarg; break;
         case 'p': port = atoi(optarg); break;
@@ -309,11 +350,12 @@ int main(int argc, char **argv) {
         case 'm': multiget = atoi(optarg); break;
         case 'R': rate = atof(optarg); break;
         case 'L': load_mode = 1; break;
+        case 'r': resp = 1; break;
         default: usage();
         }
     }
     if (nconns < 1 || pipeline < 1 || pipeline > MAX_INFLIGHT / 2 || multiget < 1 ||
-        keyspace < 1)
+        keyspace < 1 || (resp && multiget > 1))
         usage();
     if (rate > 0 && pipeline != 1) {
         fprintf(stderr, "open loop (-R) is for unpipelined requests\n");
