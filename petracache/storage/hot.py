@@ -102,8 +102,9 @@ class HotItems:
 
     Args:
         capacity: bytes the entries may take (``storage.hot_cache_size``); 0 = off.
-        write_back: stores a dirty entry's encoded value in RocksDB as the entry is evicted
-            (best effort: it must not raise).
+        write_back: stores the dirty entries' encoded values (key, value) in RocksDB as
+            they are evicted, all of one eviction chunk at once (best effort: it must not
+            raise).
     """
 
     __slots__ = (
@@ -118,7 +119,9 @@ class HotItems:
         "misses",
     )
 
-    def __init__(self, capacity: int, write_back: Callable[[bytes, bytes], object]) -> None:
+    def __init__(
+        self, capacity: int, write_back: Callable[[list[tuple[bytes, bytes]]], object]
+    ) -> None:
         self._entries = _Entries()  # key -> Item (untracked), least recently used first
         self._dirty: dict[bytes, bool] = {}  # entries newer than RocksDB (fetch state only)
         self._write_back = write_back
@@ -226,8 +229,11 @@ class HotItems:
             victims.append(key)
         self.bytes = goal + excess  # what stays once the victims are gone
         self.evictions += len(victims)
+        records: list[tuple[bytes, bytes]] = []
         for key in victims:
             old = entries.pop(key)
             if key in dirty:
                 del dirty[key]
-                self._write_back(key, codec.encode_item(old))
+                records.append((key, codec.encode_item(old)))
+        if records:
+            self._write_back(records)

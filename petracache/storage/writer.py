@@ -267,7 +267,7 @@ class ItemWriter:
             return True
         if key in self.pending:
             return False  # its pending version is newer than this record
-        if not self._store_hint(key, codec.encode_item(item)):
+        if not self._store_hint([(key, codec.encode_item(item))]):
             self.hot.drop(key)
             return False
         self.hot.put(key, item)
@@ -277,36 +277,29 @@ class ItemWriter:
         """Store every fetch record the hot items still keep (at close: a clean stop keeps
         them). One unlogged batch; best effort, like the records."""
         hints = self.hot.take_hints()
-        if not hints:
-            return
-        batch = rocks.new_batch()
-        for key, value in hints:
-            batch.put(key, value)
-        try:
-            rocks.commit_batch(self._db, batch, self._hint_opts)
-        except StorageError:
-            _count_side_write_failure(self.counters)
-            return
-        self.sequence.untracked += len(hints)
+        if hints:
+            self._store_hint(hints)
 
 
 def _store_hint(
-    db: Family,
+    db: RocksDB,
     opts: WriteOptions,
     sequence: WriteSequence,
     counters: EngineCounters,
-    key: bytes,
-    value: bytes,
+    records: list[tuple[bytes, bytes]],
 ) -> bool:
-    """Put a fetch record without the WAL: True if written. Best effort, like the record:
-    a failure is counted (``read_write_failures``), never raised; and untracked, since no
-    reply waits for its fsync."""
+    """Put fetch records (key, encoded value) without the WAL, in one batch: True if
+    written. Best effort, like the records: a failure is counted (``read_write_failures``),
+    never raised; and untracked, since no reply waits for their fsync."""
+    batch = rocks.new_batch()
+    for key, value in records:
+        batch.put(key, value)
     try:
-        db.put(key, value, opts)
-    except Exception:  # rocksdict raises bare Exception
+        rocks.commit_batch(db, batch, opts)
+    except StorageError:
         _count_side_write_failure(counters)
         return False
-    sequence.untracked += 1
+    sequence.untracked += len(records)
     return True
 
 

@@ -28,8 +28,8 @@ FETCH_BITS = FETCHED | ACTIVE
 class Written(list[tuple[bytes, bytes]]):
     """What a ``HotItems`` wrote back, in order."""
 
-    def __call__(self, key: bytes, value: bytes) -> None:
-        self.append((key, value))
+    def __call__(self, records: list[tuple[bytes, bytes]]) -> None:
+        self.extend(records)
 
 
 def new_hot(capacity: int) -> HotItems:
