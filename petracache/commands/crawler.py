@@ -20,7 +20,9 @@ memcached's line, from ``crawler.c`` ``crawler_metadump_eval``::
     fetch=<yes|no> cls=<slab class> size=<ITEM_ntotal>\\n
 
 Token counts follow ``proto_text.c`` ``process_lru_crawler_command``: any other shape,
-``noreply`` included, is ``ERROR``.
+``noreply`` included, is ``ERROR``. A dump behind other requests whose replies are still
+held is refused (``ERROR cannot pipeline other commands before metadump``), by the
+connection (``protocol.crawler``).
 """
 
 from __future__ import annotations
@@ -44,6 +46,12 @@ if TYPE_CHECKING:  # context holds a Crawler, so it imports this module
     from petracache.commands.context import Context, Handler
 
 DISABLED: Final = ErrorReply(b"CLIENT_ERROR lru crawler disabled\r\n")
+# memcached refuses a dump behind other requests' held replies (protocol.crawler).
+PIPELINED: Final = {
+    b"metadump": b"ERROR cannot pipeline other commands before metadump\r\n",
+    b"mgdump": b"ERROR cannot pipeline other commands before mgdump\r\n",
+}
+BADCLASS: Final = b"BADCLASS invalid class id\r\n"
 BAD_FORMAT: Final = ErrorReply(b"CLIENT_ERROR bad command line format\r\n")
 SLEEP_TOO_LONG: Final = ErrorReply(b"CLIENT_ERROR sleep must be one second or less\r\n")
 ALREADY_RUNNING: Final = ErrorReply(b"ERROR failed to start lru crawler thread\r\n")
@@ -164,14 +172,17 @@ class Crawler:
         return Status.OK
 
     def _dump(self, sub: bytes, arg: bytes, engine: Engine) -> Response:
+        """memcached's order: disabled, then pipelined (the connection's check, through
+        ``refusal``), then a bad class list; so even ``BADCLASS`` carries the refusal."""
         if not self.enabled:
             return DISABLED
+        refusal = PIPELINED[sub]
         classes = parse_classes(arg)
         if classes is None:
-            return Status.BADCLASS
+            return Streamed(iter((BADCLASS,)), refusal)
         if sub == b"metadump":
-            return Streamed(_dump(engine, classes, metadump_line, b"END\r\n"))
-        return Streamed(_dump(engine, classes, mgdump_line, b"EN\r\n"))
+            return Streamed(_dump(engine, classes, metadump_line, b"END\r\n"), refusal)
+        return Streamed(_dump(engine, classes, mgdump_line, b"EN\r\n"), refusal)
 
 
 def _lru_crawler(ctx: Context, request: LruCrawler) -> Response:

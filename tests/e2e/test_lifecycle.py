@@ -9,6 +9,7 @@ offline into a new directory, and served by a new process.
 from __future__ import annotations
 
 import base64
+import re
 import subprocess
 import sys
 import threading
@@ -141,6 +142,37 @@ def test_metadump_matches_memcached(
         assert _normalise(_dump(shared_server.client(), command), prefix) == _normalise(
             _dump(memcached_fresh.client(), command), prefix
         )
+
+
+PIPELINED_DUMPS = [
+    b"mg md:pipe v\r\nlru_crawler metadump all\r\n",  # the issue's case
+    b"version\r\nlru_crawler metadump all\r\n",
+    b"set md:pipe2 0 0 1 noreply\r\n1\r\nlru_crawler metadump all\r\n",
+    b"version\r\nlru_crawler metadump bogus\r\n",  # refused before the class list is read
+    b"version\r\nlru_crawler metadump 1,2\r\nversion\r\n",  # later requests are answered
+    b"get md:pipe\r\nmn\r\nbogus\r\nlru_crawler metadump 99\r\n",
+]
+
+
+@pytest.mark.parametrize("data", PIPELINED_DUMPS, ids=range(len(PIPELINED_DUMPS)))
+def test_metadump_behind_other_commands_is_refused_as_memcached_does(
+    memcached: MemcachedProcess, shared_server: PetracacheProcess, data: bytes
+) -> None:
+    """memcached answers ``ERROR cannot pipeline other commands before metadump`` when
+    the dump comes in one read behind requests whose replies are still held; the same
+    bytes in one write get the same bytes back from both servers."""
+    replies = []
+    for proc in (memcached, shared_server):
+        client = proc.client()
+        client.send(data)
+        client.send(b"version\r\n")  # a fence: every reply to ``data`` comes before it
+        out = b""
+        while out.count(b"VERSION ") <= data.count(b"version\r\n"):
+            out += client.read_line()
+        replies.append(re.sub(rb"VERSION [^\r]*", b"VERSION X", out))
+        client.close()
+    assert b"ERROR cannot pipeline other commands before metadump\r\n" in replies[0]
+    assert replies[1] == replies[0]
 
 
 def test_metadump_streams_while_other_clients_are_served(server: PetracacheProcess) -> None:
