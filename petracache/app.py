@@ -30,10 +30,12 @@ from petracache.admin.routes import create_app
 from petracache.admin.runner import AdminServer
 from petracache.commands.executor import Executor
 from petracache.commands.stats import ServerInfo
+from petracache.commands.watching import eviction_hook
 from petracache.config import ServerSettings, Settings, split_host_port
 from petracache.observability.counters import Counters
 from petracache.observability.metrics import PetracacheCollector
 from petracache.observability.request_metrics import RequestMetrics
+from petracache.observability.watch import WatchLog
 from petracache.server.accept_guard import AcceptGuard
 from petracache.server.auth import AuthFileError, load_auth_file
 from petracache.server.durability import GroupCommitter
@@ -150,8 +152,10 @@ async def _run(settings: Settings, readiness: Readiness, signals: AsyncIterator[
                 _log_verdict(engine)
                 collector.engine = engine
                 backups.attach(engine)
+                watch = WatchLog()  # ``watch``: lines from the commands, reclaim, connections
                 reclaim = reclaim_task(engine, settings.storage)
                 if reclaim is not None:
+                    reclaim.reclaimer.on_evict = eviction_hook(watch, server_cfg.max_item_size)
                     nursery.start_soon(reclaim.run)  # cancelled with the nursery, before close
                 nursery.start_soon(heartbeat, engine)
                 nursery.start_soon(recount, engine)
@@ -166,7 +170,7 @@ async def _run(settings: Settings, readiness: Readiness, signals: AsyncIterator[
                     request_shutdown=partial(_shutdown_command, stop),
                     set_disk_bound=None if reclaim is None else reclaim.reclaimer.set_bound,
                 )
-                executor = Executor(engine, counters, info)
+                executor = Executor(engine, counters, info, watch)
                 fsync = settings.storage.durability == "fsync"
                 committer = GroupCommitter(engine.sequence) if fsync else None
                 host, port = split_host_port(server_cfg.listen_addr)
@@ -187,6 +191,7 @@ async def _run(settings: Settings, readiness: Readiness, signals: AsyncIterator[
                         write_size=server_cfg.write_buffer_size,
                         tls=tls_context,
                         auth=users,
+                        watch=watch,
                     ),
                     shutdown_grace=server_cfg.shutdown_grace,
                 )

@@ -18,7 +18,7 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-from petracache.commands import classic
+from petracache.commands import classic, watching
 from petracache.commands.context import Context, Handler
 from petracache.commands.stats import general_stats, reset_stats, settings_stats
 from petracache.commands.stats_groups import items_stats, slabs_stats
@@ -124,6 +124,8 @@ def delta(ctx: Context, r: BinDelta) -> BinaryReply:
     """increment/decrement(q): the new value and CAS; a miss creates ``initial`` (flags 0,
     the request's expiration) with an add, unless the expiration is ``NO_CREATE``."""
     engine = ctx.engine
+    if ctx.watching:
+        watching.looked_up(ctx, r.key)
     new = engine.delta(r.key, r.delta, r.incr, compare=r.cas)
     if isinstance(new, Item):
         classic.count_delta(ctx, r.incr, True)
@@ -135,7 +137,12 @@ def delta(ctx: Context, r: BinDelta) -> BinaryReply:
     if r.exptime == NO_CREATE:
         classic.count_delta(ctx, r.incr, False)
         return _fail(r, BinStatus.KEY_ENOENT, "not_found")
-    created = engine.store(StoreMode.ADD, r.key, 0, r.exptime, b"%d" % r.initial)
+    data = b"%d" % r.initial
+    if ctx.watching:  # memcached: store_item(NREAD_ADD) looks the key up again
+        watching.looked_up(ctx, r.key)
+    created = engine.store(StoreMode.ADD, r.key, 0, r.exptime, data)
+    if ctx.watching:
+        watching.stored(ctx, StoreMode.ADD, r.key, 0, r.exptime, data, created)
     if isinstance(created, StoreResult):  # pragma: no cover - the read just missed
         return _fail(r, BinStatus.NOT_STORED, "not_stored")
     return _counter(r, r.initial, created.cas, "stored")

@@ -31,13 +31,13 @@ import base64
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
-from urllib.parse import quote_from_bytes
 
 from petracache.protocol.crawler import LruCrawler, Streamed
 from petracache.protocol.responses import ErrorReply, Response, Status
 from petracache.rules import slabs
 from petracache.rules.numbers import strtoul32
 from petracache.rules.sizes import item_size
+from petracache.rules.uri import uriencode
 from petracache.storage.crawl import ItemCrawl
 from petracache.storage.engine import Engine
 from petracache.storage.items import FETCHED, Item
@@ -56,15 +56,13 @@ BAD_FORMAT: Final = ErrorReply(b"CLIENT_ERROR bad command line format\r\n")
 SLEEP_TOO_LONG: Final = ErrorReply(b"CLIENT_ERROR sleep must be one second or less\r\n")
 ALREADY_RUNNING: Final = ErrorReply(b"ERROR failed to start lru crawler thread\r\n")
 SLEEP_MAX: Final = 1_000_000  # microseconds: memcached's bound on ``lru_crawler sleep``
-# memcached's uriencode leaves only these (and letters and digits) as they are.
-_URI_SAFE: Final = b"-._~"
 
 
 def metadump_line(key: bytes, item: Item) -> bytes:
     """One metadump line for ``item`` stored under ``key``."""
     total = item_size(len(key), item.flags, len(item.data))
     return b"key=%b exp=%d la=%d cas=%d fetch=%b cls=%d size=%d\n" % (
-        quote_from_bytes(key, _URI_SAFE).encode(),
+        uriencode(key),
         item.deadline if item.deadline else -1,
         item.last_access,
         item.cas,

@@ -155,6 +155,12 @@ class MemcacheConnection(InputBuffer):
         """Whether a ``Streamed`` reply is being written (the caller yields between chunks)."""
         return self._stream is not None
 
+    @property
+    def stream(self) -> Iterator[bytes] | None:
+        """The chunks of the ``Streamed`` reply being written (the server takes a ``watch``
+        over from here), or None."""
+        return self._stream
+
     def next_request(self) -> Request | _NeedData:
         """The next complete request, or ``NEED_DATA``.
 

@@ -146,6 +146,9 @@ class Reclaimer:
         self._last_flush = -FLUSH_MIN_INTERVAL
         self._flush_wanted = False
         self.counters = engine.counters
+        # Told of each live item an eviction round deleted, once its batch is committed
+        # (``watch evictions``: app.py sets it; ``(key, item, now)``).
+        self.on_evict: Callable[[bytes, Item, int], None] | None = None
         # expiry walk
         self._expiry_cursor = b""
         # eviction round
@@ -247,6 +250,7 @@ class Reclaimer:
         spare = self._second_chance and not control.over_bound
         now = self._engine.now()
         seen: set[bytes] = set()
+        gone: list[tuple[bytes, Item]] = []
         for entry in walk:
             if control.target <= 0:
                 break
@@ -273,7 +277,12 @@ class Reclaimer:
                 self.counters.evictions += 1
                 if not item.bits & FETCHED:
                     self._count_extra("evicted_unfetched")
+                if self.on_evict is not None:
+                    gone.append((key, item))
         batch.commit()
+        if self.on_evict is not None:
+            for key, item in gone:
+                self.on_evict(key, item, now)
         if control.target > 0 and walk.more:
             return True
         # Round over (target met or index exhausted): compact, then measure again. A round
