@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 
 from petracache.admin.routes import create_app
 from petracache.admin.runner import AdminServer
+from petracache.admin.token import TokenFileError, load_token
 from petracache.commands.executor import Executor
 from petracache.commands.stats import ServerInfo
 from petracache.commands.watching import eviction_hook
@@ -80,8 +81,14 @@ def _start_admin(
     registry.register(collector)
     ProcessCollector(registry=registry)  # process_cpu_seconds_total, open fds, memory...
     host, port = split_host_port(settings.metrics.listen_addr)
+    token = None
+    if settings.metrics.token_file:
+        try:
+            token = load_token(settings.metrics.token_file)
+        except TokenFileError as exc:
+            raise StartupError(f"metrics.token_file: {exc}") from None
     try:
-        admin = AdminServer(create_app(readiness, registry, backups), host, port)
+        admin = AdminServer(create_app(readiness, registry, backups, token), host, port)
     except OSError as exc:
         raise StartupError(
             f"metrics.listen_addr: cannot listen on {settings.metrics.listen_addr}: "

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -337,8 +338,16 @@ def _writer(port: int, acked: dict[bytes, bytes], stop: threading.Event) -> None
         i += 1
 
 
+def _token(tmp_path: Path) -> tuple[dict[str, str], str]:
+    """An admin token file: the server's environment naming it, and its path."""
+    path = tmp_path / "admin.token"
+    path.write_text("b4ckup-t0ken\n")
+    return {"PETRACACHE_METRICS__TOKEN_FILE": str(path)}, str(path)
+
+
 def test_backup_under_load_then_restore_serves_the_backup(tmp_path: Path) -> None:
-    with PetracacheProcess(tmp_path / "live") as live:
+    env, token = _token(tmp_path)
+    with PetracacheProcess(tmp_path / "live", env=env) as live:
         client = live.client()
         _set_all(client, {b"seed": (1, 0, b"s")})
         acked: dict[bytes, bytes] = {}
@@ -348,7 +357,8 @@ def test_backup_under_load_then_restore_serves_the_backup(tmp_path: Path) -> Non
         try:
             wait_until(lambda: len(acked) >= 1000, what="1,000 writes under way")
             before = dict(acked)  # every write acknowledged before the backup was asked for
-            done = _tool("backup", "--admin", live.admin_url().removeprefix("http://"))
+            admin = live.admin_url().removeprefix("http://")
+            done = _tool("backup", "--admin", admin, "--token-file", token)
             after = len(acked)
             wait_until(lambda: len(acked) >= after + 100, what="writes after the backup")
         finally:
@@ -383,7 +393,51 @@ def test_backup_under_load_then_restore_serves_the_backup(tmp_path: Path) -> Non
         assert int(client.read_line().split()[4]) > cas_live  # no CAS is handed out twice
 
 
-def test_backup_and_restore_bad_input(tmp_path: Path, server: PetracacheProcess) -> None:
+def test_backup_needs_the_admin_token(tmp_path: Path, server: PetracacheProcess) -> None:
+    """POST /backup needs the token of metrics.token_file; without one configured it is off."""
+    off = _tool("backup", "--admin", server.admin_url().removeprefix("http://"))
+    assert off.returncode == 1
+    assert "403 POST /backup is off: the server has no metrics.token_file" in off.stderr
+    env, token = _token(tmp_path)
+    with PetracacheProcess(tmp_path / "guarded", env=env) as guarded:
+        admin = guarded.admin_url().removeprefix("http://")
+        missing = _tool("backup", "--admin", admin)
+        assert missing.returncode == 1
+        assert ": 401 POST /backup needs an Authorization: Bearer <token> header" in missing.stderr
+        wrong_path = tmp_path / "wrong.token"
+        wrong_path.write_text("guess")
+        wrong = _tool("backup", "--admin", admin, "--token-file", str(wrong_path))
+        assert wrong.returncode == 1
+        assert ": 403 POST /backup: wrong token" in wrong.stderr
+        unreadable = _tool("backup", "--admin", admin, "--token-file", str(tmp_path / "nope"))
+        assert unreadable.returncode == 1
+        assert "--token-file" in unreadable.stderr
+        assert not list(guarded.db_path.parent.glob("*.backups/*"))
+        made = _tool("backup", "--admin", admin, "--token-file", token)
+        assert made.returncode == 0, made.stderr
+        assert Path(made.stdout.splitlines()[-1]).is_dir()
+        # The read-only routes stay open.
+        for route in ("/health", "/metrics"):
+            with urllib.request.urlopen(guarded.admin_url() + route, timeout=10) as reply:
+                assert reply.status == 200
+
+
+def test_a_bad_token_file_stops_the_start(tmp_path: Path) -> None:
+    env = {"PETRACACHE_METRICS__TOKEN_FILE": str(tmp_path / "missing")}
+    with pytest.raises(RuntimeError, match=r"metrics\.token_file: .*missing: No such file"):
+        PetracacheProcess(tmp_path / "pc", env=env).start()
+
+
+def test_backup_and_restore_bad_input(tmp_path: Path) -> None:
+    env, token = _token(tmp_path)
+    server = PetracacheProcess(tmp_path / "pc", env=env).start()
+    try:
+        _backup_and_restore_bad_input(tmp_path, server, token)
+    finally:
+        server.stop()
+
+
+def _backup_and_restore_bad_input(tmp_path: Path, server: PetracacheProcess, token: str) -> None:
     dead = _tool("backup", "--admin", f"127.0.0.1:{free_port()}")
     assert dead.returncode == 1
     assert "cannot reach the admin sidecar" in dead.stderr
@@ -397,7 +451,9 @@ def test_backup_and_restore_bad_input(tmp_path: Path, server: PetracacheProcess)
     ]
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
-    made = _tool("backup", "--admin", server.admin_url().removeprefix("http://"))
+    made = _tool(
+        "backup", "--admin", server.admin_url().removeprefix("http://"), "--token-file", token
+    )
     assert made.returncode == 0, made.stderr
     full = _tool("restore", made.stdout.splitlines()[-1], "--db-path", str(tmp_path / "full"))
     assert full.returncode == 1
