@@ -34,7 +34,7 @@ from petracache.commands.stats import ServerInfo
 from petracache.commands.watching import eviction_hook
 from petracache.config import ServerSettings, Settings, split_host_port
 from petracache.observability.counters import Counters
-from petracache.observability.metrics import PetracacheCollector
+from petracache.observability.metrics import PetracacheCollector, ServerFigures
 from petracache.observability.request_metrics import RequestMetrics
 from petracache.observability.watch import WatchLog
 from petracache.server.accept_guard import AcceptGuard
@@ -43,7 +43,7 @@ from petracache.server.durability import GroupCommitter
 from petracache.server.handler import HandlerConfig
 from petracache.server.housekeeping import heartbeat, recount
 from petracache.server.serve import DataPlane
-from petracache.server.tasks import reclaim_task
+from petracache.server.tasks import ReclaimTask, reclaim_task
 from petracache.server.tls import TLSConfigError, server_context
 from petracache.storage.backup import Backups, default_backup_dir
 from petracache.storage.engine import Engine
@@ -180,6 +180,7 @@ async def _run(settings: Settings, readiness: Readiness, signals: AsyncIterator[
                 executor = Executor(engine, counters, info, watch)
                 fsync = settings.storage.durability == "fsync"
                 committer = GroupCommitter(engine.sequence) if fsync else None
+                collector.server = _figures(settings, info, reclaim, committer)
                 host, port = split_host_port(server_cfg.listen_addr)
                 plane = DataPlane(
                     host,
@@ -219,6 +220,27 @@ async def _run(settings: Settings, readiness: Readiness, signals: AsyncIterator[
             await trio.to_thread.run_sync(engine.close)
             readiness.db_open = False
             log.info("database closed; bye")
+
+
+def _figures(
+    settings: Settings,
+    info: ServerInfo,
+    reclaim: ReclaimTask | None,
+    committer: GroupCommitter | None,
+) -> ServerFigures:
+    """What /metrics reports about the server's limits and background work."""
+    bound = settings.storage.max_disk_bytes
+    reclaimer = reclaim.reclaimer if reclaim is not None else None
+    return ServerFigures(
+        max_connections=settings.server.max_connections,
+        disk_bound=lambda: (info.disk_bound or bound) if bound else 0,
+        wal_fsync_failures=(lambda: committer.failures) if committer is not None else _zero,
+        reclaim_lag=(lambda: reclaimer.lag) if reclaimer is not None else _zero,
+    )
+
+
+def _zero() -> int:
+    return 0
 
 
 def _log_verdict(engine: Engine) -> None:

@@ -157,6 +157,9 @@ class Reclaimer:
         self._round_evicted = 0
         self._other_turn = False
         self.share = 1.0  # of the trio thread the current backlog may take (see MIN_SHARE)
+        # Seconds the oldest expired item still on disk has been dead, as of the last look at
+        # the expiry index (``petracache_reclaim_lag_seconds``: reclaim falling behind).
+        self.lag = 0
         # crawl (flush reclaim / backfill)
         raw = engine.db.load_state(FLUSH_DONE_KEY)
         self._flush_done: tuple[int, int] = FLUSH_STATE.unpack(raw) if raw else (0, 0)
@@ -302,7 +305,12 @@ class Reclaimer:
 
     def _expiry_due(self, now: int) -> bool:
         head = self._engine.db.walk(EXPIRY_CF, self._expiry_cursor, 0, 0.0, self._timer).head()
-        return head is not None and idx.expiry_deadline_of(head) <= now
+        if head is None:
+            self.lag = 0
+            return False
+        due = idx.expiry_deadline_of(head)
+        self.lag = max(now - due, 0)
+        return due <= now
 
     def _reap_expired(self, now: int, deadline: float) -> bool:
         walk = self._engine.db.walk(EXPIRY_CF, self._expiry_cursor, BATCH, deadline, self._timer)
