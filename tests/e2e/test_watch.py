@@ -123,8 +123,7 @@ def watched_lines(port: int, prefix: bytes) -> list[bytes]:
     for request, end in traffic(prefix):
         client.send(request)
         client.read_until(end)
-    time.sleep(1.1)  # memcached's flush_all takes effect from the next second on
-    client.send(b"get %bf\r\nquit\r\n" % prefix)
+    client.send(b"get %bf\r\nquit\r\n" % prefix)  # gone now; quit: reason=normal
     client.read_until(b"END\r\n")
     lines = watcher.lines_until(b"type=conn_close")
     client.close()
