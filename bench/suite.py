@@ -25,7 +25,7 @@ counts on; WAL on), against memcached with the same ``-m`` as the others:
 8. PetraCache's line (1 KB, 90/10, 20 connections) with the default hot-cache size: reads
    the hot items do not hold go to RocksDB.
 
-Targets (issue 25; ratios of ops/s against memcached in the same run): 1 >= 0.6x, 2 >= 1.2x,
+Targets (ratios of ops/s against memcached in the same run): 1 >= 0.6x, 2 >= 1.2x,
 5 >= 0.5x, 6 >= 0.5x, 7 >= 0.55x, 8 >= 0.5x; 3 and 3q: p99.9 < max(5 ms, 1.5x memcached's
 p99.9 in the same run) and no request over 100 ms.
 

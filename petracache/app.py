@@ -28,19 +28,22 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 
 from petracache.admin.routes import create_app
 from petracache.admin.runner import AdminServer
+from petracache.admin.token import TokenFileError, load_token
 from petracache.commands.executor import Executor
 from petracache.commands.stats import ServerInfo
+from petracache.commands.watching import eviction_hook
 from petracache.config import ServerSettings, Settings, split_host_port
 from petracache.observability.counters import Counters
-from petracache.observability.metrics import PetracacheCollector
+from petracache.observability.metrics import PetracacheCollector, ServerFigures
 from petracache.observability.request_metrics import RequestMetrics
+from petracache.observability.watch import WatchLog
 from petracache.server.accept_guard import AcceptGuard
 from petracache.server.auth import AuthFileError, load_auth_file
 from petracache.server.durability import GroupCommitter
 from petracache.server.handler import HandlerConfig
 from petracache.server.housekeeping import heartbeat, scan_keys
 from petracache.server.serve import DataPlane
-from petracache.server.tasks import reclaim_task
+from petracache.server.tasks import ReclaimTask, reclaim_task
 from petracache.server.tls import TLSConfigError, server_context
 from petracache.storage.backup import Backups, default_backup_dir
 from petracache.storage.engine import Engine
@@ -78,8 +81,14 @@ def _start_admin(
     registry.register(collector)
     ProcessCollector(registry=registry)  # process_cpu_seconds_total, open fds, memory...
     host, port = split_host_port(settings.metrics.listen_addr)
+    token = None
+    if settings.metrics.token_file:
+        try:
+            token = load_token(settings.metrics.token_file)
+        except TokenFileError as exc:
+            raise StartupError(f"metrics.token_file: {exc}") from None
     try:
-        admin = AdminServer(create_app(readiness, registry, backups), host, port)
+        admin = AdminServer(create_app(readiness, registry, backups, token), host, port)
     except OSError as exc:
         raise StartupError(
             f"metrics.listen_addr: cannot listen on {settings.metrics.listen_addr}: "
@@ -150,8 +159,10 @@ async def _run(settings: Settings, readiness: Readiness, signals: AsyncIterator[
                 _log_verdict(engine)
                 collector.engine = engine
                 backups.attach(engine)
+                watch = WatchLog()  # ``watch``: lines from the commands, reclaim, connections
                 reclaim = reclaim_task(engine, settings.storage)
                 if reclaim is not None:
+                    reclaim.reclaimer.on_evict = eviction_hook(watch, server_cfg.max_item_size)
                     nursery.start_soon(reclaim.run)  # cancelled with the nursery, before close
                 nursery.start_soon(heartbeat, engine)
                 nursery.start_soon(scan_keys, engine)
@@ -166,11 +177,12 @@ async def _run(settings: Settings, readiness: Readiness, signals: AsyncIterator[
                     request_shutdown=partial(_shutdown_command, stop),
                     set_disk_bound=None if reclaim is None else reclaim.reclaimer.set_bound,
                 )
-                executor = Executor(engine, counters, info)
+                executor = Executor(engine, counters, info, watch)
                 # The data plane commits each pass's writes at once, before its replies.
                 engine.defer_commits()
                 fsync = settings.storage.durability == "fsync"
                 committer = GroupCommitter(engine.sequence) if fsync else None
+                collector.server = _figures(settings, info, reclaim, committer)
                 host, port = split_host_port(server_cfg.listen_addr)
                 plane = DataPlane(
                     host,
@@ -190,6 +202,7 @@ async def _run(settings: Settings, readiness: Readiness, signals: AsyncIterator[
                         write_size=server_cfg.write_buffer_size,
                         tls=tls_context,
                         auth=users,
+                        watch=watch,
                     ),
                     shutdown_grace=server_cfg.shutdown_grace,
                 )
@@ -210,6 +223,27 @@ async def _run(settings: Settings, readiness: Readiness, signals: AsyncIterator[
             await trio.to_thread.run_sync(engine.close)
             readiness.db_open = False
             log.info("database closed; bye")
+
+
+def _figures(
+    settings: Settings,
+    info: ServerInfo,
+    reclaim: ReclaimTask | None,
+    committer: GroupCommitter | None,
+) -> ServerFigures:
+    """What /metrics reports about the server's limits and background work."""
+    bound = settings.storage.max_disk_bytes
+    reclaimer = reclaim.reclaimer if reclaim is not None else None
+    return ServerFigures(
+        max_connections=settings.server.max_connections,
+        disk_bound=lambda: (info.disk_bound or bound) if bound else 0,
+        wal_fsync_failures=(lambda: committer.failures) if committer is not None else _zero,
+        reclaim_lag=(lambda: reclaimer.lag) if reclaimer is not None else _zero,
+    )
+
+
+def _zero() -> int:
+    return 0
 
 
 def _log_verdict(engine: Engine) -> None:

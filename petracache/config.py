@@ -239,6 +239,11 @@ class MetricsSettings(_Section):
 
     enabled: bool = Field(True, description="serve /health, /ready and /metrics")
     listen_addr: str = Field("127.0.0.1:9090", description="admin HTTP address, host:port")
+    token_file: str = Field(
+        "",
+        description="file holding the bearer token POST /backup requires ('': POST /backup "
+        "is refused; /health, /ready and /metrics never need it)",
+    )
 
     @field_validator("listen_addr")
     @classmethod

@@ -118,6 +118,8 @@ def test_compose_file_wires_three_instances_mcrouter_and_prometheus(
     assert "--config=file:/etc/mcrouter/mcrouter.json" in mcrouter["command"]
     assert set(mcrouter["depends_on"]) == set(PETRACACHE_SERVICES)
     assert "./prometheus.yml:/etc/prometheus/prometheus.yml:ro" in services["prometheus"]["volumes"]
+    # the alert rules sit beside the config, where its relative rule_files entry points
+    assert "./alerts.yml:/etc/prometheus/alerts.yml:ro" in services["prometheus"]["volumes"]
 
 
 def test_mcrouter_config_routes_to_every_instance(compose: dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ and holds the GIL only for its last, short part (measured in docs/runbook-backup
 
 Replies (JSON): 200 ``{"path", "seconds", "removed"}``; 409 while another backup runs; 503
 before the database is open or while it closes; 500 when RocksDB or the filesystem failed.
+It changes the disk, so it needs the admin token (``admin.token``: 401/403 without it).
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from petracache.admin.token import require_token
 from petracache.storage.backup import BackupBusy, BackupError, Backups, BackupUnavailable
 
 
-def backup_route(backups: Backups) -> Route:
-    """The route that makes a backup with ``backups``."""
+def backup_route(backups: Backups, token: str | None) -> Route:
+    """The route that makes a backup with ``backups``, for requests bearing ``token``
+    (None: refused, no token is configured)."""
 
     async def backup(request: Request) -> Response:
         try:
@@ -34,4 +37,4 @@ def backup_route(backups: Backups) -> Route:
             {"path": result.path, "seconds": round(result.seconds, 3), "removed": result.removed}
         )
 
-    return Route("/backup", backup, methods=["POST"])
+    return Route("/backup", require_token(backup, token, "POST /backup"), methods=["POST"])

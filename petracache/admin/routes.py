@@ -2,7 +2,8 @@
 
 Invariant: a route only reads plain objects the trio thread writes (``Readiness`` flags,
 counters) and the Prometheus registry; it never calls into the data plane or waits for it.
-``POST /backup`` (``admin.backup_route``) works on RocksDB from a worker thread.
+``POST /backup`` (``admin.backup_route``) works on RocksDB from a worker thread, and only
+for a request bearing the admin token (``admin.token``); the read-only routes need none.
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ class ReadinessView(Protocol):
 
 
 def create_app(
-    readiness: ReadinessView, registry: CollectorRegistry, backups: Backups | None = None
+    readiness: ReadinessView,
+    registry: CollectorRegistry,
+    backups: Backups | None = None,
+    token: str | None = None,
 ) -> Starlette:
     """The admin ASGI app.
 
@@ -35,6 +39,8 @@ def create_app(
         readiness: read on every /ready request.
         registry: scraped on every /metrics request (collectors run then, on this thread).
         backups: serves ``POST /backup`` when given.
+        token: what ``POST /backup`` requires as ``Authorization: Bearer`` (the contents of
+            ``metrics.token_file``); None refuses it to everyone.
     """
 
     async def health(request: Request) -> Response:
@@ -54,5 +60,5 @@ def create_app(
         Route("/metrics", metrics, methods=["GET", "HEAD"]),
     ]
     if backups is not None:
-        routes.append(backup_route(backups))
+        routes.append(backup_route(backups, token))
     return Starlette(routes=routes)

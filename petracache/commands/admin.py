@@ -11,8 +11,10 @@ never sees ``ERROR`` where memcached would not send one:
 * ``slabs automove``: validated and remembered (``stats settings``); nothing moves.
 * ``lru tune|mode|temp_ttl``: validated, then ``OK``; petracache has no LRU segments,
   so nothing changes (eviction is FIFO by write age under ``max_disk_bytes``).
-* ``watch``: ``CLIENT_ERROR watch commands not allowed`` (memcached with
-  ``-o no_watch``): there is no log stream to attach to.
+* ``watch``: checked here (unknown kinds: ``ERROR``; 20 watchers already:
+  ``WATCHER_TOO_MANY``), then handed to the server as a streamed reply the connection may
+  refuse (``ERROR cannot pipeline other commands before watch``); the server turns the
+  connection into a watcher (``observability.watch``, ``server.watch``).
 * ``shutdown [graceful]``: refused unless ``server.enable_shutdown`` (memcached ``-A``);
   enabled, both forms stop the server gracefully, as SIGTERM does (memcached's plain form
   exits at once; a persistent store always drains and closes the database cleanly).
@@ -23,7 +25,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
+from petracache.observability.watch import TOO_MANY, WatchStart, parse_kinds
 from petracache.protocol.admin import Admin
+from petracache.protocol.crawler import Streamed
 from petracache.protocol.responses import ErrorReply, Response, Status
 from petracache.rules.numbers import strtod, strtol32, strtoul32
 
@@ -32,7 +36,7 @@ if TYPE_CHECKING:
 
 BAD_FORMAT: Final = ErrorReply(b"CLIENT_ERROR bad command line format\r\n")
 REASSIGN_DISABLED: Final = ErrorReply(b"CLIENT_ERROR slab reassignment disabled\r\n")
-WATCH_DISABLED: Final = ErrorReply(b"CLIENT_ERROR watch commands not allowed\r\n")
+WATCH_PIPELINED: Final = b"ERROR cannot pipeline other commands before watch\r\n"
 SHUTDOWN_DISABLED: Final = ErrorReply(b"ERROR: shutdown not enabled\r\n")
 SHUTDOWN_BAD_MODE: Final = ErrorReply(b"CLIENT_ERROR invalid shutdown mode\r\n")
 LRU_PCTS: Final = ErrorReply(b"ERROR hot and warm pcts must not exceed 80\r\n")
@@ -91,7 +95,17 @@ def _lru_tune(args: list[bytes]) -> Response:
 
 
 def _watch(ctx: Context, args: list[bytes]) -> Response:
-    return WATCH_DISABLED
+    """memcached's order: the pipelining check (the connection's, through ``refusal``),
+    then the arguments, then the watcher limit. ``noreply`` (memcached's
+    ``set_noreply_maybe``) is then an unknown argument: ``ERROR``, not sent."""
+    if args and args[-1] == b"noreply":
+        return Status.ERROR
+    kinds = parse_kinds(args)
+    if kinds is None:
+        return Streamed(iter((b"ERROR\r\n",)), WATCH_PIPELINED)
+    if ctx.watch.full:
+        return Streamed(iter((TOO_MANY,)), WATCH_PIPELINED)
+    return Streamed(WatchStart(kinds), WATCH_PIPELINED)
 
 
 def _shutdown(ctx: Context, args: list[bytes]) -> Response:

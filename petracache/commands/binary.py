@@ -18,9 +18,10 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-from petracache.commands import classic
+from petracache.commands import classic, watching
 from petracache.commands.context import Context, Handler
 from petracache.commands.stats import general_stats, reset_stats, settings_stats
+from petracache.commands.stats_groups import items_stats, slabs_stats
 from petracache.protocol import compose
 from petracache.protocol.binary_requests import (
     BinDelete,
@@ -54,8 +55,11 @@ _STORE_STATUS: Final = {
     StoreResult.EXISTS: BinStatus.KEY_EEXISTS,
     StoreResult.NOT_FOUND: BinStatus.KEY_ENOENT,
 }
-# memcached's get_stats groups (exact names); petracache has no slabs, so they are empty.
-_EMPTY_GROUPS: Final = (b"items", b"slabs", b"sizes", b"sizes_enable", b"sizes_disable")
+# memcached's get_stats groups (exact names), answered as ``stats <group>`` is over text
+# (``commands.stats_groups``). sizes_enable/sizes_disable append one statistic and no
+# terminator (items.c ``item_stats_sizes_enable``): size tracking stays off here.
+_SIZES: Final = [(b"sizes_status", b"disabled")]
+_SIZES_TOGGLES: Final = (b"sizes_enable", b"sizes_disable")
 _DETAIL: Final = (b"dump", b"on", b"off")  # stats detail's words, matched as prefixes
 
 
@@ -120,6 +124,8 @@ def delta(ctx: Context, r: BinDelta) -> BinaryReply:
     """increment/decrement(q): the new value and CAS; a miss creates ``initial`` (flags 0,
     the request's expiration) with an add, unless the expiration is ``NO_CREATE``."""
     engine = ctx.engine
+    if ctx.watching:
+        watching.looked_up(ctx, r.key)
     new = engine.delta(r.key, r.delta, r.incr, compare=r.cas)
     if isinstance(new, Item):
         classic.count_delta(ctx, r.incr, True)
@@ -131,7 +137,12 @@ def delta(ctx: Context, r: BinDelta) -> BinaryReply:
     if r.exptime == NO_CREATE:
         classic.count_delta(ctx, r.incr, False)
         return _fail(r, BinStatus.KEY_ENOENT, "not_found")
-    created = engine.store(StoreMode.ADD, r.key, 0, r.exptime, b"%d" % r.initial)
+    data = b"%d" % r.initial
+    if ctx.watching:  # memcached: store_item(NREAD_ADD) looks the key up again
+        watching.looked_up(ctx, r.key)
+    created = engine.store(StoreMode.ADD, r.key, 0, r.exptime, data)
+    if ctx.watching:
+        watching.stored(ctx, StoreMode.ADD, r.key, 0, r.exptime, data, created)
     if isinstance(created, StoreResult):  # pragma: no cover - the read just missed
         return _fail(r, BinStatus.NOT_STORED, "not_stored")
     return _counter(r, r.initial, created.cas, "stored")
@@ -158,7 +169,10 @@ def bare(ctx: Context, r: BinNoop) -> BinaryReply:
 
 def stat(ctx: Context, r: BinStat) -> Response:
     """stat, matched as memcached's ``process_bin_stat`` does (by prefix, then exact
-    ``get_stats`` group names); the figures come from ``commands.stats``."""
+    ``get_stats`` group names: ``items``, ``slabs``, ``sizes``, ``sizes_enable``,
+    ``sizes_disable``; ``conns`` and ``cachedump`` are text-only there too); the figures come
+    from ``commands.stats`` and ``commands.stats_groups``, one packet per text ``STAT``
+    line."""
     group = r.group
     stats: list[tuple[bytes, bytes]] = []
     if not group:
@@ -175,7 +189,15 @@ def stat(ctx: Context, r: BinStat) -> Response:
         done = ctx.prefixes.command([word])
         if isinstance(done, PrefixDump):
             stats = [(b"detailed", compose.encode(done))]
-    elif group not in _EMPTY_GROUPS:
+    elif group == b"items":
+        stats = _encoded(items_stats(ctx.counters, ctx.engine).stats)
+    elif group == b"slabs":
+        stats = _encoded(slabs_stats(ctx.counters, ctx.engine, ctx.info).stats)
+    elif group == b"sizes":
+        stats = _SIZES
+    elif group in _SIZES_TOGGLES:
+        return BinaryStats(r.opcode, r.opaque, _SIZES, terminated=False)
+    else:
         return BinaryReply(r.opcode, r.opaque, BinStatus.KEY_ENOENT, result="not_found")
     return BinaryStats(r.opcode, r.opaque, stats)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from petracache.commands import watching
 from petracache.commands.context import Context, Handler
 from petracache.commands.stats import general_stats, reset_stats, settings_stats
 from petracache.commands.stats_groups import GROUPS
@@ -64,7 +65,10 @@ def get(ctx: Context, request: Get) -> Values:
     hits: list[Hit] = []
     exptime = request.exptime
     detail = ctx.prefixes if ctx.prefixes.enabled else None
+    watched = ctx.watching
     for key in request.keys:
+        if watched:
+            watching.looked_up(ctx, key)
         item = engine.fetch(key) if exptime is None else engine.touch(key, exptime)
         if detail is not None:
             detail.record_get(key, item is not None)
@@ -140,6 +144,8 @@ def store_item(
     ctx.counters.cmd_set += 1
     if detail and ctx.prefixes.enabled:
         ctx.prefixes.record_set(key)
+    if ctx.watching:
+        watching.looked_up(ctx, key)
     outcome = ctx.engine.store(
         mode,
         key,
@@ -152,6 +158,8 @@ def store_item(
         invalidate=invalidate,
         vivify=vivify,
     )
+    if ctx.watching:
+        watching.stored(ctx, mode, key, flags, exptime, data, outcome)
     if mode is StoreMode.CAS:
         count_cas(ctx, StoreResult.STORED if type(outcome) is Item else outcome)
     return outcome
@@ -172,7 +180,11 @@ def too_large(ctx: Context, request: TooLarge) -> ErrorReply:
     ctx.counters.store_too_large += 1
     if ctx.prefixes.enabled:
         ctx.prefixes.record_set(request.key)
+    if ctx.watching:
+        watching.too_large(ctx, request.mode, request.key)
     if request.mode is StoreMode.SET:
+        if ctx.watching:
+            watching.looked_up(ctx, request.key)
         # memcached: "Avoid stale data persisting in cache because we failed alloc."
         ctx.engine.delete(request.key)
     return TOO_LARGE
@@ -188,6 +200,8 @@ def delete_item(ctx: Context, key: bytes, compare: int = 0) -> Status:
     ctx.leases.invalidate(key)
     if ctx.prefixes.enabled:
         ctx.prefixes.record_delete(key)
+    if ctx.watching:
+        watching.looked_up(ctx, key)
     outcome = ctx.engine.delete(key, compare or None)
     if outcome is DeleteResult.NOT_FOUND:
         ctx.counters.delete_misses += 1
@@ -200,6 +214,8 @@ def delete_item(ctx: Context, key: bytes, compare: int = 0) -> Status:
 
 def arithmetic(ctx: Context, request: Arithmetic) -> Response:
     """incr/decr: the new value, ``NOT_FOUND``, or the non-numeric error."""
+    if ctx.watching:
+        watching.looked_up(ctx, request.key)
     new = ctx.engine.delta(request.key, request.delta, request.incr)
     if type(new) is Item:
         count_delta(ctx, request.incr, True)
@@ -226,6 +242,8 @@ def count_delta(ctx: Context, incr: bool, hit: bool) -> None:
 
 def touch(ctx: Context, request: Touch) -> Status:
     ctx.counters.cmd_touch += 1
+    if ctx.watching:
+        watching.looked_up(ctx, request.key)
     if ctx.engine.touch(request.key, request.exptime) is not None:
         ctx.counters.touch_hits += 1
         return Status.TOUCHED

@@ -16,6 +16,7 @@ from petracache.commands.leases import LeaseTable
 from petracache.commands.prefix_stats import PrefixStats
 from petracache.commands.stats import ServerInfo
 from petracache.observability.counters import Counters
+from petracache.observability.watch import WatchLog
 from petracache.protocol.responses import Response
 from petracache.storage.engine import Engine
 
@@ -32,6 +33,8 @@ class Context:
         leases: mcrouter lease-get/lease-set tokens, in memory only.
         prefixes: ``stats detail`` per-prefix counters.
         crawler: ``lru_crawler``'s settable state.
+        watch: ``watch``'s watchers; commands report fetches and stores to it
+            (``commands.watching``) only while ``watching``, which it keeps up to date.
     """
 
     engine: Engine
@@ -40,6 +43,14 @@ class Context:
     leases: LeaseTable = field(default_factory=LeaseTable)
     prefixes: PrefixStats = field(default_factory=PrefixStats)
     crawler: Crawler = field(default_factory=Crawler)
+    watch: WatchLog = field(default_factory=WatchLog)
+    watching: bool = False  # the one check the request path makes for ``watch``
+
+    def __post_init__(self) -> None:
+        self.watch.on_change.append(self._set_watching)
+
+    def _set_watching(self, active: bool) -> None:
+        self.watching = active
 
 
 # A handler takes the request type its table entry names; ``Any`` lets one table hold all.

@@ -20,7 +20,9 @@ memcached's line, from ``crawler.c`` ``crawler_metadump_eval``::
     fetch=<yes|no> cls=<slab class> size=<ITEM_ntotal>\\n
 
 Token counts follow ``proto_text.c`` ``process_lru_crawler_command``: any other shape,
-``noreply`` included, is ``ERROR``.
+``noreply`` included, is ``ERROR``. A dump behind other requests whose replies are still
+held is refused (``ERROR cannot pipeline other commands before metadump``), by the
+connection (``protocol.crawler``).
 """
 
 from __future__ import annotations
@@ -29,13 +31,13 @@ import base64
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
-from urllib.parse import quote_from_bytes
 
 from petracache.protocol.crawler import LruCrawler, Streamed
 from petracache.protocol.responses import ErrorReply, Response, Status
 from petracache.rules import slabs
 from petracache.rules.numbers import strtoul32
 from petracache.rules.sizes import item_size
+from petracache.rules.uri import uriencode
 from petracache.storage.crawl import ItemCrawl
 from petracache.storage.engine import Engine
 from petracache.storage.items import FETCHED, Item
@@ -44,19 +46,23 @@ if TYPE_CHECKING:  # context holds a Crawler, so it imports this module
     from petracache.commands.context import Context, Handler
 
 DISABLED: Final = ErrorReply(b"CLIENT_ERROR lru crawler disabled\r\n")
+# memcached refuses a dump behind other requests' held replies (protocol.crawler).
+PIPELINED: Final = {
+    b"metadump": b"ERROR cannot pipeline other commands before metadump\r\n",
+    b"mgdump": b"ERROR cannot pipeline other commands before mgdump\r\n",
+}
+BADCLASS: Final = b"BADCLASS invalid class id\r\n"
 BAD_FORMAT: Final = ErrorReply(b"CLIENT_ERROR bad command line format\r\n")
 SLEEP_TOO_LONG: Final = ErrorReply(b"CLIENT_ERROR sleep must be one second or less\r\n")
 ALREADY_RUNNING: Final = ErrorReply(b"ERROR failed to start lru crawler thread\r\n")
 SLEEP_MAX: Final = 1_000_000  # microseconds: memcached's bound on ``lru_crawler sleep``
-# memcached's uriencode leaves only these (and letters and digits) as they are.
-_URI_SAFE: Final = b"-._~"
 
 
 def metadump_line(key: bytes, item: Item) -> bytes:
     """One metadump line for ``item`` stored under ``key``."""
     total = item_size(len(key), item.flags, len(item.data))
     return b"key=%b exp=%d la=%d cas=%d fetch=%b cls=%d size=%d\n" % (
-        quote_from_bytes(key, _URI_SAFE).encode(),
+        uriencode(key),
         item.deadline if item.deadline else -1,
         item.last_access,
         item.cas,
@@ -164,14 +170,17 @@ class Crawler:
         return Status.OK
 
     def _dump(self, sub: bytes, arg: bytes, engine: Engine) -> Response:
+        """memcached's order: disabled, then pipelined (the connection's check, through
+        ``refusal``), then a bad class list; so even ``BADCLASS`` carries the refusal."""
         if not self.enabled:
             return DISABLED
+        refusal = PIPELINED[sub]
         classes = parse_classes(arg)
         if classes is None:
-            return Status.BADCLASS
+            return Streamed(iter((BADCLASS,)), refusal)
         if sub == b"metadump":
-            return Streamed(_dump(engine, classes, metadump_line, b"END\r\n"))
-        return Streamed(_dump(engine, classes, mgdump_line, b"EN\r\n"))
+            return Streamed(_dump(engine, classes, metadump_line, b"END\r\n"), refusal)
+        return Streamed(_dump(engine, classes, mgdump_line, b"EN\r\n"), refusal)
 
 
 def _lru_crawler(ctx: Context, request: LruCrawler) -> Response:

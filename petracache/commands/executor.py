@@ -19,6 +19,7 @@ from petracache.commands import admin, binary, classic, crawler, mcrouter, meta
 from petracache.commands.context import Context, Handler
 from petracache.commands.stats import ServerInfo
 from petracache.observability.counters import Counters
+from petracache.observability.watch import WatchLog
 from petracache.protocol.requests import Request
 from petracache.protocol.responses import ErrorReply, Response
 from petracache.storage.engine import Engine
@@ -43,10 +44,13 @@ class Executor:
         engine: the open engine.
         counters: the process's counters (shared with the server and ``/metrics``).
         info: what ``stats`` reports about the server.
+        watch: the ``watch`` log the commands report to (a private one if None).
     """
 
-    def __init__(self, engine: Engine, counters: Counters, info: ServerInfo) -> None:
-        self.ctx = Context(engine, counters, info)
+    def __init__(
+        self, engine: Engine, counters: Counters, info: ServerInfo, watch: WatchLog | None = None
+    ) -> None:
+        self.ctx = Context(engine, counters, info, watch=watch or WatchLog())
         self._handlers = HANDLERS
 
     def execute(self, request: Request) -> Response:

@@ -18,6 +18,7 @@ router"):
 
 from __future__ import annotations
 
+from petracache.commands import watching
 from petracache.commands.context import Context, Handler
 from petracache.protocol.requests import LeaseGet, LeaseSet, McrouterMetaget
 from petracache.protocol.responses import LeaseMiss, MetagetInfo, Response, Status, Values
@@ -28,6 +29,8 @@ from petracache.storage.items import Item
 def lease_get(ctx: Context, request: LeaseGet) -> Response:
     """A get that hands out a fill lease on a miss."""
     ctx.counters.cmd_get += 1
+    if ctx.watching:
+        watching.looked_up(ctx, request.key)
     item = ctx.engine.fetch(request.key)
     if item is None:
         ctx.counters.get_misses += 1
@@ -41,14 +44,22 @@ def lease_set(ctx: Context, request: LeaseSet) -> Status:
     ctx.counters.cmd_set += 1
     if not ctx.leases.redeem(request.key, request.token):
         return Status.NOT_STORED
+    if ctx.watching:
+        watching.looked_up(ctx, request.key)
     outcome = ctx.engine.store(
         StoreMode.ADD, request.key, request.flags, request.exptime, request.data
     )
+    if ctx.watching:
+        watching.stored(
+            ctx, StoreMode.ADD, request.key, request.flags, request.exptime, request.data, outcome
+        )
     return Status.STORED if type(outcome) is Item else Status.NOT_STORED
 
 
 def metaget(ctx: Context, request: McrouterMetaget) -> Response:
     """The item's age and absolute expiry, or ``END`` alone on a miss."""
+    if ctx.watching:
+        watching.looked_up(ctx, request.key)
     item = ctx.engine.fetch(request.key)
     if item is None:
         return Status.END

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
+from petracache.commands import watching
 from petracache.commands.classic import NON_NUMERIC, count_delta, count_fetch, store_item
 from petracache.commands.context import Context, Handler
 from petracache.protocol.meta import OPAQUE_TOO_LONG, b64encode_key, opaque_too_long
@@ -172,6 +173,8 @@ def mg(ctx: Context, r: MetaGet) -> Response:
     """mg: a get whose flags choose what the reply shows and how the item's state moves."""
     engine = ctx.engine
     walk = _MgWalk(r)
+    if ctx.watching:
+        watching.looked_up(ctx, r.key)
     item = engine.fetch(r.key, walk.change)
     if item is None:
         if r.vivify is None:
@@ -300,6 +303,8 @@ def md(ctx: Context, r: MetaDelete) -> Response:
     """md: delete, or with ``I`` mark stale, or with ``x`` drop the value and keep the key."""
     engine = ctx.engine
     keep = _MdKeep(r, engine.next_cas) if r.invalidate or r.drop_value else None
+    if ctx.watching:
+        watching.looked_up(ctx, r.key)
     outcome = engine.delete(r.key, r.compare_cas, None if keep is None else keep.kept)
     if outcome is DeleteResult.NOT_FOUND:
         ctx.counters.delete_misses += 1
@@ -340,6 +345,8 @@ def ma(ctx: Context, r: MetaArithmetic) -> Response:
     """ma: memcached's do_add_delta (``Engine.delta``); ``N`` creates a missing counter."""
     engine = ctx.engine
     walk = _MaWalk(r)
+    if ctx.watching:
+        watching.looked_up(ctx, r.key)
     new = engine.delta(
         r.key,
         r.delta,
@@ -361,7 +368,13 @@ def ma(ctx: Context, r: MetaArithmetic) -> Response:
     # N: memcached adds the initial value (do_store_item, NREAD_ADD), uncounted.
     walk.created = True
     number = b"%d" % r.initial
-    engine.store(StoreMode.ADD, r.key, 0, 0, number, cas=r.new_cas or 0, finish=walk.finish)
+    if ctx.watching:  # memcached: do_store_item(NREAD_ADD) looks the key up again
+        watching.looked_up(ctx, r.key)
+    created = engine.store(
+        StoreMode.ADD, r.key, 0, 0, number, cas=r.new_cas or 0, finish=walk.finish
+    )
+    if ctx.watching:
+        watching.stored(ctx, StoreMode.ADD, r.key, 0, 0, number, created)
     return walk.reply(number)
 
 
@@ -414,6 +427,8 @@ def mn(ctx: Context, r: MetaNoop) -> MetaReply:
 def me(ctx: Context, r: MetaDebug) -> Response:
     """me: one line of the item's internals, as memcached 1.6.18 prints them."""
     engine = ctx.engine
+    if ctx.watching:
+        watching.looked_up(ctx, r.key)
     now = engine.now()
     item = engine.read(r.key, now)
     if item is None:

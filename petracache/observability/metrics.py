@@ -18,7 +18,8 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import platform
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -52,6 +53,11 @@ _COUNTER_NAMES = {
     "cas_badval": ("cas_conflicts", "cas commands refused: the item changed (EXISTS)."),
     "bytes_read": ("read_bytes", "Bytes read from clients."),
     "bytes_written": ("written_bytes", "Bytes written to clients."),
+    # memcached's listen_disabled_num: the alert rules (docker/alerts.yml) read this name.
+    "listen_disabled_num": (
+        "listen_disabled",
+        "Times the server stopped accepting connections (memcached listen_disabled_num).",
+    ),
 }
 _GAUGE_NAMES = {"curr_connections": ("current_connections", "Open client connections.")}
 
@@ -71,6 +77,22 @@ _ENGINE_COUNTERS = (
 )
 
 
+def _zero() -> int:
+    return 0
+
+
+@dataclass(slots=True)
+class ServerFigures:
+    """What the collector reports about the running server beyond the counters and the
+    engine (app.py fills it in; each callable is read at scrape time, on the admin thread,
+    and reads a plain attribute the trio thread writes)."""
+
+    max_connections: int = 0
+    disk_bound: Callable[[], int] = field(default=_zero)  # 0: no bound (cache_memlimit moves it)
+    wal_fsync_failures: Callable[[], int] = field(default=_zero)
+    reclaim_lag: Callable[[], int] = field(default=_zero)
+
+
 class PetracacheCollector(Collector):
     """Builds every petracache metric family at scrape time.
 
@@ -78,21 +100,71 @@ class PetracacheCollector(Collector):
         counters: the data plane's memcached counters.
         requests: per-command results and latencies.
         engine: the open engine, or None while starting/after closing (no RocksDB gauges).
+        server: the limits and background work's figures (``ServerFigures``).
     """
 
     def __init__(self, counters: Counters, requests: RequestMetrics) -> None:
         self.counters = counters
         self.requests = requests
         self.engine: Engine | None = None
+        self.server = ServerFigures()
 
     def collect(self) -> Iterator[Metric]:
         yield _build_info()
         yield from self._requests()
         yield from self._counters()
+        yield from self._server()
         engine = self.engine
         if engine is not None:
             yield from self._engine(engine)
             yield from self._items(engine)
+            yield from self._durability(engine)
+
+    def _server(self) -> Iterator[Metric]:
+        server = self.server
+        yield GaugeMetricFamily(
+            "petracache_max_connections",
+            "Client connections allowed (server.max_connections, memcached -c).",
+            value=server.max_connections,
+        )
+        yield GaugeMetricFamily(
+            "petracache_disk_bound_bytes",
+            "The disk bound eviction keeps under (storage.max_disk_bytes or cache_memlimit); "
+            "0: none.",
+            value=server.disk_bound(),
+        )
+        yield GaugeMetricFamily(
+            "petracache_reclaim_lag_seconds",
+            "How long the oldest expired item still stored has been dead (reclaim behind).",
+            value=server.reclaim_lag(),
+        )
+
+    def _durability(self, engine: Engine) -> Iterator[Metric]:
+        """Writes that did not reach the disk as promised, and the disk the bound applies to."""
+        yield CounterMetricFamily(
+            "petracache_wal_fsyncs",
+            "WAL fsyncs made by group commit (durability = fsync).",
+            value=engine.sequence.syncs,
+        )
+        yield CounterMetricFamily(
+            "petracache_wal_fsync_failures",
+            "WAL fsyncs that failed: the writes they covered were not acknowledged.",
+            value=self.server.wal_fsync_failures(),
+        )
+        yield CounterMetricFamily(
+            "petracache_read_write_failures",
+            "Writes a read makes on the side (lazy delete, fetch record) that failed.",
+            value=engine.counters.extra.get("read_write_failures", 0),
+        )
+        try:
+            used = engine.db.disk_usage()
+        except Exception:  # the engine may be closing; best effort, as the RocksDB gauges
+            return
+        yield GaugeMetricFamily(
+            "petracache_disk_used_bytes",
+            "SST plus WAL (or memtable) bytes: what the disk bound limits.",
+            value=used,
+        )
 
     def _requests(self) -> Iterator[Metric]:
         family = CounterMetricFamily(

@@ -64,8 +64,10 @@ def encode_reply(reply: BinaryReply) -> bytes:
 
 
 def encode_stats(reply: BinaryStats) -> bytes:
-    """memcached's ``append_bin_stats``: a packet per statistic, then an empty terminator."""
+    """memcached's ``append_bin_stats``: a packet per statistic, then an empty terminator
+    (unless the group has none)."""
     opcode, opaque = reply.opcode, reply.opaque
     parts = [packet(opcode, opaque, key=name, value=value) for name, value in reply.stats]
-    parts.append(packet(opcode, opaque))
+    if reply.terminated:
+        parts.append(packet(opcode, opaque))
     return b"".join(parts)

@@ -25,7 +25,9 @@ Rules, from memcached's ``try_read_command_ascii`` and ``conn_nread``/``conn_swa
    ``quit`` closes after the replies before it.
 6. A ``Streamed`` reply (``lru_crawler metadump``) is written one chunk per ``process``
    call (``Batch.more``); requests after it wait until it ends. ``streaming`` tells the
-   data plane to yield between chunks, so other connections are served meanwhile.
+   data plane to yield between chunks, so other connections are served meanwhile. One
+   with a ``refusal`` (metadump, mgdump, ``watch``) is refused with it when a request came
+   since the last flush point (memcached's ``resp_has_stack``).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from petracache.protocol import compose, errors
 from petracache.protocol.crawler import Streamed
 from petracache.protocol.meta_requests import MetaNoop, MetaRejected, MetaSetHeader
 from petracache.protocol.requests import Get, Quit, Request, TooLarge
-from petracache.protocol.responses import Response
+from petracache.protocol.responses import ErrorReply, Response
 from petracache.protocol.text import StoreHeader, parse_line
 from petracache.rules.build import compiled
 from petracache.rules.sizes import DEFAULT_ITEM_SIZE_MAX
@@ -153,6 +155,12 @@ class MemcacheConnection(InputBuffer):
         """Whether a ``Streamed`` reply is being written (the caller yields between chunks)."""
         return self._stream is not None
 
+    @property
+    def stream(self) -> Iterator[bytes] | None:
+        """The chunks of the ``Streamed`` reply being written (the server takes a ``watch``
+        over from here), or None."""
+        return self._stream
+
     def next_request(self) -> Request | _NeedData:
         """The next complete request, or ``NEED_DATA``.
 
@@ -248,6 +256,7 @@ class MemcacheConnection(InputBuffer):
         size = 0
         flushed = 0  # out[:flushed] is what memcached would have written already (rule 5)
         handled = self._handled
+        mark = handled  # requests before this one were flushed (rule 6)
         failures = 0
         encoders = compose.ENCODERS
         while True:
@@ -259,6 +268,7 @@ class MemcacheConnection(InputBuffer):
                 handled += 1
                 if handled >= FLUSH_AFTER and (handled - FLUSH_AFTER) % FLUSH_EVERY == 0:
                     flushed = len(out)
+                    mark = handled
                 continue
             except errors.CloseConnection:
                 del out[flushed:]
@@ -271,9 +281,11 @@ class MemcacheConnection(InputBuffer):
                 return Batch(b"".join(out), True, False, failures)
             response = execute(request)  # type: ignore[arg-type]
             if type(response) is Streamed:
-                self._stream = response.chunks
-                self._handled = handled + 1
-                return Batch(b"".join(out), False, True, failures)
+                if handled == mark or not response.refusal:
+                    self._stream = response.chunks
+                    self._handled = handled + 1
+                    return Batch(b"".join(out), False, True, failures)
+                response = ErrorReply(response.refusal)  # replies are held (rule 6)
             if not request.noreply:  # type: ignore[union-attr]
                 reply = encoders[type(response)](response)
                 if reply:
@@ -287,6 +299,7 @@ class MemcacheConnection(InputBuffer):
                 or (handled >= FLUSH_AFTER and (handled - FLUSH_AFTER) % FLUSH_EVERY == 0)
             ):
                 flushed = len(out)
+                mark = handled
             if size >= limit:
                 self._handled = handled
                 return Batch(b"".join(out), False, True, failures)

@@ -8,6 +8,12 @@ so the command layer (``commands.crawler``) validates them and picks the reply.
 iterator of already-encoded chunks. ``MemcacheConnection.process`` writes one chunk per
 call and reports ``more``, and the data plane yields between chunks, so the reply is never
 held whole and other clients are served while it is written.
+
+memcached hands a connection to its crawler or logger thread for ``lru_crawler metadump``,
+``mgdump`` and ``watch``, and refuses to when replies of earlier requests are still held
+(``resp_has_stack``: any request since the last flush point, ``noreply`` ones included):
+``ERROR cannot pipeline other commands before metadump``. Such a reply carries that line
+as ``refusal``; the connection, which knows what it holds, sends it instead.
 """
 
 from __future__ import annotations
@@ -26,6 +32,11 @@ class LruCrawler:
 
 @dataclass(slots=True)
 class Streamed:
-    """Reply bytes produced in bounded chunks; each ``next`` does one bounded step of work."""
+    """Reply bytes produced in bounded chunks; each ``next`` does one bounded step of work.
+
+    ``refusal``: the reply instead when other requests' replies are held (see above);
+    empty for a reply that may follow others (``stats cachedump``).
+    """
 
     chunks: Iterator[bytes]
+    refusal: bytes = b""

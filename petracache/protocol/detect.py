@@ -9,7 +9,7 @@ keeps that choice for the connection's life (``try_read_command_negotiate``). So
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Final
 
 from petracache.protocol.binary import REQUEST_MAGIC, BinaryConnection
@@ -50,6 +50,12 @@ class ClientConnection:
     def streaming(self) -> bool:
         """Whether a streamed reply is being written (``MemcacheConnection.streaming``)."""
         return self.protocol is not None and self.protocol.streaming
+
+    @property
+    def stream(self) -> Iterator[bytes] | None:
+        """The streamed reply being written (``MemcacheConnection.stream``), or None."""
+        protocol = self.protocol
+        return protocol.stream if isinstance(protocol, MemcacheConnection) else None
 
     @property
     def buffered(self) -> int:

@@ -186,11 +186,13 @@ class BinaryReply:
 
 @dataclass(slots=True)
 class BinaryStats:
-    """A binary ``stat`` reply: one packet per ``(name, value)``, then an empty one."""
+    """A binary ``stat`` reply: one packet per ``(name, value)``, then an empty one unless
+    ``terminated`` is False (memcached's ``stat sizes_enable``/``sizes_disable``)."""
 
     opcode: int
     opaque: int
     stats: list[tuple[bytes, bytes]]
+    terminated: bool = True
 
 
 Response: TypeAlias = (

@@ -57,6 +57,7 @@ class GroupCommitter:
         self._wanted = trio.Event()  # set when some task waits for a sync
         self._round = _Round()  # the next round to end; replaced when it does
         self._limiter = trio.CapacityLimiter(1)
+        self.failures = 0  # fsyncs that failed (petracache_wal_fsync_failures_total)
 
     def mark(self) -> int:
         """The current write number; pass it to ``settle`` after executing a batch."""
@@ -99,6 +100,7 @@ class GroupCommitter:
                 await trio.to_thread.run_sync(commit.sync, target, limiter=self._limiter)
             except StorageError as exc:
                 failed = True
+                self.failures += 1
                 log.warning("group commit: %s", exc)
             else:
                 commit.mark_synced(target)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 import trio
 
 from petracache.observability.counters import Counters
+from petracache.observability.watch import WatchLog, WatchStart
 from petracache.protocol.detect import ClientConnection
 from petracache.protocol.requests import Request
 from petracache.protocol.responses import Response
@@ -41,6 +43,7 @@ from petracache.server.exchange import CLOSE, READ, STREAM, Exchange
 from petracache.server.fastio import FastSocketStream, fast_stream
 from petracache.server.reactor import Reactor
 from petracache.server.reactor_pass import Reason
+from petracache.server.watch import ConnectionTags, serve_watcher
 from petracache.storage.errors import StorageError
 
 log = logging.getLogger(__name__)
@@ -67,15 +70,22 @@ class HandlerConfig:
     tls: ssl.SSLContext | None = None  # server.tls_*: wrap every connection in TLS
     auth: dict[bytes, bytes] | None = None  # server.auth_file: users who may connect
     reactor: Reactor | None = None  # serves plain TCP connections (None: a task each)
+    watch: WatchLog | None = None  # ``watch``: connection events, and watchers to serve
 
 
 @dataclass(eq=False, slots=True)
 class ConnView:
     """What ``stats conns`` shows of a connection: its socket and when it last sent input
-    (trio time; the reactor keeps its own for the connections it serves)."""
+    (trio time; the reactor keeps its own for the connections it serves); and its exchange,
+    which ``watch`` retags (``server.watch.ConnectionTags``)."""
 
     sock: trio.socket.SocketType | None
     last_active: float
+    exchange: Exchange | None = None
+
+    @property
+    def fd(self) -> int:
+        return -1 if self.sock is None else self.sock.fileno()
 
 
 @dataclass(slots=True)
@@ -86,6 +96,7 @@ class ConnectionTracker:
     views: set[ConnView] = field(default_factory=set)
     idle_scopes: set[trio.CancelScope] = field(default_factory=set)
     reactor: Reactor | None = None
+    tags: ConnectionTags | None = None  # while someone watches: which connection runs
     draining: bool = False
     active: int = 0
     all_closed: trio.Event = field(default_factory=trio.Event)
@@ -128,8 +139,12 @@ async def handle_connection(
     counters.curr_connections += 1
     tracker.active += 1
     tracker.views.add(view)
+    peer = _peer(view) if config.watch is not None else _NO_PEER
+    if config.watch is not None:
+        config.watch.conn_new(*peer, view.fd)
+    reason = b"error"  # memcached's close reason when nothing better is known
     try:
-        await _serve(stream, execute, counters, config, tracker, view)
+        reason = await _serve(stream, execute, counters, config, tracker, view)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
     except NotDurable:
@@ -140,7 +155,26 @@ async def handle_connection(
         counters.curr_connections -= 1
         tracker.views.discard(view)
         tracker.connection_closed()
+        if config.watch is not None:
+            config.watch.conn_close(*peer, reason, view.fd)
         await trio.aclose_forcefully(stream)
+
+
+_NO_PEER = ("", 0, b"tcp")
+
+
+def _peer(view: ConnView) -> tuple[str, int, bytes]:
+    """(address, port, transport) as memcached's connection events print them."""
+    sock = view.sock
+    if sock is None:
+        return _NO_PEER
+    if sock.family == getattr(socket, "AF_UNIX", None):
+        return ("unix", 0, b"local")
+    try:
+        address = sock.getpeername()
+    except OSError:
+        return _NO_PEER
+    return (str(address[0]), int(address[1]), b"tcp")
 
 
 async def _serve(
@@ -150,20 +184,24 @@ async def _serve(
     config: HandlerConfig,
     tracker: ConnectionTracker,
     view: ConnView,
-) -> None:
-    session = _Session(fast_stream(stream), execute, counters, config, view)
+) -> bytes:
+    """Serve the connection until it must close; returns memcached's close reason."""
+    session = _Session(fast_stream(stream), execute, counters, config, view, tracker)
     while True:
         if session.parkable(tracker):
             if not await session.park():
-                return
+                break
         elif not await _serve_reads(session, tracker):
-            return
+            break
+    if session.reason:
+        return session.reason
+    return b"shutdown" if tracker.draining else b"normal"
 
 
 class _Session:
     """One connection's state, shared by its two ways of being served."""
 
-    __slots__ = ("config", "exchange", "fd", "reactor", "stream", "view")
+    __slots__ = ("config", "exchange", "fd", "reactor", "reason", "stream", "tracker", "view")
 
     def __init__(
         self,
@@ -172,14 +210,19 @@ class _Session:
         counters: Counters,
         config: HandlerConfig,
         view: ConnView,
+        tracker: ConnectionTracker,
     ) -> None:
         self.view = view
         self.stream = stream  # plain TCP: fewer syscalls and scheduler passes (fastio)
         self.config = config
+        self.tracker = tracker
+        self.reason = b""  # memcached's close reason, once one is known (watch connevents)
         # Text or binary, decided by the first byte (binary runs SASL itself when auth is on).
         conn = ClientConnection(config.item_size_max, config.auth)
         gate = AuthGate(config.auth, counters) if config.auth is not None else None
-        self.exchange = Exchange(conn, execute, counters, config.write_size, gate)
+        if tracker.tags is not None:  # someone watches: this connection's requests say so
+            execute = tracker.tags.execute_for(view.fd)
+        self.exchange = view.exchange = Exchange(conn, execute, counters, config.write_size, gate)
         # The reactor serves plain TCP connections whose replies need not wait for an fsync.
         self.reactor, self.fd = None, -1
         if isinstance(stream, FastSocketStream):
@@ -197,6 +240,8 @@ class _Session:
         if reason is Reason.WRITE:
             await self.stream.send_all(handback.data)  # waits for the client to read
             return not handback.close and await self.respond(None)
+        if reason is Reason.IDLE:
+            self.reason = b"idle_timeout"
         return reason is Reason.DRAIN  # CLOSE and IDLE end the connection
 
     async def respond(self, data: bytes | bytearray | None) -> bool:
@@ -213,7 +258,12 @@ class _Session:
         config = self.config
         durability = config.durability
         mark = durability.mark() if durability is not None else 0
-        out = exchange.replies() if data is None else exchange.answer(data)
+        if data is not None:
+            out = exchange.answer(data)
+        elif exchange.then == STREAM:  # handed back by the reactor to stream: see below
+            out = b""
+        else:
+            out = exchange.replies()
         while True:
             try:
                 config.commit()
@@ -230,8 +280,19 @@ class _Session:
             if then == CLOSE:
                 return False
             if then == STREAM:
+                start = self._watch_start()
+                if start is not None:  # ``watch``: the connection becomes a watcher
+                    assert self.config.watch is not None
+                    scopes = self.tracker.idle_scopes
+                    if not await serve_watcher(self.stream, start, self.config.watch, scopes):
+                        return False
                 await trio.lowlevel.checkpoint()  # a metadump: other clients run between chunks
             out = exchange.replies()
+
+    def _watch_start(self) -> WatchStart | None:
+        """The ``watch`` this connection's streamed reply is, if it is one."""
+        stream = self.exchange.conn.stream
+        return stream if type(stream) is WatchStart else None
 
 
 async def _serve_reads(session: _Session, tracker: ConnectionTracker) -> bool:
@@ -259,6 +320,7 @@ async def _serve_reads(session: _Session, tracker: ConnectionTracker) -> bool:
             finally:
                 tracker.idle_scopes.discard(scope)
             if not data:
+                session.reason = b"normal"
                 return False  # end of input
             if scope.cancel_called:
                 break  # cancelled as the read completed: answer it outside the spent scope
@@ -274,5 +336,7 @@ async def _serve_reads(session: _Session, tracker: ConnectionTracker) -> bool:
     if scope.cancelled_caught:
         # The drain interrupted this read: take one last look. Otherwise the idle timeout,
         # or nothing more arrived while draining.
+        if not draining and not tracker.draining:
+            session.reason = b"idle_timeout"
         return not draining and tracker.draining
     return True  # the drain began while a batch was being answered: go on as a drainer

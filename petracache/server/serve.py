@@ -20,6 +20,7 @@ from petracache.protocol.responses import Response
 from petracache.server.conns import conns_rows
 from petracache.server.handler import ConnectionTracker, HandlerConfig, handle_connection
 from petracache.server.reactor import Reactor
+from petracache.server.watch import ConnectionTags
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ class DataPlane:
         self._grace = shutdown_grace
         self._stop = trio.Event()
         self.tracker = ConnectionTracker()
+        if config.watch is not None:  # ``watch``: which connection each request came from
+            self.tracker.tags = ConnectionTags(config.watch, execute, self.tracker.views)
         self._handler = partial(
             handle_connection,
             execute=execute,

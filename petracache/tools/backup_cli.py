@@ -1,7 +1,8 @@
 """``petracache backup`` and ``petracache restore``.
 
-``backup`` asks a running server's admin sidecar for a backup (``POST /backup``) and prints
-its absolute path as the last line of output, so scripts can take ``tail -n1``. ``restore``
+``backup`` asks a running server's admin sidecar for a backup (``POST /backup``, with the
+admin token of ``--token-file`` as ``Authorization: Bearer``) and prints its absolute path as
+the last line of output, so scripts can take ``tail -n1``. ``restore``
 works offline on a data directory (``storage.backup.restore``). Every failure is one line on
 stderr (``petracache <command>: <problem>``) and exit status 1; usage errors exit 2.
 """
@@ -17,10 +18,12 @@ import urllib.request
 from collections.abc import Sequence
 from typing import NoReturn
 
+from petracache.admin.token import TokenFileError, load_token
 from petracache.storage.backup import BackupError, restore
 
 DEFAULT_ADMIN = "127.0.0.1:9090"  # metrics.listen_addr's default
 ADMIN_ENV = "PETRACACHE_METRICS__LISTEN_ADDR"
+TOKEN_ENV = "PETRACACHE_METRICS__TOKEN_FILE"  # the server's setting, so one export serves both
 BACKUP_TIMEOUT = 3600.0  # seconds: a checkpoint of a large store hard-links, it does not copy
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -39,7 +42,7 @@ def _fail(prog: str, message: str) -> int:
 
 
 def backup_main(argv: Sequence[str]) -> int:
-    """``petracache backup [--admin HOST:PORT]``."""
+    """``petracache backup [--admin HOST:PORT] [--token-file FILE]``."""
     prog = "petracache backup"
     parser = _Parser(prog=prog, description="Back up a running petracache (online).")
     parser.add_argument(
@@ -48,9 +51,21 @@ def backup_main(argv: Sequence[str]) -> int:
         metavar="HOST:PORT",
         help=f"the server's admin sidecar (metrics.listen_addr; default {DEFAULT_ADMIN})",
     )
+    parser.add_argument(
+        "--token-file",
+        default=os.environ.get(TOKEN_ENV, ""),
+        metavar="FILE",
+        help=f"the admin token the server's metrics.token_file holds (default ${TOKEN_ENV})",
+    )
     args = parser.parse_args(argv)
     url = f"http://{args.admin}/backup"
-    request = urllib.request.Request(url, data=b"", method="POST")
+    headers = {}
+    if args.token_file:
+        try:
+            headers["Authorization"] = f"Bearer {load_token(args.token_file)}"
+        except TokenFileError as exc:
+            return _fail(prog, f"--token-file {exc}")
+    request = urllib.request.Request(url, data=b"", method="POST", headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=BACKUP_TIMEOUT) as reply:
             body = json.loads(reply.read())

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from petracache.admin.routes import create_app
+from petracache.admin.token import TokenFileError, load_token
 from petracache.app import Readiness
 from petracache.observability.counters import Counters
 from petracache.observability.metrics import LATENCY_BOUNDS, PetracacheCollector
@@ -21,6 +24,7 @@ from petracache.observability.request_metrics import RequestMetrics
 from petracache.protocol.requests import Delete, Get, Store
 from petracache.protocol.responses import Response, Status, Values
 from petracache.rules.verbs import StoreMode
+from petracache.storage.backup import Backups
 
 
 def make(readiness: Readiness) -> tuple[TestClient, Counters, RequestMetrics]:
@@ -97,3 +101,58 @@ def test_starlette_testclient_imports_without_a_deprecation_warning() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
+
+
+# -- the admin token ----------------------------------------------------------------------
+
+
+def _guarded(token: str | None, tmp_path: Path) -> TestClient:
+    registry = CollectorRegistry(auto_describe=False)
+    backups = Backups(str(tmp_path / "backups"), 1)  # no engine attached: 503 once through
+    return TestClient(create_app(Readiness(), registry, backups, token))
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({}, 401),
+        ({"Authorization": "Basic dTpw"}, 401),
+        ({"Authorization": "Bearer"}, 401),
+        ({"Authorization": "Bearer wrong"}, 403),
+        ({"Authorization": "Bearer s3cret-token-but-longer"}, 403),
+        ({"Authorization": "Bearer s3cret-token"}, 503),  # through: the database is not open
+        ({"Authorization": "bearer  s3cret-token "}, 503),
+    ],
+)
+def test_backup_needs_the_token(tmp_path: Path, headers: dict[str, str], status: int) -> None:
+    client = _guarded("s3cret-token", tmp_path)
+    reply = client.post("/backup", headers=headers)
+    assert reply.status_code == status
+    assert "error" in reply.json()
+    assert "s3cret" not in reply.text
+    if status == 401:
+        assert reply.headers["www-authenticate"] == 'Bearer realm="petracache"'
+
+
+def test_backup_is_off_without_a_token_file_and_reads_stay_open(tmp_path: Path) -> None:
+    client = _guarded(None, tmp_path)
+    reply = client.post("/backup", headers={"Authorization": "Bearer anything"})
+    assert reply.status_code == 403
+    assert "metrics.token_file" in reply.json()["error"]
+    for token in (None, "t"):
+        client = _guarded(token, tmp_path)
+        assert client.get("/health").status_code == 200
+        assert client.get("/ready").status_code == 503  # not ready, but answered
+        assert client.get("/metrics").status_code == 200
+
+
+def test_load_token(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_text("  abc123\n")
+    assert load_token(str(path)) == "abc123"
+    for content, message in (("\n", "empty"), ("two words", "one word")):
+        path.write_text(content)
+        with pytest.raises(TokenFileError, match=message):
+            load_token(str(path))
+    with pytest.raises(TokenFileError, match="No such file"):
+        load_token(str(tmp_path / "missing"))

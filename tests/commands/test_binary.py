@@ -152,6 +152,29 @@ def test_stat_groups(h: Harness) -> None:
     assert h.call(req(STAT, b"nope"))[0].status == 1
 
 
+def test_stat_items_slabs_sizes_are_the_text_groups_as_packets(h: Harness) -> None:
+    """``stat items``/``slabs``/``sizes`` carry the rows of ``stats items``/``slabs``/
+    ``sizes`` (one packet per STAT line, then the terminator); sizes_enable/_disable answer
+    one packet and no terminator, as memcached's items.c does."""
+    end = Frame(STAT, 0, b"", b"", b"", 0, 0)
+    assert h.call(req(STAT, b"items")) == [end]
+    h.call(store(SET, b"k", b"value"))
+    for group in (b"items", b"slabs", b"sizes"):
+        frames = h.call(req(STAT, group))
+        assert frames[-1] == end
+        lines = h.text(b"stats " + group + b"\r\n").split(b"\r\n")
+        rows = [tuple(line.split(b" ", 2)[1:]) for line in lines if line.startswith(b"STAT ")]
+        assert [(f.key, f.value) for f in frames[:-1]] == rows, group
+    items = {f.key: f.value for f in h.call(req(STAT, b"items"))[:-1]}
+    assert items[b"items:1:number"] == b"1"
+    for toggle in (b"sizes_enable", b"sizes_disable"):
+        assert h.call(req(STAT, toggle)) == [
+            Frame(STAT, 0, b"", b"sizes_status", b"disabled", 0, 0)
+        ]
+    assert h.call(req(STAT, b"conns"))[0].status == 1  # text-only, as in memcached
+    assert h.call(req(STAT, b"cachedump 1 1"))[0].status == 1
+
+
 def test_sasl_counts_auth_commands(h: Harness) -> None:
     users = {b"u": b"p"}
     frames = h.call(

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from petracache.commands.crawler import Crawler, metadump_line, mgdump_line, parse_classes
+from petracache.commands.executor import Executor
+from petracache.commands.stats import ServerInfo
+from petracache.observability.counters import Counters
 from petracache.protocol import compose
 from petracache.protocol.connection import MemcacheConnection
 from petracache.protocol.crawler import LruCrawler, Streamed
 from petracache.protocol.requests import Request
 from petracache.protocol.responses import Response, VersionReply
 from petracache.rules.verbs import StoreMode
+from petracache.rules.versions import SERVER_VERSION
 from petracache.storage.engine import Engine
 from petracache.storage.items import FETCHED, Item
 from tests.storage.engines import Clock, open_engine
@@ -113,6 +117,16 @@ def test_metadump_filters_by_class_and_streams_in_chunks(engine: Engine) -> None
     assert b"".join(small.chunks).count(b"\n") - 1 == 750
 
 
+def _drain(conn: MemcacheConnection, execute: Callable[[Request], Response]) -> list[bytes]:
+    batches = []
+    while True:
+        batch = conn.process(execute, 1 << 20)
+        batches.append(batch.data)
+        if not batch.more:
+            return batches
+        assert conn.streaming
+
+
 def test_connection_writes_a_stream_chunk_by_chunk_then_continues(engine: Engine) -> None:
     for i in range(2000):
         engine.store(StoreMode.SET, b"k%04d" % i, 0, 0, b"x")
@@ -124,18 +138,50 @@ def test_connection_writes_a_stream_chunk_by_chunk_then_continues(engine: Engine
         return VersionReply("1.6.18")
 
     conn = MemcacheConnection()
-    conn.receive_data(b"version\r\nlru_crawler metadump all\r\nversion\r\n")
-    batches = []
-    while True:
-        batch = conn.process(execute, 1 << 20)
-        batches.append(batch.data)
-        if not batch.more:
-            break
-        assert conn.streaming
+    conn.receive_data(b"lru_crawler metadump all\r\nversion\r\n")
+    batches = _drain(conn, execute)
     out = b"".join(batches)
-    assert out.startswith(b"VERSION 1.6.18\r\nkey=k0000 ")
+    assert out.startswith(b"key=k0000 ")
     assert out.endswith(b"END\r\nVERSION 1.6.18\r\n")
-    assert out.count(b"\n") == 2000 + 3
+    assert out.count(b"\n") == 2000 + 2
     assert len(batches) > 4
     assert max(len(b) for b in batches) < 64 * 1024  # bounded: one walk step per chunk
     assert not conn.streaming
+
+
+@pytest.mark.parametrize(
+    ("before", "refused"),
+    [
+        (b"version\r\n", True),  # a reply held: memcached's resp_has_stack
+        (b"mn\r\n", False),  # mn is a flush point: nothing is held
+        (b"get a\r\n", False),  # so is get
+        (b"version noreply\r\n", True),  # a noreply request holds its (empty) reply too
+        (b"bogus\r\n", True),  # so does an error
+    ],
+)
+@pytest.mark.parametrize(
+    "dump",
+    [b"lru_crawler metadump all", b"lru_crawler metadump 1", b"lru_crawler mgdump all"],
+)
+def test_a_dump_behind_held_replies_is_refused(
+    engine: Engine, before: bytes, refused: bool, dump: bytes
+) -> None:
+    """memcached's process_lru_crawler_command: ``ERROR cannot pipeline other commands
+    before metadump`` (mgdump) when a request since the last flush point holds a reply; the
+    requests after it are answered as usual."""
+    engine.store(StoreMode.SET, b"k", 0, 0, b"x")
+    execute = Executor(engine, Counters(), ServerInfo(4, 1 << 20)).execute
+    conn = MemcacheConnection()
+    conn.receive_data(before + dump + b"\r\nversion\r\n")
+    out = b"".join(_drain(conn, execute))
+    word = dump.split()[1]
+    assert (b"ERROR cannot pipeline other commands before %b\r\n" % word in out) == refused
+    assert out.endswith(b"VERSION %b\r\n" % SERVER_VERSION.encode())
+    # A bad class list is checked after the pipelining, as memcached does.
+    conn.receive_data(before + b"lru_crawler metadump 99\r\n")
+    out = b"".join(_drain(conn, execute))
+    assert out.endswith(
+        b"ERROR cannot pipeline other commands before metadump\r\n"
+        if refused
+        else b"BADCLASS invalid class id\r\n"
+    )

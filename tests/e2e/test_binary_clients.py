@@ -237,3 +237,21 @@ def test_mixed_protocols(shared_server: PetracacheProcess) -> None:
     assert text.call(b"incr mix:n 1\r\n") == b"NOT_FOUND\r\n"
     binary.close()
     text.close()
+
+
+def test_pylibmc_binary_stat_groups(server: PetracacheProcess, memcached: MemcachedProcess) -> None:
+    """pylibmc's ``get_stats("items")``/``("slabs")``/``("sizes")`` in binary mode (dalli's
+    admin test asks the same). libmemcached keeps only the general statistics' names in its
+    reply struct, so what it shows is the same for both servers; what this checks is that
+    it reads the packets to their terminator and the connection stays in step (the names
+    and figures themselves: ``test_binary_differential``)."""
+    pylibmc = pytest.importorskip("pylibmc")
+    seen = []
+    for port, key in ((memcached.port, "plstat:mc"), (server.port, "plstat:pc")):
+        mc = pylibmc.Client([f"127.0.0.1:{port}"], binary=True)
+        assert mc.set(key, "v")
+        groups = {group: mc.get_stats(group)[0][1] for group in ("items", "slabs", "sizes")}
+        assert mc.get(key) == "v"  # the connection is still in step
+        seen.append({group: sorted(stats) for group, stats in groups.items()})
+        mc.disconnect_all()
+    assert seen[1] == seen[0]

@@ -365,3 +365,40 @@ def test_stat_general_has_memcacheds_shape(ports: list[int]) -> None:
     shared = [n for n in mc if n in pc]
     assert [n for n in pc if n in shared] == shared
     assert {b"pid", b"uptime", b"version", b"cmd_get", b"get_hits", b"curr_items"} <= set(pc)
+
+
+def test_stat_items_slabs_sizes_match_memcacheds_packets(server: PetracacheProcess) -> None:
+    """``stat items``/``slabs``/``sizes`` over binary: the same statistic names, in the
+    same order, as memcached 1.6.18 sends for one small item (both servers fresh, so
+    memcached has used slab class 1 only); the figures that mean the same here match
+    (the item count, the active classes), and sizes_enable/_disable end without a
+    terminator in both."""
+    fresh = MemcachedProcess()
+    try:
+        replies = []
+        for port in (fresh.port, server.port):
+            client = BinClient(port)
+            client.exchange(store(SET, b"k", b"value"))
+            replies.append(
+                {
+                    group: client.exchange(req(STAT, group, opaque=9))
+                    for group in (b"items", b"slabs", b"sizes", b"sizes_disable")
+                }
+            )
+            client.close()
+    finally:
+        fresh.stop()
+    mc, pc = replies
+    for group in (b"items", b"slabs", b"sizes"):
+        assert pc[group][-1] == mc[group][-1] == Frame(STAT, 0, b"", b"", b"", 9, 0)
+        assert [f.key for f in pc[group]] == [f.key for f in mc[group]], group
+        assert all(f.opcode == STAT and f.opaque == 9 and f.status == 0 for f in pc[group])
+    assert pc[b"sizes"] == mc[b"sizes"]
+    assert pc[b"sizes_disable"] == mc[b"sizes_disable"]  # one packet, no terminator
+    mc_items = {f.key: f.value for f in mc[b"items"]}
+    pc_items = {f.key: f.value for f in pc[b"items"]}
+    assert pc_items[b"items:1:number"] == mc_items[b"items:1:number"] == b"1"
+    mc_slabs = {f.key: f.value for f in mc[b"slabs"]}
+    pc_slabs = {f.key: f.value for f in pc[b"slabs"]}
+    for name in (b"active_slabs", b"1:used_chunks", b"1:cmd_set", b"1:get_hits"):
+        assert pc_slabs[name] == mc_slabs[name], name

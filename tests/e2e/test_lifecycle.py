@@ -9,11 +9,13 @@ offline into a new directory, and served by a new process.
 from __future__ import annotations
 
 import base64
+import re
 import subprocess
 import sys
 import threading
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -141,6 +143,37 @@ def test_metadump_matches_memcached(
         assert _normalise(_dump(shared_server.client(), command), prefix) == _normalise(
             _dump(memcached_fresh.client(), command), prefix
         )
+
+
+PIPELINED_DUMPS = [
+    b"mg md:pipe v\r\nlru_crawler metadump all\r\n",  # the issue's case
+    b"version\r\nlru_crawler metadump all\r\n",
+    b"set md:pipe2 0 0 1 noreply\r\n1\r\nlru_crawler metadump all\r\n",
+    b"version\r\nlru_crawler metadump bogus\r\n",  # refused before the class list is read
+    b"version\r\nlru_crawler metadump 1,2\r\nversion\r\n",  # later requests are answered
+    b"get md:pipe\r\nmn\r\nbogus\r\nlru_crawler metadump 99\r\n",
+]
+
+
+@pytest.mark.parametrize("data", PIPELINED_DUMPS, ids=range(len(PIPELINED_DUMPS)))
+def test_metadump_behind_other_commands_is_refused_as_memcached_does(
+    memcached: MemcachedProcess, shared_server: PetracacheProcess, data: bytes
+) -> None:
+    """memcached answers ``ERROR cannot pipeline other commands before metadump`` when
+    the dump comes in one read behind requests whose replies are still held; the same
+    bytes in one write get the same bytes back from both servers."""
+    replies = []
+    for proc in (memcached, shared_server):
+        client = proc.client()
+        client.send(data)
+        client.send(b"version\r\n")  # a fence: every reply to ``data`` comes before it
+        out = b""
+        while out.count(b"VERSION ") <= data.count(b"version\r\n"):
+            out += client.read_line()
+        replies.append(re.sub(rb"VERSION [^\r]*", b"VERSION X", out))
+        client.close()
+    assert b"ERROR cannot pipeline other commands before metadump\r\n" in replies[0]
+    assert replies[1] == replies[0]
 
 
 def test_metadump_streams_while_other_clients_are_served(server: PetracacheProcess) -> None:
@@ -305,8 +338,16 @@ def _writer(port: int, acked: dict[bytes, bytes], stop: threading.Event) -> None
         i += 1
 
 
+def _token(tmp_path: Path) -> tuple[dict[str, str], str]:
+    """An admin token file: the server's environment naming it, and its path."""
+    path = tmp_path / "admin.token"
+    path.write_text("b4ckup-t0ken\n")
+    return {"PETRACACHE_METRICS__TOKEN_FILE": str(path)}, str(path)
+
+
 def test_backup_under_load_then_restore_serves_the_backup(tmp_path: Path) -> None:
-    with PetracacheProcess(tmp_path / "live") as live:
+    env, token = _token(tmp_path)
+    with PetracacheProcess(tmp_path / "live", env=env) as live:
         client = live.client()
         _set_all(client, {b"seed": (1, 0, b"s")})
         acked: dict[bytes, bytes] = {}
@@ -316,7 +357,8 @@ def test_backup_under_load_then_restore_serves_the_backup(tmp_path: Path) -> Non
         try:
             wait_until(lambda: len(acked) >= 1000, what="1,000 writes under way")
             before = dict(acked)  # every write acknowledged before the backup was asked for
-            done = _tool("backup", "--admin", live.admin_url().removeprefix("http://"))
+            admin = live.admin_url().removeprefix("http://")
+            done = _tool("backup", "--admin", admin, "--token-file", token)
             after = len(acked)
             wait_until(lambda: len(acked) >= after + 100, what="writes after the backup")
         finally:
@@ -351,7 +393,51 @@ def test_backup_under_load_then_restore_serves_the_backup(tmp_path: Path) -> Non
         assert int(client.read_line().split()[4]) > cas_live  # no CAS is handed out twice
 
 
-def test_backup_and_restore_bad_input(tmp_path: Path, server: PetracacheProcess) -> None:
+def test_backup_needs_the_admin_token(tmp_path: Path, server: PetracacheProcess) -> None:
+    """POST /backup needs the token of metrics.token_file; without one configured it is off."""
+    off = _tool("backup", "--admin", server.admin_url().removeprefix("http://"))
+    assert off.returncode == 1
+    assert "403 POST /backup is off: the server has no metrics.token_file" in off.stderr
+    env, token = _token(tmp_path)
+    with PetracacheProcess(tmp_path / "guarded", env=env) as guarded:
+        admin = guarded.admin_url().removeprefix("http://")
+        missing = _tool("backup", "--admin", admin)
+        assert missing.returncode == 1
+        assert ": 401 POST /backup needs an Authorization: Bearer <token> header" in missing.stderr
+        wrong_path = tmp_path / "wrong.token"
+        wrong_path.write_text("guess")
+        wrong = _tool("backup", "--admin", admin, "--token-file", str(wrong_path))
+        assert wrong.returncode == 1
+        assert ": 403 POST /backup: wrong token" in wrong.stderr
+        unreadable = _tool("backup", "--admin", admin, "--token-file", str(tmp_path / "nope"))
+        assert unreadable.returncode == 1
+        assert "--token-file" in unreadable.stderr
+        assert not list(guarded.db_path.parent.glob("*.backups/*"))
+        made = _tool("backup", "--admin", admin, "--token-file", token)
+        assert made.returncode == 0, made.stderr
+        assert Path(made.stdout.splitlines()[-1]).is_dir()
+        # The read-only routes stay open.
+        for route in ("/health", "/metrics"):
+            with urllib.request.urlopen(guarded.admin_url() + route, timeout=10) as reply:
+                assert reply.status == 200
+
+
+def test_a_bad_token_file_stops_the_start(tmp_path: Path) -> None:
+    env = {"PETRACACHE_METRICS__TOKEN_FILE": str(tmp_path / "missing")}
+    with pytest.raises(RuntimeError, match=r"metrics\.token_file: .*missing: No such file"):
+        PetracacheProcess(tmp_path / "pc", env=env).start()
+
+
+def test_backup_and_restore_bad_input(tmp_path: Path) -> None:
+    env, token = _token(tmp_path)
+    server = PetracacheProcess(tmp_path / "pc", env=env).start()
+    try:
+        _backup_and_restore_bad_input(tmp_path, server, token)
+    finally:
+        server.stop()
+
+
+def _backup_and_restore_bad_input(tmp_path: Path, server: PetracacheProcess, token: str) -> None:
     dead = _tool("backup", "--admin", f"127.0.0.1:{free_port()}")
     assert dead.returncode == 1
     assert "cannot reach the admin sidecar" in dead.stderr
@@ -365,7 +451,9 @@ def test_backup_and_restore_bad_input(tmp_path: Path, server: PetracacheProcess)
     ]
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
-    made = _tool("backup", "--admin", server.admin_url().removeprefix("http://"))
+    made = _tool(
+        "backup", "--admin", server.admin_url().removeprefix("http://"), "--token-file", token
+    )
     assert made.returncode == 0, made.stderr
     full = _tool("restore", made.stdout.splitlines()[-1], "--db-path", str(tmp_path / "full"))
     assert full.returncode == 1

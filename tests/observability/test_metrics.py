@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
 from petracache.commands.executor import Executor
 from petracache.commands.stats import ServerInfo
 from petracache.observability.counters import Counters
+from petracache.observability.metrics import PetracacheCollector, ServerFigures
 from petracache.observability.request_metrics import RequestMetrics
 from petracache.protocol.connection import NEED_DATA, MemcacheConnection
 from tests.storage.engines import Clock, open_engine
@@ -76,3 +80,39 @@ def test_get_variants_and_store_verbs_have_their_own_records(tmp_path: Path) -> 
         "cas": {"exists": 1},
         "prepend": {"error": 1},
     }
+
+
+def test_the_figures_the_alert_rules_read(tmp_path: Path) -> None:
+    """docker/alerts.yml reads these: the limits, the disk the bound applies to, failed
+    fsyncs and side writes, reclaim's lag (tests/test_alerts.py checks them live too)."""
+    engine = open_engine(tmp_path / "db", Clock())
+    try:
+        collector = PetracacheCollector(Counters(), RequestMetrics())
+        collector.engine = engine
+        collector.server = ServerFigures(
+            max_connections=321,
+            disk_bound=lambda: 1 << 30,
+            wal_fsync_failures=lambda: 2,
+            reclaim_lag=lambda: 17,
+        )
+        engine.counters.extra["read_write_failures"] = 5
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(collector)
+        text = generate_latest(registry).decode()
+        values = {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+    finally:
+        engine.close()
+    assert values["petracache_max_connections"] == 321
+    assert values["petracache_disk_bound_bytes"] == 1 << 30
+    assert values["petracache_wal_fsync_failures_total"] == 2
+    assert values["petracache_wal_fsyncs_total"] == 0
+    assert values["petracache_read_write_failures_total"] == 5
+    assert values["petracache_reclaim_lag_seconds"] == 17
+    assert values["petracache_disk_used_bytes"] > 0
+    assert values["petracache_storage_errors_total"] == 0
+    assert values["petracache_connections_rejected_total"] == 0
+    assert values["petracache_cold_starts_total"] == 0

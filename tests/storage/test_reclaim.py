@@ -59,6 +59,22 @@ def test_reaped_items_disappear_and_their_space_is_compacted(engine: Engine, clo
     assert not keys_of(engine.db.family("expiry"))
 
 
+def test_lag_is_how_long_the_oldest_expired_item_has_been_dead(
+    engine: Engine, clock: Clock
+) -> None:
+    """``Reclaimer.lag`` (petracache_reclaim_lag_seconds): 0 with nothing due, the age of the
+    oldest dead item while it waits, 0 again once it is reaped."""
+    engine.store(StoreMode.SET, b"ttl", 0, 10, VALUE)
+    reclaimer = Reclaimer(engine)
+    reclaimer.step()
+    assert reclaimer.lag == 0  # due in 10 s
+    clock.now += 100
+    reclaimer.step()  # sees the item dead for 90 s, and reaps it
+    assert reclaimer.lag == 90
+    drain(reclaimer)
+    assert reclaimer.lag == 0
+
+
 def test_rewritten_keys_survive_reclaim(engine: Engine, clock: Clock) -> None:
     """Rewrites between reclaim steps (set, touch, gat, cas) are never lost."""
     for i in range(2000):

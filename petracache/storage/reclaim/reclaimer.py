@@ -146,6 +146,9 @@ class Reclaimer:
         self._last_flush = -FLUSH_MIN_INTERVAL
         self._flush_wanted = False
         self.counters = engine.counters
+        # Told of each live item an eviction round deleted, once its batch is committed
+        # (``watch evictions``: app.py sets it; ``(key, item, now)``).
+        self.on_evict: Callable[[bytes, Item, int], None] | None = None
         # expiry walk
         self._expiry_cursor = b""
         # eviction round
@@ -154,6 +157,9 @@ class Reclaimer:
         self._round_evicted = 0
         self._other_turn = False
         self.share = 1.0  # of the trio thread the current backlog may take (see MIN_SHARE)
+        # Seconds the oldest expired item still on disk has been dead, as of the last look at
+        # the expiry index (``petracache_reclaim_lag_seconds``: reclaim falling behind).
+        self.lag = 0
         # crawl (flush reclaim / backfill)
         raw = engine.db.load_state(FLUSH_DONE_KEY)
         self._flush_done: tuple[int, int] = FLUSH_STATE.unpack(raw) if raw else (0, 0)
@@ -247,6 +253,7 @@ class Reclaimer:
         spare = self._second_chance and not control.over_bound
         now = self._engine.now()
         seen: set[bytes] = set()
+        gone: list[tuple[bytes, Item]] = []
         for entry in walk:
             if control.target <= 0:
                 break
@@ -273,7 +280,12 @@ class Reclaimer:
                 self.counters.evictions += 1
                 if not item.bits & FETCHED:
                     self._count_extra("evicted_unfetched")
+                if self.on_evict is not None:
+                    gone.append((key, item))
         batch.commit()
+        if self.on_evict is not None:
+            for key, item in gone:
+                self.on_evict(key, item, now)
         if control.target > 0 and walk.more:
             return True
         # Round over (target met or index exhausted): compact, then measure again. A round
@@ -293,7 +305,12 @@ class Reclaimer:
 
     def _expiry_due(self, now: int) -> bool:
         head = self._engine.db.walk(EXPIRY_CF, self._expiry_cursor, 0, 0.0, self._timer).head()
-        return head is not None and idx.expiry_deadline_of(head) <= now
+        if head is None:
+            self.lag = 0
+            return False
+        due = idx.expiry_deadline_of(head)
+        self.lag = max(now - due, 0)
+        return due <= now
 
     def _reap_expired(self, now: int, deadline: float) -> bool:
         walk = self._engine.db.walk(EXPIRY_CF, self._expiry_cursor, BATCH, deadline, self._timer)
