@@ -22,7 +22,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from petracache.cluster.plan import mcrouter_json, nutcracker_yaml, plan
+from petracache.cluster.plan import Instance, mcrouter_json, nutcracker_yaml, plan
 from petracache.cluster.supervisor import BACKOFF_FIRST, MAX_CRASHES, Child, Supervisor
 
 NUTCRACKER_PATHS = ("nutcracker", "/usr/sbin/nutcracker")
@@ -36,14 +36,19 @@ def find_nutcracker() -> str | None:
     return None
 
 
-def _run(args: argparse.Namespace) -> int:
-    instances = plan(
+def _planned(args: argparse.Namespace) -> list[Instance]:
+    """The instances the command line asks for."""
+    return plan(
         args.count,
         host=args.host,
         base_port=args.base_port,
         admin_base_port=args.admin_base_port,
         data_dir=args.data_dir,
     )
+
+
+def _run(args: argparse.Namespace) -> int:
+    instances = _planned(args)
     nutcracker = find_nutcracker() if args.router_port else None
     if args.router_port and nutcracker is None:
         print(
@@ -120,13 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.action == "run":
         return _run(args)
-    instances = plan(
-        args.count,
-        host=args.host,
-        base_port=args.base_port,
-        admin_base_port=args.admin_base_port,
-        data_dir=args.data_dir,
-    )
+    instances = _planned(args)
     if args.router == "nutcracker":
         listen = f"{args.host}:{args.router_port or 22121}"
         sys.stdout.write(nutcracker_yaml(instances, listen=listen))

@@ -36,7 +36,7 @@ from petracache.protocol.binary_requests import (
     BinTooLarge,
     Opcode,
 )
-from petracache.protocol.requests import FlushAll, Get, TooLarge
+from petracache.protocol.requests import FlushAll, Get, Store, TooLarge
 from petracache.protocol.responses import BinaryReply, BinaryStats, PrefixDump, Response, Status
 from petracache.rules.verbs import StoreMode
 from petracache.rules.versions import SERVER_VERSION
@@ -94,7 +94,7 @@ def store(ctx: Context, r: BinStore) -> BinaryReply:
     mode = r.mode
     if r.cas and mode in (StoreMode.SET, StoreMode.ADD, StoreMode.REPLACE):
         mode = StoreMode.CAS
-    outcome = classic.store_item(ctx, mode, r.key, r.flags, r.exptime, r.data, r.cas)
+    outcome = classic.store_item(ctx, Store(mode, r.key, r.flags, r.exptime, r.data, r.cas))
     if type(outcome) is Item:
         return BinaryReply(r.opcode, r.opaque, cas=outcome.cas, quiet=r.quiet, result="stored")
     if outcome is StoreResult.NOT_STORED:
@@ -137,12 +137,9 @@ def delta(ctx: Context, r: BinDelta) -> BinaryReply:
     if r.exptime == NO_CREATE:
         classic.count_delta(ctx, r.incr, False)
         return _fail(r, BinStatus.KEY_ENOENT, "not_found")
-    data = b"%d" % r.initial
-    if ctx.watching:  # memcached: store_item(NREAD_ADD) looks the key up again
-        watching.looked_up(ctx, r.key)
-    created = engine.store(StoreMode.ADD, r.key, 0, r.exptime, data)
-    if ctx.watching:
-        watching.stored(ctx, StoreMode.ADD, r.key, 0, r.exptime, data, created)
+    # memcached: store_item(NREAD_ADD), uncounted
+    add = Store(StoreMode.ADD, r.key, 0, r.exptime, b"%d" % r.initial)
+    created = classic.store_item(ctx, add, counted=False)
     if isinstance(created, StoreResult):  # pragma: no cover - the read just missed
         return _fail(r, BinStatus.NOT_STORED, "not_stored")
     return _counter(r, r.initial, created.cas, "stored")

@@ -8,6 +8,7 @@ The get and set handlers are the hot path: no allocation beyond the reply.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 from petracache.commands import watching
@@ -41,8 +42,7 @@ from petracache.protocol.responses import (
 )
 from petracache.rules.verbs import StoreMode
 from petracache.rules.versions import SERVER_VERSION
-from petracache.storage.engine import DeleteResult
-from petracache.storage.items import DeltaResult, Item, StoreResult
+from petracache.storage.items import DeleteResult, DeltaResult, Item, StoreResult
 
 TOO_LARGE: Final = ErrorReply(b"SERVER_ERROR object too large for cache\r\n")
 NON_NUMERIC: Final = ErrorReply(b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n")
@@ -109,58 +109,52 @@ def count_fetch(counters: Counters, *, touch: bool, hit: bool) -> None:
 
 def store(ctx: Context, request: Store) -> Status:
     """set/add/replace/append/prepend/cas."""
-    outcome = store_item(
-        ctx,
-        request.mode,
-        request.key,
-        request.flags,
-        request.exptime,
-        request.data,
-        request.cas_unique,
-    )
+    outcome = store_item(ctx, request)
     return Status.STORED if type(outcome) is Item else STORE_REPLIES[outcome]
 
 
 def store_item(
     ctx: Context,
-    mode: StoreMode,
-    key: bytes,
-    flags: int,
-    exptime: int,
-    data: bytes,
-    compare: int = 0,
+    request: Store,
     *,
     cas: int = 0,
     binary_key: bool = False,
     invalidate: bool = False,
     vivify: int | None = None,
+    finish: Callable[[Item], Item] | None = None,
+    counted: bool = True,
     detail: bool = True,
 ) -> Item | StoreResult:
-    """Any store (``Engine.store``, whose options are the meta flags), counted as memcached
-    counts it: ``cmd_set``, and ``cas_hits``/``cas_badval``/``cas_misses`` for a cas;
-    ``detail``: the prefix stats too (the text and binary protocols record them, ms does
-    not). Returns the stored version, or why nothing was stored. Shared by the text, binary
-    and meta protocols."""
-    ctx.counters.cmd_set += 1
-    if detail and ctx.prefixes.enabled:
-        ctx.prefixes.record_set(key)
+    """Any store: ``Engine.store``, whose options are the meta flags, with what memcached
+    does around do_store_item: ``watch`` lines, and when ``counted`` (not the adds of
+    incr/ma/lease-set that create an item), ``cmd_set`` and ``cas_hits``/``cas_badval``/
+    ``cas_misses`` for a cas, and with ``detail`` the prefix stats (the text and binary
+    protocols record them, ms does not). ``request.cas_unique`` is the CAS to compare.
+    Returns the stored version, or why nothing was stored. Shared by every protocol."""
+    key = request.key
+    mode = request.mode
+    if counted:
+        ctx.counters.cmd_set += 1
+        if detail and ctx.prefixes.enabled:
+            ctx.prefixes.record_set(key)
     if ctx.watching:
         watching.looked_up(ctx, key)
     outcome = ctx.engine.store(
         mode,
         key,
-        flags,
-        exptime,
-        data,
-        compare,
+        request.flags,
+        request.exptime,
+        request.data,
+        request.cas_unique,
         cas=cas,
         binary_key=binary_key,
         invalidate=invalidate,
         vivify=vivify,
+        finish=finish,
     )
     if ctx.watching:
-        watching.stored(ctx, mode, key, flags, exptime, data, outcome)
-    if mode is StoreMode.CAS:
+        watching.stored(ctx, request, outcome)
+    if counted and mode is StoreMode.CAS:
         count_cas(ctx, StoreResult.STORED if type(outcome) is Item else outcome)
     return outcome
 

@@ -18,9 +18,9 @@ router"):
 
 from __future__ import annotations
 
-from petracache.commands import watching
+from petracache.commands import classic, watching
 from petracache.commands.context import Context, Handler
-from petracache.protocol.requests import LeaseGet, LeaseSet, McrouterMetaget
+from petracache.protocol.requests import LeaseGet, LeaseSet, McrouterMetaget, Store
 from petracache.protocol.responses import LeaseMiss, MetagetInfo, Response, Status, Values
 from petracache.rules.verbs import StoreMode
 from petracache.storage.items import Item
@@ -44,15 +44,8 @@ def lease_set(ctx: Context, request: LeaseSet) -> Status:
     ctx.counters.cmd_set += 1
     if not ctx.leases.redeem(request.key, request.token):
         return Status.NOT_STORED
-    if ctx.watching:
-        watching.looked_up(ctx, request.key)
-    outcome = ctx.engine.store(
-        StoreMode.ADD, request.key, request.flags, request.exptime, request.data
-    )
-    if ctx.watching:
-        watching.stored(
-            ctx, StoreMode.ADD, request.key, request.flags, request.exptime, request.data, outcome
-        )
+    add = Store(StoreMode.ADD, request.key, request.flags, request.exptime, request.data)
+    outcome = classic.store_item(ctx, add, counted=False)
     return Status.STORED if type(outcome) is Item else Status.NOT_STORED
 
 

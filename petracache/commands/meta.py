@@ -5,10 +5,11 @@ use (``Engine.fetch``, ``store``, ``delta``, ``delete``: memcached's do_item_get
 do_store_item, do_add_delta), with the meta flags as its options. Flags that act on the item
 (T, N, R, the win token) are a callable the operation applies to the item it hands back
 before writing, as memcached's proto_text.c changes the item its do_* function returns; the
-callable walks the request's flag tokens in order with ``_return_flags`` (the reply echoes
-return flags in request order, and ``T``/``N`` take effect at their position: ``t T30``
-shows the old TTL). The reply is a ``MetaReply``, encoded by ``protocol.compose``. Commands
-run synchronously on the trio thread, so each is atomic like every other engine operation.
+callable walks the request's flag tokens in order (``commands.meta_flags``: the reply
+echoes return flags in request order, and ``T``/``N`` take effect at their position:
+``t T30`` shows the old TTL). The reply is a ``MetaReply``, encoded by
+``protocol.compose``. Commands run synchronously on the trio thread, so each is atomic
+like every other engine operation.
 
 Per-item meta state lives in the value header (``storage.codec``, format v2): the fetched,
 stale and win-token-sent bits, the binary-key bit, and the last access time. A fetch sets
@@ -28,7 +29,8 @@ from typing import Final
 from petracache.commands import watching
 from petracache.commands.classic import NON_NUMERIC, count_delta, count_fetch, store_item
 from petracache.commands.context import Context, Handler
-from petracache.protocol.meta import OPAQUE_TOO_LONG, b64encode_key, opaque_too_long
+from petracache.commands.meta_flags import NO_MARK, OPAQUE_ERROR, no_item, return_flags
+from petracache.protocol.meta import b64encode_key
 from petracache.protocol.meta_requests import (
     MetaArithmetic,
     MetaDebug,
@@ -38,6 +40,7 @@ from petracache.protocol.meta_requests import (
     MetaRejected,
     MetaSet,
 )
+from petracache.protocol.requests import Store
 from petracache.protocol.responses import (
     ErrorReply,
     MetaCode,
@@ -49,26 +52,23 @@ from petracache.rules import slabs, ttl
 from petracache.rules.sizes import item_size
 from petracache.rules.verbs import StoreMode
 from petracache.storage import items
-from petracache.storage.engine import DeleteResult
 from petracache.storage.items import (
     FETCHED,
     KEY_BINARY,
     STALE,
     WIN_SENT,
+    DeleteResult,
     DeltaResult,
     Item,
     StoreResult,
 )
 
-OPAQUE_ERROR: Final = ErrorReply(OPAQUE_TOO_LONG)
 MN: Final = MetaReply(MetaCode.MN, [])
 QUIET_HD: Final = MetaReply(MetaCode.HD, [], quiet=True)
-NO_MARK: Final = -1  # a T or N flag that does not apply
 # The return flags each command renders besides O and k (T, N and R act on the walk's TTL).
 MG_FLAGS: Final = b"tcsflhTNR"
 MS_FLAGS: Final = b"cs"
 MA_FLAGS: Final = b"ctTN"
-NO_FLAGS: Final = b""
 _MS_MODES: Final = {
     "S": StoreMode.SET,
     "E": StoreMode.ADD,
@@ -81,89 +81,6 @@ _STORE_CODES: Final = {
     StoreResult.EXISTS: MetaCode.EX,
     StoreResult.NOT_FOUND: MetaCode.NF,
 }
-
-
-# -- return flags ------------------------------------------------------------------------------
-
-
-def _return_flags(
-    out: list[bytes],
-    tokens: tuple[bytes, ...],
-    letters: bytes,
-    key: bytes,
-    binary: bool,
-    now: int = 0,
-    item: Item | None = None,
-    *,
-    cas: int = 0,
-    size: int = 0,
-    deadline: int = 0,
-    t_mark: int = 0,
-    n_mark: int = NO_MARK,
-    recache: int = 0,
-) -> tuple[bool, int, bool]:
-    """Append the return flags of ``tokens`` to ``out``, in request order.
-
-    ``O`` and ``k`` are echoed for every command; of the other letters only ``letters``.
-    ``c`` and ``s`` show ``cas`` and ``size``; ``f``, ``l`` and ``h`` come from ``item``;
-    ``t`` shows the TTL in effect at its position: ``deadline``, then ``t_mark`` after a
-    ``T`` and ``n_mark`` after an ``N`` (when it applies). ``R`` wins the token if that TTL
-    is below ``recache``; an applying ``N`` wins it too.
-
-    Returns:
-        (False if an opaque is too long (the walk stops there), the TTL in effect where the
-        walk stopped, whether N or R won the token).
-    """
-    won = False
-    for token in tokens:
-        first = token[0]
-        if first == 79:  # O
-            if opaque_too_long(token):
-                return False, deadline, won
-            out.append(token)
-        elif first == 107:  # k
-            if binary:
-                out.append(b"k" + b64encode_key(key))
-                out.append(b"b")
-            else:
-                out.append(b"k" + key)
-        elif first not in letters:
-            continue
-        elif first == 99:  # c
-            out.append(b"c%d" % cas)
-        elif first == 115:  # s
-            out.append(b"s%d" % size)
-        elif first == 116:  # t
-            out.append(b"t%d" % ttl.remaining(deadline, now))
-        elif first == 84:  # T
-            deadline = t_mark
-        elif first == 78:  # N
-            if n_mark != NO_MARK:
-                deadline, won = n_mark, True
-        elif first == 82:  # R
-            won = won or (recache != 0 and deadline != 0 and deadline < recache)
-        elif item is not None:
-            out.append(_item_flag(first, item, now))
-    return True, deadline, won
-
-
-def _item_flag(letter: int, item: Item, now: int) -> bytes:
-    """One of an item's state flags: f (client flags), l (seconds since access), h (hit)."""
-    if letter == 102:  # f
-        return b"f%d" % item.flags
-    if letter == 108:  # l
-        return b"l%d" % max(now - item.last_access, 0)
-    return b"h1" if item.bits & FETCHED else b"h0"  # h
-
-
-def _no_item(
-    code: MetaCode, tokens: tuple[bytes, ...], key: bytes, binary: bool, quiet: bool = False
-) -> Response:
-    """A reply without an item: the code and the echoed O and k flags."""
-    out: list[bytes] = []
-    if not _return_flags(out, tokens, NO_FLAGS, key, binary)[0]:
-        return OPAQUE_ERROR
-    return MetaReply(code, out, None, quiet)
 
 
 # -- mg ----------------------------------------------------------------------------------------
@@ -181,7 +98,10 @@ def mg(ctx: Context, r: MetaGet) -> Response:
             return _mg_miss(ctx, r)
         # N: memcached adds an empty item (do_store_item, NREAD_ADD) and fetches it.
         walk.created = True
-        new = engine.store(StoreMode.ADD, r.key, 0, 0, b"", cas=r.new_cas or 0, finish=walk.finish)
+        # (It links the item without a store log line: watch shows the lookup only.)
+        new = ctx.engine.store(
+            StoreMode.ADD, r.key, 0, 0, b"", cas=r.new_cas or 0, finish=walk.finish
+        )
         if type(new) is not Item:  # the read just missed, and nothing ran since
             return _mg_miss(ctx, r)
         item = new
@@ -211,7 +131,7 @@ class _MgWalk:
         r = self.r
         bits = item.bits
         created = self.created
-        ok, deadline, won = _return_flags(
+        ok, deadline, won = return_flags(
             self.flags,
             r.tokens,
             MG_FLAGS,
@@ -255,7 +175,7 @@ def _locked(tokens: tuple[bytes, ...]) -> bool:
 
 def _mg_miss(ctx: Context, r: MetaGet) -> Response:
     count_fetch(ctx.counters, touch=r.ttl is not None, hit=False)
-    return _no_item(MetaCode.EN, r.tokens, r.key, r.binary, r.quiet)
+    return no_item(MetaCode.EN, r.tokens, r.key, r.binary, r.quiet)
 
 
 # -- ms ----------------------------------------------------------------------------------------
@@ -271,12 +191,7 @@ def ms(ctx: Context, r: MetaSet) -> Response:
         compare = 0
     new = store_item(
         ctx,
-        mode,
-        r.key,
-        r.client_flags,
-        r.ttl,
-        r.data,
-        compare or 0,
+        Store(mode, r.key, r.client_flags, r.ttl, r.data, compare or 0),
         cas=r.new_cas or 0,
         binary_key=r.binary,
         invalidate=r.invalidate,
@@ -292,7 +207,7 @@ def ms(ctx: Context, r: MetaSet) -> Response:
         # nothing stored: c0 and the request's size
         code, cas, size = _STORE_CODES[new], 0, len(r.data)
     flags: list[bytes] = []
-    _return_flags(flags, r.tokens, MS_FLAGS, r.key, r.binary, cas=cas, size=size)
+    return_flags(flags, r.tokens, MS_FLAGS, r.key, r.binary, cas=cas, size=size)
     return MetaReply(code, flags)
 
 
@@ -308,15 +223,15 @@ def md(ctx: Context, r: MetaDelete) -> Response:
     outcome = engine.delete(r.key, r.compare_cas, None if keep is None else keep.kept)
     if outcome is DeleteResult.NOT_FOUND:
         ctx.counters.delete_misses += 1
-        return _no_item(MetaCode.NF, r.tokens, r.key, r.binary)
+        return no_item(MetaCode.NF, r.tokens, r.key, r.binary)
     if outcome is DeleteResult.EXISTS:
         ctx.counters.delete_misses += 1
-        return _no_item(MetaCode.EX, r.tokens, r.key, r.binary)
+        return no_item(MetaCode.EX, r.tokens, r.key, r.binary)
     if not r.invalidate:
         ctx.counters.delete_hits += 1
     if r.quiet:
         return QUIET_HD
-    return _no_item(MetaCode.HD, r.tokens, r.key, r.binary)
+    return no_item(MetaCode.HD, r.tokens, r.key, r.binary)
 
 
 class _MdKeep:
@@ -361,20 +276,15 @@ def ma(ctx: Context, r: MetaArithmetic) -> Response:
     if new is DeltaResult.NON_NUMERIC:
         return NON_NUMERIC
     if new is DeltaResult.EXISTS:
-        return _no_item(MetaCode.EX, r.tokens, r.key, r.binary)
+        return no_item(MetaCode.EX, r.tokens, r.key, r.binary)
     if r.vivify is None:
         count_delta(ctx, r.incr, False)
-        return _no_item(MetaCode.NF, r.tokens, r.key, r.binary)
+        return no_item(MetaCode.NF, r.tokens, r.key, r.binary)
     # N: memcached adds the initial value (do_store_item, NREAD_ADD), uncounted.
     walk.created = True
     number = b"%d" % r.initial
-    if ctx.watching:  # memcached: do_store_item(NREAD_ADD) looks the key up again
-        watching.looked_up(ctx, r.key)
-    created = engine.store(
-        StoreMode.ADD, r.key, 0, 0, number, cas=r.new_cas or 0, finish=walk.finish
-    )
-    if ctx.watching:
-        watching.stored(ctx, StoreMode.ADD, r.key, 0, 0, number, created)
+    add = Store(StoreMode.ADD, r.key, 0, 0, number)
+    store_item(ctx, add, cas=r.new_cas or 0, finish=walk.finish, counted=False)
     return walk.reply(number)
 
 
@@ -391,7 +301,7 @@ class _MaWalk:
     def finish(self, new: Item) -> Item:
         r = self.r
         now = new.stored_at  # a new version: stored now
-        ok, deadline, _won = _return_flags(
+        ok, deadline, _won = return_flags(
             self.flags,
             r.tokens,
             MA_FLAGS,

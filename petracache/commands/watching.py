@@ -9,7 +9,7 @@ points here are the command handlers around their engine calls, each behind one 
 * ``looked_up(ctx, key)`` before the operation: the item's state as the operation will find
   it (found, or why not: not_found, expired, flushed), read without side effects
   (``Engine.stored``); its class and data length when found.
-* ``stored(ctx, mode, key, ...)`` after a store: memcached's status and command, and the
+* ``stored(ctx, request, outcome)`` after a store: memcached's status and command, and the
   ``ttl``, class and size of the item memcached logs: the one written when stored (an
   append's joined value, with the old item's TTL), else the one the request carried.
 
@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from petracache.observability.watch import WatchLog
+from petracache.protocol.requests import Store
 from petracache.rules import slabs, ttl
 from petracache.rules.sizes import item_size
 from petracache.rules.verbs import StoreMode
@@ -74,25 +75,23 @@ def looked_up(ctx: Context, key: bytes) -> None:
 
 def stored(
     ctx: Context,
-    mode: StoreMode,
-    key: bytes,
-    flags: int,
-    exptime: int,
-    data: bytes,
+    request: Store,
     outcome: Item | StoreResult,
 ) -> None:
     """An ``item_store`` line for a store that ended with ``outcome``."""
     now = ctx.engine.now()
+    key = request.key
     if isinstance(outcome, Item):
         status = b"stored"
         flags, deadline, length = outcome.flags, outcome.deadline, len(outcome.data)
     else:
         status = _STATUS[outcome]
-        deadline, length = ttl.deadline(exptime, now), len(data)
+        flags, length = request.flags, len(request.data)
+        deadline = ttl.deadline(request.exptime, now)
     ctx.watch.item_store(
         key,
         status,
-        _COMMAND[mode],
+        _COMMAND[request.mode],
         deadline - now if deadline else 0,
         _class(ctx, key, flags, length),
         length,

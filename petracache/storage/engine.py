@@ -31,7 +31,6 @@ Invariants:
 
 from __future__ import annotations
 
-import enum
 import logging
 import time
 from collections.abc import Callable
@@ -46,8 +45,8 @@ from petracache.storage.database import Database
 from petracache.storage.errors import CorruptValue, StorageError
 from petracache.storage.flush import FlushState
 from petracache.storage.index import IndexBatch, ItemIndex, parse_age_key
-from petracache.storage.item_counts import ItemCounts, KeyScan
-from petracache.storage.items import DeltaResult, Item, StoreResult
+from petracache.storage.item_counts import KeyScan, restored_counts
+from petracache.storage.items import DeleteResult, DeltaResult, Item, StoreResult
 from petracache.storage.key_sizes import KeySizes
 from petracache.storage.rocks import AGE_CF, Family
 from petracache.storage.statistics import EngineCounters
@@ -61,13 +60,6 @@ log = logging.getLogger(__name__)
 
 OLDEST_PROBE = 64  # age-index entries looked at for ``oldest_write`` (stale ones are skipped)
 _ITEM = Item
-
-
-class DeleteResult(enum.Enum):
-    """Why a delete removed nothing."""
-
-    NOT_FOUND = "not_found"
-    EXISTS = "exists"  # the caller's CAS did not match
 
 
 class Engine:
@@ -99,7 +91,7 @@ class Engine:
         # was written since it (its sequence number) decide if its counts are still exact.
         self.last_run: LastRun | None = read_last_run(db.meta)
         self._exact_count = settings.exact_item_count
-        self.item_counts = _restored_counts(self.last_run, db.sequence_number())
+        self.item_counts = restored_counts(self.last_run, db.sequence_number())
         if not self._exact_count:
             self.item_counts.exact = False  # and it stays so: no recount either
         self._heartbeat = Heartbeat(db.meta)
@@ -448,13 +440,3 @@ class Engine:
                 self._heartbeat.stopped(self.now(), 0, 0, 0)
         except StorageError as exc:
             log.warning("could not record the clean stop: %s", exc)
-
-
-def _restored_counts(last: LastRun | None, sequence: int) -> ItemCounts:
-    """The previous run's counts if nothing was written since its clean stop, else inexact
-    ones (``Engine.recount`` rebuilds them)."""
-    if last is not None and last.stopped_cleanly and last.sequence == sequence:
-        return ItemCounts(last.items, last.size)
-    if sequence == 0:
-        return ItemCounts()  # a new database: nothing to count
-    return ItemCounts(exact=False)

@@ -34,6 +34,7 @@ from typing import Final
 from petracache.storage import codec
 from petracache.storage.key_sizes import KeySizes
 from petracache.storage.rocks import Family, RawIterator
+from petracache.storage.warm_restart import LastRun
 
 RECOUNT_STEP_ITEMS: Final = 4096  # keys per recount step (the step also stops after its budget)
 RECOUNT_STEP_BUDGET: Final = 0.005  # seconds of trio-thread time per step
@@ -67,6 +68,16 @@ class ItemCounts:
         """``count`` keys, of ``size`` stored bytes in all, are gone."""
         self.items -= count
         self.bytes -= size
+
+
+def restored_counts(last: LastRun | None, sequence: int) -> ItemCounts:
+    """The previous run's counts if nothing was written since its clean stop (the same
+    sequence number), else inexact ones (``KeyScan`` rebuilds them)."""
+    if last is not None and last.stopped_cleanly and last.sequence == sequence:
+        return ItemCounts(last.items, last.size)
+    if sequence == 0:
+        return ItemCounts()  # a new database: nothing to count
+    return ItemCounts(exact=False)
 
 
 class KeyScan:

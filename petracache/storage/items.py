@@ -88,6 +88,13 @@ class StoreResult(enum.Enum):
     NOT_FOUND = "not_found"
 
 
+class DeleteResult(enum.Enum):
+    """Why a delete removed nothing."""
+
+    NOT_FOUND = "not_found"
+    EXISTS = "exists"  # the caller's CAS did not match
+
+
 class DeltaResult(enum.Enum):
     """Why incr/decr wrote nothing."""
 

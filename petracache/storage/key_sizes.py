@@ -73,35 +73,30 @@ class KeySizes:
     def _slot(self, key: bytes) -> int:
         """The slot holding ``key``, or -1."""
         fp = _fingerprint(key)
+        i = self._probe(fp)
+        return i if self._fps[i] == fp else -1
+
+    def _probe(self, fp: int) -> int:
+        """The slot holding ``fp``, or the empty slot where its probe run ends."""
         fps = self._fps
         mask = self._mask
         i = fp & mask
         while True:
             found = fps[i]
-            if found == fp:
+            if found == fp or found == 0:
                 return i
-            if found == 0:
-                return -1
             i = (i + 1) & mask
 
     def put(self, key: bytes, size: int) -> None:
         """``key`` now stores ``size`` bytes (0: known to be absent)."""
         fp = _fingerprint(key)
-        fps = self._fps
-        mask = self._mask
-        i = fp & mask
-        while True:
-            found = fps[i]
-            if found == fp:
-                self._sizes[i] = size
-                return
-            if found == 0:
-                break
-            i = (i + 1) & mask
-        fps[i] = fp
+        i = self._probe(fp)
         self._sizes[i] = size
+        if self._fps[i] == fp:
+            return
+        self._fps[i] = fp
         self.count += 1
-        if self.count * 4 > (mask + 1) * 3:
+        if self.count * 4 > (self._mask + 1) * 3:
             self._grow()
 
     def put_if_unknown(self, key: bytes, size: int) -> None:
