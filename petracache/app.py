@@ -32,7 +32,7 @@ from petracache.admin.token import TokenFileError, load_token
 from petracache.commands.executor import Executor
 from petracache.commands.stats import ServerInfo
 from petracache.commands.watching import eviction_hook
-from petracache.config import ServerSettings, Settings, split_host_port
+from petracache.config import ServerSettings, Settings, StorageSettings, split_host_port
 from petracache.observability.counters import Counters
 from petracache.observability.metrics import PetracacheCollector, ServerFigures
 from petracache.observability.request_metrics import RequestMetrics
@@ -47,6 +47,7 @@ from petracache.server.tasks import ReclaimTask, reclaim_task
 from petracache.server.tls import TLSConfigError, server_context
 from petracache.storage.backup import Backups, default_backup_dir
 from petracache.storage.engine import Engine
+from petracache.storage.layout import layout
 from petracache.storage.recovery import CHILD_RECOVERY_BYTES
 from petracache.storage.rocks import wal_bytes
 
@@ -157,6 +158,7 @@ async def _run(settings: Settings, readiness: Readiness, signals: AsyncIterator[
                 )
                 readiness.db_open = True
                 _log_verdict(engine)
+                _log_layout(settings.storage)
                 collector.engine = engine
                 backups.attach(engine)
                 watch = WatchLog()  # ``watch``: lines from the commands, reclaim, connections
@@ -253,6 +255,15 @@ def _log_verdict(engine: Engine) -> None:
         log.warning("cold start: %s", verdict.reason)
     else:
         log.info("warm start: %s", verdict.reason)
+
+
+def _log_layout(storage: StorageSettings) -> None:
+    """Say which RocksDB sizes the disk bound decided, and warn of a choice that fights it."""
+    sizes = layout(storage)
+    if sizes.derived:
+        log.info("sized from storage.max_disk_bytes: %s", ", ".join(sizes.derived))
+    for warning in sizes.warnings:
+        log.warning("%s", warning)
 
 
 def _shutdown_command(stop: trio.Event, graceful: bool) -> None:

@@ -178,11 +178,19 @@ class StorageSettings(_Section):
         " once a minute, as memcached bumps); 0 = off",
     )
     write_buffer_size: ByteSize = Field(
-        64 * 1024 * 1024, ge=64 * 1024, description="memtable bytes before a flush"
+        64 * 1024 * 1024,
+        ge=64 * 1024,
+        description="memtable bytes before a flush (left at this default with"
+        " max_disk_bytes set: a twelfth of the bound, 1-64 MiB)",
     )
-    max_write_buffer_number: int = Field(3, ge=2, description="memtables kept in memory")
+    max_write_buffer_number: int = Field(
+        3, ge=2, description="memtables kept in memory (left at 3 with max_disk_bytes set: 2)"
+    )
     target_file_size_base: ByteSize = Field(
-        64 * 1024 * 1024, ge=64 * 1024, description="target SST file size"
+        64 * 1024 * 1024,
+        ge=64 * 1024,
+        description="target SST file size (left at this default with max_disk_bytes set:"
+        " the write buffer's size)",
     )
     max_background_jobs: int = Field(2, ge=1, description="flush and compaction threads")
     enable_compression: bool = Field(False, description="LZ4-compress SST blocks")
@@ -207,8 +215,9 @@ class StorageSettings(_Section):
     )
     exact_item_count: bool = Field(
         True,
-        description="keep curr_items and bytes exact: a set of an existing key then reads it"
-        " first (about 10 us); false: set stays a blind write and stats reports RocksDB's"
+        description="keep curr_items and bytes exact: every key's size is kept in memory"
+        " (16-24 bytes a key, stats key_index_bytes) so a set knows what it replaces; false:"
+        " set stays a blind write and stats reports RocksDB's"
         " estimates",
     )
     max_warm_downtime: float = Field(

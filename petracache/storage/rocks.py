@@ -25,6 +25,7 @@ import rocksdict
 
 from petracache.config import StorageSettings
 from petracache.storage.errors import DatabaseLocked, StorageError
+from petracache.storage.layout import Layout, layout
 
 META_CF = "meta"
 EXPIRY_CF = "expiry"
@@ -109,13 +110,13 @@ def _collect_deletions(opts: Any) -> None:
     )
 
 
-def _item_options(settings: StorageSettings) -> Any:
+def _item_options(settings: StorageSettings, sizes: Layout) -> Any:
     opts = rocksdict.Options(raw_mode=True)
     opts.create_if_missing(True)
     opts.create_missing_column_families(True)
-    opts.set_write_buffer_size(settings.write_buffer_size)
-    opts.set_max_write_buffer_number(settings.max_write_buffer_number)
-    opts.set_target_file_size_base(settings.target_file_size_base)
+    opts.set_write_buffer_size(sizes.write_buffer_size)
+    opts.set_max_write_buffer_number(sizes.max_write_buffer_number)
+    opts.set_target_file_size_base(sizes.target_file_size_base)
     opts.set_max_background_jobs(settings.max_background_jobs)
     opts.set_compression_type(
         rocksdict.DBCompressionType.lz4()
@@ -135,13 +136,13 @@ def _item_options(settings: StorageSettings) -> Any:
     # A WAL file is deleted only once every family's data in it is flushed; the small
     # families (meta, expiry, age) would otherwise pin old WALs and the disk would grow with
     # every write. Past this total, RocksDB flushes the families holding the oldest WAL.
-    opts.set_max_total_wal_size(settings.write_buffer_size * settings.max_write_buffer_number)
+    opts.set_max_total_wal_size(sizes.write_buffer_size * sizes.max_write_buffer_number)
     if settings.max_disk_bytes:
-        _bounded_layout(opts, settings)
+        _bounded_layout(opts, settings.max_disk_bytes, sizes)
     return opts
 
 
-def _bounded_layout(opts: Any, settings: StorageSettings) -> None:
+def _bounded_layout(opts: Any, bound: int, sizes: Layout) -> None:
     """Keep every compaction small next to ``max_disk_bytes``, so its transient fits the bound.
 
     A compaction writes its outputs before it deletes its inputs, so the disk briefly holds
@@ -153,14 +154,13 @@ def _bounded_layout(opts: Any, settings: StorageSettings) -> None:
     capped at a small share of the bound; and the WAL is released after about one memtable
     (the reclaimer counts WAL bytes in its usage measure).
     """
-    bound = settings.max_disk_bytes
-    opts.set_max_bytes_for_level_base(max(bound // 8, settings.write_buffer_size))
+    opts.set_max_bytes_for_level_base(max(bound // 8, sizes.write_buffer_size))
     opts.set_max_bytes_for_level_multiplier(4.0)
     opts.set_level_zero_file_num_compaction_trigger(2)
-    target = min(settings.target_file_size_base, max(bound // 32, 1 << 20))
+    target = min(sizes.target_file_size_base, max(bound // 32, 1 << 20))
     opts.set_target_file_size_base(target)
     opts.set_max_compaction_bytes(max(bound // 8, 4 * target))
-    opts.set_max_total_wal_size(settings.write_buffer_size)
+    opts.set_max_total_wal_size(sizes.write_buffer_size)
 
 
 def _meta_options() -> Any:
@@ -207,14 +207,15 @@ def open_db(settings: StorageSettings) -> RocksDB:
         os.makedirs(path, exist_ok=True)
     except OSError as exc:
         raise StorageError(f"cannot create db_path {path!r}: {exc.strerror}") from exc
+    sizes = layout(settings)
     try:
         db = rocksdict.Rdict(
             path,
-            _item_options(settings),
+            _item_options(settings, sizes),
             column_families={
                 META_CF: _meta_options(),
-                EXPIRY_CF: _index_options(settings.write_buffer_size),
-                AGE_CF: _index_options(settings.write_buffer_size),
+                EXPIRY_CF: _index_options(sizes.write_buffer_size),
+                AGE_CF: _index_options(sizes.write_buffer_size),
             },
         )
     except Exception as exc:  # rocksdict raises bare Exception
