@@ -41,6 +41,7 @@ from petracache.protocol.responses import (
 from petracache.rules.verbs import StoreMode
 from petracache.rules.versions import SERVER_VERSION
 from petracache.storage.engine import DeleteResult
+from petracache.storage.errors import OutOfMemory
 from petracache.storage.items import DeltaResult, Item, StoreResult
 
 TOO_LARGE: Final = ErrorReply(b"SERVER_ERROR object too large for cache\r\n")
@@ -136,11 +137,23 @@ def store_item(
     counts it: ``cmd_set``, and ``cas_hits``/``cas_badval``/``cas_misses`` for a cas;
     ``detail``: the prefix stats too (the text and binary protocols record them, ms does
     not). Returns the stored version, or why nothing was stored. Shared by the text, binary
-    and meta protocols."""
-    ctx.counters.cmd_set += 1
+    and meta protocols.
+
+    Raises:
+        OutOfMemory: eviction is off (memcached -M) and the disk bound is reached; nothing
+            is stored and, as memcached does, a set (and an ms in any mode) drops the old
+            item. memcached refuses before anything else, so ``cmd_set`` does not count it.
+    """
+    engine = ctx.engine
     if detail and ctx.prefixes.enabled:
         ctx.prefixes.record_set(key)
-    outcome = ctx.engine.store(
+    if engine.out_of_space:
+        # memcached: "Avoid stale data persisting in cache because we failed alloc."
+        if mode is StoreMode.SET or not detail:  # not detail: ms, whatever its mode
+            engine.delete(key)
+        raise OutOfMemory
+    ctx.counters.cmd_set += 1
+    outcome = engine.store(
         mode,
         key,
         flags,
