@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import trio
 
 from petracache.observability.counters import Counters
+from petracache.protocol.connection import REQS_PER_EVENT
 from petracache.protocol.detect import ClientConnection
 from petracache.protocol.requests import Request
 from petracache.protocol.responses import Response
@@ -65,6 +66,8 @@ class HandlerConfig:
     tls: ssl.SSLContext | None = None  # server.tls_*: wrap every connection in TLS
     auth: dict[bytes, bytes] | None = None  # server.auth_file: users who may connect
     reactor: Reactor | None = None  # serves plain TCP connections (None: a task each)
+    protocol: str = "auto"  # server.protocol: auto, ascii or binary (memcached -B, -S)
+    reqs_per_event: int = REQS_PER_EVENT  # server.reqs_per_event (memcached -R)
 
 
 @dataclass(eq=False, slots=True)
@@ -87,6 +90,9 @@ class ConnectionTracker:
     draining: bool = False
     active: int = 0
     all_closed: trio.Event = field(default_factory=trio.Event)
+    # The descriptor of the connection whose requests its own task is answering right now
+    # (-1: none; the reactor keeps its own): ``stats conns`` shows it in conn_parse_cmd.
+    serving: int = -1
 
     def begin_drain(self) -> None:
         """Stop every connection at its next read; in-flight batches still finish."""
@@ -149,7 +155,7 @@ async def _serve(
     tracker: ConnectionTracker,
     view: ConnView,
 ) -> None:
-    session = _Session(fast_stream(stream), execute, counters, config, view)
+    session = _Session(fast_stream(stream), execute, counters, config, view, tracker)
     while True:
         if session.parkable(tracker):
             if not await session.park():
@@ -161,7 +167,7 @@ async def _serve(
 class _Session:
     """One connection's state, shared by its two ways of being served."""
 
-    __slots__ = ("config", "exchange", "fd", "reactor", "stream", "view")
+    __slots__ = ("config", "exchange", "fd", "reactor", "stream", "tracker", "view")
 
     def __init__(
         self,
@@ -170,13 +176,19 @@ class _Session:
         counters: Counters,
         config: HandlerConfig,
         view: ConnView,
+        tracker: ConnectionTracker,
     ) -> None:
         self.view = view
+        self.tracker = tracker
         self.stream = stream  # plain TCP: fewer syscalls and scheduler passes (fastio)
         self.config = config
-        # Text or binary, decided by the first byte (binary runs SASL itself when auth is on).
-        conn = ClientConnection(config.item_size_max, config.auth)
-        gate = AuthGate(config.auth, counters) if config.auth is not None else None
+        # Text or binary, decided by the first byte unless server.protocol fixes it (binary
+        # runs SASL itself when auth is on; the text gate is only for text connections).
+        protocol = config.protocol
+        conn = ClientConnection(config.item_size_max, config.auth, protocol, config.reqs_per_event)
+        gate = None
+        if config.auth is not None and protocol != "binary":
+            gate = AuthGate(config.auth, counters, binary=protocol == "auto")
         self.exchange = Exchange(conn, execute, counters, config.write_size, gate)
         # The reactor serves plain TCP connections whose replies need not wait for an fsync.
         self.reactor, self.fd = None, -1
@@ -195,6 +207,8 @@ class _Session:
         if reason is Reason.WRITE:
             await self.stream.send_all(handback.data)  # waits for the client to read
             return not handback.close and await self.respond(None)
+        if reason is Reason.IDLE:
+            self.exchange.counters.idle_kicks += 1
         return reason is Reason.DRAIN  # CLOSE and IDLE end the connection
 
     async def respond(self, data: bytes | bytearray | None) -> bool:
@@ -209,7 +223,7 @@ class _Session:
         exchange = self.exchange
         durability = self.config.durability
         mark = durability.mark() if durability is not None else 0
-        out = exchange.replies() if data is None else exchange.answer(data)
+        out = self._answer(data)
         while True:
             if out:
                 if durability is not None:
@@ -222,7 +236,18 @@ class _Session:
                 return False
             if then == STREAM:
                 await trio.lowlevel.checkpoint()  # a metadump: other clients run between chunks
-            out = exchange.replies()
+            out = self._answer(None)
+
+    def _answer(self, data: bytes | bytearray | None) -> bytes:
+        """``Exchange.answer`` (or ``replies`` for None), marked as this connection's turn
+        for ``stats conns``; no checkpoint inside, so the mark cannot leak to another."""
+        tracker = self.tracker
+        view = self.view
+        tracker.serving = view.sock.fileno() if view.sock is not None else -1
+        try:
+            return self.exchange.replies() if data is None else self.exchange.answer(data)
+        finally:
+            tracker.serving = -1
 
 
 async def _serve_reads(session: _Session, tracker: ConnectionTracker) -> bool:
@@ -265,5 +290,7 @@ async def _serve_reads(session: _Session, tracker: ConnectionTracker) -> bool:
     if scope.cancelled_caught:
         # The drain interrupted this read: take one last look. Otherwise the idle timeout,
         # or nothing more arrived while draining.
+        if not draining and not tracker.draining:
+            session.exchange.counters.idle_kicks += 1
         return not draining and tracker.draining
     return True  # the drain began while a batch was being answered: go on as a drainer

@@ -84,6 +84,7 @@ class ReactorPass:
         self._slots = slots
         self._hand_back = hand_back
         self._read_size = read_size
+        self.serving = -1  # the descriptor last read (stats conns: conn_parse_cmd)
 
     def serve(self, events: list[tuple[int, int]], now: float) -> None:
         """Serve every ready connection in ``events`` once (``now``: trio time, for the idle
@@ -114,6 +115,7 @@ class ReactorPass:
             self._hand_back(slot, Handback(Reason.CLOSE))
             return
         slot.last_active = now
+        self.serving = fd
         exchange = slot.exchange
         out = exchange.answer(data)
         while True:
