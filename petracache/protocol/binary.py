@@ -60,6 +60,7 @@ from petracache.protocol.connection import (
     Batch,
     Execute,
     InputBuffer,
+    final_write_yield,
 )
 from petracache.protocol.responses import BinaryReply, ErrorReply, Response
 from petracache.rules.sizes import DEFAULT_ITEM_SIZE_MAX, KEY_MAX_LENGTH, item_size_ok
@@ -358,8 +359,7 @@ class BinaryConnection(InputBuffer):
         while True:
             request = self.next_request()
             if request is NEED_DATA:
-                if handled > flushed_at and handled % every == 0:
-                    yields += 1  # the final write's share (``MemcacheConnection.process``)
+                yields += final_write_yield(handled, flushed_at, every)
                 self._handled = self._flushed_at = 0
                 break
             if type(request) is Refusal:

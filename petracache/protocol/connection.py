@@ -291,10 +291,9 @@ class MemcacheConnection(InputBuffer):
                 del out[flushed:]
                 return Batch(b"".join(out), True, False, failures, yields)
             if request is NEED_DATA:
-                if handled > flushed_at and handled % every == 0:
-                    # memcached writes what is held when the input runs dry, and that write
-                    # takes a request's share of reqs_per_event: a yield when none is left.
-                    yields += 1
+                # memcached writes what is held when the input runs dry, and that write takes
+                # a request's share of reqs_per_event: a yield when none is left.
+                yields += final_write_yield(handled, flushed_at, every)
                 self._handled = self._flushed_at = 0
                 break
             cls = type(request)
@@ -334,6 +333,12 @@ class MemcacheConnection(InputBuffer):
         if request.noreply:
             return b""
         return compose.encode(response)
+
+
+def final_write_yield(handled: int, flushed_at: int, every: int) -> int:
+    """1 if a read's final write is a yield: replies held (answered since the last flush
+    point) and exactly a multiple of ``reqs_per_event`` requests answered; else 0."""
+    return 1 if handled > flushed_at and handled % every == 0 else 0
 
 
 def _newline(buf: bytes | bytearray, start: int) -> int:

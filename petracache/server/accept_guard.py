@@ -64,7 +64,7 @@ class AcceptGuard(logging.Filter):
             if since >= STARVED_FOR:
                 counters.listen_disabled_num += 1  # a new run of failures
             else:
-                counters.time_in_listen_disabled_us += int(since * 1_000_000)
+                counters.time_in_listen_disabled_us += round(since * 1_000_000)
         self._last_failure = now
         if now - self._last_report < REPORT_INTERVAL:
             self._folded += 1

@@ -301,8 +301,8 @@ def test_reqs_per_event_moves_the_flush_points(tmp_path: Path) -> None:
         for address in pair.addresses:
             assert settings_of(address, ("reqs_per_event",)) == {"reqs_per_event": "2"}
         for payload in YIELDING:
-            mc, pc = (yields_of(address, payload) for address in pair.addresses)
-            assert pc == mc, payload
+            mc_yields, pc_yields = (yields_of(address, payload) for address in pair.addresses)
+            assert pc_yields == mc_yields, payload
     finally:
         pair.stop()
 
@@ -359,10 +359,10 @@ def test_sasl_binary_only(sasl_pair: Pair) -> None:
         mc_out, pc_out = (outcome(address, payload, wait=0.5) for address in sasl_pair.addresses)
         assert pc_out == mc_out, payload
     client = BinClient(sasl_pair.server.port)
-    frames = client.exchange(
+    replies = client.exchange(
         req(SASL_AUTH, b"PLAIN", value=b"\0carol\0pa55") + req(STAT, b"settings")
     )
-    settings = {f.key: f.value for f in frames if f.opcode == STAT}
+    settings = {f.key: f.value for f in replies if f.opcode == STAT}
     assert settings[b"auth_enabled_sasl"] == b"yes"
     assert settings[b"binding_protocol"] == b"binary"
     client.close()
