@@ -316,6 +316,11 @@ def test_memcached_defaults_restated_with_o_and_e_are_accepted_with_a_warning() 
         "-o hash_algorithm=murmur3",
     ]
     assert all(w.count("\n") == 0 for w in warnings)
+    no_bound = build_parser().parse_args(["-M"])
+    [warning] = compat_warnings(no_bound, settings_from(no_bound))
+    assert warning.startswith("storage.eviction = none (-M) without a disk bound")
+    bounded = build_parser().parse_args(["-M", "-m", "64"])
+    assert compat_warnings(bounded, settings_from(bounded)) == []
 
 
 def test_unix_mask_reads_octal_in_every_layer(

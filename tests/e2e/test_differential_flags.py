@@ -7,7 +7,8 @@ same flag, the same bytes to both, replies compared.
 * ``-R 2``: where replies are dropped when a connection closes (the flush points move) and
   ``conn_yields`` after the same pipelines.
 * ``-S``: SASL PLAIN and a text client, against memcached -S over a Cyrus sasldb holding the
-  same user as petracache's ``MEMCACHED_SASL_PWDB`` file (skipped without ``saslpasswd2``).
+  same user as petracache's ``MEMCACHED_SASL_PWDB`` file (skipped without ``saslpasswd2``);
+  ``-Y`` with ``-B ascii``: a binary client meets the text authentication.
 * ``stats settings`` shows each flag as memcached does.
 """
 
@@ -436,3 +437,31 @@ def test_stats_settings_of_a_unix_socket(tmp_path: Path) -> None:
     finally:
         memcached.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_ascii_authentication_with_binding_ascii(short_root: Path) -> None:
+    """-Y with -B ascii: a binary client meets the text authentication, as in memcached
+    (without -B, petracache lets a binary client authenticate with SASL instead)."""
+    users = short_root / "users"
+    users.write_text("dave:s3cret\n")
+    users.chmod(0o644)
+    pair = Pair(short_root / "pc", ["-Y", str(users), "-B", "ascii"])
+    try:
+        for payload in (
+            req(NOOP),
+            req(NOOP) + b"\r\nget a\r\n",
+            b"set x 0 0 11\r\ndave s3cret\r\n" + req(NOOP) + b"\r\n",
+        ):
+            mc, pc = (outcome(address, payload, wait=0.5) for address in pair.addresses)
+            assert pc == mc, payload
+    finally:
+        pair.stop()
+
+
+@pytest.fixture
+def short_root() -> Iterator[Path]:
+    """A directory memcached (nobody, under root) can read."""
+    root = Path(tempfile.mkdtemp(prefix="pc-auth-"))
+    root.chmod(0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
