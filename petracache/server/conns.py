@@ -9,7 +9,8 @@ Listeners are in ``conn_listening``; the connection asking is in ``conn_parse_cm
 command is being executed, as in memcached), every other client in ``conn_waiting``
 (petracache does not track a connection's state between commands; between reads it is
 waiting for input). ``secs_since_last_cmd`` counts from the connection's last input (from
-its accept before any).
+its accept before any), and for a listener from when it was bound (memcached's listener
+keeps the time it was created).
 """
 
 from __future__ import annotations
@@ -43,17 +44,22 @@ def _address(sock: SocketType, peer: bool) -> str:
 
 
 def conns_rows(
-    listeners: Sequence[SocketType], tracker: ConnectionTracker
+    listeners: Sequence[SocketType], tracker: ConnectionTracker, bound_at: float | None = None
 ) -> list[tuple[str, str]]:
-    """The ``stats conns`` lines (without ``STAT``), listeners first, then by descriptor."""
+    """The ``stats conns`` lines (without ``STAT``), listeners first, then by descriptor.
+
+    ``bound_at``: when the listeners were bound (trio time): a listener's
+    ``secs_since_last_cmd`` counts from then, as memcached's does from its creation.
+    """
     now = trio.current_time()
+    listening = str(max(int(now - bound_at), 0)) if bound_at is not None else "0"
     rows: list[tuple[str, str]] = []
     for sock in listeners:
         fd = sock.fileno()
         rows += [
             (f"{fd}:addr", _address(sock, peer=False)),
             (f"{fd}:state", "conn_listening"),
-            (f"{fd}:secs_since_last_cmd", "0"),
+            (f"{fd}:secs_since_last_cmd", listening),
         ]
     reactor = tracker.reactor
     # The connection whose command runs now: its task's, else the reactor's (see handler).

@@ -72,6 +72,7 @@ class DataPlane:
         self.addresses: list[tuple[str, int]] = []
         self.listen_sockets: list[trio.socket.SocketType] = []
         self._connections: trio.Nursery | None = None
+        self._bound_at: float | None = None
 
     @property
     def address_text(self) -> str:
@@ -80,7 +81,7 @@ class DataPlane:
 
     def connection_rows(self) -> list[tuple[str, str]]:
         """``stats conns``: the listeners and the live connections."""
-        return conns_rows(self.listen_sockets, self.tracker)
+        return conns_rows(self.listen_sockets, self.tracker, self._bound_at)
 
     def stop(self) -> None:
         """Begin a graceful shutdown (safe to call more than once)."""
@@ -113,6 +114,7 @@ class DataPlane:
         task_status: trio.TaskStatus[list[tuple[str, int]]],
     ) -> None:
         self.listen_sockets = [listener.socket for listener in listeners]
+        self._bound_at = trio.current_time()
         reactor = None
         if self._config.durability is None:  # fsync mode: every reply waits in its task
             reactor = Reactor(self._config.read_size, self._config.idle_timeout)
