@@ -1,10 +1,12 @@
 """Composition root: build the engine, counters, executor, metrics and data plane; run; stop.
 
-Order at start: watch SIGINT/SIGTERM, bind and start the admin sidecar (so /health answers
-and /ready says 503 while the database opens), open RocksDB in a worker thread (recovery
-can take a while), bind the data port, mark ready.
+Order at start: watch SIGINT/SIGTERM/SIGUSR1, bind and start the admin sidecar (so /health
+answers and /ready says 503 while the database opens), open RocksDB in a worker thread
+(recovery can take a while), bind the data port (TCP, or a unix socket), write
+``MEMCACHED_PORT_FILENAME`` if set, mark ready.
 
-Order at stop (first SIGTERM/SIGINT): mark not ready (/ready 503), stop accepting, let
+Order at stop (first SIGTERM/SIGINT, or SIGUSR1, which memcached 1.6 takes as a graceful
+stop): mark not ready (/ready 503), stop accepting, let
 connections finish what they already sent (replies included) for up to
 ``server.shutdown_grace`` seconds, cancel the rest, stop the sidecar, flush memtables and
 close RocksDB, return (exit code 0). A second signal cancels the remaining connections at
@@ -30,6 +32,7 @@ from petracache.admin.routes import create_app
 from petracache.admin.runner import AdminServer
 from petracache.admin.token import TokenFileError, load_token
 from petracache.commands.executor import Executor
+from petracache.commands.no_cas import without_cas
 from petracache.commands.stats import ServerInfo
 from petracache.commands.watching import eviction_hook
 from petracache.config import ServerSettings, Settings, StorageSettings, split_host_port
@@ -37,6 +40,8 @@ from petracache.observability.counters import Counters
 from petracache.observability.metrics import PetracacheCollector, ServerFigures
 from petracache.observability.request_metrics import RequestMetrics
 from petracache.observability.watch import WatchLog
+from petracache.protocol.connection import Execute
+from petracache.rules.sizes import CAS_SIZE
 from petracache.server.accept_guard import AcceptGuard
 from petracache.server.auth import AuthFileError, load_auth_file
 from petracache.server.durability import GroupCommitter
@@ -52,6 +57,12 @@ from petracache.storage.recovery import CHILD_RECOVERY_BYTES
 from petracache.storage.rocks import wal_bytes
 
 log = logging.getLogger("petracache")
+
+# Each one stops the server gracefully; a second one cuts the drain short. SIGUSR1 is
+# memcached 1.6's graceful stop (its restartable-cache stop).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+# memcached writes its bound ports there ("TCP INET: <port>" lines), through <name>.lck.
+PORT_FILE_ENV = "MEMCACHED_PORT_FILENAME"
 
 
 class StartupError(Exception):
@@ -114,7 +125,7 @@ async def _watch_signals(
 
 
 async def run(settings: Settings, readiness: Readiness | None = None) -> None:
-    """Run the server until SIGINT or SIGTERM, then shut down gracefully.
+    """Run the server until SIGINT, SIGTERM or SIGUSR1, then shut down gracefully.
 
     Raises:
         StartupError: the data or admin address cannot be bound.
@@ -126,7 +137,7 @@ async def run(settings: Settings, readiness: Readiness | None = None) -> None:
     try:
         # The receiver stays installed until the database is closed, so a signal during the
         # close is absorbed instead of killing the process mid-flush.
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
             await _run(settings, readiness, signals)
     finally:
         guard.remove()
@@ -135,6 +146,9 @@ async def run(settings: Settings, readiness: Readiness | None = None) -> None:
 async def _run(settings: Settings, readiness: Readiness, signals: AsyncIterator[int]) -> None:
     server_cfg = settings.server
     counters = Counters()
+    guard = readiness.accepts
+    if guard is not None:
+        guard.counters = counters  # listen_disabled_num and its time
     requests = RequestMetrics()
     collector = PetracacheCollector(counters, requests)
     stop = trio.Event()
@@ -142,6 +156,8 @@ async def _run(settings: Settings, readiness: Readiness, signals: AsyncIterator[
     engine: Engine | None = None
     tls_context, users = _security(server_cfg)
     storage_cfg = settings.storage
+    # memcached -C allocates items without their 8-byte CAS: each may carry 8 bytes more.
+    size_limit = server_cfg.max_item_size + (0 if server_cfg.cas_enabled else CAS_SIZE)
     backups = Backups(
         storage_cfg.backup_dir or default_backup_dir(storage_cfg.db_path), storage_cfg.backup_keep
     )
@@ -154,7 +170,7 @@ async def _run(settings: Settings, readiness: Readiness, signals: AsyncIterator[
             try:
                 await _recover_in_child(settings)
                 engine = await trio.to_thread.run_sync(
-                    lambda: Engine(settings.storage, item_size_max=server_cfg.max_item_size)
+                    lambda: Engine(settings.storage, item_size_max=size_limit)
                 )
                 readiness.db_open = True
                 _log_verdict(engine)
@@ -178,24 +194,33 @@ async def _run(settings: Settings, readiness: Readiness, signals: AsyncIterator[
                     idle_timeout=server_cfg.idle_timeout,
                     request_shutdown=partial(_shutdown_command, stop),
                     set_disk_bound=None if reclaim is None else reclaim.reclaimer.set_bound,
+                    accepting=partial(_accepting, readiness),
+                    domain_socket=server_cfg.unix_socket,
+                    umask=server_cfg.unix_mask,
+                    reqs_per_event=server_cfg.reqs_per_event,
+                    cas_enabled=server_cfg.cas_enabled,
+                    binding_protocol=server_cfg.protocol,
+                    sasl_enabled=server_cfg.sasl,
                 )
                 executor = Executor(engine, counters, info, watch)
+                execute: Execute = executor.execute
+                if not server_cfg.cas_enabled:
+                    execute = without_cas(execute, server_cfg.max_item_size)  # memcached -C
                 # The data plane commits each pass's writes at once, before its replies.
                 engine.defer_commits()
                 fsync = settings.storage.durability == "fsync"
                 committer = GroupCommitter(engine.sequence) if fsync else None
                 collector.server = _figures(settings, info, reclaim, committer)
                 host, port = split_host_port(server_cfg.listen_addr)
+                info.tcp_port = port
                 plane = DataPlane(
                     host,
                     port,
                     # Nobody can read the per-request figures without the sidecar: skip them.
-                    requests.instrument(executor.execute)
-                    if settings.metrics.enabled
-                    else executor.execute,
+                    requests.instrument(execute) if settings.metrics.enabled else execute,
                     counters,
                     HandlerConfig(
-                        item_size_max=server_cfg.max_item_size,
+                        item_size_max=size_limit,
                         read_size=server_cfg.read_buffer_size,
                         max_connections=server_cfg.max_connections,
                         commit=engine.commit,
@@ -205,8 +230,12 @@ async def _run(settings: Settings, readiness: Readiness, signals: AsyncIterator[
                         tls=tls_context,
                         auth=users,
                         watch=watch,
+                        protocol=server_cfg.protocol,
+                        reqs_per_event=server_cfg.reqs_per_event,
                     ),
                     shutdown_grace=server_cfg.shutdown_grace,
+                    unix_path=server_cfg.unix_socket,
+                    unix_mode=server_cfg.unix_mode,
                 )
                 planes.append(plane)
                 info.connections = plane.connection_rows
@@ -246,6 +275,28 @@ def _figures(
 
 def _zero() -> int:
     return 0
+
+
+def _accepting(readiness: Readiness) -> bool:
+    """``accepting_conns``: listening, and accepts not failing for lack of descriptors."""
+    guard = readiness.accepts
+    return readiness.accepting and not (guard is not None and guard.starved)
+
+
+def write_port_file(path: str, addresses: list[tuple[str, int]]) -> None:
+    """memcached's ``MEMCACHED_PORT_FILENAME``: one ``TCP INET: <port>`` (``TCP INET6:``
+    for IPv6) line per bound address, written to ``<path>.lck`` (appended, as memcached
+    opens it) and renamed to ``path``, so a reader never sees a partial file. A failure is
+    logged, and the server goes on, as memcached does."""
+    temp = f"{path}.lck"
+    try:
+        with open(temp, "a", encoding="ascii") as out:
+            for host, port in addresses:
+                family = "INET6" if ":" in host else "INET"
+                out.write(f"TCP {family}: {port}\n")
+        os.rename(temp, path)
+    except OSError as exc:
+        log.warning("%s: cannot write %s: %s", PORT_FILE_ENV, temp, exc.strerror or exc)
 
 
 def _log_verdict(engine: Engine) -> None:
@@ -333,13 +384,19 @@ async def _serve(
         try:
             addresses = await nursery.start(serve)
         except OSError as exc:
+            option = "server.unix_socket" if plane.unix_path else "server.listen_addr"
             raise StartupError(
-                f"server.listen_addr: cannot listen on {plane.address_text}: {exc.strerror}"
+                f"{option}: cannot listen on {plane.address_text}: {exc.strerror or exc}"
             ) from None
         readiness.accepting = True
         info.listen[:] = addresses
+        if plane.unix_path:
+            log.info("petracache listening on unix:%s", plane.unix_path)
         for addr_host, addr_port in addresses:
             log.info("petracache listening on %s:%d", addr_host, addr_port)
+        port_file = os.environ.get(PORT_FILE_ENV)
+        if port_file and not plane.unix_path:  # memcached writes none for a unix socket
+            write_port_file(port_file, addresses)
         _freeze_startup_objects()
         await stop.wait()
         readiness.draining = True

@@ -6,10 +6,12 @@ stderr (``petracache: <option>: <problem>``) and exit status 2 (configuration) o
 (start-up: the port is taken, the database is locked...), never a traceback.
 
 memcached's flags that unit files and containers pass are accepted where they mean something
-here (``-m`` is the disk bound in MiB, ``-P`` a pid file, ``-F``/``-A`` settings, ``-o
-idle_timeout=N``), ignored where the concept does not exist (``-t`` threads, ``-U 0``, ``-u``
-when not root), and refused with a line saying why otherwise (``-d``, ``-U`` other than 0, an
-``-o`` option we cannot honour).
+here (``-m`` is the disk bound in MiB, ``-P`` a pid file, ``-s``/``-a`` a unix socket,
+``-F``/``-A``/``-B``/``-R``/``-C``/``-M``/``-S`` settings, ``-o idle_timeout=N``), ignored
+where the concept does not exist (``-t`` threads, ``-U 0``, ``-u`` when not root) or where it
+asks for what is always so here (``-e``, the ``-o`` options that restate memcached 1.6's
+defaults: a warning each), and refused with a line saying why otherwise (``-d``, ``-U`` other
+than 0, an ``-o`` option we cannot honour). docs/compatibility.md has the table.
 
 Start-up cost: only argparse and the settings model are imported before the arguments are
 parsed, so ``--help`` and a bad flag answer without loading trio, RocksDB or the admin stack.
@@ -86,6 +88,28 @@ _FLAGS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
     (("-P", "--pid-file"), "server", "pid_file", {}),
     (("-F", "--disable-flush-all"), "server", "disable_flush_all", {"action": "store_const"}),
     (("-A", "--enable-shutdown"), "server", "enable_shutdown", {"action": "store_const"}),
+    (("-s", "--unix-socket"), "server", "unix_socket", {"metavar": "PATH"}),
+    (("-a", "--unix-mask"), "server", "unix_mask", {}),
+    (
+        ("-B", "--protocol"),
+        "server",
+        "binding_protocol",
+        {"type": str.lower, "choices": ["auto", "ascii", "binary"]},
+    ),
+    (("-R", "--max-reqs-per-event"), "server", "reqs_per_event", {"type": int, "metavar": "N"}),
+    (
+        ("-C", "--disable-cas"),
+        "server",
+        "cas_enabled",
+        {"action": "store_const", "const": False},
+    ),
+    (("-S", "--enable-sasl"), "server", "sasl", {"action": "store_const"}),
+    (
+        ("-M", "--disable-evictions"),
+        "storage",
+        "eviction",
+        {"action": "store_const", "const": "none"},
+    ),
 ]
 _SECTIONS: dict[str, type[Any]] = {
     "server": ServerSettings,
@@ -97,6 +121,24 @@ _EXTENDED: dict[str, tuple[str, str]] = {
     "idle_timeout": ("server", "idle_timeout"),
     "item_size_max": ("server", "max_item_size"),
 }
+# memcached 1.6.18's -o options that change nothing in memcached 1.6.18 itself: they restate
+# its defaults or it ignores them (memcached.c, the -o switch). A command line carrying them
+# starts here too, with a warning; name -> the values that keep the default (None: any).
+# Every other -o option (tuning a slab, LRU, hash table, extstore, TLS or proxy that does not
+# exist here) is refused: docs/compatibility.md has the table.
+_DEFAULTS_ONLY: dict[str, tuple[str, ...] | None] = {
+    "modern": ("",),  # "currently no new defaults"
+    "maxconns_fast": ("",),  # over max_connections: ERROR and close at once, always
+    "lru_crawler": ("",),
+    "lru_maintainer": ("",),
+    "slab_reassign": ("",),
+    "slab_automove": ("", "1"),
+    "hash_algorithm": ("murmur3",),
+    "inline_ascii_resp": ("",),
+    "no_inline_ascii_resp": ("",),
+    "resp_obj_mem_limit": None,  # "DEPRECATED: resp_obj_mem_limit no longer used"
+}
+SASL_PWDB_ENV = "MEMCACHED_SASL_PWDB"  # memcached -S: the user:password file (sasl_defs.c)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -126,15 +168,14 @@ def build_parser() -> argparse.ArgumentParser:
     for flags, section, option, kwargs in _FLAGS:
         default = _default(section, option)
         extra = dict(kwargs)
+        sets = f"sets {section}.{option}"
         if extra.get("action") == "store_const":
-            extra["const"] = True
+            extra.setdefault("const", True)
+            sets += f" to {extra['const']!r}"
         elif "choices" not in extra:  # argparse lists the choices itself
-            extra["metavar"] = option.rsplit("_", 1)[-1].upper()
+            extra.setdefault("metavar", option.rsplit("_", 1)[-1].upper())
         parser.add_argument(
-            *flags,
-            dest=f"{section}.{option}",
-            help=f"sets {section}.{option} (default: {default!r})",
-            **extra,
+            *flags, dest=f"{section}.{option}", help=f"{sets} (default: {default!r})", **extra
         )
     parser.add_argument(
         "--no-metrics",
@@ -164,12 +205,21 @@ def _add_memcached_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("-u", "--user", metavar="USER", help="run as USER when started as root")
     group.add_argument("-d", "--daemon", action="store_true", help="refused: use a supervisor")
     group.add_argument(
+        "-e",
+        "--memory-file",
+        metavar="FILE",
+        help="accepted and ignored: items always survive a restart here (storage.db_path)",
+    )
+    group.add_argument(
         "-o",
         "--extended",
         action="append",
         default=[],
         metavar="OPTS",
-        help="comma-separated memcached -o options: " + ", ".join(sorted(_EXTENDED)),
+        help="comma-separated memcached -o options: "
+        + ", ".join(sorted(_EXTENDED))
+        + "; accepted and ignored (memcached 1.6's defaults): "
+        + ", ".join(sorted(_DEFAULTS_ONLY)),
     )
 
 
@@ -193,20 +243,57 @@ def _memcached_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         if args.memory_limit < 0:
             raise ConfigError(f"-m {args.memory_limit}: must be 0 or more MiB")
         out.setdefault("storage", {})["max_disk_bytes"] = args.memory_limit * MIB
-    for text in args.extended:
-        for item in filter(None, text.split(",")):
-            name, sep, value = item.partition("=")
-            if name not in _EXTENDED:
+    for name, sep, value in _extended(args):
+        if name in _DEFAULTS_ONLY:
+            allowed = _DEFAULTS_ONLY[name]
+            if allowed is not None and value not in allowed:
                 raise ConfigError(
-                    f"-o {name}: not supported by petracache (supported: "
-                    + ", ".join(sorted(_EXTENDED))
-                    + ")"
+                    f"-o {name}={value}: not supported by petracache (only memcached's default, "
+                    + " or ".join(f"{name}={v}" if v else name for v in allowed)
+                    + ", is accepted)"
                 )
-            if not sep:
-                raise ConfigError(f"-o {name}: needs a value ({name}=...)")
-            section, option = _EXTENDED[name]
-            out.setdefault(section, {})[option] = value
+            continue
+        if name not in _EXTENDED:
+            raise ConfigError(
+                f"-o {name}: not supported by petracache (supported: "
+                + ", ".join(sorted(_EXTENDED))
+                + "; accepted and ignored: "
+                + ", ".join(sorted(_DEFAULTS_ONLY))
+                + ")"
+            )
+        if not sep:
+            raise ConfigError(f"-o {name}: needs a value ({name}=...)")
+        section, option = _EXTENDED[name]
+        out.setdefault(section, {})[option] = value
     return out
+
+
+def _extended(args: argparse.Namespace) -> list[tuple[str, str, str]]:
+    """The ``-o`` options given, as (name, "=" or "", value)."""
+    return [item.partition("=") for text in args.extended for item in filter(None, text.split(","))]
+
+
+def _sasl_overrides(
+    args: argparse.Namespace, settings: Settings, out: dict[str, dict[str, Any]]
+) -> None:
+    """memcached's ``-S``: binary only, users from ``MEMCACHED_SASL_PWDB`` unless an auth
+    file is configured; ``-B ascii`` or ``-B auto`` with it is refused, as by memcached.
+
+    Raises:
+        ConfigError: ``-S`` with ``-B`` other than binary.
+    """
+    if not getattr(args, "server.sasl"):
+        return
+    protocol = getattr(args, "server.binding_protocol")
+    if protocol not in (None, "binary"):
+        raise ConfigError(
+            f"-S with -B {protocol}: SASL serves the binary protocol only (memcached refuses "
+            "this too); leave -B out or use -B binary"
+        )
+    server = out.setdefault("server", {})
+    pwdb = os.environ.get(SASL_PWDB_ENV, "")
+    if pwdb and not server.get("auth_file") and not settings.server.auth_file:
+        server["auth_file"] = pwdb
 
 
 def _overrides(args: argparse.Namespace, settings: Settings) -> dict[str, dict[str, Any]]:
@@ -216,6 +303,7 @@ def _overrides(args: argparse.Namespace, settings: Settings) -> dict[str, dict[s
         if "." in dest and value is not None:
             section, option = dest.split(".", 1)
             out.setdefault(section, {})[option] = value
+    _sasl_overrides(args, settings, out)
     if args.listen is not None or args.port is not None:
         base_host, _, base_port = settings.server.listen_addr.rpartition(":")
         host = args.listen if args.listen is not None else base_host
@@ -256,6 +344,26 @@ def compat_notes(args: argparse.Namespace, settings: Settings) -> list[str]:
     if args.threads is not None:
         notes.append(f"-t {args.threads}: ignored (one event loop; RocksDB has its own threads)")
     return notes
+
+
+def compat_warnings(args: argparse.Namespace, settings: Settings) -> list[str]:
+    """One warning line per memcached flag accepted although it changes nothing here."""
+    warnings = []
+    if args.memory_file is not None:
+        warnings.append(
+            f"-e {args.memory_file}: ignored: items always survive a restart here "
+            f"(storage.db_path = {settings.storage.db_path})"
+        )
+    for name, sep, value in _extended(args):
+        if name in _DEFAULTS_ONLY:
+            given = f"{name}{sep}{value}"
+            warnings.append(f"-o {given}: ignored: memcached 1.6's default, nothing to change")
+    if settings.storage.eviction == "none" and not settings.storage.max_disk_bytes:
+        warnings.append(
+            "storage.eviction = none (-M) without a disk bound (-m, storage.max_disk_bytes): "
+            "nothing is ever refused"
+        )
+    return warnings
 
 
 def drop_privileges(user: str | None) -> None:
@@ -349,6 +457,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.warning("%s", fd_warning)
     for note in compat_notes(args, settings):
         log.info("%s", note)
+    for warning in compat_warnings(args, settings):
+        log.warning("%s", warning)
     try:
         return serve(settings)
     finally:
@@ -363,9 +473,10 @@ def serve(settings: Settings) -> int:
     from petracache.app import StartupError, run
     from petracache.storage.errors import StorageError
 
-    # app.run handles SIGTERM itself while it runs; outside it (trio starting, or the
-    # database already closed and the process exiting), SIGTERM means a clean exit 0.
+    # app.run handles SIGTERM and SIGUSR1 itself while it runs; outside it (trio starting, or
+    # the database already closed and the process exiting), either means a clean exit 0.
     signal.signal(signal.SIGTERM, _exit_cleanly)
+    signal.signal(signal.SIGUSR1, _exit_cleanly)
     try:
         trio.run(run, settings)
     except BaseException as exc:

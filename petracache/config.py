@@ -28,7 +28,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pydantic
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -147,12 +155,83 @@ class ServerSettings(_Section):
     pid_file: str = Field("", description="write the process id here while running (memcached -P)")
     disable_flush_all: bool = Field(False, description="refuse flush_all (memcached -F)")
     enable_shutdown: bool = Field(False, description="accept the shutdown command (memcached -A)")
+    unix_socket: str = Field(
+        "",
+        description="serve on this unix-domain socket path instead of TCP (listen_addr is then"
+        " not used; memcached -s); a stale socket file is replaced at start and removed at"
+        " exit; empty = TCP",
+    )
+    unix_mask: str = Field(
+        "700",
+        description="permissions of the unix socket file, octal (memcached -a)",
+    )
+    binding_protocol: Literal["auto", "ascii", "binary"] = Field(
+        "auto",
+        description="protocols served: auto = text or binary, decided by each connection's"
+        " first byte; ascii = text (and meta) only; binary = binary only (memcached -B)",
+    )
+    reqs_per_event: int = Field(
+        20,
+        ge=1,
+        description="requests of one read answered before the replies held so far are written"
+        " (memcached -R: where memcached yields; each such cut counts in conn_yields)",
+    )
+    cas_enabled: bool = Field(
+        True,
+        description="false: every CAS unique clients see is 0 and cas compares never match,"
+        " as memcached -C (items keep their versions internally)",
+    )
+    sasl: bool = Field(
+        False,
+        description="memcached -S: the binary protocol only, with SASL PLAIN against"
+        " auth_file's users (binding_protocol auto then means binary)",
+    )
 
     @field_validator("listen_addr")
     @classmethod
     def _valid_addr(cls, value: str) -> str:
         split_host_port(value)
         return value
+
+    @field_validator("unix_mask", mode="before")
+    @classmethod
+    def _octal_mask(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = f"{value:o}"  # a TOML integer (0o700): read as the mode it denotes
+        if isinstance(value, str):
+            text = value.strip()
+            if not text or any(c not in "01234567" for c in text) or int(text, 8) > 0o777:
+                raise ValueError(f"expected octal permissions such as 700 or 0755, got {value!r}")
+            return f"{int(text, 8):o}"
+        return value
+
+    @field_validator("binding_protocol", mode="before")
+    @classmethod
+    def _lower_protocol(cls, value: Any) -> Any:
+        return _lower(value)
+
+    @field_validator("sasl")
+    @classmethod
+    def _sasl_needs_users(cls, value: bool, info: ValidationInfo) -> bool:
+        # auth_file and binding_protocol are declared before sasl, so they are in info.data.
+        if value and not info.data.get("auth_file"):
+            raise ValueError(
+                "needs auth_file, the user:password file (memcached -S reads"
+                " MEMCACHED_SASL_PWDB; petracache has no Cyrus SASL)"
+            )
+        if value and info.data.get("binding_protocol") == "ascii":
+            raise ValueError("the ASCII protocol cannot be served with SASL (memcached -S)")
+        return value
+
+    @property
+    def protocol(self) -> str:
+        """The protocols served: ``binding_protocol``, binary only with SASL."""
+        return "binary" if self.sasl else self.binding_protocol
+
+    @property
+    def unix_mode(self) -> int:
+        """``unix_mask`` as a number (the socket file's permission bits)."""
+        return int(self.unix_mask, 8)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -207,11 +286,12 @@ class StorageSettings(_Section):
         description="disk bound (SST + WAL or memtable bytes): items are evicted (see"
         " eviction) from 55% of it, leaving room for compaction; 0 = no bound",
     )
-    eviction: Literal["clock", "fifo"] = Field(
+    eviction: Literal["clock", "fifo", "none"] = Field(
         "clock",
         description="which items max_disk_bytes evicts: clock = oldest-written first, but one"
         " read since it was written (or last spared) is requeued instead (second chance);"
-        " fifo = oldest-written first",
+        " fifo = oldest-written first; none = evict nothing: from where eviction would"
+        " start, stores answer SERVER_ERROR out of memory storing object (memcached -M)",
     )
     exact_item_count: bool = Field(
         True,

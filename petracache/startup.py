@@ -83,10 +83,11 @@ def startup_line(settings: Settings, version: str, pid: int, nofile: int) -> str
     """The one INFO line logged at start (the full configuration follows at DEBUG)."""
     server, storage = settings.server, settings.storage
     admin = settings.metrics.listen_addr if settings.metrics.enabled else "off"
+    data = f"unix:{server.unix_socket}" if server.unix_socket else server.listen_addr
     disk = _size(storage.max_disk_bytes) if storage.max_disk_bytes else "none"
     warm = f"{storage.max_warm_downtime:g}s" if storage.max_warm_downtime else "always"
     return (
-        f"petracache {version} starting (pid {pid}): data {server.listen_addr}, admin {admin},"
+        f"petracache {version} starting (pid {pid}): data {data}, admin {admin},"
         f" db {storage.db_path} (durability {storage.durability}), disk bound {disk},"
         f" max_connections {server.max_connections}, item size {_size(server.max_item_size)},"
         f" warm restart within {warm}, fd limit {nofile}, build {BUILD}"

@@ -108,9 +108,14 @@ class BinClient:
     """A raw binary connection: sends frames, reads replies up to a fence noop or EOF, and
     numbers CAS uniques in order of first appearance (``normalised``)."""
 
-    def __init__(self, port: int, timeout: float = 10.0) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def __init__(self, port: int | str, timeout: float = 10.0) -> None:
+        if isinstance(port, str):  # a unix socket's path
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(timeout)
+            self.sock.connect(port)
+        else:
+            self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.ordinals: dict[int, int] = {}
         self.last_cas = 0
         self.closed = False

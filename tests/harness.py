@@ -1,6 +1,7 @@
 """Real processes for end-to-end tests: petracache, memcached, and a raw socket client.
 
-Everything here talks to real servers over TCP on loopback; nothing is mocked. A server
+Everything here talks to real servers over TCP on loopback (or a unix socket, for servers
+started with ``-s``: an address is a port number or a socket path); nothing is mocked. A server
 process keeps its own time, so no mock clock reaches it: a test that waits for its
 background work polls for the outcome with ``wait_until`` (bounded, never a fixed sleep).
 """
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import TypeVar
 
 LISTEN_RE = re.compile(rb"petracache listening on ([\d.:\[\]a-f]+):(\d+)")
+UNIX_LISTEN_RE = re.compile(rb"petracache listening on unix:(\S+)")
 ADMIN_RE = re.compile(r"admin listening on ([\d.:\[\]a-f]+):(\d+)")
 START_TIMEOUT = 20.0
 WAIT = 20.0  # how long a background condition may take on a loaded 2-core CI machine
@@ -79,17 +81,36 @@ def free_port_pair() -> int:
     raise RuntimeError("no pair of free ports")
 
 
-def accepts(port: int) -> bool:
-    """Whether something on loopback accepts a TCP connection on ``port``."""
+Address = int | str  # a loopback TCP port, or a unix socket's path
+
+
+def connect(address: Address, timeout: float | None = 5.0) -> socket.socket:
+    """A connected socket to a loopback TCP port (TCP_NODELAY set) or a unix socket path."""
+    if isinstance(address, str):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(address)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+    sock = socket.create_connection(("127.0.0.1", address), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def accepts(port: Address) -> bool:
+    """Whether something accepts a connection on ``port`` (a loopback port or a socket)."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        with connect(port, timeout=0.5):
             return True
     except OSError:
         return False
 
 
-def wait_for_port(port: int, timeout: float = START_TIMEOUT) -> None:
-    wait_until(lambda: accepts(port), timeout, 0.02, f"something listening on port {port}")
+def wait_for_port(port: Address, timeout: float = START_TIMEOUT) -> None:
+    wait_until(lambda: accepts(port), timeout, 0.02, f"something listening on {port}")
 
 
 class PetracacheProcess:
@@ -117,6 +138,7 @@ class PetracacheProcess:
         self.config = config
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
+        self.unix_path = ""  # with -s: the socket the server listens on instead of a port
         self.log_path = self.workdir / "server.log"
         self.starts = 0
 
@@ -126,7 +148,7 @@ class PetracacheProcess:
             path = self.workdir / "config.toml"
             path.write_text(self.config)
             cmd.append(str(path))
-        has_port = any(a in ("-p", "--port") for a in self.args)
+        has_port = any(a in ("-p", "--port", "-s", "--unix-socket") for a in self.args)
         if not has_port and "PETRACACHE_LISTEN_ADDR" not in self.env:
             cmd += ["-p", "0"]
         if not any(a == "--db-path" for a in self.args) and "PETRACACHE_DB_PATH" not in self.env:
@@ -150,6 +172,10 @@ class PetracacheProcess:
             match = LISTEN_RE.search(text)
             if match:
                 self.port = int(match.group(2))
+                return self
+            unix = UNIX_LISTEN_RE.search(text)
+            if unix:
+                self.unix_path = unix.group(1).decode()
                 return self
             if self.proc.poll() is not None:
                 raise RuntimeError(f"petracache exited {self.proc.returncode}:\n{text.decode()}")
@@ -190,8 +216,13 @@ class PetracacheProcess:
         self.stop(sig)
         return self.start()
 
+    @property
+    def address(self) -> Address:
+        """Where clients connect: the unix socket's path when it has one, else the port."""
+        return self.unix_path or self.port
+
     def client(self, timeout: float = 5.0) -> RawClient:
-        return RawClient(self.port, timeout=timeout)
+        return RawClient(self.address, timeout=timeout)
 
     def __enter__(self) -> PetracacheProcess:
         return self.start() if self.proc is None else self
@@ -203,23 +234,36 @@ class PetracacheProcess:
 
 
 class MemcachedProcess:
-    """Debian's real memcached 1.6 on a free loopback port (the reference server)."""
+    """Debian's real memcached 1.6 on a free loopback port (the reference server).
 
-    def __init__(self, args: Sequence[str] = ()) -> None:
+    Args:
+        args: extra flags.
+        unix_path: serve on this unix socket instead (``-s``); its directory must be
+            writable by the user memcached runs as (``nobody`` when the tests run as root).
+    """
+
+    def __init__(self, args: Sequence[str] = (), unix_path: str = "") -> None:
         binary = shutil.which("memcached") or "/usr/bin/memcached"
         if not Path(binary).exists():
             raise RuntimeError("memcached is not installed (apt-get install memcached)")
-        self.port = free_port()
+        self.port = 0 if unix_path else free_port()
+        self.unix_path = unix_path
+        listen = ["-s", unix_path] if unix_path else ["-l", "127.0.0.1", "-p", str(self.port)]
         self.proc = subprocess.Popen(
-            [binary, "-U", "0", "-l", "127.0.0.1", "-p", str(self.port), "-t", "1", *args]
+            [binary, "-U", "0", *listen, "-t", "1", *args]
             + (["-u", "nobody"] if os.geteuid() == 0 else []),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_for_port(self.port)
+        wait_for_port(self.address)
+
+    @property
+    def address(self) -> Address:
+        """Where clients connect: the unix socket's path, or the port."""
+        return self.unix_path or self.port
 
     def client(self, timeout: float = 5.0) -> RawClient:
-        return RawClient(self.port, timeout=timeout)
+        return RawClient(self.address, timeout=timeout)
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -229,9 +273,12 @@ class MemcachedProcess:
 class RawClient:
     """A blocking raw-socket client that reads exactly the replies it expects."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 5.0) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def __init__(self, port: Address, host: str = "127.0.0.1", timeout: float = 5.0) -> None:
+        if isinstance(port, str) or host == "127.0.0.1":
+            self.sock = connect(port, timeout)
+        else:
+            self.sock = socket.create_connection((host, port), timeout=timeout)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
 
     def send(self, data: bytes) -> None:
@@ -345,11 +392,10 @@ class FencedClient:
     (so two servers' replies compare equal although their CAS counters differ).
     """
 
-    def __init__(self, port: int, name: str, timeout: float = 10.0) -> None:
+    def __init__(self, port: Address, name: str, timeout: float = 10.0) -> None:
         self.name = name
         self.ordinals: dict[int, int] = {}
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = connect(port, timeout)
 
     def send_in_pieces(self, payload: bytes, points: Iterable[int], pause: float = 0.0) -> None:
         """Send ``payload`` as separate sends cut at the sorted ``points``."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from petracache.cli import configure, parse_size
+from petracache.cli import build_parser, compat_warnings, configure, parse_size, settings_from
 from petracache.config import (
     FLAT_ENV_ALIASES,
     MASK,
@@ -255,13 +255,80 @@ def test_memcached_flags_that_map_onto_settings() -> None:
     [
         (["-d"], "-d: petracache does not daemonize"),
         (["-U", "11211"], "-U 11211: UDP is not supported"),
-        (["-o", "modern,slab_reassign"], "-o modern: not supported by petracache"),
+        (["-o", "modern,hashpower=20"], "-o hashpower: not supported by petracache"),
+        (["-o", "ext_path=/tmp/x:1g"], "-o ext_path: not supported by petracache"),
+        (["-o", "no_maxconns_fast"], "-o no_maxconns_fast: not supported by petracache"),
+        (["-o", "slab_automove=2"], "-o slab_automove=2: not supported by petracache"),
+        (["-o", "hash_algorithm=xxh3"], "-o hash_algorithm=xxh3: not supported"),
         (["-o", "idle_timeout"], "-o idle_timeout: needs a value"),
         (["-t", "0"], "-t 0: the thread count"),
         (["-o", "idle_timeout=soon"], "server.idle_timeout: "),
+        (["-R", "0"], "server.reqs_per_event: Input should be greater than or equal to 1"),
+        (["-a", "0999"], "server.unix_mask: expected octal permissions"),
+        (["-a", "1777"], "server.unix_mask: expected octal permissions"),
+        (["-S"], "server.sasl: needs auth_file"),
+        (["-S", "-Y", "/x", "-B", "ascii"], "-S with -B ascii: SASL serves the binary protocol"),
+        (["-S", "-Y", "/x", "-B", "auto"], "-S with -B auto: SASL serves the binary protocol"),
     ],
 )
-def test_memcached_flags_that_cannot_be_honoured(argv: list[str], expected: str) -> None:
+def test_memcached_flags_that_cannot_be_honoured(
+    argv: list[str], expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MEMCACHED_SASL_PWDB", raising=False)
     with pytest.raises(ConfigError) as info:
         configure(argv)
     assert str(info.value).startswith(expected)
+
+
+def test_memcached_flags_of_issue_28_map_onto_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MEMCACHED_SASL_PWDB", raising=False)
+    s = configure(["-s", "/run/pc.sock", "-a", "0770", "-B", "ASCII", "-R", "5", "-C", "-M"])
+    assert (s.server.unix_socket, s.server.unix_mask, s.server.unix_mode) == (
+        "/run/pc.sock",
+        "770",
+        0o770,
+    )
+    assert (s.server.binding_protocol, s.server.protocol) == ("ascii", "ascii")
+    assert (s.server.reqs_per_event, s.server.cas_enabled) == (5, False)
+    assert s.storage.eviction == "none"
+    defaults = configure([])
+    assert (defaults.server.unix_mask, defaults.server.protocol) == ("700", "auto")
+    assert (defaults.server.cas_enabled, defaults.storage.eviction) == (True, "clock")
+    # -S: binary only; the users come from MEMCACHED_SASL_PWDB unless an auth file is set
+    monkeypatch.setenv("MEMCACHED_SASL_PWDB", "/etc/pwdb")
+    s = configure(["-S"])
+    assert (s.server.sasl, s.server.auth_file, s.server.protocol) == (True, "/etc/pwdb", "binary")
+    assert configure(["-S", "-Y", "/etc/users"]).server.auth_file == "/etc/users"
+    assert configure(["-S", "-B", "binary"]).server.protocol == "binary"
+
+
+def test_memcached_defaults_restated_with_o_and_e_are_accepted_with_a_warning() -> None:
+    argv = ["-o", "modern,maxconns_fast,slab_automove=1,hash_algorithm=murmur3", "-e", "/m"]
+    args = build_parser().parse_args(argv)
+    settings = settings_from(args)
+    assert settings == configure([])
+    warnings = compat_warnings(args, settings)
+    assert warnings[0].startswith("-e /m: ignored: items always survive a restart here")
+    assert [w.split(":")[0] for w in warnings[1:]] == [
+        "-o modern",
+        "-o maxconns_fast",
+        "-o slab_automove=1",
+        "-o hash_algorithm=murmur3",
+    ]
+    assert all(w.count("\n") == 0 for w in warnings)
+    no_bound = build_parser().parse_args(["-M"])
+    [warning] = compat_warnings(no_bound, settings_from(no_bound))
+    assert warning.startswith("storage.eviction = none (-M) without a disk bound")
+    bounded = build_parser().parse_args(["-M", "-m", "64"])
+    assert compat_warnings(bounded, settings_from(bounded)) == []
+
+
+def test_unix_mask_reads_octal_in_every_layer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert load_settings(write(tmp_path, "[server]\nunix_mask = 0o755\n")).server.unix_mode == 0o755
+    assert (
+        load_settings(write(tmp_path, '[server]\nunix_mask = "0750"\n')).server.unix_mask == "750"
+    )
+    monkeypatch.setenv("PETRACACHE_SERVER__UNIX_MASK", "777")
+    assert load_settings().server.unix_mode == 0o777

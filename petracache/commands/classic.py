@@ -42,6 +42,7 @@ from petracache.protocol.responses import (
 )
 from petracache.rules.verbs import StoreMode
 from petracache.rules.versions import SERVER_VERSION
+from petracache.storage.errors import OutOfMemory
 from petracache.storage.items import DeleteResult, DeltaResult, Item, StoreResult
 
 TOO_LARGE: Final = ErrorReply(b"SERVER_ERROR object too large for cache\r\n")
@@ -130,16 +131,29 @@ def store_item(
     incr/ma/lease-set that create an item), ``cmd_set`` and ``cas_hits``/``cas_badval``/
     ``cas_misses`` for a cas, and with ``detail`` the prefix stats (the text and binary
     protocols record them, ms does not). ``request.cas_unique`` is the CAS to compare.
-    Returns the stored version, or why nothing was stored. Shared by every protocol."""
+    Returns the stored version, or why nothing was stored. Shared by every protocol.
+
+    Raises:
+        OutOfMemory: eviction is off (memcached -M) and the disk bound is reached; nothing
+            is stored and, as memcached does, a set (and an ms in any mode) drops the old
+            item. memcached refuses before anything else, so ``cmd_set`` does not count it.
+            (The adds that create an item for incr, ma and lease-set are not refused.)
+    """
     key = request.key
     mode = request.mode
+    engine = ctx.engine
     if counted:
-        ctx.counters.cmd_set += 1
         if detail and ctx.prefixes.enabled:
             ctx.prefixes.record_set(key)
+        if engine.out_of_space:
+            # memcached: "Avoid stale data persisting in cache because we failed alloc."
+            if mode is StoreMode.SET or not detail:  # not detail: ms, whatever its mode
+                engine.delete(key)
+            raise OutOfMemory
+        ctx.counters.cmd_set += 1
     if ctx.watching:
         watching.looked_up(ctx, key)
-    outcome = ctx.engine.store(
+    outcome = engine.store(
         mode,
         key,
         request.flags,

@@ -5,7 +5,10 @@ Strategy: every command module (``classic``, ``meta``, ``mcrouter``, ``crawler``
 table from request type to a ``(ctx, request) -> Response`` handler; the executor merges them
 once and dispatches on ``type(request)`` (one dict lookup, no chain of type tests). It does
 nothing else but turn a ``StorageError`` into ``SERVER_ERROR <reason>``: a storage failure
-never escapes to the connection.
+never escapes to the connection. A store refused at the disk bound with eviction off
+(``OutOfMemory``, memcached -M) is memcached's ``SERVER_ERROR out of memory storing object``,
+counted in ``store_no_memory`` and not logged (the binary protocol answers it ``Out of
+memory``, as it does any storage failure).
 
 Synchronous by design (see ``storage.engine``): a command runs to completion on the trio
 thread, so read-modify-write commands are atomic. Counters move only in ``commands``.
@@ -23,9 +26,11 @@ from petracache.observability.watch import WatchLog
 from petracache.protocol.requests import Request
 from petracache.protocol.responses import ErrorReply, Response
 from petracache.storage.engine import Engine
-from petracache.storage.errors import StorageError
+from petracache.storage.errors import OutOfMemory, StorageError
 
 log = logging.getLogger(__name__)
+
+NO_MEMORY = ErrorReply(b"SERVER_ERROR out of memory storing object\r\n")  # proto_text.c
 
 HANDLERS: dict[type, Handler] = {
     **classic.HANDLERS,
@@ -57,6 +62,9 @@ class Executor:
         """Run one request; storage failures become ``SERVER_ERROR`` replies."""
         try:
             return self._handlers[type(request)](self.ctx, request)
+        except OutOfMemory:  # memcached -M at the disk bound: a result, not a failure
+            self.ctx.counters.store_no_memory += 1
+            return NO_MEMORY
         except StorageError as exc:
             self.ctx.counters.storage_errors += 1
             log.warning("storage error: %s", exc)

@@ -48,9 +48,20 @@ class ServerInfo:
     disk_bound: int = 0  # the bound cache_memlimit set (0: storage.max_disk_bytes)
     slab_automove: int = 0  # ``slabs automove`` is accepted and remembered, nothing moves
     slab_automove_ratio: float = 0.8
+    # Whether new connections are being accepted (``accepting_conns``): None = always.
+    accepting: Callable[[], bool] | None = None
+    domain_socket: str = ""  # server.unix_socket (memcached -s)
+    umask: str = "700"  # server.unix_mask, octal (memcached -a)
+    tcp_port: int = 11211  # the configured port (memcached reports -p's even with -s)
+    reqs_per_event: int = 20  # memcached -R
+    cas_enabled: bool = True  # memcached -C turns it off
+    binding_protocol: str = "auto"  # memcached -B: auto, ascii or binary
+    sasl_enabled: bool = False  # memcached -S
 
 
 TCP_BACKLOG: Final = 4096  # server.serve: the listen backlog
+# memcached's prot_text(): how stats settings spells each binding_protocol.
+PROTOCOL_TEXT: Final = {"auto": "auto-negotiate", "ascii": "ascii", "binary": "binary"}
 
 
 def _yes(flag: bool) -> str:
@@ -104,15 +115,21 @@ def general_stats(counters: Counters, engine: Engine, info: ServerInfo) -> list[
         ("touch_hits", c["touch_hits"]),
         ("touch_misses", c["touch_misses"]),
         ("store_too_large", c["store_too_large"]),
+        ("store_no_memory", c["store_no_memory"]),
         *(
             [("auth_cmds", c["auth_cmds"]), ("auth_errors", c["auth_errors"])]
             if info.auth_enabled
             else []
         ),
+        *([("idle_kicks", c["idle_kicks"])] if info.idle_timeout else []),  # as memcached
         ("bytes_read", c["bytes_read"]),
         ("bytes_written", c["bytes_written"]),
         ("limit_maxbytes", limit_maxbytes(engine, info)),
+        ("accepting_conns", int(info.accepting is None or info.accepting())),
+        ("listen_disabled_num", c["listen_disabled_num"]),
+        ("time_in_listen_disabled_us", c["time_in_listen_disabled_us"]),
         ("threads", info.threads),
+        ("conn_yields", c["conn_yields"]),
         ("bytes", stored_bytes(engine, db)),
         ("curr_items", curr_items(engine, db)),
         ("total_items", ec["total_items"]),
@@ -120,6 +137,8 @@ def general_stats(counters: Counters, engine: Engine, info: ServerInfo) -> list[
         ("evicted_unfetched", ec.get("evicted_unfetched", 0)),
         ("evicted_active", ec.get("evicted_active", 0)),  # spared by eviction = clock
         ("evictions", ec.get("evictions", 0)),
+        # dead items (expired or flushed) whose space the reclaimer took back
+        ("reclaimed", ec.get("expired_reaped", 0) + ec.get("flushed_reaped", 0)),
         ("expired_reaped", ec.get("expired_reaped", 0)),
         ("flushed_reaped", ec.get("flushed_reaped", 0)),
         ("reclaimed_bytes", ec.get("reclaimed_bytes", 0)),
@@ -183,7 +202,7 @@ def settings_stats(engine: Engine, info: ServerInfo) -> list[tuple[str, str]]:
     """``stats settings``: memcached 1.6.18's keys that mean something here, in its order,
     then petracache's own (``db_path`` onwards). Keys for features petracache does not have
     (slab sizing, hash tables, extstore, UDP threads) are left out rather than invented."""
-    host, port = info.listen[0] if info.listen else ("", 0)
+    host, port = info.listen[0] if info.listen else ("", info.tcp_port)
     storage = engine.settings
     values: list[tuple[str, object]] = [
         ("maxbytes", limit_maxbytes(engine, info)),
@@ -192,14 +211,17 @@ def settings_stats(engine: Engine, info: ServerInfo) -> list[tuple[str, str]]:
         ("udpport", 0),
         ("inter", host or "NULL"),
         ("verbosity", info.verbosity),
-        ("evictions", "on" if storage.max_disk_bytes else "off"),
-        ("domain_socket", "NULL"),
+        ("evictions", "on" if storage.max_disk_bytes and storage.eviction != "none" else "off"),
+        ("domain_socket", info.domain_socket or "NULL"),
+        ("umask", info.umask),
         ("shutdown_command", _yes(info.shutdown_enabled)),
         ("num_threads", info.threads),
         ("stat_key_prefix", ":"),
-        ("cas_enabled", "yes"),
+        ("reqs_per_event", info.reqs_per_event),
+        ("cas_enabled", _yes(info.cas_enabled)),
         ("tcp_backlog", TCP_BACKLOG),
-        ("auth_enabled_sasl", "no"),
+        ("binding_protocol", PROTOCOL_TEXT.get(info.binding_protocol, info.binding_protocol)),
+        ("auth_enabled_sasl", _yes(info.sasl_enabled)),
         ("auth_enabled_ascii", _yes(info.auth_enabled)),
         ("item_size_max", info.item_size_max),
         ("maxconns_fast", "yes"),  # over the limit: refused at once with an ERROR line

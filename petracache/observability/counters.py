@@ -42,6 +42,7 @@ class Counters:
     touch_hits: int = 0
     touch_misses: int = 0
     store_too_large: int = 0
+    store_no_memory: int = 0  # stores refused at the disk bound with evictions off (-M)
     auth_cmds: int = 0  # credential checks (memcached -Y)
     auth_errors: int = 0  # ... that failed
     storage_errors: int = 0
@@ -51,6 +52,10 @@ class Counters:
     total_connections: int = 0
     rejected_connections: int = 0
     curr_connections: int = 0
+    idle_kicks: int = 0  # connections closed by server.idle_timeout
+    conn_yields: int = 0  # reads cut at reqs_per_event (-R): memcached's yield points
+    listen_disabled_num: int = 0  # runs of failed accepts (out of descriptors)
+    time_in_listen_disabled_us: int = 0  # ... and their length
     baseline: dict[str, int] = field(default_factory=dict, repr=False)
 
     def reset(self, *others: dict[str, int]) -> None:

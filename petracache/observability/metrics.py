@@ -53,10 +53,19 @@ _COUNTER_NAMES = {
     "cas_badval": ("cas_conflicts", "cas commands refused: the item changed (EXISTS)."),
     "bytes_read": ("read_bytes", "Bytes read from clients."),
     "bytes_written": ("written_bytes", "Bytes written to clients."),
-    # memcached's listen_disabled_num: the alert rules (docker/alerts.yml) read this name.
+    "store_no_memory": (
+        "store_no_memory",
+        "Stores refused at the disk bound with eviction off (-M; memcached store_no_memory).",
+    ),
+    "idle_kicks": ("idle_kicks", "Connections closed by server.idle_timeout."),
+    "conn_yields": ("conn_yields", "Pipelined reads cut at reqs_per_event (memcached -R)."),
     "listen_disabled_num": (
         "listen_disabled",
-        "Times the server stopped accepting connections (memcached listen_disabled_num).",
+        "Runs of failed accepts for lack of file descriptors (memcached listen_disabled_num).",
+    ),
+    "time_in_listen_disabled_us": (
+        "listen_disabled_microseconds",
+        "Time accepts kept failing for lack of file descriptors.",
     ),
 }
 _GAUGE_NAMES = {"curr_connections": ("current_connections", "Open client connections.")}

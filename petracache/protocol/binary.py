@@ -23,8 +23,9 @@ memcached 1.6.18's ``proto_bin.c`` (``try_read_command_binary``, ``dispatch_bin_
    item is skipped as it arrives (``Too large.``), so memory per connection stays bounded
    by the item size limit plus the longest header, extras and key (64 KiB + 279 bytes).
 5. Replies are written at memcached's flush points: after noop, after an error it did not
-   skip a body for, every ``FLUSH_EVERY`` requests after the ``FLUSH_AFTER``-th, and when
-   the input runs dry. quit answers (quitq does not) and closes.
+   skip a body for, every ``reqs_per_event`` requests after the ``reqs_per_event + 1``-th
+   (memcached's ``-R``; each counted in ``Batch.yields``), and when the input runs dry.
+   quit answers (quitq does not) and closes.
 6. SASL: ``PLAIN`` only, checked against the auth file's users. Every auth or step first
    drops the connection's authentication, as memcached's ``init_sasl_conn`` does. An auth
    with no data answers ``AUTH_CONTINUE`` and waits for a step with the credentials.
@@ -54,12 +55,12 @@ from petracache.protocol.binary_requests import (
     Opcode,
 )
 from petracache.protocol.connection import (
-    FLUSH_AFTER,
-    FLUSH_EVERY,
     NEED_DATA,
+    REQS_PER_EVENT,
     Batch,
     Execute,
     InputBuffer,
+    final_write_yield,
 )
 from petracache.protocol.responses import BinaryReply, ErrorReply, Response
 from petracache.rules.sizes import DEFAULT_ITEM_SIZE_MAX, KEY_MAX_LENGTH, item_size_ok
@@ -125,17 +126,34 @@ class BinaryConnection(InputBuffer):
         item_size_max: memcached's ``-I``; larger values get ``Too large.``.
         users: user -> password (the auth file); None: no authentication, and the SASL
             commands are unknown, as without memcached's ``-S``.
+        reqs_per_event: memcached's ``-R``: where the flush points of rule 5 fall.
     """
 
-    __slots__ = ("_authenticated", "_handled", "_item_size_max", "_pending", "_sasl", "_users")
+    __slots__ = (
+        "_authenticated",
+        "_every",
+        "_first",
+        "_flushed_at",
+        "_handled",
+        "_item_size_max",
+        "_pending",
+        "_sasl",
+        "_users",
+    )
 
     def __init__(
-        self, item_size_max: int = DEFAULT_ITEM_SIZE_MAX, users: dict[bytes, bytes] | None = None
+        self,
+        item_size_max: int = DEFAULT_ITEM_SIZE_MAX,
+        users: dict[bytes, bytes] | None = None,
+        reqs_per_event: int = REQS_PER_EVENT,
     ) -> None:
         super().__init__()
         self._pending: _Pending | None = None
         self._item_size_max = item_size_max
         self._handled = 0
+        self._flushed_at = 0
+        self._first = reqs_per_event + 1
+        self._every = reqs_per_event
         self._users = users
         self._authenticated = users is None
         self._sasl = _SASL_NONE
@@ -332,24 +350,28 @@ class BinaryConnection(InputBuffer):
         """Execute every complete request in the buffer and collect the replies to write
         (see ``MemcacheConnection.process``: the same contract)."""
         out: list[bytes] = []
-        size = flushed = failures = 0
+        size = flushed = failures = yields = 0
         handled = self._handled
+        flushed_at = self._flushed_at
+        first = self._first
+        every = self._every
         encode = compose.encode
         while True:
             request = self.next_request()
             if request is NEED_DATA:
-                self._handled = 0
+                yields += final_write_yield(handled, flushed_at, every)
+                self._handled = self._flushed_at = 0
                 break
             if type(request) is Refusal:
                 refusal: Refusal = request
                 failures += 1
                 if refusal is _CLOSE:
                     del out[flushed:]
-                    return Batch(b"".join(out), True, False, failures)
+                    return Batch(b"".join(out), True, False, failures, yields)
                 out.append(refusal.reply)
                 size += len(refusal.reply)
                 if refusal.close:
-                    return Batch(b"".join(out), True, False, failures)
+                    return Batch(b"".join(out), True, False, failures, yields)
                 flush = refusal.flush
             else:
                 response = execute(request)  # type: ignore[arg-type]
@@ -362,15 +384,21 @@ class BinaryConnection(InputBuffer):
                 out.append(reply)
                 size += len(reply)
                 if opcode in (Opcode.QUIT, Opcode.QUITQ):
-                    return Batch(b"".join(out), True, False, failures)
+                    return Batch(b"".join(out), True, False, failures, yields)
                 flush = opcode == Opcode.NOOP or _flushes(response, self._swallow)
             handled += 1
-            if flush or (handled >= FLUSH_AFTER and (handled - FLUSH_AFTER) % FLUSH_EVERY == 0):
+            if handled >= first and (handled - first) % every == 0:
                 flushed = len(out)
+                flushed_at = handled
+                yields += 1
+            elif flush:
+                flushed = len(out)
+                flushed_at = handled
             if size >= limit:
                 self._handled = handled
-                return Batch(b"".join(out), False, True, failures)
-        return Batch(b"".join(out), False, False, failures)
+                self._flushed_at = flushed_at
+                return Batch(b"".join(out), False, True, failures, yields)
+        return Batch(b"".join(out), False, False, failures, yields)
 
 
 def _flushes(response: Response, swallowing: int) -> bool:

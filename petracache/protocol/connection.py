@@ -19,10 +19,14 @@ Rules, from memcached's ``try_read_command_ascii`` and ``conn_nread``/``conn_swa
    the client when a connection ends badly, and ``process`` follows them to stay
    byte-identical: memcached writes a read's replies at *flush points* only: after every
    get/gets/gat/gats and mn, after the ``FLUSH_AFTER``-th request of a read and every
-   ``FLUSH_EVERY`` requests after that (its ``reqs_per_event`` yield), and when the input
-   runs dry. A too-long line (``CloseConnection``) drops the replies held since the last
-   flush point, and so does a get with a too-long key (``ProtocolError.discard_unsent``).
-   ``quit`` closes after the replies before it.
+   ``FLUSH_EVERY`` requests after that (its ``reqs_per_event`` yield: ``reqs_per_event + 1``
+   and every ``reqs_per_event``, 21 and 20 by default, memcached's ``-R``), and when the
+   input runs dry. A too-long line (``CloseConnection``) drops the replies held since the
+   last flush point, and so does a get with a too-long key (``ProtocolError.discard_unsent``).
+   ``quit`` closes after the replies before it. ``Batch.yields`` counts the yield points
+   passed (memcached's ``conn_yields``), and one more when the input runs dry with replies
+   held and exactly a multiple of ``reqs_per_event`` requests answered: memcached's write
+   of what it holds then takes the last share of the requests' count.
 6. A ``Streamed`` reply (``lru_crawler metadump``) is written one chunk per ``process``
    call (``Batch.more``); requests after it wait until it ends. ``streaming`` tells the
    data plane to yield between chunks, so other connections are served meanwhile. One
@@ -45,8 +49,9 @@ from petracache.protocol.text import StoreHeader, parse_line
 from petracache.rules.build import compiled
 from petracache.rules.sizes import DEFAULT_ITEM_SIZE_MAX
 
-FLUSH_AFTER: Final = 21  # memcached: reqs_per_event (-R, default 20) + the first request
-FLUSH_EVERY: Final = 20
+REQS_PER_EVENT: Final = 20  # memcached's -R default
+FLUSH_AFTER: Final = REQS_PER_EVENT + 1  # memcached: reqs_per_event + the first request
+FLUSH_EVERY: Final = REQS_PER_EVENT
 MAX_LINE: Final = 2048  # memcached: "no '\n' in the first few k" -> close
 MAX_MULTIGET_LINE: Final = 1024 * 1024  # ~4000 max-length keys; memcached leaves this unbounded
 _COMPACT_AT: Final = 64 * 1024
@@ -71,6 +76,7 @@ class Batch(NamedTuple):
     close: bool  # close the connection once ``data`` is written
     more: bool  # stopped at the write limit: write ``data``, then call ``process`` again
     errors: int  # protocol errors answered (memcached counts them; the caller keeps counters)
+    yields: int = 0  # reqs_per_event yield points passed (memcached's conn_yields)
 
 
 Execute = Callable[[Request], Response]
@@ -138,16 +144,31 @@ class MemcacheConnection(InputBuffer):
 
     Args:
         item_size_max: memcached's ``-I``; larger values get ``SERVER_ERROR object too large``.
+        reqs_per_event: memcached's ``-R``: where the flush points of rule 5 fall.
     """
 
-    __slots__ = ("_handled", "_item_size_max", "_pending", "_scanned", "_stream")
+    __slots__ = (
+        "_every",
+        "_first",
+        "_flushed_at",
+        "_handled",
+        "_item_size_max",
+        "_pending",
+        "_scanned",
+        "_stream",
+    )
 
-    def __init__(self, item_size_max: int = DEFAULT_ITEM_SIZE_MAX) -> None:
+    def __init__(
+        self, item_size_max: int = DEFAULT_ITEM_SIZE_MAX, reqs_per_event: int = REQS_PER_EVENT
+    ) -> None:
         super().__init__()
         self._scanned = 0  # bytes after _pos already searched for b"\n"
         self._pending: StoreHeader | MetaSetHeader | None = None
         self._item_size_max = item_size_max
+        self._first = reqs_per_event + 1  # FLUSH_AFTER, FLUSH_EVERY with -R
+        self._every = reqs_per_event
         self._handled = 0  # requests answered since the input last ran dry (flush points)
+        self._flushed_at = 0  # ... of which answered before the last flush point
         self._stream: Iterator[bytes] | None = None  # a Streamed reply being written (rule 6)
 
     @property
@@ -250,14 +271,17 @@ class MemcacheConnection(InputBuffer):
         if self._stream is not None:
             chunk = next(self._stream, None)
             if chunk is not None:
-                return Batch(chunk, False, True, 0)
+                return Batch(chunk, False, True, 0, 0)
             self._stream = None
         out: list[bytes] = []
         size = 0
         flushed = 0  # out[:flushed] is what memcached would have written already (rule 5)
         handled = self._handled
-        mark = handled  # requests before this one were flushed (rule 6)
+        flushed_at = self._flushed_at  # ``handled`` at the last flush point of this read
         failures = 0
+        yields = 0
+        first = self._first
+        every = self._every
         encoders = compose.ENCODERS
         while True:
             try:
@@ -266,25 +290,29 @@ class MemcacheConnection(InputBuffer):
                 failures += 1
                 size = _refuse(exc, execute, out, flushed, size)
                 handled += 1
-                if handled >= FLUSH_AFTER and (handled - FLUSH_AFTER) % FLUSH_EVERY == 0:
+                if _yields_at(handled, first, every):
                     flushed = len(out)
-                    mark = handled
+                    flushed_at = handled
+                    yields += 1
                 continue
             except errors.CloseConnection:
                 del out[flushed:]
-                return Batch(b"".join(out), True, False, failures)
+                return Batch(b"".join(out), True, False, failures, yields)
             if request is NEED_DATA:
-                self._handled = 0
+                # memcached writes what is held when the input runs dry, and that write takes
+                # a request's share of reqs_per_event: a yield when none is left.
+                yields += final_write_yield(handled, flushed_at, every)
+                self._handled = self._flushed_at = 0
                 break
             cls = type(request)
             if cls is Quit:
-                return Batch(b"".join(out), True, False, failures)
+                return Batch(b"".join(out), True, False, failures, yields)
             response = execute(request)  # type: ignore[arg-type]
             if type(response) is Streamed:
-                if handled == mark or not response.refusal:
+                if handled == flushed_at or not response.refusal:
                     self._stream = response.chunks
-                    self._handled = handled + 1
-                    return Batch(b"".join(out), False, True, failures)
+                    self._handled = self._flushed_at = handled + 1
+                    return Batch(b"".join(out), False, True, failures, yields)
                 response = ErrorReply(response.refusal)  # replies are held (rule 6)
             if not request.noreply:  # type: ignore[union-attr]
                 reply = encoders[type(response)](response)
@@ -292,21 +320,22 @@ class MemcacheConnection(InputBuffer):
                     out.append(reply)
                     size += len(reply)
             handled += 1
-            # A flush point: after get/gets/gat/gats and mn, and memcached's yield (rule 5).
-            if (
-                cls is Get
-                or cls is MetaNoop
-                or (handled >= FLUSH_AFTER and (handled - FLUSH_AFTER) % FLUSH_EVERY == 0)
-            ):
+            # A flush point: memcached's yield (rule 5), and after get/gets/gat/gats and mn.
+            if _yields_at(handled, first, every):
                 flushed = len(out)
-                mark = handled
+                flushed_at = handled
+                yields += 1
+            elif cls is Get or cls is MetaNoop:
+                flushed = len(out)
+                flushed_at = handled
             if size >= limit:
                 self._handled = handled
-                return Batch(b"".join(out), False, True, failures)
+                self._flushed_at = flushed_at
+                return Batch(b"".join(out), False, True, failures, yields)
         data = out[0] if len(out) == 1 else b"".join(out)
         # Every read ends here: tuple.__new__ builds the Batch without NamedTuple's __new__,
         # which is a Python-level function even in the compiled build.
-        return _tuple_new(_BATCH, (data, False, False, failures))
+        return _tuple_new(_BATCH, (data, False, False, failures, yields))
 
     @staticmethod
     def send(request: Request, response: Response) -> bytes:
@@ -314,6 +343,17 @@ class MemcacheConnection(InputBuffer):
         if request.noreply:
             return b""
         return compose.encode(response)
+
+
+def _yields_at(handled: int, first: int, every: int) -> bool:
+    """Whether memcached yields after the ``handled``-th request of a read (rule 5)."""
+    return handled >= first and (handled - first) % every == 0
+
+
+def final_write_yield(handled: int, flushed_at: int, every: int) -> int:
+    """1 if a read's final write is a yield: replies held (answered since the last flush
+    point) and exactly a multiple of ``reqs_per_event`` requests answered; else 0."""
+    return 1 if handled > flushed_at and handled % every == 0 else 0
 
 
 def _newline(buf: bytes | bytearray, start: int) -> int:

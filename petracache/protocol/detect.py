@@ -5,6 +5,11 @@ the request magic) and the text protocol (everything else, meta commands include
 keeps that choice for the connection's life (``try_read_command_negotiate``). So does
 ``ClientConnection``: it then behaves as a ``MemcacheConnection`` or a
 ``BinaryConnection`` (the same interface), so the data plane needs no knowledge of which.
+
+memcached's ``-B`` fixes the protocol instead (``protocol``): with ``ascii`` every
+connection is a text one, whatever its first byte (a binary request then reads as a
+malformed text line, as in memcached -B ascii); with ``binary`` every connection is a binary
+one (text closes it once a 24-byte header's worth has arrived without the magic byte).
 """
 
 from __future__ import annotations
@@ -13,10 +18,10 @@ from collections.abc import Callable, Iterator
 from typing import Final
 
 from petracache.protocol.binary import REQUEST_MAGIC, BinaryConnection
-from petracache.protocol.connection import Batch, Execute, MemcacheConnection
+from petracache.protocol.connection import REQS_PER_EVENT, Batch, Execute, MemcacheConnection
 from petracache.rules.sizes import DEFAULT_ITEM_SIZE_MAX
 
-_NOTHING: Final = Batch(b"", False, False, 0)
+_NOTHING: Final = Batch(b"", False, False, 0, 0)
 
 
 class ClientConnection:
@@ -30,18 +35,34 @@ class ClientConnection:
         item_size_max: memcached's ``-I``.
         users: the auth file's users; a binary connection then requires SASL PLAIN (a text
             connection's authentication is the server's ``AuthGate``).
+        binding: memcached's ``-B``: ``auto`` (the first byte decides), ``ascii``, ``binary``.
+        reqs_per_event: memcached's ``-R`` (the flush points).
     """
 
-    __slots__ = ("_item_size_max", "_users", "process", "protocol", "receive_data")
+    __slots__ = (
+        "_binding",
+        "_item_size_max",
+        "_reqs_per_event",
+        "_users",
+        "process",
+        "protocol",
+        "receive_data",
+    )
 
     receive_data: Callable[[bytes | bytearray], None]
     process: Callable[[Execute, int], Batch]
 
     def __init__(
-        self, item_size_max: int = DEFAULT_ITEM_SIZE_MAX, users: dict[bytes, bytes] | None = None
+        self,
+        item_size_max: int = DEFAULT_ITEM_SIZE_MAX,
+        users: dict[bytes, bytes] | None = None,
+        binding: str = "auto",
+        reqs_per_event: int = REQS_PER_EVENT,
     ) -> None:
         self._item_size_max = item_size_max
         self._users = users
+        self._binding = binding
+        self._reqs_per_event = reqs_per_event
         self.protocol: MemcacheConnection | BinaryConnection | None = None
         self.receive_data = self._first_data
         self.process = _nothing
@@ -67,10 +88,11 @@ class ClientConnection:
         if not data:
             return
         protocol: MemcacheConnection | BinaryConnection
-        if data[0] == REQUEST_MAGIC:
-            protocol = BinaryConnection(self._item_size_max, self._users)
+        binding = self._binding
+        if binding == "binary" or (binding == "auto" and data[0] == REQUEST_MAGIC):
+            protocol = BinaryConnection(self._item_size_max, self._users, self._reqs_per_event)
         else:
-            protocol = MemcacheConnection(self._item_size_max)
+            protocol = MemcacheConnection(self._item_size_max, self._reqs_per_event)
         self.protocol = protocol
         self.receive_data = protocol.receive_data
         self.process = protocol.process

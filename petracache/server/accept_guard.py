@@ -9,6 +9,14 @@ one line without the traceback (with how many were folded into it) and drops the
 also remembers when the last failure happened, so ``/ready`` answers 503 while accepts
 are failing (a load balancer then sends new clients elsewhere) and 200 again once they
 succeed.
+
+The same failures are memcached's "listen disabled" state (memcached stops accepting when
+``accept`` fails with EMFILE and counts it): each run of failures no more than
+``STARVED_FOR`` apart counts once in ``listen_disabled_num``, the time from its first
+failure to its last adds to ``time_in_listen_disabled_us``, and ``stats`` shows
+``accepting_conns 0`` while ``starved``. Going over ``max_connections`` is not such a
+state: as memcached with its default ``maxconns_fast``, the connection is accepted, told
+``ERROR Too many open connections`` and closed (``rejected_connections``).
 """
 
 from __future__ import annotations
@@ -16,6 +24,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+
+from petracache.observability.counters import Counters
 
 TRIO_LOGGER = "trio.serve_listeners"  # trio's logger for accept failures
 REPORT_INTERVAL = 10.0  # seconds between two log lines about failing accepts
@@ -27,11 +37,16 @@ class AcceptGuard(logging.Filter):
 
     Args:
         clock: monotonic seconds (injected for tests).
+        counters: where ``listen_disabled_num`` and ``time_in_listen_disabled_us`` move
+            (settable later: ``app`` installs the guard before it builds the counters).
     """
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, counters: Counters | None = None
+    ) -> None:
         super().__init__()
         self._clock = clock
+        self.counters = counters
         self._last_failure = float("-inf")
         self._last_report = float("-inf")
         self._folded = 0
@@ -43,6 +58,13 @@ class AcceptGuard(logging.Filter):
             return True
         now = self._clock()
         self.failures += 1
+        counters = self.counters
+        if counters is not None:
+            since = now - self._last_failure
+            if since >= STARVED_FOR:
+                counters.listen_disabled_num += 1  # a new run of failures
+            else:
+                counters.time_in_listen_disabled_us += round(since * 1_000_000)
         self._last_failure = now
         if now - self._last_report < REPORT_INTERVAL:
             self._folded += 1

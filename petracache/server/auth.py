@@ -97,10 +97,13 @@ class AuthGate:
     Args:
         users: user -> password, from ``load_auth_file``.
         counters: where ``auth_cmds`` and ``auth_errors`` are counted (memcached's stats).
+        binary: let a connection whose first byte is the binary magic through (it runs
+            SASL itself); False when only the text protocol is served (``-B ascii``).
     """
 
     users: dict[bytes, bytes]
     counters: Counters = field(default_factory=Counters)
+    binary: bool = True
     authenticated: bool = False
     closed: bool = False
     _buf: bytes = b""
@@ -112,7 +115,7 @@ class AuthGate:
 
         Once authenticated, whatever followed the credentials is in ``leftover()``.
         """
-        if not self._seen and data[:1] == BINARY_MAGIC:
+        if not self._seen and self.binary and data[:1] == BINARY_MAGIC:
             # A binary-protocol connection: not ours to judge; it answers SASL itself
             # (``protocol.binary``), so everything passes through as ``leftover()``.
             self.authenticated = True

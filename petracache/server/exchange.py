@@ -4,10 +4,11 @@ A connection is served by the reactor (``server.reactor_pass``, synchronous) or 
 trio task (``server.handler``: TLS, before authentication, fsync mode, the drain). Both do
 the same with what they read, and ``Exchange`` is that part: count the bytes, let them
 through the authentication gate while it is closed, hand them to the protocol connection,
-answer every complete request (``ClientConnection.process``), count the reply bytes and
-protocol errors, and say what the caller must do next. The callers keep only their I/O
-(``os.read``/``os.write`` and hand-backs; ``receive_some``/``send_all``, the fsync wait,
-checkpoints), the way h11's ``Connection`` leaves the sockets to its user::
+answer every complete request (``ClientConnection.process``), count the reply bytes,
+protocol errors and ``reqs_per_event`` yields, and say what the caller must do next. The
+callers keep only their I/O (``os.read``/``os.write`` and hand-backs;
+``receive_some``/``send_all``, the fsync wait, checkpoints), the way h11's ``Connection``
+leaves the sockets to its user::
 
     out = exchange.answer(data)  # one read's bytes
     while True:
@@ -87,10 +88,12 @@ class Exchange:
 
     def replies(self) -> bytes:
         """The next replies to write for what is buffered (see ``then``)."""
-        out, close, more, errors = self.conn.process(self.execute, self.write_size)
+        out, close, more, errors, yields = self.conn.process(self.execute, self.write_size)
         counters = self.counters
         if errors:
             counters.protocol_errors += errors
+        if yields:
+            counters.conn_yields += yields
         if out:
             counters.bytes_written += len(out)
         if close:

@@ -33,6 +33,7 @@ import trio
 
 from petracache.observability.counters import Counters
 from petracache.observability.watch import WatchLog, WatchStart
+from petracache.protocol.connection import REQS_PER_EVENT
 from petracache.protocol.detect import ClientConnection
 from petracache.protocol.requests import Request
 from petracache.protocol.responses import Response
@@ -71,6 +72,8 @@ class HandlerConfig:
     auth: dict[bytes, bytes] | None = None  # server.auth_file: users who may connect
     reactor: Reactor | None = None  # serves plain TCP connections (None: a task each)
     watch: WatchLog | None = None  # ``watch``: connection events, and watchers to serve
+    protocol: str = "auto"  # server.protocol: auto, ascii or binary (memcached -B, -S)
+    reqs_per_event: int = REQS_PER_EVENT  # server.reqs_per_event (memcached -R)
 
 
 @dataclass(eq=False, slots=True)
@@ -100,6 +103,9 @@ class ConnectionTracker:
     draining: bool = False
     active: int = 0
     all_closed: trio.Event = field(default_factory=trio.Event)
+    # The descriptor of the connection whose requests its own task is answering right now
+    # (-1: none; the reactor keeps its own): ``stats conns`` shows it in conn_parse_cmd.
+    serving: int = -1
 
     def begin_drain(self) -> None:
         """Stop every connection at its next read; in-flight batches still finish."""
@@ -213,13 +219,18 @@ class _Session:
         tracker: ConnectionTracker,
     ) -> None:
         self.view = view
+        self.tracker = tracker
         self.stream = stream  # plain TCP: fewer syscalls and scheduler passes (fastio)
         self.config = config
         self.tracker = tracker
         self.reason = b""  # memcached's close reason, once one is known (watch connevents)
-        # Text or binary, decided by the first byte (binary runs SASL itself when auth is on).
-        conn = ClientConnection(config.item_size_max, config.auth)
-        gate = AuthGate(config.auth, counters) if config.auth is not None else None
+        # Text or binary, decided by the first byte unless server.protocol fixes it (binary
+        # runs SASL itself when auth is on; the text gate is only for text connections).
+        protocol = config.protocol
+        conn = ClientConnection(config.item_size_max, config.auth, protocol, config.reqs_per_event)
+        gate = None
+        if config.auth is not None and protocol != "binary":
+            gate = AuthGate(config.auth, counters, binary=protocol == "auto")
         if tracker.tags is not None:  # someone watches: this connection's requests say so
             execute = tracker.tags.execute_for(view.fd)
         self.exchange = view.exchange = Exchange(conn, execute, counters, config.write_size, gate)
@@ -242,6 +253,7 @@ class _Session:
             return not handback.close and await self.respond(None)
         if reason is Reason.IDLE:
             self.reason = b"idle_timeout"
+            self.exchange.counters.idle_kicks += 1
         return reason is Reason.DRAIN  # CLOSE and IDLE end the connection
 
     async def respond(self, data: bytes | bytearray | None) -> bool:
@@ -259,11 +271,11 @@ class _Session:
         durability = config.durability
         mark = durability.mark() if durability is not None else 0
         if data is not None:
-            out = exchange.answer(data)
+            out = self._answer(data)
         elif exchange.then == STREAM:  # handed back by the reactor to stream: see below
             out = b""
         else:
-            out = exchange.replies()
+            out = self._answer(None)
         while True:
             try:
                 config.commit()
@@ -287,7 +299,18 @@ class _Session:
                     if not await serve_watcher(self.stream, start, self.config.watch, scopes):
                         return False
                 await trio.lowlevel.checkpoint()  # a metadump: other clients run between chunks
-            out = exchange.replies()
+            out = self._answer(None)
+
+    def _answer(self, data: bytes | bytearray | None) -> bytes:
+        """``Exchange.answer`` (or ``replies`` for None), marked as this connection's turn
+        for ``stats conns``; no checkpoint inside, so the mark cannot leak to another."""
+        tracker = self.tracker
+        view = self.view
+        tracker.serving = view.sock.fileno() if view.sock is not None else -1
+        try:
+            return self.exchange.replies() if data is None else self.exchange.answer(data)
+        finally:
+            tracker.serving = -1
 
     def _watch_start(self) -> WatchStart | None:
         """The ``watch`` this connection's streamed reply is, if it is one."""
@@ -338,5 +361,6 @@ async def _serve_reads(session: _Session, tracker: ConnectionTracker) -> bool:
         # or nothing more arrived while draining.
         if not draining and not tracker.draining:
             session.reason = b"idle_timeout"
+            session.exchange.counters.idle_kicks += 1
         return not draining and tracker.draining
     return True  # the drain began while a batch was being answered: go on as a drainer

@@ -73,6 +73,12 @@ class Reactor:
         """Connections currently served by the reactor."""
         return len(self._slots)
 
+    @property
+    def serving(self) -> int:
+        """The descriptor of the connection whose read the reactor answered last: while a
+        request runs from the reactor, the one it came on."""
+        return self._pass.serving
+
     def last_active(self, fd: int) -> float | None:
         """When the connection on ``fd`` last sent input (trio time), if parked here."""
         slot = self._slots.get(fd)

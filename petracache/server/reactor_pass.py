@@ -96,6 +96,7 @@ class ReactorPass:
         self._hand_back = hand_back
         self._read_size = read_size
         self._commit = commit
+        self.serving = -1  # the descriptor last read (stats conns: conn_parse_cmd)
 
     def serve(self, events: list[tuple[int, int]], now: float) -> None:
         """Serve every ready connection in ``events`` once (``now``: trio time, for the idle
@@ -134,6 +135,7 @@ class ReactorPass:
         """One read of one connection and its answers (None: the connection was handed
         back, nothing to write)."""
         fd = slot.fd
+        self.serving = fd
         try:
             data = _read(fd, self._read_size)
         except BlockingIOError:

@@ -101,7 +101,7 @@ class Engine:
             db.meta,
             db.write_opts,
             track_expiry=settings.enable_ttl_compaction,
-            track_age=settings.max_disk_bytes > 0,
+            track_age=settings.max_disk_bytes > 0 and settings.eviction != "none",
         )
         # Every key's size, so a set knows what it replaces without a read (exact counts).
         self.key_sizes = (
@@ -132,6 +132,9 @@ class Engine:
             self.counters.extra["cold_starts"] = 1
         self._heartbeat.beat(self.now())
         self._closed = False
+        # Set by the reclaimer when eviction is off (memcached -M) and the live data reached
+        # where eviction would start: stores are then refused (commands.classic.store_item).
+        self.out_of_space = False
 
     def now(self) -> int:
         """Current time in whole seconds (memcached's clock ticks once per second)."""

@@ -13,3 +13,10 @@ class DatabaseLocked(StorageError):
 
 class CorruptValue(StorageError):
     """A stored value cannot be decoded (truncated, unknown format version)."""
+
+
+class OutOfMemory(StorageError):
+    """A store refused: the disk bound is reached and eviction is off (memcached -M)."""
+
+    def __init__(self) -> None:
+        super().__init__("out of memory storing object")

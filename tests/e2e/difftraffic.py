@@ -29,7 +29,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tests.harness import FencedClient
+from tests.harness import Address, FencedClient
 
 FENCE = b"set __fence 0 0 5\r\nFENCE\r\nget __fence\r\n"
 FENCE_REPLY = b"STORED\r\nVALUE __fence 0 5\r\nFENCE\r\nEND\r\n"
@@ -393,7 +393,7 @@ class Generator:
 class Peer(FencedClient):
     """One connection to one server, with its CAS history for rendering ``CasRef``."""
 
-    def __init__(self, port: int, name: str, timeout: float = 10.0) -> None:
+    def __init__(self, port: Address, name: str, timeout: float = 10.0) -> None:
         super().__init__(port, name, timeout)
         self.seen: dict[bytes, list[int]] = {}
 

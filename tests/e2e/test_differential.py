@@ -6,6 +6,9 @@ replies); seeded random traffic (``difftraffic``: valid and malformed commands, 
 split at random bytes) covers their combinations. Replies must be byte-identical once CAS
 uniques are replaced by ordinals and the version string by ``X``; every batch also compares
 both servers' state (``gets`` of every key). ``stats`` values and timing are excluded.
+The scripted cases and some random traffic also go through both servers' unix sockets
+(``-s``). Servers started with other memcached flags are compared in
+``test_differential_flags``.
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ import difflib
 import random
 import re
 import socket
+import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -48,6 +53,23 @@ def peers(memcached: MemcachedProcess, shared_server: PetracacheProcess) -> Iter
         peer.exchange(reset, random.Random(0))
         peer.close()
     print(f"\ndifferential: {COMPARED} commands compared")
+
+
+@pytest.fixture(scope="module")
+def unix_peers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Peer]]:
+    """The same pair, each serving on a unix socket only (memcached ``-s``)."""
+    # memcached runs as nobody under root: its socket's directory must be writable to it,
+    # and a unix socket path must stay under 108 bytes (pytest's tmp paths can be longer).
+    root = Path(tempfile.mkdtemp(prefix="pc-unix-"))
+    root.chmod(0o777)
+    memcached = MemcachedProcess(unix_path=str(root / "mc.sock"))
+    server = PetracacheProcess(tmp_path_factory.mktemp("pc-unix"), ["-s", str(root / "pc.sock")])
+    with server:
+        pair = [Peer(memcached.address, "memcached"), Peer(server.address, "petracache")]
+        yield pair
+        for peer in pair:
+            peer.close()
+    memcached.stop()
 
 
 def compare(peers: list[Peer], commands: list[list[Part]], seed: int = 0) -> None:
@@ -306,6 +328,26 @@ def test_random_traffic(peers: list[Peer], seed: int) -> None:
     COMPARED["random"] += generator.count
     assert not mismatches, _explain(*mismatches[0])
     assert generator.count > RANDOM_BATCHES * 5
+
+
+def test_scripted_over_unix_sockets(unix_peers: list[Peer]) -> None:
+    """Every scripted case through memcached -s and petracache -s, command by command (a
+    unix socket buffers far less than loopback TCP: the pipelined megabyte cases would fill
+    both directions while the client is still sending, with either server)."""
+    for commands in SCRIPTED.values():
+        for command in commands:
+            compare(unix_peers, [command])
+        COMPARED["scripted"] += len(commands)
+
+
+def test_random_traffic_over_unix_sockets(unix_peers: list[Peer]) -> None:
+    generator = Generator(RANDOM_SEEDS[0] + 100)
+    sizes = random.Random(5)
+    for index in range(RANDOM_BATCHES // 2):
+        batch = generator.batch(sizes.randint(1, 25))
+        mc, pc = (peer.exchange(batch, random.Random(index)) for peer in unix_peers)
+        assert mc == pc, _explain(index, batch.commands, mc, pc)
+    COMPARED["random"] += generator.count
 
 
 def _explain(index: int, commands: list[list[Part]], mc: bytes, pc: bytes) -> str:

@@ -351,6 +351,25 @@ def test_detection_by_first_byte() -> None:
     assert text.process(lambda r: Status.OK, 100).data == b"OK\r\n"
 
 
+def test_binding_protocol_fixes_the_protocol() -> None:
+    """memcached -B: ascii reads the magic byte as text, binary reads text as a header."""
+    ascii_only = ClientConnection(binding="ascii")
+    ascii_only.receive_data(req(0x0A))
+    assert isinstance(ascii_only.protocol, MemcacheConnection)
+    binary_only = ClientConnection(binding="binary")
+    binary_only.receive_data(b"version\r\n")
+    assert isinstance(binary_only.protocol, BinaryConnection)
+    assert binary_only.process(execute, 100) == (b"", False, False, 0, 0)  # needs 24 bytes
+    binary_only.receive_data(b"x" * 20)
+    assert binary_only.process(execute, 100).close  # no magic byte: closed, no reply
+
+
+def test_binary_yields_at_reqs_per_event() -> None:
+    conn = ClientConnection(reqs_per_event=2)
+    conn.receive_data(req(0x0A) * 2 + req(0x0B) * 2)  # noop noop version version
+    assert conn.process(execute, 1 << 20).yields == 2  # the 3rd, and the final write
+
+
 # -- properties ------------------------------------------------------------------------------
 
 

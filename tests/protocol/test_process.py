@@ -116,3 +116,41 @@ def test_flush_point_count_spans_write_limit_stops() -> None:
 def test_incomplete_input_waits() -> None:
     data, close, more, _errors = process(b"set k 0 0 5\r\nab")
     assert (data, close, more) == (b"", False, False)
+
+
+def yields_of(data: bytes, reqs_per_event: int) -> tuple[int, bytes]:
+    """``Batch.yields`` and the replies kept before a closing long line, with ``-R``."""
+    conn = MemcacheConnection(reqs_per_event=reqs_per_event)
+    conn.receive_data(data)
+    batch = conn.process(execute, 1 << 20)
+    return batch.yields, batch.data
+
+
+@pytest.mark.parametrize(
+    ("data", "reqs_per_event", "yields"),
+    [
+        (b"delete k\r\n" * 2, 2, 1),  # the final write takes the third share
+        (b"delete k noreply\r\n" * 4, 2, 2),  # noreply replies are held (and skipped) too
+        (b"delete k\r\n", 2, 0),
+        (b"get k\r\n" * 2, 2, 0),  # nothing held at the end: no final write
+        (b"get k\r\ndelete k\r\n", 2, 1),
+        (b"bogus\r\n" * 2, 2, 1),
+        (b"delete k\r\n" * 20, 20, 1),
+        (b"delete k\r\n" * 40, 20, 2),
+        (b"delete k\r\n" * 41, 20, 2),  # the 41st is a yield point: nothing held after it
+        (b"mn\r\n" * 7 + b"delete k\r\n" * 3, 2, 5),
+    ],
+)
+def test_yields_are_counted_as_memcached_counts_conn_yields(
+    data: bytes, reqs_per_event: int, yields: int
+) -> None:
+    assert yields_of(data, reqs_per_event)[0] == yields
+
+
+@pytest.mark.parametrize("reqs_per_event", [1, 2, 5])
+def test_reqs_per_event_moves_the_flush_points(reqs_per_event: int) -> None:
+    count, data = yields_of(b"delete k\r\n" * 12 + b"x" * 3000, reqs_per_event)
+    first, every = reqs_per_event + 1, reqs_per_event
+    kept = first + (12 - first) // every * every  # the last flush point at or before 12
+    assert data.count(b"NOT_FOUND") == kept
+    assert count == 1 + (12 - first) // every

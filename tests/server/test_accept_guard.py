@@ -108,3 +108,42 @@ def test_ready_is_false_while_accepts_fail() -> None:
     assert not _ready(readiness)
     clock.now += STARVED_FOR + 0.1
     assert _ready(readiness)
+
+
+def test_each_run_of_failures_is_one_listen_disabled() -> None:
+    """memcached's listen_disabled_num and time_in_listen_disabled_us, and accepting_conns."""
+    from petracache.app import Readiness, _accepting
+    from petracache.observability.counters import Counters
+
+    clock = _Clock()
+    counters = Counters()
+    guard = AcceptGuard(clock=clock, counters=counters)
+    readiness = Readiness(db_open=True, accepting=True, accepts=guard)
+    assert _accepting(readiness)
+
+    def fail() -> None:
+        guard.filter(
+            logging.LogRecord(
+                "trio.serve_listeners",
+                logging.ERROR,
+                "",
+                0,
+                "accept returned %s",
+                ("EMFILE",),
+                None,
+            )
+        )
+
+    for _ in range(5):  # one run: trio retries every 0.1 s
+        fail()
+        assert not _accepting(readiness)
+        clock.now += 0.1
+    assert counters.listen_disabled_num == 1
+    assert counters.time_in_listen_disabled_us == 400_000
+    clock.now += STARVED_FOR  # accepts succeed again
+    assert _accepting(readiness)
+    fail()
+    assert (counters.listen_disabled_num, counters.time_in_listen_disabled_us) == (2, 400_000)
+    readiness.accepting = False  # draining: not accepting either
+    clock.now += STARVED_FOR
+    assert not _accepting(readiness)

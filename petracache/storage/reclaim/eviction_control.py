@@ -28,6 +28,11 @@ Rules (``max_disk_bytes`` is the bound):
   slow writes make the lead zero. (The alternatives measured, and why they did not lower
   the peaks: docs/benchmarks.md.)
 * No new round starts while the last one's compaction, or a garbage reclaim's, runs.
+* With eviction off (``eviction = "none"``, memcached's ``-M``) there are no rounds:
+  ``full`` says whether the evictable bytes have reached ``HIGH_WATER`` of the bound, where
+  a round would start, and stores are refused while they have (the reclaimer sets
+  ``Engine.out_of_space``). Garbage is reclaimed as above, and only live data counts, so
+  overwrites and expired items never make the cache refuse stores for long.
 """
 
 from __future__ import annotations
@@ -97,6 +102,30 @@ class EvictionControl:
         self.target = min(target, int(MAX_ROUND * self.bound))
         self._round_started = self._timer()
         return True
+
+    def full(self, usage: Callable[[], int], live: Callable[[], int | None] | None = None) -> bool:
+        """With eviction off: whether the evictable bytes reached the mark a round would
+        start at (no lead: nothing is evicted ahead of the writes). Usage over the mark with
+        less live data is garbage: a reclaim is asked for (``garbage``), as in ``due``, and
+        the answer is False.
+
+        Args:
+            usage: measures the disk (what the bound bounds).
+            live: the live data's estimated size on disk, or None when unknown.
+        """
+        used = usage()
+        high = HIGH_WATER * self.bound
+        if used < high:
+            return False
+        known = None if live is None else live()
+        evictable = used if known is None else min(used, known)
+        if evictable >= high:
+            return True
+        now = self._timer()
+        if not self._reclaiming and now - self._garbage_at >= GARBAGE_INTERVAL:
+            self._garbage_at = now
+            self.garbage = self._reclaiming = True
+        return False
 
     def _lead_bytes(self, usage: int) -> int:
         """The usage the writes will add while a round and its compaction run."""

@@ -128,7 +128,9 @@ class Reclaimer:
     Args:
         engine: the open engine (its ``index`` says which indexes are maintained).
         max_disk_bytes: the eviction bound; 0 disables eviction.
-        eviction: ``"clock"`` (spare items read since their last pass) or ``"fifo"``.
+        eviction: ``"clock"`` (spare items read since their last pass), ``"fifo"``, or
+            ``"none"`` (memcached -M: nothing is evicted; at the mark where a round would
+            start, ``Engine.out_of_space`` is set and stores are refused).
         timer: monotonic seconds, for the per-step time budget and the flush interval.
     """
 
@@ -140,7 +142,9 @@ class Reclaimer:
         timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._engine = engine
-        self._max_disk = max_disk_bytes if engine.index.track_age else 0
+        self._evicting = eviction != "none"
+        # Eviction reads the age index, kept only when a bound was configured at start.
+        self._max_disk = max_disk_bytes if engine.index.track_age or not self._evicting else 0
         self._second_chance = eviction == "clock"
         self._timer = timer
         self._last_flush = -FLUSH_MIN_INTERVAL
@@ -185,7 +189,9 @@ class Reclaimer:
         deadline = self._timer() + STEP_BUDGET
         self.share = 1.0
         control = self._control
-        if not self._other_turn and self._max_disk and control.due(self.disk_usage, self.live):
+        if self._max_disk and not self._evicting:
+            self._engine.out_of_space = control.full(self.disk_usage, self.live)
+        elif not self._other_turn and self._max_disk and control.due(self.disk_usage, self.live):
             if control.over_bound:  # writes are outpacing eviction: take a bigger share
                 deadline += STEP_BUDGET * (OVER_BOUND_SHARE - 1)
             more = self._evict(deadline)
@@ -217,6 +223,8 @@ class Reclaimer:
 
     @property
     def eviction_enabled(self) -> bool:
+        """Whether a disk bound is enforced (by evicting, or with eviction off by refusing
+        stores): the reclaim loop then measures the disk often."""
         return self._max_disk > 0
 
     # -- eviction ----------------------------------------------------------------------------
