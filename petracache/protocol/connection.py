@@ -268,11 +268,9 @@ class MemcacheConnection(InputBuffer):
             execute: runs one request (synchronously) and returns its response.
             limit: reply bytes after which to stop and hand back what is held.
         """
-        if self._stream is not None:
-            chunk = next(self._stream, None)
-            if chunk is not None:
-                return Batch(chunk, False, True, 0, 0)
-            self._stream = None
+        streamed = self._next_chunk()
+        if streamed is not None:
+            return streamed
         out: list[bytes] = []
         size = 0
         flushed = 0  # out[:flushed] is what memcached would have written already (rule 5)
@@ -336,6 +334,17 @@ class MemcacheConnection(InputBuffer):
         # Every read ends here: tuple.__new__ builds the Batch without NamedTuple's __new__,
         # which is a Python-level function even in the compiled build.
         return _tuple_new(_BATCH, (data, False, False, failures, yields))
+
+    def _next_chunk(self) -> Batch | None:
+        """The streamed reply's next chunk; None when no reply streams (any more)."""
+        stream = self._stream
+        if stream is None:
+            return None
+        chunk = next(stream, None)
+        if chunk is None:
+            self._stream = None
+            return None
+        return Batch(chunk, False, True, 0, 0)
 
     @staticmethod
     def send(request: Request, response: Response) -> bytes:
