@@ -45,6 +45,7 @@ from typing import Any
 
 from petracache.storage import rocks
 from petracache.storage.cas import CAS_KEY
+from petracache.storage.dirs import fsync_dir, makedirs_durable
 from petracache.storage.engine import Engine
 from petracache.storage.errors import StorageError
 from petracache.storage.flush import FLUSH_KEY
@@ -142,12 +143,12 @@ class Backups:
         partial = os.path.join(self.backup_dir, f".{name}{PARTIAL_SUFFIX}")
         db: Any = engine.db.items
         try:
-            os.makedirs(self.backup_dir, exist_ok=True)
+            makedirs_durable(self.backup_dir)
             rocks.checkpoint(db, partial)
             _write_marker(partial, engine, now)
-            _fsync_dir(partial)
+            fsync_dir(partial)
             os.rename(partial, final)
-            _fsync_dir(self.backup_dir)
+            fsync_dir(self.backup_dir)
         except Exception as exc:  # rocksdict raises bare Exception; OSError from the fs
             shutil.rmtree(partial, ignore_errors=True)
             raise BackupError(f"backup to {self.backup_dir} failed: {exc}") from exc
@@ -184,14 +185,6 @@ def _write_marker(path: str, engine: Engine, when: datetime.datetime) -> None:
         f.write("\n")
         f.flush()
         os.fsync(f.fileno())
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # -- restore (offline) ---------------------------------------------------------------------
@@ -298,5 +291,5 @@ def restore(backup: str, db_path: str, force: bool = False) -> int:
     if os.path.isdir(db_path):
         shutil.rmtree(db_path)
     os.rename(staging, db_path)
-    _fsync_dir(os.path.dirname(db_path))
+    fsync_dir(os.path.dirname(db_path))
     return mark
