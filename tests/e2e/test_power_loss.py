@@ -18,6 +18,7 @@ run in docs/operations.md used 200).
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import random
@@ -207,8 +208,8 @@ class BackupLoop(threading.Thread):
                 assert reply == b"STORED\r\n"
                 result = _post_backup(self.admin)
                 self.reported.append((Path(str(result["path"])), mark))
-        except OSError:
-            return  # the server died mid-request (urllib's errors are OSErrors too)
+        except (OSError, http.client.HTTPException):
+            return  # the server died mid-request (a refused or cut connection, a short reply)
         except BaseException as exc:
             self.failure = exc
 
