@@ -38,6 +38,7 @@ from petracache.server.accept_guard import AcceptGuard
 from petracache.server.auth import AuthFileError, load_auth_file
 from petracache.server.durability import GroupCommitter
 from petracache.server.handler import HandlerConfig
+from petracache.server.health import StorageHealth
 from petracache.server.housekeeping import heartbeat, recount
 from petracache.server.serve import DataPlane
 from petracache.server.tasks import reclaim_task
@@ -46,6 +47,7 @@ from petracache.storage.backup import Backups, default_backup_dir
 from petracache.storage.engine import Engine
 from petracache.storage.recovery import CHILD_RECOVERY_BYTES
 from petracache.storage.rocks import wal_bytes
+from petracache.storage.warm_restart import HEARTBEAT_INTERVAL
 
 log = logging.getLogger("petracache")
 
@@ -62,11 +64,18 @@ class Readiness:
     accepting: bool = False
     draining: bool = False
     accepts: AcceptGuard | None = None  # set while serving: accepts failing for lack of fds
+    health: StorageHealth | None = None  # set once the database is open
 
     @property
     def ready(self) -> bool:
         starved = self.accepts is not None and self.accepts.starved
-        return self.db_open and self.accepting and not self.draining and not starved
+        writable = self.health is None or self.health.writable
+        return self.db_open and self.accepting and not self.draining and not starved and writable
+
+    @property
+    def detail(self) -> str:
+        """Why not ready, when the reason is worth a line (/ready's body): failing storage."""
+        return "" if self.health is None else self.health.detail
 
 
 def _start_admin(
@@ -148,12 +157,15 @@ async def _run(settings: Settings, readiness: Readiness, signals: AsyncIterator[
                 )
                 readiness.db_open = True
                 _log_verdict(engine)
+                health = readiness.health = StorageHealth()
+                nursery.start_soon(health.run, engine)
                 collector.engine = engine
+                collector.health = health
                 backups.attach(engine)
                 reclaim = reclaim_task(engine, settings.storage)
                 if reclaim is not None:
                     nursery.start_soon(reclaim.run)  # cancelled with the nursery, before close
-                nursery.start_soon(heartbeat, engine)
+                nursery.start_soon(heartbeat, engine, HEARTBEAT_INTERVAL, health.failed)
                 nursery.start_soon(recount, engine)
                 info = ServerInfo(
                     max_connections=server_cfg.max_connections,
@@ -165,10 +177,11 @@ async def _run(settings: Settings, readiness: Readiness, signals: AsyncIterator[
                     idle_timeout=server_cfg.idle_timeout,
                     request_shutdown=partial(_shutdown_command, stop),
                     set_disk_bound=None if reclaim is None else reclaim.reclaimer.set_bound,
+                    storage_health=partial(_health_stats, health),
                 )
-                executor = Executor(engine, counters, info)
+                executor = Executor(engine, counters, info, health.failed)
                 fsync = settings.storage.durability == "fsync"
-                committer = GroupCommitter(engine.sequence) if fsync else None
+                committer = GroupCommitter(engine.sequence, health.failed) if fsync else None
                 host, port = split_host_port(server_cfg.listen_addr)
                 plane = DataPlane(
                     host,
@@ -207,6 +220,15 @@ async def _run(settings: Settings, readiness: Readiness, signals: AsyncIterator[
             await trio.to_thread.run_sync(engine.close)
             readiness.db_open = False
             log.info("database closed; bye")
+
+
+def _health_stats(health: StorageHealth) -> list[tuple[str, int]]:
+    """``stats`` fields of the storage health (``server.health``)."""
+    return [
+        ("storage_writable", int(health.writable)),
+        ("storage_needs_restart", int(health.needs_restart)),
+        ("storage_failures", health.failures),
+    ]
 
 
 def _log_verdict(engine: Engine) -> None:

@@ -19,6 +19,7 @@ import functools
 import importlib.metadata
 import platform
 from collections.abc import Iterator
+from typing import Protocol
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -71,6 +72,14 @@ _ENGINE_COUNTERS = (
 )
 
 
+class HealthView(Protocol):
+    """What the storage-health metrics read (``server.health.StorageHealth``)."""
+
+    writable: bool
+    needs_restart: bool
+    failures: int
+
+
 class PetracacheCollector(Collector):
     """Builds every petracache metric family at scrape time.
 
@@ -84,6 +93,7 @@ class PetracacheCollector(Collector):
         self.counters = counters
         self.requests = requests
         self.engine: Engine | None = None
+        self.health: HealthView | None = None
 
     def collect(self) -> Iterator[Metric]:
         yield _build_info()
@@ -93,6 +103,38 @@ class PetracacheCollector(Collector):
         if engine is not None:
             yield from self._engine(engine)
             yield from self._items(engine)
+            yield from self._durability(engine)
+
+    def _durability(self, engine: Engine) -> Iterator[Metric]:
+        """WAL fsyncs (``durability = "fsync"``) and whether writes can be made durable."""
+        sequence = engine.sequence
+        yield CounterMetricFamily(
+            "petracache_wal_fsyncs", "Group-commit WAL fsyncs.", value=sequence.syncs
+        )
+        yield CounterMetricFamily(
+            "petracache_wal_fsync_failures",
+            "Group-commit WAL fsyncs that failed (their writes were not acknowledged).",
+            value=sequence.sync_failures,
+        )
+        health = self.health
+        if health is None:
+            return
+        yield GaugeMetricFamily(
+            "petracache_storage_writable",
+            "1 while writes can be made durable; 0 after a failed write or fsync, until a "
+            "probe succeeds (/ready answers 503 meanwhile).",
+            value=int(health.writable),
+        )
+        yield GaugeMetricFamily(
+            "petracache_storage_needs_restart",
+            "1 while the storage failure is one RocksDB does not resume from by itself.",
+            value=int(health.needs_restart),
+        )
+        yield CounterMetricFamily(
+            "petracache_storage_failures",
+            "Times the storage went from writable to failing.",
+            value=health.failures,
+        )
 
     def _requests(self) -> Iterator[Metric]:
         family = CounterMetricFamily(
