@@ -75,7 +75,8 @@ def _value(key: str, value: bytes = b"v") -> bytes:
 
 def _failing(server: PetracacheProcess, restart: bool) -> None:
     """/ready, stats and /metrics say that writes cannot be made durable, and why."""
-    status, body = wait_until(lambda: (s := _ready(server))[0] == 503 and s, what="503")
+    wait_until(lambda: _ready(server)[0] == 503, what="/ready answering 503")
+    status, body = _ready(server)
     assert status == 503
     if restart:
         assert body.startswith("not ready: storage failing, needs a restart: "), body
