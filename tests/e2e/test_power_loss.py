@@ -269,6 +269,9 @@ def test_a_power_cut_during_reclaim_and_compaction(tmp_path: Path) -> None:
             churn = [b"ttl:%d:%d" % (round_no, i) for i in range(3000)]
             set_many(client, churn, 1, value)  # expire in a second: the reaper's work
             wait_for_stat(client, "expired_reaped", before + 1, 30)
+            late = [b"late:%d:%d" % (round_no, i) for i in range(100)]
+            _write_keep(client, late, value)  # acknowledged while the reaper works
+            keep += late
             time.sleep(rng.uniform(0.0, 0.6))  # somewhere in the reaping and compactions
             client.close()
             _cut(server, fs)
