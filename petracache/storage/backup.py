@@ -21,7 +21,8 @@ Invariants:
 * Names sort by creation time (``petracache-YYYYmmddTHHMMSS.ffffffZ``, UTC); after each
   backup all but the newest ``keep`` are deleted.
 
-Restore strategy: copy the backup into a temporary sibling of the target, open the copy to
+Restore strategy: copy the backup into a temporary sibling of the target (each file fsynced,
+so the restored database survives a power cut), open the copy to
 check that it is a petracache database, move the CAS high-water mark ``RESTORE_CAS_SKIP``
 ahead (the original server may have handed out ids past the backup's mark; a restored
 server must not hand the same ones out again), then rename the copy into place. The backup
@@ -265,6 +266,16 @@ def _open_and_bump(path: str) -> int:
         db.close()
 
 
+def _copy_synced(source: str, target: str) -> None:
+    """Copy a file and fsync the copy: a restored database must survive a power cut."""
+    shutil.copy2(source, target)
+    fd = os.open(target, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def restore(backup: str, db_path: str, force: bool = False) -> int:
     """Restore ``backup`` into ``db_path`` (no server may run on it). Returns the CAS mark.
 
@@ -279,7 +290,14 @@ def restore(backup: str, db_path: str, force: bool = False) -> int:
     staging = f"{db_path}.restoring"
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        shutil.copytree(backup, staging, ignore=shutil.ignore_patterns(MARKER, "LOCK"))
+        makedirs_durable(os.path.dirname(db_path))
+        shutil.copytree(
+            backup,
+            staging,
+            ignore=shutil.ignore_patterns(MARKER, "LOCK"),
+            copy_function=_copy_synced,
+        )
+        fsync_dir(staging)
         mark = _open_and_bump(staging)
     except BackupError:
         shutil.rmtree(staging, ignore_errors=True)

@@ -7,8 +7,9 @@ server starts again on what survived.
 
 * ``durability = "fsync"``: every acknowledged write is there, nothing deleted comes back,
   CAS never goes back, the database opens without repair; also when the cut falls in a
-  backup, in the reclaimer's deletes and compactions, or in a clean shutdown, and soon
-  after the first start (the data directory's own name must be durable).
+  backup, in the reclaimer's deletes and compactions, or in a clean shutdown, soon after
+  the first start (the data directory's own name must be durable), and right after a
+  restore.
 * ``durability = "wal"``: the database opens, every key holds a state it once held, CAS
   never goes back; the acknowledged writes lost are counted and printed (``-s``).
 
@@ -33,6 +34,7 @@ from pathlib import Path
 import pytest
 
 from petracache.storage import rocks
+from petracache.storage.backup import restore
 from tests.e2e.fast_reclaim import FAST, set_many, stats, wait_for_stat
 from tests.e2e.powercut import Gate, Outcome, Writer, check, key_models
 from tests.faultfs.mount import FaultFS
@@ -319,3 +321,22 @@ def test_a_power_cut_during_a_clean_shutdown(tmp_path: Path, durability: str) ->
                 _write_keep(client, [k for k in written if k not in survivors], value)
             client.close()
         assert server.stop() == 0
+
+
+def test_a_restored_database_survives_a_power_cut(tmp_path: Path) -> None:
+    value = b"r" * 3000
+    keys = [b"k:%d" % i for i in range(300)]
+    with PetracacheProcess(tmp_path / "source") as source:  # on the ordinary disk
+        client = source.client()
+        _write_keep(client, keys, value)
+        client.close()
+        backup = str(_post_backup(source.admin_url())["path"])
+    with FaultFS(tmp_path / "fs") as fs:
+        target = fs.path / "restored" / "db"
+        restore(backup, str(target))  # what `petracache restore` does
+        fs.crash()  # the copy, its name and the directories above it must all be durable
+        server = PetracacheProcess(fs.workdir / "pc", args=["--db-path", str(target)])
+        with server.start():
+            client = server.client()
+            _all_present(client, keys, value)
+            client.close()
