@@ -32,6 +32,10 @@ class KeyModel:
     cas: int = 0  # the CAS of the acked state, when a gets saw it (0: not seen)
     pending: list[State] = field(default_factory=list)
     history: list[State] = field(default_factory=lambda: [None])
+    log: list[str] = field(default_factory=list)  # the last requests, for a failure's message
+
+    def note(self, what: str) -> None:
+        self.log = [*self.log[-11:], what]
 
 
 class Gate:
@@ -125,7 +129,15 @@ class Writer(threading.Thread):
         except OSError:  # ConnectionError and friends: the server died (or closed us)
             return
 
+    @staticmethod
+    def _in_flight(model: KeyModel, *states: State) -> None:
+        """A request that may be applied without its reply arriving. The possible states
+        add up: a flush_all cut in flight may be followed by the key's own request, sent
+        to a server already dead (or the other way round)."""
+        model.pending = [*model.pending, *states]
+
     def _acked(self, model: KeyModel, state: State) -> None:
+        model.note(f"acked {state!r}"[:80])
         model.acked = state
         model.history.append(state)
         model.pending = []
@@ -136,7 +148,8 @@ class Writer(threading.Thread):
         self.gate.enter_alone()
         try:
             for model in self.every_key.values():
-                model.pending = [None]
+                self._in_flight(model, None)
+                model.note(f"flush_all by writer {self.cid}")
             client.send(b"flush_all\r\n")
             assert client.read_line() == b"OK\r\n"
             for model in self.every_key.values():
@@ -167,16 +180,18 @@ class Writer(threading.Thread):
         if not counter:
             ops = ["set", "set", "add", "append", "prepend", "delete", "cas", "touch"]
         op = rng.choice(ops)
+        model.note(f"{op} seq {self.seq} value {value[:12]!r} flags {flags} ttl {ttl}")
         if op == "delete":
-            model.pending = [None]
+            self._in_flight(model, None)
             client.send(b"delete " + key + b"\r\n")
             expect = b"DELETED\r\n" if old is not None else b"NOT_FOUND\r\n"
             assert client.read_line() == expect
             self._acked(model, None)
         elif op == "touch":
             how = rng.choice([0, LONG_TTL, -1])  # no TTL, a long one, or expire it now
+            model.note(f"touch {how}")
             new: State = None if old is None or how < 0 else (old[0], old[1], how > 0)
-            model.pending = [new]
+            self._in_flight(model, new)
             client.send(b"touch %s %d\r\n" % (key, how))
             assert client.read_line() == (b"TOUCHED\r\n" if old is not None else b"NOT_FOUND\r\n")
             self._acked(model, new)
@@ -184,20 +199,22 @@ class Writer(threading.Thread):
             if old is None:
                 return
             number = int(old[0]) + 7
-            model.pending = [(b"%d" % number, old[1], old[2])]
+            new = (b"%d" % number, old[1], old[2])
+            self._in_flight(model, new)
             client.send(b"incr " + key + b" 7\r\n")
             assert client.read_line() == b"%d\r\n" % number
-            self._acked(model, model.pending[0])
+            self._acked(model, new)
         elif op == "cas":
             if old is None:
                 return
             cas = self._gets_cas(client, key, model)
-            model.pending = [(value, flags, ttl)]
+            new = (value, flags, ttl)
+            self._in_flight(model, new)
             client.send(
                 b"cas %s %d %d %d %d\r\n%s\r\n" % (key, flags, exptime, len(value), cas, value)
             )
             assert client.read_line() == b"STORED\r\n"
-            self._acked(model, model.pending[0])
+            self._acked(model, new)
         else:
             self._store(client, key, model, op, value, flags, exptime)
         if rng.random() < 0.3:  # learn the CAS of the acknowledged state
@@ -223,7 +240,8 @@ class Writer(threading.Thread):
         else:
             new = (value, flags, exptime != 0)
         stored = new is not None and (op != "add" or old is None)
-        model.pending = [new]
+        # An add also stores if a flush_all in flight emptied the key first.
+        self._in_flight(model, new, *([(value, flags, exptime != 0)] if op == "add" else []))
         client.send(
             b"%s %s %d %d %d\r\n%s\r\n" % (op.encode(), key, flags, exptime, len(value), value)
         )
@@ -261,7 +279,7 @@ def check(
         out.max_cas = max(out.max_cas, cas)
         allowed = [model.acked, *model.pending]
         if exact:
-            assert state in allowed, (key, state, allowed)
+            assert state in allowed, (key, state, cas, allowed, model.log)
             if state is not None and state == model.acked and not model.pending and model.cas:
                 assert cas == model.cas, (key, cas, model.cas)
             elif state is not None:
@@ -271,6 +289,7 @@ def check(
             back = len(model.history) - 1 - model.history[::-1].index(state)
             out.lost_keys += 1
             out.lost_writes += len(model.history) - 1 - back
+        model.note(f"after restart {server.starts}: {state!r} cas {cas}"[:80])
         model.acked = state
         model.history = [state]
         model.pending = []
