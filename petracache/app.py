@@ -46,6 +46,7 @@ from petracache.server.accept_guard import AcceptGuard
 from petracache.server.auth import AuthFileError, load_auth_file
 from petracache.server.durability import GroupCommitter
 from petracache.server.handler import HandlerConfig
+from petracache.server.health import StorageHealth
 from petracache.server.housekeeping import heartbeat, scan_keys
 from petracache.server.serve import DataPlane
 from petracache.server.tasks import ReclaimTask, reclaim_task
@@ -55,6 +56,7 @@ from petracache.storage.engine import Engine
 from petracache.storage.layout import layout
 from petracache.storage.recovery import CHILD_RECOVERY_BYTES
 from petracache.storage.rocks import wal_bytes
+from petracache.storage.warm_restart import HEARTBEAT_INTERVAL
 
 log = logging.getLogger("petracache")
 
@@ -77,11 +79,18 @@ class Readiness:
     accepting: bool = False
     draining: bool = False
     accepts: AcceptGuard | None = None  # set while serving: accepts failing for lack of fds
+    health: StorageHealth | None = None  # set once the database is open
 
     @property
     def ready(self) -> bool:
         starved = self.accepts is not None and self.accepts.starved
-        return self.db_open and self.accepting and not self.draining and not starved
+        writable = self.health is None or self.health.writable
+        return self.db_open and self.accepting and not self.draining and not starved and writable
+
+    @property
+    def detail(self) -> str:
+        """Why not ready, when the reason is worth a line (/ready's body): failing storage."""
+        return "" if self.health is None else self.health.detail
 
 
 def _start_admin(
@@ -175,14 +184,17 @@ async def _run(settings: Settings, readiness: Readiness, signals: AsyncIterator[
                 readiness.db_open = True
                 _log_verdict(engine)
                 _log_layout(settings.storage)
+                health = readiness.health = StorageHealth()
+                nursery.start_soon(health.run, engine)
                 collector.engine = engine
+                collector.health = health
                 backups.attach(engine)
                 watch = WatchLog()  # ``watch``: lines from the commands, reclaim, connections
                 reclaim = reclaim_task(engine, settings.storage)
                 if reclaim is not None:
                     reclaim.reclaimer.on_evict = eviction_hook(watch, server_cfg.max_item_size)
                     nursery.start_soon(reclaim.run)  # cancelled with the nursery, before close
-                nursery.start_soon(heartbeat, engine)
+                nursery.start_soon(heartbeat, engine, HEARTBEAT_INTERVAL, health.failed)
                 nursery.start_soon(scan_keys, engine)
                 info = ServerInfo(
                     max_connections=server_cfg.max_connections,
@@ -201,16 +213,17 @@ async def _run(settings: Settings, readiness: Readiness, signals: AsyncIterator[
                     cas_enabled=server_cfg.cas_enabled,
                     binding_protocol=server_cfg.protocol,
                     sasl_enabled=server_cfg.sasl,
+                    storage_health=partial(_health_stats, health),
                 )
-                executor = Executor(engine, counters, info, watch)
+                executor = Executor(engine, counters, info, watch, health.failed)
                 execute: Execute = executor.execute
                 if not server_cfg.cas_enabled:
                     execute = without_cas(execute, server_cfg.max_item_size)  # memcached -C
                 # The data plane commits each pass's writes at once, before its replies.
                 engine.defer_commits()
                 fsync = settings.storage.durability == "fsync"
-                committer = GroupCommitter(engine.sequence) if fsync else None
-                collector.server = _figures(settings, info, reclaim, committer)
+                committer = GroupCommitter(engine.sequence, health.failed) if fsync else None
+                collector.server = _figures(settings, info, reclaim)
                 host, port = split_host_port(server_cfg.listen_addr)
                 info.tcp_port = port
                 plane = DataPlane(
@@ -256,19 +269,13 @@ async def _run(settings: Settings, readiness: Readiness, signals: AsyncIterator[
             log.info("database closed; bye")
 
 
-def _figures(
-    settings: Settings,
-    info: ServerInfo,
-    reclaim: ReclaimTask | None,
-    committer: GroupCommitter | None,
-) -> ServerFigures:
+def _figures(settings: Settings, info: ServerInfo, reclaim: ReclaimTask | None) -> ServerFigures:
     """What /metrics reports about the server's limits and background work."""
     bound = settings.storage.max_disk_bytes
     reclaimer = reclaim.reclaimer if reclaim is not None else None
     return ServerFigures(
         max_connections=settings.server.max_connections,
         disk_bound=lambda: (info.disk_bound or bound) if bound else 0,
-        wal_fsync_failures=(lambda: committer.failures) if committer is not None else _zero,
         reclaim_lag=(lambda: reclaimer.lag) if reclaimer is not None else _zero,
     )
 
@@ -297,6 +304,15 @@ def write_port_file(path: str, addresses: list[tuple[str, int]]) -> None:
         os.rename(temp, path)
     except OSError as exc:
         log.warning("%s: cannot write %s: %s", PORT_FILE_ENV, temp, exc.strerror or exc)
+
+
+def _health_stats(health: StorageHealth) -> list[tuple[str, int]]:
+    """``stats`` fields of the storage health (``server.health``)."""
+    return [
+        ("storage_writable", int(health.writable)),
+        ("storage_needs_restart", int(health.needs_restart)),
+        ("storage_failures", health.failures),
+    ]
 
 
 def _log_verdict(engine: Engine) -> None:

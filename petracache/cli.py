@@ -388,9 +388,14 @@ def drop_privileges(user: str | None) -> None:
 
 
 def check_db_path(path: str) -> None:
-    """Fail early, with the option's name, when the data directory cannot be written."""
+    """Fail early, with the option's name, when the data directory cannot be written.
+
+    The directories it creates survive a power cut (``storage.dirs``).
+    """
+    from petracache.storage.dirs import makedirs_durable
+
     try:
-        os.makedirs(path, exist_ok=True)
+        makedirs_durable(path)
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as exc:

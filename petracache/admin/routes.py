@@ -49,7 +49,9 @@ def create_app(
     async def ready(request: Request) -> Response:
         if readiness.ready:
             return PlainTextResponse("ready\n")
-        return PlainTextResponse("not ready\n", status_code=503)
+        detail = getattr(readiness, "detail", "")  # e.g. why writes cannot be made durable
+        body = f"not ready: {detail}\n" if detail else "not ready\n"
+        return PlainTextResponse(body, status_code=503)
 
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -17,6 +17,7 @@ thread, so read-modify-write commands are atomic. Counters move only in ``comman
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from petracache.commands import admin, binary, classic, crawler, mcrouter, meta
 from petracache.commands.context import Context, Handler
@@ -50,13 +51,22 @@ class Executor:
         counters: the process's counters (shared with the server and ``/metrics``).
         info: what ``stats`` reports about the server.
         watch: the ``watch`` log the commands report to (a private one if None).
+        on_storage_error: told the error text of each storage failure (the server's
+            storage health, which logs once per failure streak); without it each failure is
+            logged.
     """
 
     def __init__(
-        self, engine: Engine, counters: Counters, info: ServerInfo, watch: WatchLog | None = None
+        self,
+        engine: Engine,
+        counters: Counters,
+        info: ServerInfo,
+        watch: WatchLog | None = None,
+        on_storage_error: Callable[[str], None] | None = None,
     ) -> None:
         self.ctx = Context(engine, counters, info, watch=watch or WatchLog())
         self._handlers = HANDLERS
+        self._on_storage_error = on_storage_error
 
     def execute(self, request: Request) -> Response:
         """Run one request; storage failures become ``SERVER_ERROR`` replies."""
@@ -67,5 +77,8 @@ class Executor:
             return NO_MEMORY
         except StorageError as exc:
             self.ctx.counters.storage_errors += 1
-            log.warning("storage error: %s", exc)
+            if self._on_storage_error is None:
+                log.warning("storage error: %s", exc)
+            else:
+                self._on_storage_error(str(exc))
             return ErrorReply(b"SERVER_ERROR %b\r\n" % str(exc).encode("utf-8", "replace"))

@@ -57,6 +57,8 @@ class ServerInfo:
     cas_enabled: bool = True  # memcached -C turns it off
     binding_protocol: str = "auto"  # memcached -B: auto, ascii or binary
     sasl_enabled: bool = False  # memcached -S
+    # storage_writable, storage_needs_restart, storage_failures (server.health)
+    storage_health: Callable[[], list[tuple[str, int]]] | None = None
 
 
 TCP_BACKLOG: Final = 4096  # server.serve: the listen backlog
@@ -148,6 +150,13 @@ def general_stats(counters: Counters, engine: Engine, info: ServerInfo) -> list[
         ("garbage_reclaims", ec.get("garbage_reclaims", 0)),
         ("corrupt_values", ec.get("corrupt_values", 0)),  # undecodable values read as misses
         ("wal_fsyncs", engine.sequence.syncs),  # group commits (durability = fsync)
+        ("wal_fsync_failures", engine.sequence.sync_failures),  # ... that failed
+        ("storage_errors", c["storage_errors"]),  # commands answered SERVER_ERROR by storage
+        *(
+            info.storage_health()
+            if info.storage_health is not None
+            else [("storage_writable", 1), ("storage_needs_restart", 0), ("storage_failures", 0)]
+        ),
         # writes a read makes on the side (lazy delete, fetch record) that failed, e.g. ENOSPC
         ("read_write_failures", ec.get("read_write_failures", 0)),
         # starts that invalidated what was stored (down longer than max_warm_downtime)

@@ -20,6 +20,7 @@ import importlib.metadata
 import platform
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -98,8 +99,15 @@ class ServerFigures:
 
     max_connections: int = 0
     disk_bound: Callable[[], int] = field(default=_zero)  # 0: no bound (cache_memlimit moves it)
-    wal_fsync_failures: Callable[[], int] = field(default=_zero)
     reclaim_lag: Callable[[], int] = field(default=_zero)
+
+
+class HealthView(Protocol):
+    """What the storage-health metrics read (``server.health.StorageHealth``)."""
+
+    writable: bool
+    needs_restart: bool
+    failures: int
 
 
 class PetracacheCollector(Collector):
@@ -117,6 +125,7 @@ class PetracacheCollector(Collector):
         self.requests = requests
         self.engine: Engine | None = None
         self.server = ServerFigures()
+        self.health: HealthView | None = None
 
     def collect(self) -> Iterator[Metric]:
         yield _build_info()
@@ -149,22 +158,25 @@ class PetracacheCollector(Collector):
         )
 
     def _durability(self, engine: Engine) -> Iterator[Metric]:
-        """Writes that did not reach the disk as promised, and the disk the bound applies to."""
+        """Writes that did not reach the disk as promised, whether writes can be made durable
+        now, and the disk the bound applies to."""
+        sequence = engine.sequence
         yield CounterMetricFamily(
             "petracache_wal_fsyncs",
             "WAL fsyncs made by group commit (durability = fsync).",
-            value=engine.sequence.syncs,
+            value=sequence.syncs,
         )
         yield CounterMetricFamily(
             "petracache_wal_fsync_failures",
             "WAL fsyncs that failed: the writes they covered were not acknowledged.",
-            value=self.server.wal_fsync_failures(),
+            value=sequence.sync_failures,
         )
         yield CounterMetricFamily(
             "petracache_read_write_failures",
             "Writes a read makes on the side (lazy delete, fetch record) that failed.",
             value=engine.counters.extra.get("read_write_failures", 0),
         )
+        yield from self._health()
         try:
             used = engine.db.disk_usage()
         except Exception:  # the engine may be closing; best effort, as the RocksDB gauges
@@ -173,6 +185,28 @@ class PetracacheCollector(Collector):
             "petracache_disk_used_bytes",
             "SST plus WAL (or memtable) bytes: what the disk bound limits.",
             value=used,
+        )
+
+    def _health(self) -> Iterator[Metric]:
+        """Whether writes can be made durable now (``server.health``)."""
+        health = self.health
+        if health is None:
+            return
+        yield GaugeMetricFamily(
+            "petracache_storage_writable",
+            "1 while writes can be made durable; 0 after a failed write or fsync, until a "
+            "probe succeeds (/ready answers 503 meanwhile).",
+            value=int(health.writable),
+        )
+        yield GaugeMetricFamily(
+            "petracache_storage_needs_restart",
+            "1 while the storage failure is one RocksDB does not resume from by itself.",
+            value=int(health.needs_restart),
+        )
+        yield CounterMetricFamily(
+            "petracache_storage_failures",
+            "Times the storage went from writable to failing.",
+            value=health.failures,
         )
 
     def _requests(self) -> Iterator[Metric]:

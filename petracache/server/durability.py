@@ -13,8 +13,13 @@ Invariants:
 * A reply to a write is sent only after an fsync that started after the write was applied.
 * If an fsync fails, no waiter is told its writes are durable: ``wait_durable`` raises
   ``NotDurable`` and the handler closes the connection without sending those replies (the
-  client sees an error, never an acknowledgement of something that may be lost). Later
-  rounds retry, so the server recovers by itself when the disk does.
+  client sees an error, never an acknowledgement of something that may be lost).
+* Never again, either: a write numbered up to a failed round's target is never
+  acknowledged, whatever later rounds do (``_failed_upto``). After a failure the next
+  rounds do not fsync again (a retried fsync can succeed without the pages the failed one
+  lost, "fsyncgate"): they flush the memtables to synced SST files first
+  (``WriteSequence.resync``), until one succeeds; then the server recovers by itself when
+  the disk does. ``on_failure`` hears of each failure (``server.health``: /ready, the log).
 """
 
 from __future__ import annotations
@@ -50,14 +55,19 @@ class GroupCommitter:
 
     Args:
         commit: the engine's ``WriteSequence``.
+        on_failure: called with the error when an fsync round fails (trio thread).
     """
 
-    def __init__(self, commit: WriteSequence) -> None:
+    def __init__(
+        self, commit: WriteSequence, on_failure: Callable[[str], None] | None = None
+    ) -> None:
         self._commit = commit
+        self._on_failure = on_failure
+        self._failed_upto = -1  # the highest target of a failed round: never acknowledged
+        self._suspect = False  # a round failed: resync (flush first) until one succeeds
         self._wanted = trio.Event()  # set when some task waits for a sync
         self._round = _Round()  # the next round to end; replaced when it does
         self._limiter = trio.CapacityLimiter(1)
-        self.failures = 0  # fsyncs that failed (petracache_wal_fsync_failures_total)
 
     def mark(self) -> int:
         """The current write number; pass it to ``settle`` after executing a batch."""
@@ -81,7 +91,11 @@ class GroupCommitter:
             NotDurable: the fsync that should have covered ``target`` failed.
         """
         commit = self._commit
-        while commit.synced < target:
+        while True:
+            if target <= self._failed_upto:
+                raise NotDurable("WAL fsync failed")
+            if commit.synced >= target:
+                return
             self._wanted.set()
             this_round = self._round
             await this_round.done.wait()
@@ -96,13 +110,19 @@ class GroupCommitter:
             self._wanted = trio.Event()
             target = commit.written
             failed = False
+            sync = commit.resync if self._suspect else commit.sync
             try:
-                await trio.to_thread.run_sync(commit.sync, target, limiter=self._limiter)
+                await trio.to_thread.run_sync(sync, target, limiter=self._limiter)
             except StorageError as exc:
                 failed = True
-                self.failures += 1
-                log.warning("group commit: %s", exc)
+                self._failed_upto = max(self._failed_upto, target)
+                self._suspect = True
+                if self._on_failure is not None:
+                    self._on_failure(str(exc))  # logs once per failure streak
+                else:
+                    log.warning("group commit: %s", exc)
             else:
+                self._suspect = False
                 commit.mark_synced(target)
             ended, self._round = self._round, _Round()
             ended.failed = failed

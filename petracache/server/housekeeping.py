@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import trio
 
@@ -25,14 +26,21 @@ from petracache.storage.warm_restart import HEARTBEAT_INTERVAL
 log = logging.getLogger(__name__)
 
 
-async def heartbeat(engine: Engine, interval: float = HEARTBEAT_INTERVAL) -> None:
-    """Record liveness every ``interval`` seconds until cancelled."""
+async def heartbeat(
+    engine: Engine,
+    interval: float = HEARTBEAT_INTERVAL,
+    on_failure: Callable[[str], None] | None = None,
+) -> None:
+    """Record liveness every ``interval`` seconds until cancelled; ``on_failure`` hears of
+    each failed heartbeat (``server.health``: a write failed, even with no client writing)."""
     failing = False
     while True:
         await trio.sleep(interval)
         try:
             engine.heartbeat()
         except StorageError as exc:
+            if on_failure is not None:
+                on_failure(str(exc))
             if not failing:
                 log.warning("liveness heartbeat failed (retrying every %gs): %s", interval, exc)
             failing = True

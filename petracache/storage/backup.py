@@ -21,7 +21,8 @@ Invariants:
 * Names sort by creation time (``petracache-YYYYmmddTHHMMSS.ffffffZ``, UTC); after each
   backup all but the newest ``keep`` are deleted.
 
-Restore strategy: copy the backup into a temporary sibling of the target, open the copy to
+Restore strategy: copy the backup into a temporary sibling of the target (each file fsynced,
+so the restored database survives a power cut), open the copy to
 check that it is a petracache database, move the CAS high-water mark ``RESTORE_CAS_SKIP``
 ahead (the original server may have handed out ids past the backup's mark; a restored
 server must not hand the same ones out again), then rename the copy into place. The backup
@@ -45,6 +46,7 @@ from typing import Any
 
 from petracache.storage import rocks
 from petracache.storage.cas import CAS_KEY
+from petracache.storage.dirs import fsync_dir, makedirs_durable
 from petracache.storage.engine import Engine
 from petracache.storage.errors import StorageError
 from petracache.storage.flush import FLUSH_KEY
@@ -142,12 +144,12 @@ class Backups:
         partial = os.path.join(self.backup_dir, f".{name}{PARTIAL_SUFFIX}")
         db: Any = engine.db.items
         try:
-            os.makedirs(self.backup_dir, exist_ok=True)
+            makedirs_durable(self.backup_dir)
             rocks.checkpoint(db, partial)
             _write_marker(partial, engine, now)
-            _fsync_dir(partial)
+            fsync_dir(partial)
             os.rename(partial, final)
-            _fsync_dir(self.backup_dir)
+            fsync_dir(self.backup_dir)
         except Exception as exc:  # rocksdict raises bare Exception; OSError from the fs
             shutil.rmtree(partial, ignore_errors=True)
             raise BackupError(f"backup to {self.backup_dir} failed: {exc}") from exc
@@ -184,14 +186,6 @@ def _write_marker(path: str, engine: Engine, when: datetime.datetime) -> None:
         f.write("\n")
         f.flush()
         os.fsync(f.fileno())
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # -- restore (offline) ---------------------------------------------------------------------
@@ -272,6 +266,16 @@ def _open_and_bump(path: str) -> int:
         db.close()
 
 
+def _copy_synced(source: str, target: str) -> None:
+    """Copy a file and fsync the copy: a restored database must survive a power cut."""
+    shutil.copy2(source, target)
+    fd = os.open(target, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def restore(backup: str, db_path: str, force: bool = False) -> int:
     """Restore ``backup`` into ``db_path`` (no server may run on it). Returns the CAS mark.
 
@@ -286,7 +290,14 @@ def restore(backup: str, db_path: str, force: bool = False) -> int:
     staging = f"{db_path}.restoring"
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        shutil.copytree(backup, staging, ignore=shutil.ignore_patterns(MARKER, "LOCK"))
+        makedirs_durable(os.path.dirname(db_path))
+        shutil.copytree(
+            backup,
+            staging,
+            ignore=shutil.ignore_patterns(MARKER, "LOCK"),
+            copy_function=_copy_synced,
+        )
+        fsync_dir(staging)
         mark = _open_and_bump(staging)
     except BackupError:
         shutil.rmtree(staging, ignore_errors=True)
@@ -298,5 +309,5 @@ def restore(backup: str, db_path: str, force: bool = False) -> int:
     if os.path.isdir(db_path):
         shutil.rmtree(db_path)
     os.rename(staging, db_path)
-    _fsync_dir(os.path.dirname(db_path))
+    fsync_dir(os.path.dirname(db_path))
     return mark

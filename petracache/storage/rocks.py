@@ -24,6 +24,7 @@ from typing import Any, Protocol, cast
 import rocksdict
 
 from petracache.config import StorageSettings
+from petracache.storage.dirs import makedirs_durable
 from petracache.storage.errors import DatabaseLocked, StorageError
 from petracache.storage.layout import Layout, layout
 
@@ -198,13 +199,17 @@ def _index_options(write_buffer_size: int) -> Any:
 def open_db(settings: StorageSettings) -> RocksDB:
     """Open (creating if needed) the database with its four column families.
 
+    A created ``db_path`` survives a power cut: its parent is fsynced (``storage.dirs``).
+
     Raises:
         DatabaseLocked: another process has the database open.
         StorageError: RocksDB could not open the directory.
     """
     path = settings.db_path
     try:
-        os.makedirs(path, exist_ok=True)
+        # RocksDB syncs the directory's contents, never its name: a bare makedirs could lose
+        # the whole database in a power cut (storage.dirs).
+        makedirs_durable(path)
     except OSError as exc:
         raise StorageError(f"cannot create db_path {path!r}: {exc.strerror}") from exc
     sizes = layout(settings)

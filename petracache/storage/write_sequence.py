@@ -24,6 +24,7 @@ No trio here (storage stays synchronous); ``sync()`` blocks and must run in a wo
 
 from __future__ import annotations
 
+from petracache.storage import rocks
 from petracache.storage.errors import StorageError
 from petracache.storage.rocks import RocksDB
 
@@ -35,13 +36,14 @@ class WriteSequence:
         db: the open ``rocksdict.Rdict``; only ``flush_wal(True)`` is called on it.
     """
 
-    __slots__ = ("_db", "synced", "syncs", "untracked", "written")
+    __slots__ = ("_db", "sync_failures", "synced", "syncs", "untracked", "written")
 
     def __init__(self, db: RocksDB) -> None:
         self._db = db
         self.written = 0
         self.synced = 0
         self.syncs = 0  # number of WAL fsyncs performed (one per group)
+        self.sync_failures = 0  # WAL fsyncs (or resyncs) that failed
         self.untracked = 0  # side writes of reads, taken back from ``written``
 
     @property
@@ -61,8 +63,28 @@ class WriteSequence:
         try:
             self._db.flush_wal(True)
         except Exception as exc:  # rocksdict raises bare Exception
+            self.sync_failures += 1
             raise StorageError(f"WAL sync failed: {exc}") from exc
         return target
+
+    def resync(self, target: int) -> int:
+        """After a failed fsync: flush every memtable to synced SST files (which also starts
+        a new WAL file), then fsync the WAL; returns ``target``.
+
+        Why not fsync again: after a failed fsync the kernel may have dropped the pages it
+        could not write, and the next fsync succeeds without them (PostgreSQL's "fsyncgate"),
+        leaving a hole in the WAL that stops recovery there. The memtables still hold every
+        write, so a flush makes them durable without the WAL. Blocking, like ``sync``.
+
+        Raises:
+            StorageError: the flush or the fsync failed; nothing new is durable.
+        """
+        try:
+            rocks.flush_all(self._db)
+        except StorageError:
+            self.sync_failures += 1
+            raise
+        return self.sync(target)
 
     def mark_synced(self, target: int) -> None:
         """Record that every write up to ``target`` is durable (trio thread only)."""

@@ -92,10 +92,10 @@ def test_the_figures_the_alert_rules_read(tmp_path: Path) -> None:
         collector.server = ServerFigures(
             max_connections=321,
             disk_bound=lambda: 1 << 30,
-            wal_fsync_failures=lambda: 2,
             reclaim_lag=lambda: 17,
         )
         engine.counters.extra["read_write_failures"] = 5
+        engine.sequence.sync_failures = 2
         registry = CollectorRegistry(auto_describe=False)
         registry.register(collector)
         text = generate_latest(registry).decode()

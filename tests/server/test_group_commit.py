@@ -1,4 +1,5 @@
-"""Group commit on a real RocksDB: many waiters share fsyncs; a failed fsync acknowledges nothing.
+"""Group commit on a real RocksDB: many waiters share fsyncs; a failed fsync acknowledges nothing,
+then or later (a stand-in sequence whose second fsync "succeeds", as Linux's can).
 
 These drive ``server.durability.GroupCommitter`` with ``trio.run`` against an ``Engine`` in
 ``tmp_path`` (no mocks); the end-to-end proof that acknowledged writes survive is
@@ -8,6 +9,7 @@ These drive ``server.durability.GroupCommitter`` with ``trio.run`` against an ``
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import pytest
 import trio
@@ -16,6 +18,8 @@ from petracache.config import StorageSettings
 from petracache.rules.verbs import StoreMode
 from petracache.server.durability import GroupCommitter, NotDurable
 from petracache.storage.engine import Engine
+from petracache.storage.errors import StorageError
+from petracache.storage.write_sequence import WriteSequence
 
 WRITERS = 50
 WRITES_EACH = 20
@@ -93,3 +97,51 @@ def test_failed_fsync_acknowledges_nothing(tmp_path: Path) -> None:
 
     trio.run(main)
     assert engine.sequence.synced < engine.sequence.written
+
+
+class FlakySequence:
+    """A ``WriteSequence`` on a disk whose first fsync fails and whose next one succeeds,
+    as Linux's does after dropping the pages it could not write ("fsyncgate")."""
+
+    def __init__(self) -> None:
+        self.written = self.synced = self.syncs = self.sync_failures = 0
+        self.calls: list[str] = []
+
+    def sync(self, target: int) -> int:
+        self.calls.append("sync")
+        if len(self.calls) == 1:
+            self.sync_failures += 1
+            raise StorageError("WAL sync failed: IO error: Input/output error")
+        return target
+
+    def resync(self, target: int) -> int:
+        self.calls.append("resync")
+        return target
+
+    def mark_synced(self, target: int) -> None:
+        self.syncs += 1
+        self.synced = max(self.synced, target)
+
+
+def test_a_write_a_failed_fsync_covered_is_never_acknowledged() -> None:
+    sequence = FlakySequence()
+    errors: list[str] = []
+    committer = GroupCommitter(cast(WriteSequence, sequence), errors.append)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(committer.run)
+            sequence.written = 1  # write 1: its fsync fails
+            with pytest.raises(NotDurable):
+                await committer.wait_durable(1)
+            sequence.written = 2  # write 2, after the failure: durable once a flush is
+            await committer.wait_durable(2)
+            # A later success does not make write 1 durable: it may be a hole in the WAL.
+            with pytest.raises(NotDurable):
+                await committer.wait_durable(1)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert errors == ["WAL sync failed: IO error: Input/output error"]
+    # After the failure, no second fsync: a flush to SST files first (WriteSequence.resync).
+    assert sequence.calls == ["sync", "resync"]
