@@ -185,6 +185,7 @@ async def _run(settings: Settings, readiness: Readiness, signals: AsyncIterator[
                 _log_verdict(engine)
                 _log_layout(settings.storage)
                 health = readiness.health = StorageHealth()
+                health.on_failing = engine.write_directly
                 nursery.start_soon(health.run, engine)
                 collector.engine = engine
                 collector.health = health

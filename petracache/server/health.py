@@ -28,6 +28,7 @@ import logging
 import re
 import struct
 import time
+from collections.abc import Callable
 
 import trio
 
@@ -60,6 +61,9 @@ class StorageHealth:
         self.needs_restart = False
         self.reason = ""  # the error that made it fail, while failing
         self.failures = 0  # times it went from writable to failing
+        # Told when the storage starts failing: the engine stops batching writes, so each
+        # later write is refused on its own (SERVER_ERROR) instead of failing a whole pass.
+        self.on_failing: Callable[[], None] | None = None
         self._wake = trio.Event()
 
     @property
@@ -79,6 +83,8 @@ class StorageHealth:
             self.reason = error
             self.needs_restart = needs_restart(error)
             log.error("%s; reads are still served", self.detail)
+            if self.on_failing is not None:
+                self.on_failing()
             self._wake.set()
 
     def _recovered(self) -> None:

@@ -206,6 +206,11 @@ class Engine:
         per reactor pass, before the pass's replies); until then each is committed at once."""
         self.writer.autocommit = False
 
+    def write_directly(self) -> None:
+        """Write each version at once until one succeeds (the storage is failing: every
+        write is then refused on its own, not with a whole pass of them)."""
+        self.writer.write_directly()
+
     def commit(self) -> None:
         """Write the pending writes (``storage.writer``: group commit): before any reply
         that depends on them is sent.

@@ -202,6 +202,11 @@ class ItemWriter:
             self.sizes.remove(key)
         self._count(tracked)
 
+    def write_directly(self) -> None:
+        """From the next batch on, write one version at a time until one succeeds (as after
+        a failed commit)."""
+        self._direct = True
+
     def _open_batch(self) -> Batch | None:
         """The pending batch (a new one if none is open), or None after a failed commit."""
         batch = self._batch

@@ -163,8 +163,21 @@ def _all_absent(client: RawClient, keys: list[bytes]) -> None:
         assert client.call(b"get %b\r\n" % key) == b"END\r\n", key
 
 
+TOKEN = "power-cut-token"  # POST /backup's bearer token (metrics.token_file)
+
+
+def _token_env(directory: Path) -> dict[str, str]:
+    """The server's environment naming a token file (``POST /backup`` needs the token)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "admin.token"
+    path.write_text(TOKEN + "\n")
+    return {"PETRACACHE_METRICS__TOKEN_FILE": str(path)}
+
+
 def _post_backup(admin: str) -> dict[str, object]:
-    request = urllib.request.Request(f"{admin}/backup", method="POST")
+    request = urllib.request.Request(
+        f"{admin}/backup", method="POST", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
     with urllib.request.urlopen(request, timeout=60) as answer:
         result: dict[str, object] = json.loads(answer.read())
     return result
@@ -222,7 +235,7 @@ def test_a_power_cut_during_backups(tmp_path: Path) -> None:
     value = b"b" * 4000
     keep = [b"keep:%d" % i for i in range(300)]
     with FaultFS(tmp_path / "fs") as fs:
-        server = _server(fs, "fsync")
+        server = _server(fs, "fsync", env=_token_env(tmp_path / "token"))
         server.start()
         client = server.client()
         _write_keep(client, keep, value)
@@ -339,7 +352,8 @@ def test_a_power_cut_during_a_clean_shutdown(tmp_path: Path, durability: str) ->
 def test_a_restored_database_survives_a_power_cut(tmp_path: Path) -> None:
     value = b"r" * 3000
     keys = [b"k:%d" % i for i in range(300)]
-    with PetracacheProcess(tmp_path / "source") as source:  # on the ordinary disk
+    source = PetracacheProcess(tmp_path / "source", env=_token_env(tmp_path / "token"))
+    with source:  # on the ordinary disk
         client = source.client()
         _write_keep(client, keys, value)
         client.close()
