@@ -22,12 +22,16 @@ from pathlib import Path
 
 from bench.common import LoadResult, Petracache, run_loadgen
 
+TOKEN = "bench-backup"  # POST /backup's bearer token (metrics.token_file)
+
 
 def _backups(url: str, start: float, every: float, until: float, out: list[float]) -> None:
     time.sleep(start)
     deadline = time.monotonic() + until - start
     while time.monotonic() < deadline:
-        request = urllib.request.Request(url, data=b"", method="POST")
+        request = urllib.request.Request(
+            url, data=b"", method="POST", headers={"Authorization": f"Bearer {TOKEN}"}
+        )
         with urllib.request.urlopen(request, timeout=60) as reply:
             out.append(json.loads(reply.read())["seconds"])
         time.sleep(every)
@@ -49,9 +53,13 @@ def main() -> None:
     parser.add_argument("--dir", default=None)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-        server = Petracache(
-            Path(tmp) / "pc", env={"PETRACACHE_METRICS__LISTEN_ADDR": "127.0.0.1:0"}
-        )
+        token = Path(tmp) / "admin.token"
+        token.write_text(TOKEN + "\n")
+        env = {
+            "PETRACACHE_METRICS__LISTEN_ADDR": "127.0.0.1:0",
+            "PETRACACHE_METRICS__TOKEN_FILE": str(token),
+        }
+        server = Petracache(Path(tmp) / "pc", env=env)
         with server:
             keys = ["-k", str(args.items), "-v", str(args.value)]
             run_loadgen(server.port, [*keys, "-L", "-c", "4"])
