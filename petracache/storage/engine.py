@@ -45,7 +45,13 @@ from petracache.storage.cas import CasSource
 from petracache.storage.database import Database
 from petracache.storage.errors import CorruptValue, StorageError
 from petracache.storage.flush import FlushState
-from petracache.storage.index import IndexBatch, ItemIndex, parse_age_key
+from petracache.storage.index import (
+    MAIN_START,
+    IndexBatch,
+    ItemIndex,
+    age_version,
+    parse_age_key,
+)
 from petracache.storage.item_counts import ItemCounts, KeyScan
 from petracache.storage.items import DeltaResult, Item, StoreResult
 from petracache.storage.key_sizes import KeySizes
@@ -391,16 +397,21 @@ class Engine:
         return self.index.batch(self.item_counts, self.hot, self.key_sizes)
 
     def oldest_write(self) -> int:
-        """When the oldest surviving version was written (Unix s), from the head of the
-        ``age`` index; 0 when that index is not kept or holds nothing live."""
+        """When the oldest surviving version was written (Unix s), from the heads of the
+        ``age`` index's two queues (``storage.index``); 0 when that index is not kept or
+        holds nothing live."""
         if not self.index.track_age:
             return 0
-        walk = self.db.walk(AGE_CF, b"", OLDEST_PROBE, float("inf"), time.monotonic)
+        heads = [self._oldest_from(b""), self._oldest_from(MAIN_START)]
+        return min((t for t in heads if t), default=0)
+
+    def _oldest_from(self, start: bytes) -> int:
+        walk = self.db.walk(AGE_CF, start, OLDEST_PROBE, float("inf"), time.monotonic)
         for entry in walk:
-            cas, key = parse_age_key(entry)
+            position, key = parse_age_key(entry)
             item, _size = self.stored(key)
-            if item is not None and item.cas == cas:  # else a stale entry (storage.index)
-                return item.stored_at
+            if item is not None and item.cas == age_version(position, walk.value()):
+                return item.stored_at  # else a stale entry (storage.index)
         return 0
 
     # -- lifecycle ---------------------------------------------------------------------------
