@@ -363,22 +363,8 @@ class Reclaimer:
                 continue
             seen.add(key)
             dead = engine.is_dead(item, now)
-            if spare and not dead:
-                read = bool(item.bits & ACTIVE)
-                if from_small:
-                    remembered = not read and key in self.ghost
-                    if queues.promoted(read, remembered):
-                        self._to_main(batch, entry, key, item, 0)
-                        self._count_extra("moves_to_main")
-                        if remembered:
-                            self._count_extra("ghost_admissions")
-                        continue
-                else:
-                    freq = queues.kept_freq(idx.main_freq(value), read)
-                    if freq is not None:
-                        self._to_main(batch, entry, key, item, freq)
-                        self._count_extra("evicted_active")  # memcached's name: spared
-                        continue
+            if spare and not dead and self._spared(batch, entry, value, key, item, from_small):
+                continue
             self._evict_item(batch, entry, key, item, size, dead)
             if from_small and not dead:
                 self.ghost.add(key)
@@ -392,6 +378,28 @@ class Reclaimer:
             if self._main_cursor > idx.MAIN_START:
                 self._request(Compaction(AGE_CF, idx.MAIN_START, self._main_cursor), MAIN_JOB)
         return False
+
+    def _spared(
+        self, batch: IndexBatch, entry: bytes, value: bytes, key: bytes, item: Item, small: bool
+    ) -> bool:
+        """S3-FIFO's verdict on a live item at a queue's head (``queues``); True when it
+        moves to the main queue's tail (added to ``batch``) instead of being evicted."""
+        read = bool(item.bits & ACTIVE)
+        if small:
+            remembered = not read and key in self.ghost
+            if not queues.promoted(read, remembered):
+                return False
+            self._to_main(batch, entry, key, item, 0)
+            self._count_extra("moves_to_main")
+            if remembered:
+                self._count_extra("ghost_admissions")
+            return True
+        freq = queues.kept_freq(idx.main_freq(value), read)
+        if freq is None:
+            return False
+        self._to_main(batch, entry, key, item, freq)
+        self._count_extra("evicted_active")  # memcached's name for a spared item
+        return True
 
     def _to_main(self, batch: IndexBatch, entry: bytes, key: bytes, item: Item, freq: int) -> None:
         """Move ``entry`` to the main queue's tail with ``freq``; an item read since its
