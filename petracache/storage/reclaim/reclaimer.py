@@ -295,6 +295,8 @@ class Reclaimer:
         self, batch: IndexBatch, entry: bytes, key: bytes, item: Item, size: int, dead: bool
     ) -> None:
         self._delete_item(batch, key, item, size)
+        if entry != idx.age_key(item.cas, key):  # a requeued entry: not where the item's is
+            batch.delete_entry(entry, AGE_CF)
         self._round_evicted += 1
         self._control.target -= size + 2 * ROCKSDB_ENTRY_BYTES + len(entry)
         if dead:
