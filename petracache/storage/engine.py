@@ -156,6 +156,13 @@ class Engine:
         """The last CAS unique handed out (``next_cas`` takes the next one)."""
         return self._cas.current
 
+    @property
+    def cas_resumed_at(self) -> int:
+        """The CAS unique this run started after: a restart skips the rest of the last
+        run's reserved block (``storage.cas``), so the uniques are not a count of writes
+        across it."""
+        return self._cas.resumed
+
     def is_dead(self, item: Item, now: int) -> bool:
         """Expired, or covered by a flush_all: never to be returned again."""
         return ttl.is_expired(item.deadline, now) or self._flush.covers(item, now)

@@ -14,6 +14,7 @@ from pathlib import Path
 from petracache.rules.verbs import StoreMode
 from petracache.storage import index as idx, items
 from petracache.storage.engine import Engine
+from petracache.storage.reclaim import queues
 from petracache.storage.reclaim.reclaimer import Reclaimer
 from tests.storage.engines import Clock
 from tests.storage.reclaiming import BOUND, VALUE, bounded, fill_until, gone, keys_of, make_engine
@@ -180,3 +181,33 @@ def test_the_oldest_write_includes_the_main_queue(tmp_path: Path, clock: Clock) 
         clock.now += 100
         fill_until(engine, reclaimer, b"a", in_main(engine, b"hot"))
         assert engine.oldest_write() == written
+
+
+def write_and_close(tmp_path: Path, clock: Clock, prefix: bytes, count: int) -> int:
+    """``count`` items written under a bound, the engine closed (every reference dropped);
+    returns the first one's position."""
+    engine = make_engine(tmp_path / "db", clock, max_disk_bytes=BOUND, eviction="s3fifo")
+    try:
+        for i in range(count):
+            engine.store(StoreMode.SET, b"%b:%d" % (prefix, i), 0, 0, VALUE)
+        return entries(engine, prefix + b":0")[0][0]
+    finally:
+        engine.close()
+
+
+def test_the_small_queue_is_measured_in_writes_across_a_restart(
+    tmp_path: Path, clock: Clock
+) -> None:
+    first = write_and_close(tmp_path, clock, b"before", 30)
+    gc.collect()
+    engine = make_engine(tmp_path / "db", clock, max_disk_bytes=BOUND, eviction="s3fifo")
+    try:
+        reclaimer = Reclaimer(engine, max_disk_bytes=BOUND, eviction="s3fifo")
+        for i in range(20):
+            engine.store(StoreMode.SET, b"after:%d" % i, 0, 0, VALUE)
+        newest, resumed = engine.current_cas, engine.cas_resumed_at
+        assert newest - first > 1 << 19  # the uniques skip the last run's reserved block
+        last_before = reclaimer._last_before(resumed)
+        assert queues.writes_since(first, newest, resumed, last_before) == 29 + 20
+    finally:
+        engine.close()

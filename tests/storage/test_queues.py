@@ -70,7 +70,8 @@ class Queues:
     def _s3fifo_step(self) -> None:
         items = len(self.read)
         small = self.small
-        if small and (not self.main or queues.small_is_full(small[0][0], self.newest, items)):
+        written = self.newest - small[0][0] if small else 0
+        if small and (not self.main or queues.small_is_full(written, items)):
             _, key = small.popleft()
             read = self.read[key]
             if queues.promoted(read, not read and _name(key) in self.ghost):
@@ -143,9 +144,24 @@ def test_small_queue_promotes_a_read_or_remembered_key(
 
 
 def test_small_queue_is_full_at_its_share_of_the_items() -> None:
-    assert not queues.small_is_full(head_position=951, newest=1000, items=500)
-    assert queues.small_is_full(head_position=950, newest=1000, items=500)  # 50 = 10%
-    assert queues.small_is_full(head_position=1, newest=1, items=0)  # nothing live
+    assert not queues.small_is_full(49, items=500)
+    assert queues.small_is_full(50, items=500)  # 10%
+    assert queues.small_is_full(0, items=0)  # nothing live
+
+
+@pytest.mark.parametrize(
+    ("position", "written"),
+    [
+        (1900, 100),  # written in this run: plain distance
+        (1001, 999),
+        (400, 200 + 1000),  # before the restart: its gap (600 -> 1000) left out
+        (1000, 1000),  # the first unique this run hands out is 1001
+        (700, 1000),  # an entry newer than last_before cannot be; counted from the restart
+    ],
+)
+def test_writes_since_leaves_out_the_restart_gap(position: int, written: int) -> None:
+    # The last run wrote up to 600 and had reserved up to 1000; this run is at 2000.
+    assert queues.writes_since(position, newest=2000, resumed=1000, last_before=600) == written
 
 
 # -- the model -------------------------------------------------------------------------------

@@ -31,10 +31,14 @@ How the engine holds it (``storage.index``, the ``age`` family):
   read or not. With the small queue a tenth of the cache, that is a short delay.
 
 The small queue's size is measured in writes, not bytes: it is full when its head entry is
-older than ``SMALL_SHARE`` of the live items, counted in CAS uniques (each write takes one):
-``current CAS - head position >= SMALL_SHARE * items``. Stale entries (a blind ``set``'s
-predecessors) and uniques taken by writes that left no entry make it read a little fuller
-than it is; a round then takes from the small queue a little earlier.
+older than ``SMALL_SHARE`` of the live items, counted in CAS uniques (each write takes one;
+``writes_since``). Stale entries (a blind ``set``'s predecessors) and uniques taken by
+writes that left no entry make it read a little fuller than it is; a round then takes from
+the small queue a little earlier. A restart skips the rest of the last run's reserved block
+of uniques (``storage.cas``, up to 2**20): ``writes_since`` leaves out the gap of the last
+restart, so a small queue written across it is not taken for full until it is empty. (A
+queue spanning several restarts reads fuller by the earlier gaps, so its entries from
+before them are taken first, which FIFO order does anyway.)
 """
 
 from __future__ import annotations
@@ -46,10 +50,25 @@ MAX_FREQ: Final = 3  # the paper's 2-bit frequency
 READ_CREDIT: Final = 2  # a pass with a read (one fetch record): +2, then -1 for the pass
 
 
-def small_is_full(head_position: int, newest: int, items: int) -> bool:
+def writes_since(position: int, newest: int, resumed: int, last_before: int) -> int:
+    """About how many writes were made after the one at ``position`` (its CAS unique).
+
+    Args:
+        position: a small-queue entry's position.
+        newest: the last CAS unique handed out.
+        resumed: the unique this run started after (``Engine.cas_resumed_at``).
+        last_before: the last small-queue position at or before ``resumed`` (the newest
+            write of the runs before this one; 0 if none).
+    """
+    if position > resumed:
+        return newest - position
+    return newest - resumed + max(last_before - position, 0)
+
+
+def small_is_full(written_since_head: int, items: int) -> bool:
     """Whether the small queue holds its share: its head was written ``SMALL_SHARE`` of
-    the live items ago or earlier (``newest`` is the last CAS unique handed out)."""
-    return newest - head_position >= SMALL_SHARE * items
+    the live items ago or earlier (``writes_since``)."""
+    return written_since_head >= SMALL_SHARE * items
 
 
 def promoted(read: bool, remembered: bool) -> bool:

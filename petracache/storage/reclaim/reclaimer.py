@@ -166,6 +166,8 @@ class Reclaimer:
         self._age_cursor = b""
         self._main_cursor = idx.MAIN_START  # s3fifo: the main queue's (the small's: above)
         self._main_next = 0  # s3fifo: the next main-queue position (0: not read yet)
+        self._resumed = -1  # s3fifo: the CAS this run resumed after, and the last position
+        self._resumed_last = 0  # written before it (queues.writes_since)
         self.ghost = GhostKeys()
         self._control = EvictionControl(self._max_disk, timer)
         self._round_evicted = 0
@@ -333,7 +335,8 @@ class Reclaimer:
         batch = engine.batch()
         spare = not control.over_bound
         now = engine.now()
-        newest = engine.current_cas
+        newest, resumed = engine.current_cas, engine.cas_resumed_at
+        last_before = self._last_before(resumed)
         items = self._live_items()
         self.ghost.resize(int(items * (1 - queues.SMALL_SHARE)))
         seen: set[bytes] = set()
@@ -342,22 +345,22 @@ class Reclaimer:
             if taken % BUDGET_CHECK_EVERY == BUDGET_CHECK_EVERY - 1 and self._timer() > deadline:
                 break
             head = small.entry
-            if head is not None and (
-                main.entry is None
-                or queues.small_is_full(idx.parse_age_key(head)[0], newest, items)
-            ):
-                from_small, queue = True, small
+            if head is not None:
+                position, key = idx.parse_age_key(head)
+                written = queues.writes_since(position, newest, resumed, last_before)
+                from_small = main.entry is None or queues.small_is_full(written, items)
             elif main.entry is not None:
-                from_small, queue = False, main
+                from_small = False
             else:
                 break
-            entry, value = queue.take()
-            taken += 1
             if from_small:
+                entry, value = small.take()
                 self._age_cursor = entry + b"\x00"
             else:
+                entry, value = main.take()
                 self._main_cursor = entry + b"\x00"
-            position, key = idx.parse_age_key(entry)
+                position, key = idx.parse_age_key(entry)
+            taken += 1
             cas = idx.age_version(position, value)
             item, size = engine.stored(key) if key not in seen else (None, 0)
             if item is None or item.cas != cas:
@@ -423,6 +426,15 @@ class Reclaimer:
         position = self._main_next
         self._main_next += 1
         return position
+
+    def _last_before(self, resumed: int) -> int:
+        """The last small-queue position at or before ``resumed`` (read once)."""
+        if self._resumed != resumed:
+            limit = idx.age_key(min(resumed + 1, idx.MAIN_BASE), b"")
+            last = rocks.last_below(self._engine.db.family(AGE_CF), limit)
+            self._resumed = resumed
+            self._resumed_last = idx.parse_age_key(last)[0] if last is not None else 0
+        return self._resumed_last
 
     def _live_items(self) -> int:
         """The live items: the exact count, else RocksDB's estimate of the keys."""
