@@ -15,7 +15,7 @@ backlog, growing with the age of its oldest dead item; all of it for eviction):
    ``max_disk_bytes``, take items from the head of ``age`` (the oldest-written first) until
    an estimate of the on-disk size of those deleted covers the excess down to ``LOW_WATER``,
    then compact and measure again. ``eviction = "fifo"`` deletes every item it takes (as
-   RocksDB FIFO compaction and Segcache do). ``"clock"`` (the default) gives an item read
+   RocksDB FIFO compaction and Segcache do). ``"clock"`` gives an item read
    since it was written, or since it was last spared, a second chance (CLOCK, memcached's
    ITEM_ACTIVE): it clears the item's active bit and moves its entry to the tail, in the
    round's batch (logged: see ``storage.index``). A read sets the bit with the fetch record
