@@ -1,6 +1,7 @@
 """Hit ratio and throughput of each eviction policy on read-through traces under a disk bound.
 
-``python -m bench.eviction [--smoke] [--traces zipf0.9,zipf1.1,scan] [--requests N]``
+``python -m bench.eviction [--smoke | --large] [--traces zipf0.9,zipf1.1,scan]
+[--policies s3fifo,clock,fifo] [--requests N] [--only-bound]``
 
 A read-through cache: every request is a ``get``; on a miss the client ``set``s the key
 (``--value-size`` bytes, no TTL). Traces, over ``--keys`` keys:
@@ -11,14 +12,22 @@ A read-through cache: every request is a ``get``; on a miss the client ``set``s 
   seen before or after, each requested once (a backup job, a crawler), which a FIFO or an
   LRU lets push the hot set out.
 
-Each trace runs against petracache once per policy (``storage.eviction``), with
-``max_disk_bytes`` = ``--bound``, and against memcached 1.6 (segmented LRU) given the
-memory that holds as many items as petracache held at the end of its first run (its chunk
-size is read from ``stats slabs``), as a reference point. The hit ratio is counted after a
-warm-up (the first ``WARMUP`` of the requests); for ``scan`` also over the Zipf requests
-after the scan (how fast the hot set comes back). Requests go out in batches of ``BATCH``
-(one multi-get, then one pipelined write of the misses' sets with the next batch); a key
-requested twice in a batch counts as a hit the second time (it would have been set).
+Two scales: ``max_disk_bytes`` = 24 MiB over 150,000 keys (the default), and ``--large``,
+256 MiB over proportionally more keys, requests and scan keys (x 32/3). Both set the
+memtable and SST file size to a twelfth of the bound (2 MiB at 24 MiB) unless
+``--only-bound``, which sets the bound alone (what a new user does).
+
+Each trace runs against petracache once per policy (``storage.eviction``; the first is the
+default), and against memcached 1.6 (segmented LRU) given the memory that holds as many
+items as petracache held on average under the first policy (its ``curr_items``, sampled
+every 0.25 s once the warm-up is over: a disk-bound cache holds between 40% and 55% of its
+bound's worth, so its count at any one moment is a draw from that sawtooth); memcached's
+chunk size is read from ``stats slabs``. The hit ratio is counted after a warm-up (the first
+``WARMUP`` of the requests); for ``scan`` also over the Zipf requests after the scan (how
+fast the hot set comes back), the whole rest and its first ``--scan`` requests. Requests go
+out in batches of ``BATCH`` (one multi-get, then one pipelined write of the misses' sets
+with the next batch); a key requested twice in a batch counts as a hit the second time (it
+would have been set).
 
 The data directory is listed every 0.25 s during each petracache run: the peak of its SST
 plus WAL bytes against the bound, at the write rate of the trace (the misses), is printed
@@ -45,7 +54,7 @@ from tests.harness import RawClient
 MiB = 1024 * 1024
 BATCH = 50  # requests per multi-get
 WARMUP = 0.2  # share of the requests before the hit ratio is counted
-POLICIES = ("fifo", "clock")
+POLICIES = ("s3fifo", "clock", "fifo")  # the default first: memcached's memory follows it
 TRACES = ("zipf0.9", "zipf1.1", "scan")
 SCAN_KEY_BASE = 10_000_000  # scan keys are numbered from here: never in the Zipf key space
 
@@ -63,6 +72,10 @@ class Scale:
 FULL = Scale(
     keys=150_000, requests=600_000, scan=60_000, bound=24 * MiB, value_size=400,
     write_buffer=2 * MiB,
+)  # fmt: skip
+LARGE = Scale(
+    keys=1_600_000, requests=6_400_000, scan=640_000, bound=256 * MiB, value_size=400,
+    write_buffer=256 * MiB // 12,
 )  # fmt: skip
 SMOKE = Scale(
     keys=6_000, requests=20_000, scan=3_000, bound=2 * MiB, value_size=400,
@@ -95,11 +108,13 @@ class Run:
     hits: bytearray  # per request: 1 hit, 0 miss
     seconds: float
     items_held: int = 0
+    mean_items: float = 0.0  # curr_items on average after the warm-up (petracache)
     peak_dir: int = 0  # SST + WAL bytes (what the bound covers), petracache only
     peak_usage_share: float = 0.0  # of the bound
     server_cpu_s: float = 0.0  # the server's CPU time over the trace (robust to a busy box)
 
     def ratio(self, start: int, end: int | None = None) -> float:
+        """The hit ratio over requests ``start`` to ``end``."""
         window = self.hits[start:end]
         return sum(window) / len(window) if window else 0.0
 
@@ -154,28 +169,46 @@ def count_held(client: RawClient, keys: Sequence[int]) -> int:
     return held
 
 
-def run_petracache(workdir: Path, policy: str, keys: list[int], scale: Scale) -> Run:
+def run_petracache(
+    workdir: Path, policy: str, keys: list[int], scale: Scale, only_bound: bool = False
+) -> Run:
     env = {
         "PETRACACHE_STORAGE__MAX_DISK_BYTES": str(scale.bound),
         "PETRACACHE_STORAGE__EVICTION": policy,
-        "PETRACACHE_STORAGE__WRITE_BUFFER_SIZE": str(scale.write_buffer),
-        "PETRACACHE_STORAGE__TARGET_FILE_SIZE_BASE": str(scale.write_buffer),
         "PETRACACHE_STORAGE__BLOCK_CACHE_SIZE": str(16 * MiB),
     }
+    if not only_bound:
+        env["PETRACACHE_STORAGE__WRITE_BUFFER_SIZE"] = str(scale.write_buffer)
+        env["PETRACACHE_STORAGE__TARGET_FILE_SIZE_BASE"] = str(scale.write_buffer)
     with Petracache(workdir / policy, env=env) as server:
         client = server.client(timeout=60)
+        probe = server.client(timeout=60)
         db = server.db_path
         assert server.proc is not None
         cpu = process_cpu_seconds(server.proc.pid)
-        with Sampler(lambda: sum(listing(db)[1:3]), 0.25) as sampler:
+        with (
+            Sampler(lambda: sum(listing(db)[1:3]), 0.25) as sampler,
+            Sampler(lambda: int(stats(probe).get("curr_items", 0)), 0.25) as counts,
+        ):
             hits, seconds = replay(client, keys, b"v" * scale.value_size)
         cpu = process_cpu_seconds(server.proc.pid) - cpu
         held = count_held(client, sorted(set(keys)))
         counters = stats(client)
     peak = max((v for _, v in sampler.samples), default=0)
-    run = Run(f"petracache {policy}", hits, seconds, held, peak, peak / scale.bound, cpu)
+    warm = [v for t, v in counts.samples if t >= seconds * WARMUP] or [held]
+    run = Run(
+        f"petracache {policy}",
+        hits,
+        seconds,
+        items_held=held,
+        mean_items=sum(warm) / len(warm),
+        peak_dir=peak,
+        peak_usage_share=peak / scale.bound,
+        server_cpu_s=cpu,
+    )
     run.server += (
-        f" (evictions {counters.get('evictions')}, spared {counters.get('evicted_active')})"
+        f" (evictions {counters.get('evictions')}, spared {counters.get('evicted_active')},"
+        f" to main {counters.get('moves_to_main')})"
     )
     return run
 
@@ -206,17 +239,22 @@ def run_memcached(keys: list[int], megabytes: int, value_size: int) -> Run:
     return Run(f"memcached 1.6 LRU, -m {megabytes}", hits, seconds, held, server_cpu_s=cpu)
 
 
-def report(name: str, runs: list[Run], scan_end: int, total: int) -> None:
+def report(name: str, runs: list[Run], scan_end: int, scan: int, total: int) -> None:
     warm = int(total * WARMUP)
     print(f"== {name}: {total:,} requests")
     for run in runs:
         line = (
-            f"  {run.server:<52} hit ratio {run.ratio(warm):.3f}"
+            f"  {run.server:<70} hit ratio {run.ratio(warm):.3f}"
             f"  {run.requests_per_s:>7.0f} req/s  server CPU {run.cpu_us_per_request:5.1f} us/req"
             f"  items {run.items_held:,}"
         )
+        if run.mean_items:
+            line += f" (mean {run.mean_items:,.0f})"
         if scan_end:
-            line += f"  after the scan {run.ratio(scan_end):.3f}"
+            line += (
+                f"  after the scan {run.ratio(scan_end):.3f}"
+                f" (first {scan:,}: {run.ratio(scan_end, scan_end + scan):.3f})"
+            )
         if run.peak_dir:
             line += f"  peak SST+WAL {run.peak_dir / MiB:.1f} MiB ({run.peak_usage_share:.0%})"
         print(line, flush=True)
@@ -224,14 +262,17 @@ def report(name: str, runs: list[Run], scan_end: int, total: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, list[Run]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true")
+    scales = parser.add_mutually_exclusive_group()
+    scales.add_argument("--smoke", action="store_true")
+    scales.add_argument("--large", action="store_true", help="256 MiB, 1.6 M keys")
     parser.add_argument("--traces", default=",".join(TRACES))
     parser.add_argument("--policies", default=",".join(POLICIES))
     parser.add_argument("--requests", type=int)
+    parser.add_argument("--only-bound", action="store_true", help="set max_disk_bytes alone")
     parser.add_argument("--no-memcached", action="store_true")
     parser.add_argument("--dir", help="where the databases go (default: a temp dir)")
     opts = parser.parse_args(argv)
-    scale = SMOKE if opts.smoke else FULL
+    scale = SMOKE if opts.smoke else LARGE if opts.large else FULL
     if opts.requests:
         scale = Scale(**{**scale.__dict__, "requests": opts.requests})
     out: dict[str, list[Run]] = {}
@@ -239,13 +280,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, list[Run]]:
         for name in opts.traces.split(","):
             keys, scan_end = trace(name, scale)
             runs = [
-                run_petracache(Path(tmp) / name, policy, keys, scale)
+                run_petracache(Path(tmp) / name, policy, keys, scale, opts.only_bound)
                 for policy in opts.policies.split(",")
             ]
             if not opts.no_memcached:
-                megabytes = memcached_megabytes(runs[0].items_held, scale.value_size)
+                items = round(runs[0].mean_items) or runs[0].items_held
+                megabytes = memcached_megabytes(items, scale.value_size)
                 runs.append(run_memcached(keys, megabytes, scale.value_size))
-            report(name, runs, scan_end, len(keys))
+            report(name, runs, scan_end, scale.scan, len(keys))
             out[name] = runs
     return out
 

@@ -286,12 +286,14 @@ class StorageSettings(_Section):
         description="disk bound (SST + WAL or memtable bytes): items are evicted (see"
         " eviction) from 55% of it, leaving room for compaction; 0 = no bound",
     )
-    eviction: Literal["clock", "fifo", "none"] = Field(
-        "clock",
-        description="which items max_disk_bytes evicts: clock = oldest-written first, but one"
-        " read since it was written (or last spared) is requeued instead (second chance);"
-        " fifo = oldest-written first; none = evict nothing: from where eviction would"
-        " start, stores answer SERVER_ERROR out of memory storing object (memcached -M)",
+    eviction: Literal["s3fifo", "clock", "fifo", "none"] = Field(
+        "s3fifo",
+        description="which items max_disk_bytes evicts: s3fifo = S3-FIFO: new items in a small"
+        " FIFO (a tenth of the items), those read there (or evicted recently) move to a main"
+        " FIFO where reads earn passes; clock = oldest-written first, but one read since it"
+        " was written (or last spared) is requeued instead (second chance); fifo ="
+        " oldest-written first; none = evict nothing: from where eviction would start, stores"
+        " answer SERVER_ERROR out of memory storing object (memcached -M)",
     )
     exact_item_count: bool = Field(
         True,

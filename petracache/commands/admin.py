@@ -10,7 +10,7 @@ never sees ``ERROR`` where memcached would not send one:
   pages to move; ``stats settings`` says ``slab_reassign no``).
 * ``slabs automove``: validated and remembered (``stats settings``); nothing moves.
 * ``lru tune|mode|temp_ttl``: validated, then ``OK``; petracache has no LRU segments,
-  so nothing changes (eviction is FIFO by write age under ``max_disk_bytes``).
+  so nothing changes (eviction under ``max_disk_bytes`` follows ``storage.eviction``).
 * ``watch``: checked here (unknown kinds: ``ERROR``; 20 watchers already:
   ``WATCHER_TOO_MANY``), then handed to the server as a streamed reply the connection may
   refuse (``ERROR cannot pipeline other commands before watch``); the server turns the

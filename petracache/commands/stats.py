@@ -137,7 +137,11 @@ def general_stats(counters: Counters, engine: Engine, info: ServerInfo) -> list[
         ("total_items", ec["total_items"]),
         ("expired_unfetched", ec.get("expired_unfetched", 0)),
         ("evicted_unfetched", ec.get("evicted_unfetched", 0)),
-        ("evicted_active", ec.get("evicted_active", 0)),  # spared by eviction = clock
+        ("evicted_active", ec.get("evicted_active", 0)),  # spared by eviction (clock, s3fifo)
+        # eviction = s3fifo: moved from the small queue to the main one, and of those, the
+        # ones the ghost of recently evicted keys sent (storage.reclaim.queues)
+        ("moves_to_main", ec.get("moves_to_main", 0)),
+        ("ghost_admissions", ec.get("ghost_admissions", 0)),
         ("evictions", ec.get("evictions", 0)),
         # dead items (expired or flushed) whose space the reclaimer took back
         ("reclaimed", ec.get("expired_reaped", 0) + ec.get("flushed_reaped", 0)),

@@ -108,13 +108,13 @@ def items_stats(counters: Counters, engine: Engine) -> StatsReply:
         ("reclaimed", 0),
         ("expired_unfetched", ec.get("expired_unfetched", 0)),
         ("evicted_unfetched", ec.get("evicted_unfetched", 0)),
-        ("evicted_active", 0),
+        ("evicted_active", ec.get("evicted_active", 0)),
         ("crawler_reclaimed", ec.get("expired_reaped", 0) + ec.get("flushed_reaped", 0)),
         ("crawler_items_checked", 0),
         ("lrutail_reflocked", 0),
         ("moves_to_cold", 0),
-        ("moves_to_warm", 0),
-        ("moves_within_lru", 0),
+        ("moves_to_warm", ec.get("moves_to_main", 0)),  # s3fifo: small -> main queue
+        ("moves_within_lru", ec.get("evicted_active", 0)),  # spared: requeued
         ("direct_reclaims", 0),
         ("hits_to_hot", 0),
         ("hits_to_warm", 0),

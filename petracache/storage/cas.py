@@ -26,12 +26,13 @@ class CasSource:
         meta: the ``meta`` column family.
     """
 
-    __slots__ = ("_meta", "_reserved", "current")
+    __slots__ = ("_meta", "_reserved", "current", "resumed")
 
     def __init__(self, meta: Family) -> None:
         self._meta = meta
         raw = meta.get(CAS_KEY)
         self.current: int = _U64.unpack(raw)[0] if raw else 0
+        self.resumed = self.current  # where this run starts: past the last run's reservation
         self._reserved = self.current
 
     def take(self) -> int:

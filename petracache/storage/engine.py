@@ -44,7 +44,13 @@ from petracache.storage.cas import CasSource
 from petracache.storage.database import Database
 from petracache.storage.errors import CorruptValue, StorageError
 from petracache.storage.flush import FlushState
-from petracache.storage.index import IndexBatch, ItemIndex, parse_age_key
+from petracache.storage.index import (
+    MAIN_START,
+    IndexBatch,
+    ItemIndex,
+    age_version,
+    parse_age_key,
+)
 from petracache.storage.item_counts import KeyScan, restored_counts
 from petracache.storage.items import DeleteResult, DeltaResult, Item, StoreResult
 from petracache.storage.key_sizes import KeySizes
@@ -144,6 +150,13 @@ class Engine:
     def current_cas(self) -> int:
         """The last CAS unique handed out (``next_cas`` takes the next one)."""
         return self._cas.current
+
+    @property
+    def cas_resumed_at(self) -> int:
+        """The CAS unique this run started after: a restart skips the rest of the last
+        run's reserved block (``storage.cas``), so the uniques are not a count of writes
+        across it."""
+        return self._cas.resumed
 
     def is_dead(self, item: Item, now: int) -> bool:
         """Expired, or covered by a flush_all: never to be returned again."""
@@ -391,16 +404,21 @@ class Engine:
         return self.index.batch(self.item_counts, self.hot, self.key_sizes)
 
     def oldest_write(self) -> int:
-        """When the oldest surviving version was written (Unix s), from the head of the
-        ``age`` index; 0 when that index is not kept or holds nothing live."""
+        """When the oldest surviving version was written (Unix s), from the heads of the
+        ``age`` index's two queues (``storage.index``); 0 when that index is not kept or
+        holds nothing live."""
         if not self.index.track_age:
             return 0
-        walk = self.db.walk(AGE_CF, b"", OLDEST_PROBE, float("inf"), time.monotonic)
+        heads = [self._oldest_from(b""), self._oldest_from(MAIN_START)]
+        return min((t for t in heads if t), default=0)
+
+    def _oldest_from(self, start: bytes) -> int:
+        walk = self.db.walk(AGE_CF, start, OLDEST_PROBE, float("inf"), time.monotonic)
         for entry in walk:
-            cas, key = parse_age_key(entry)
+            position, key = parse_age_key(entry)
             item, _size = self.stored(key)
-            if item is not None and item.cas == cas:  # else a stale entry (storage.index)
-                return item.stored_at
+            if item is not None and item.cas == age_version(position, walk.value()):
+                return item.stored_at  # else a stale entry (storage.index)
         return 0
 
     # -- lifecycle ---------------------------------------------------------------------------

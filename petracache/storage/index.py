@@ -5,11 +5,17 @@ is. Two column families answer those questions without scanning live data:
 
 * ``expiry``: ``deadline (u32 BE) | cas (u64 BE) | key`` -> empty. One entry per item
   version that has a deadline, in deadline order: the reclaimer reads a prefix of it.
-* ``age``: ``position (u64 BE) | key`` -> empty or ``cas (u64 BE)``. One entry per item
-  version, in queue order: a write puts its version at ``position`` = its CAS with an empty
-  value (CAS uniques strictly increase, so that is the tail); an eviction requeue (CLOCK's
-  second chance, ``storage.reclaim``) moves the entry to a fresh position taken from the
-  same CAS source and records the version's CAS in the value. The evictor reads a prefix.
+* ``age``: ``position (u64 BE) | key`` -> empty or ``cas (u64 BE) [| freq (u8)]``. One
+  entry per item version, in queue order: a write puts its version at ``position`` = its
+  CAS with an empty value (CAS uniques strictly increase, so that is the tail); an eviction
+  requeue (CLOCK's second chance, ``storage.reclaim``) moves the entry to a fresh position
+  taken from the same CAS source and records the version's CAS in the value. The evictor
+  reads a prefix. Two ranges: positions below ``MAIN_BASE`` (2**63, which CAS uniques
+  never reach in practice) are the write order, S3-FIFO's *small* queue; positions from
+  it are the *main* queue, whose entries only the reclaimer writes (``main_position``: a
+  counter of its own above ``MAIN_BASE``) with the version's CAS and its frequency
+  (``storage.reclaim.queues``) in the value. Which queue an item is in is where its entry
+  is: logged with the entry, so a restart keeps it.
 
 Invariants:
 
@@ -55,6 +61,10 @@ _EXPIRY: Final = struct.Struct(">IQ")
 _AGE: Final = struct.Struct(">Q")
 EXPIRY_PREFIX: Final = _EXPIRY.size
 AGE_PREFIX: Final = _AGE.size
+# The main queue's positions: from MAIN_BASE up. A CAS unique is a count of writes (and a
+# client's meta E value, which may be anything), so the write order stays below it.
+MAIN_BASE: Final = 1 << 63
+MAIN_START: Final = _AGE.pack(MAIN_BASE)  # the first age key of the main queue
 
 
 def expiry_key(deadline: int, cas: int, key: bytes) -> bytes:
@@ -78,7 +88,17 @@ def parse_age_key(raw: bytes) -> tuple[int, bytes]:
 
 def age_version(position: int, value: bytes) -> int:
     """The CAS of the version an ``age`` entry names: its position unless it was requeued."""
-    return int(_AGE.unpack(value)[0]) if value else position
+    return int(_AGE.unpack_from(value)[0]) if value else position
+
+
+def main_freq(value: bytes) -> int:
+    """The frequency a main-queue entry's value records (0 when it records none)."""
+    return value[AGE_PREFIX] if len(value) > AGE_PREFIX else 0
+
+
+def requeued_value(cas: int, freq: int = 0) -> bytes:
+    """The value of a requeued entry: the version's CAS, and its frequency when not 0."""
+    return _AGE.pack(cas) + bytes((freq,)) if freq else _AGE.pack(cas)
 
 
 def expiry_deadline_of(raw: bytes) -> int:
@@ -155,11 +175,12 @@ class ItemIndex:
         batch.delete(entry, self._expiry_h if family == EXPIRY_CF else self._age_h)
 
     def requeue_entry(
-        self, batch: Batch, entry: bytes, key: bytes, cas: int, position: int
+        self, batch: Batch, entry: bytes, key: bytes, cas: int, position: int, freq: int = 0
     ) -> None:
-        """Add the move of ``entry`` (naming version ``cas`` of ``key``) to ``position``."""
+        """Add the move of ``entry`` (naming version ``cas`` of ``key``) to ``position``,
+        recording ``freq`` (main queue)."""
         batch.delete(entry, self._age_h)
-        batch.put(age_key(position, key), _AGE.pack(cas), self._age_h)
+        batch.put(age_key(position, key), requeued_value(cas, freq), self._age_h)
 
     def commit(self, batch: Batch) -> None:
         rocks.commit_batch(self._db, batch, self._write_opts)
@@ -265,12 +286,18 @@ class IndexBatch:
         """Add a stored version's entries (backfill)."""
         self._index.add_entries(self._batch, key, item.deadline, item.cas)
 
-    def requeue(self, entry: bytes, key: bytes, value: bytes, cas: int, position: int) -> None:
-        """Move ``entry`` to ``position`` and store ``value``, the same version (``cas``)
-        with only its eviction state changed (the active bit cleared)."""
-        self._index.requeue_entry(self._batch, entry, key, cas, position)
+    def requeue(
+        self, entry: bytes, key: bytes, value: bytes, cas: int, position: int, freq: int = 0
+    ) -> None:
+        """Move ``entry`` to ``position`` (recording ``freq``) and store ``value``, the same
+        version (``cas``) with only its eviction state changed (the active bit cleared)."""
+        self._index.requeue_entry(self._batch, entry, key, cas, position, freq)
         self._batch.put(key, value)
         self._touched.append(key)
+
+    def move(self, entry: bytes, key: bytes, cas: int, position: int, freq: int = 0) -> None:
+        """Move ``entry`` to ``position`` (recording ``freq``), the item left as it is."""
+        self._index.requeue_entry(self._batch, entry, key, cas, position, freq)
 
     def commit(self) -> None:
         """Apply the batch; the hot items of what it deleted or rewrote go (``storage.hot``:

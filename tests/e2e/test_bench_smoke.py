@@ -52,8 +52,8 @@ def test_eviction_traces_run_for_every_policy_and_memcached(tmp_path: Path) -> N
     assert sorted(out) == sorted(eviction.TRACES)
     for runs in out.values():
         servers = [run.server.split(" (")[0] for run in runs]
-        assert servers[:2] == ["petracache fifo", "petracache clock"]
-        assert servers[2].startswith("memcached")
+        assert servers[:3] == ["petracache s3fifo", "petracache clock", "petracache fifo"]
+        assert servers[3].startswith("memcached")
         for run in runs:
             assert 0.0 < run.ratio(0) < 1.0, run.server
             assert run.items_held > 0, run.server

@@ -15,13 +15,18 @@ backlog, growing with the age of its oldest dead item; all of it for eviction):
    ``max_disk_bytes``, take items from the head of ``age`` (the oldest-written first) until
    an estimate of the on-disk size of those deleted covers the excess down to ``LOW_WATER``,
    then compact and measure again. ``eviction = "fifo"`` deletes every item it takes (as
-   RocksDB FIFO compaction and Segcache do). ``"clock"`` (the default) gives an item read
+   RocksDB FIFO compaction and Segcache do). ``"clock"`` gives an item read
    since it was written, or since it was last spared, a second chance (CLOCK, memcached's
    ITEM_ACTIVE): it clears the item's active bit and moves its entry to the tail, in the
    round's batch (logged: see ``storage.index``). A read sets the bit with the fetch record
    it already writes (``items.fetch_is_news``), so a read costs no extra write, and a
-   spared item costs one more fetch record on its next read. While usage is past the
-   bound, nothing is spared (the bound comes first).
+   spared item costs one more fetch record on its next read. ``"s3fifo"`` (the default) is
+   S3-FIFO over the same index: the write order is its small queue, a second range of
+   ``age`` positions its main queue, and a ghost of recently evicted keys is kept in
+   memory (``queues`` has the rules and how the engine holds them, ``ghost`` the ghost);
+   each entry a round takes comes from the small queue's head while that queue holds its
+   share, else from the main queue's. While usage is past the bound, nothing is spared
+   (the bound comes first).
    When a round starts and how much it evicts is ``eviction_control``'s decision (it starts
    early at high write rates, leading the writes that arrive while it runs).
 2. Expiry: walk ``expiry`` from its head while deadlines are <= now.
@@ -56,13 +61,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from petracache.storage import codec, index as idx
+from petracache.storage import codec, index as idx, rocks
 from petracache.storage.engine import Engine
 from petracache.storage.errors import CorruptValue
 from petracache.storage.index import IndexBatch
 from petracache.storage.items import ACTIVE, FETCHED, Item
+from petracache.storage.reclaim import queues
 from petracache.storage.reclaim.eviction_control import EvictionControl
-from petracache.storage.rocks import AGE_CF, EXPIRY_CF, FLUSH_STATE
+from petracache.storage.reclaim.ghost import GhostKeys
+from petracache.storage.rocks import AGE_CF, EXPIRY_CF, FLUSH_STATE, Family
 
 BATCH = 512  # items examined per step
 STEP_BUDGET = 0.002  # seconds of trio-thread time per step: a client waits at most this long
@@ -85,6 +92,11 @@ FLUSH_DONE_KEY = b"flush_reclaimed"  # meta: the flush state whose items are all
 FLUSH_MIN_WAL = 1 << 20
 FLUSH_MIN_INTERVAL = 5.0
 DEAD_SHARE = 0.5
+# The main queue's positions the reclaimer hands out stay below this (a client's meta E
+# CAS may land above it: such an entry is walked as a main-queue entry all the same).
+MAIN_LIMIT = idx.MAIN_BASE + (1 << 62)
+MAIN_JOB = "age main"  # the queued compaction of the main queue's consumed head
+BUDGET_CHECK_EVERY = 16  # entries between two looks at the timer (as rocks.Walk)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,9 +140,10 @@ class Reclaimer:
     Args:
         engine: the open engine (its ``index`` says which indexes are maintained).
         max_disk_bytes: the eviction bound; 0 disables eviction.
-        eviction: ``"clock"`` (spare items read since their last pass), ``"fifo"``, or
-            ``"none"`` (memcached -M: nothing is evicted; at the mark where a round would
-            start, ``Engine.out_of_space`` is set and stores are refused).
+        eviction: ``"s3fifo"`` (small, main and ghost queues: ``queues``), ``"clock"``
+            (spare items read since their last pass), ``"fifo"``, or ``"none"`` (memcached
+            -M: nothing is evicted; at the mark where a round would start,
+            ``Engine.out_of_space`` is set and stores are refused).
         timer: monotonic seconds, for the per-step time budget and the flush interval.
     """
 
@@ -138,7 +151,7 @@ class Reclaimer:
         self,
         engine: Engine,
         max_disk_bytes: int = 0,
-        eviction: str = "clock",
+        eviction: str = "s3fifo",
         timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._engine = engine
@@ -146,6 +159,7 @@ class Reclaimer:
         # Eviction reads the age index, kept only when a bound was configured at start.
         self._max_disk = max_disk_bytes if engine.index.track_age or not self._evicting else 0
         self._second_chance = eviction == "clock"
+        self._s3fifo = eviction == "s3fifo"
         self._timer = timer
         self._last_flush = -FLUSH_MIN_INTERVAL
         self._flush_wanted = False
@@ -153,10 +167,16 @@ class Reclaimer:
         # Told of each live item an eviction round deleted, once its batch is committed
         # (``watch evictions``: app.py sets it; ``(key, item, now)``).
         self.on_evict: Callable[[bytes, Item, int], None] | None = None
+        self._evicted: list[tuple[bytes, Item]] = []  # this step's, for on_evict
         # expiry walk
         self._expiry_cursor = b""
         # eviction round
         self._age_cursor = b""
+        self._main_cursor = idx.MAIN_START  # s3fifo: the main queue's (the small's: above)
+        self._main_next = 0  # s3fifo: the next main-queue position (0: not read yet)
+        self._resumed = -1  # s3fifo: the CAS this run resumed after, and the last position
+        self._resumed_last = 0  # written before it (queues.writes_since)
+        self.ghost = GhostKeys()
         self._control = EvictionControl(self._max_disk, timer)
         self._round_evicted = 0
         self._other_turn = False
@@ -254,6 +274,8 @@ class Reclaimer:
         self._pending_lo = self._pending_hi = None
 
     def _evict(self, deadline: float) -> bool:
+        if self._s3fifo:
+            return self._evict_s3fifo(deadline)
         control = self._control
         limit = BATCH * (OVER_BOUND_SHARE if control.over_bound else 1)
         walk = self._engine.db.walk(AGE_CF, self._age_cursor, limit, deadline, self._timer)
@@ -261,7 +283,6 @@ class Reclaimer:
         spare = self._second_chance and not control.over_bound
         now = self._engine.now()
         seen: set[bytes] = set()
-        gone: list[tuple[bytes, Item]] = []
         for entry in walk:
             if control.target <= 0:
                 break
@@ -279,35 +300,175 @@ class Reclaimer:
                 batch.requeue(entry, key, spared, cas, self._engine.next_cas())
                 self._count_extra("evicted_active")  # memcached's name for a spared item
                 continue
-            self._delete_item(batch, key, item, size)
-            self._round_evicted += 1
-            control.target -= size + 2 * ROCKSDB_ENTRY_BYTES + len(entry)
-            if dead:
-                self.counters.expired_reaped += 1
-            else:
-                self.counters.evictions += 1
-                if not item.bits & FETCHED:
-                    self._count_extra("evicted_unfetched")
-                if self.on_evict is not None:
-                    gone.append((key, item))
+            self._evict_item(batch, entry, key, item, size, dead)
         batch.commit()
-        if self.on_evict is not None:
-            for key, item in gone:
-                self.on_evict(key, item, now)
+        self._report_evictions(now)
         if control.target > 0 and walk.more:
             return True
-        # Round over (target met or index exhausted): compact, then measure again. A round
-        # that found nothing to evict (the age index is still being backfilled) compacts
-        # nothing: the next measurement decides.
+        if self._end_round():
+            self._request(Compaction(AGE_CF, None, self._age_cursor))
+        return False
+
+    def _evict_item(
+        self, batch: IndexBatch, entry: bytes, key: bytes, item: Item, size: int, dead: bool
+    ) -> None:
+        self._delete_item(batch, key, item, size)
+        if entry != idx.age_key(item.cas, key):  # a requeued entry: not where the item's is
+            batch.delete_entry(entry, AGE_CF)
+        self._round_evicted += 1
+        self._control.target -= size + 2 * ROCKSDB_ENTRY_BYTES + len(entry)
+        if dead:
+            self.counters.expired_reaped += 1
+        else:
+            self.counters.evictions += 1
+            if not item.bits & FETCHED:
+                self._count_extra("evicted_unfetched")
+            if self.on_evict is not None:
+                self._evicted.append((key, item))
+
+    def _report_evictions(self, now: int) -> None:
+        """Tell ``on_evict`` (``watch``) of the live items the committed batch evicted."""
+        evicted = self._evicted
+        if evicted and self.on_evict is not None:
+            for key, item in evicted:
+                self.on_evict(key, item, now)
+        evicted.clear()
+
+    def _end_round(self) -> bool:
+        """Round over (target met or index exhausted): compact, then measure again. A round
+        that found nothing to evict (the age index is still being backfilled) compacts
+        nothing: the next measurement decides. True when it evicted something (the caller
+        then asks for the compaction of the ``age`` entries it consumed)."""
         evicted, self._round_evicted = self._round_evicted, 0
-        if not control.end_round(evicted):
+        if not self._control.end_round(evicted):
             return False
         self._maybe_request_flush()
         self._request(Compaction("default", None, None))  # covers every pending deletion
         self._pending_bytes = 0
         self._pending_lo = self._pending_hi = None
-        self._request(Compaction(AGE_CF, None, self._age_cursor))
+        return True
+
+    def _evict_s3fifo(self, deadline: float) -> bool:
+        """One step of an S3-FIFO round (``queues``): each entry comes from the small
+        queue's head while it holds its share (or the main queue is empty), else from the
+        main queue's head."""
+        control = self._control
+        engine = self._engine
+        limit = BATCH * (OVER_BOUND_SHARE if control.over_bound else 1)
+        family = engine.db.family(AGE_CF)
+        small = _Queue(family, self._age_cursor, idx.MAIN_START)
+        main = _Queue(family, self._main_cursor, None)
+        batch = engine.batch()
+        spare = not control.over_bound
+        now = engine.now()
+        newest, resumed = engine.current_cas, engine.cas_resumed_at
+        last_before = self._last_before(resumed)
+        items = self._live_items()
+        self.ghost.resize(int(items * (1 - queues.SMALL_SHARE)))
+        seen: set[bytes] = set()
+        taken = 0
+        while control.target > 0 and taken < limit:
+            if taken % BUDGET_CHECK_EVERY == BUDGET_CHECK_EVERY - 1 and self._timer() > deadline:
+                break
+            head = small.entry
+            if head is not None:
+                position, key = idx.parse_age_key(head)
+                written = queues.writes_since(position, newest, resumed, last_before)
+                from_small = main.entry is None or queues.small_is_full(written, items)
+            elif main.entry is not None:
+                from_small = False
+            else:
+                break
+            if from_small:
+                entry, value = small.take()
+                self._age_cursor = entry + b"\x00"
+            else:
+                entry, value = main.take()
+                self._main_cursor = entry + b"\x00"
+                position, key = idx.parse_age_key(entry)
+            taken += 1
+            cas = idx.age_version(position, value)
+            item, size = engine.stored(key) if key not in seen else (None, 0)
+            if item is None or item.cas != cas:
+                batch.delete_entry(entry, AGE_CF)
+                continue
+            seen.add(key)
+            dead = engine.is_dead(item, now)
+            if spare and not dead and self._spared(batch, entry, value, key, item, from_small):
+                continue
+            self._evict_item(batch, entry, key, item, size, dead)
+            if from_small and not dead:
+                self.ghost.add(key)
+        batch.commit()
+        self._report_evictions(now)
+        if control.target > 0 and (small.entry is not None or main.entry is not None):
+            return True
+        if self._end_round():
+            # The consumed heads of both queues, as two jobs: one range would be the whole
+            # small queue.
+            self._request(Compaction(AGE_CF, None, self._age_cursor))
+            if self._main_cursor > idx.MAIN_START:
+                self._request(Compaction(AGE_CF, idx.MAIN_START, self._main_cursor), MAIN_JOB)
         return False
+
+    def _spared(
+        self, batch: IndexBatch, entry: bytes, value: bytes, key: bytes, item: Item, small: bool
+    ) -> bool:
+        """S3-FIFO's verdict on a live item at a queue's head (``queues``); True when it
+        moves to the main queue's tail (added to ``batch``) instead of being evicted."""
+        read = bool(item.bits & ACTIVE)
+        if small:
+            remembered = not read and key in self.ghost
+            if not queues.promoted(read, remembered):
+                return False
+            self._to_main(batch, entry, key, item, 0)
+            self._count_extra("moves_to_main")
+            if remembered:
+                self._count_extra("ghost_admissions")
+            return True
+        freq = queues.kept_freq(idx.main_freq(value), read)
+        if freq is None:
+            return False
+        self._to_main(batch, entry, key, item, freq)
+        self._count_extra("evicted_active")  # memcached's name for a spared item
+        return True
+
+    def _to_main(self, batch: IndexBatch, entry: bytes, key: bytes, item: Item, freq: int) -> None:
+        """Move ``entry`` to the main queue's tail with ``freq``; an item read since its
+        last move gets its active bit cleared (a rewrite of the same version), so that
+        the next pass sees the reads made from now on."""
+        position = self._next_main_position()
+        if item.bits & ACTIVE:
+            value = codec.encode_item(item._replace(bits=item.bits & ~ACTIVE))
+            batch.requeue(entry, key, value, item.cas, position, freq)
+        else:
+            batch.move(entry, key, item.cas, position, freq)
+
+    def _next_main_position(self) -> int:
+        """A position past every main-queue entry: its last one's, read once, then counted."""
+        if not self._main_next:
+            last = rocks.last_below(self._engine.db.family(AGE_CF), idx.age_key(MAIN_LIMIT, b""))
+            position = idx.parse_age_key(last)[0] if last is not None else 0
+            self._main_next = max(position + 1, idx.MAIN_BASE)
+        position = self._main_next
+        self._main_next += 1
+        return position
+
+    def _last_before(self, resumed: int) -> int:
+        """The last small-queue position at or before ``resumed`` (read once)."""
+        if self._resumed != resumed:
+            limit = idx.age_key(min(resumed + 1, idx.MAIN_BASE), b"")
+            last = rocks.last_below(self._engine.db.family(AGE_CF), limit)
+            self._resumed = resumed
+            self._resumed_last = idx.parse_age_key(last)[0] if last is not None else 0
+        return self._resumed_last
+
+    def _live_items(self) -> int:
+        """The live items: the exact count, else RocksDB's estimate of the keys."""
+        counts = self._engine.item_counts
+        if counts.exact:
+            return counts.items
+        return self._engine.db.property_int("rocksdb.estimate-num-keys")
 
     # -- expiry ------------------------------------------------------------------------------
 
@@ -442,14 +603,17 @@ class Reclaimer:
             self._flush_wanted = True
             self._last_flush = self._timer()
 
-    def _request(self, job: Compaction) -> None:
-        """Queue a compaction, merging it with a queued one of the same family."""
-        queued = self._requests.get(job.family)
+    def _request(self, job: Compaction, slot: str | None = None) -> None:
+        """Queue a compaction, merging it with a queued one of the same family (or
+        ``slot``: the main queue's range has its own, so it is not merged with the small
+        queue's)."""
+        name = slot or job.family
+        queued = self._requests.get(name)
         if queued is not None:
             begin = None if None in (queued.begin, job.begin) else min(queued.begin, job.begin)  # type: ignore[type-var]
             end = None if None in (queued.end, job.end) else max(queued.end, job.end)  # type: ignore[type-var]
             job = Compaction(job.family, begin, end)
-        self._requests[job.family] = job
+        self._requests[name] = job
 
     def take_job(self) -> Job | None:
         """The next queued job, a flush before any compaction (the caller runs it in a
@@ -481,7 +645,39 @@ class Reclaimer:
         self.counters.compacted_bytes += freed
         if job.family == EXPIRY_CF:
             self._expiry_cursor = b""  # tombstones below it are gone; re-seek from the head
-        elif job.family == AGE_CF:
-            self._age_cursor = b""
+        elif job.family == AGE_CF:  # re-seek from the head of the ranges it compacted
+            if job.begin is None:
+                self._age_cursor = b""
+            if job.end is None or job.end > idx.MAIN_START:
+                self._main_cursor = idx.MAIN_START
         elif job.family == "default":
             self._control.compacted()
+
+
+class _Queue:
+    """One range of the ``age`` family, read from its head: ``entry`` is the head (None when
+    the range is exhausted), ``take`` consumes it."""
+
+    __slots__ = ("_end", "_it", "entry")
+
+    def __init__(self, family: Family, start: bytes, end: bytes | None) -> None:
+        self._it = family.iter()
+        self._it.seek(start)
+        self._end = end
+        self.entry = self._head()
+
+    def _head(self) -> bytes | None:
+        it = self._it
+        if not it.valid():
+            return None
+        key = bytes(it.key())
+        return None if self._end is not None and key >= self._end else key
+
+    def take(self) -> tuple[bytes, bytes]:
+        """The head entry and its value; the next one becomes the head."""
+        entry = self.entry
+        assert entry is not None
+        value = bytes(self._it.value())
+        self._it.next()
+        self.entry = self._head()
+        return entry, value
