@@ -293,7 +293,7 @@ def test_memcached_flags_of_issue_28_map_onto_settings(monkeypatch: pytest.Monke
     assert s.storage.eviction == "none"
     defaults = configure([])
     assert (defaults.server.unix_mask, defaults.server.protocol) == ("700", "auto")
-    assert (defaults.server.cas_enabled, defaults.storage.eviction) == (True, "clock")
+    assert (defaults.server.cas_enabled, defaults.storage.eviction) == (True, "s3fifo")
     # -S: binary only; the users come from MEMCACHED_SASL_PWDB unless an auth file is set
     monkeypatch.setenv("MEMCACHED_SASL_PWDB", "/etc/pwdb")
     s = configure(["-S"])
