@@ -36,6 +36,7 @@ from petracache.rules import slabs
 from petracache.rules.numbers import strtoul32
 from petracache.storage.crawl import ItemCrawl
 from petracache.storage.engine import Engine
+from petracache.storage.reclaim.age_queues import oldest_write
 
 if TYPE_CHECKING:  # the context imports commands.stats, not this module
     from petracache.commands.context import Context
@@ -126,7 +127,7 @@ def items_stats(counters: Counters, engine: Engine) -> StatsReply:
 
 def _oldest_age(engine: Engine) -> int:
     """Seconds since the oldest surviving write, from the ``age`` index (0 without it)."""
-    oldest = engine.oldest_write()
+    oldest = oldest_write(engine)
     return max(engine.now() - oldest, 0) if oldest else 0
 
 

@@ -12,13 +12,14 @@ state (CAS reservation, flush_all state, index completeness, the warm-restart re
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from petracache.config import StorageSettings
 from petracache.storage import rocks
 from petracache.storage.errors import StorageError
 from petracache.storage.rocks import AGE_CF, EXPIRY_CF, META_CF, Family
 
+BUDGET_CHECK_EVERY = 16  # entries between two clock reads of a time-budgeted walk
 ITEMS = "default"  # the items family's name, as ``walk`` and ``compact`` take it
 STATISTICS = {  # ``statistics()`` label -> RocksDB property of the items family
     "estimated_keys": "rocksdb.estimate-num-keys",
@@ -70,9 +71,9 @@ class Database:
 
     def walk(
         self, family: str, start: bytes, limit: int, deadline: float, timer: Callable[[], float]
-    ) -> rocks.Walk:
-        """A bounded walk over one family from ``start`` (``rocks.Walk``)."""
-        return rocks.Walk(self._families[family], start, limit, deadline, timer)
+    ) -> Walk:
+        """A bounded walk over one family from ``start`` (``Walk``)."""
+        return Walk(self._families[family], start, limit, deadline, timer)
 
     def load_state(self, key: bytes) -> bytes | None:
         """A value the background work persisted in the ``meta`` family."""
@@ -149,3 +150,49 @@ class Database:
             error = error or exc
         if error is not None:
             raise StorageError(f"closing the database: {error}") from error
+
+
+class Walk:
+    """A walk over a family from ``start``, bounded by an entry count and a time budget.
+
+    Iterating yields each key; ``value()`` is the current entry's value. The walk stops
+    after ``limit`` entries, or once ``timer()`` passes ``deadline`` (checked every
+    ``BUDGET_CHECK_EVERY`` entries). A caller that breaks out leaves the walk on the entry
+    it broke at, so ``head()`` and ``more`` then describe that entry.
+    """
+
+    def __init__(
+        self,
+        family: Family,
+        start: bytes,
+        limit: int,
+        deadline: float,
+        timer: Callable[[], float],
+    ) -> None:
+        self._it = family.iter()
+        self._it.seek(start)
+        self._limit = limit
+        self._deadline = deadline
+        self._timer = timer
+
+    def __iter__(self) -> Iterator[bytes]:
+        it = self._it
+        n = 0
+        while it.valid() and n < self._limit:
+            yield bytes(it.key())
+            n += 1
+            it.next()
+            if n % BUDGET_CHECK_EVERY == 0 and self._timer() > self._deadline:
+                return
+
+    def value(self) -> bytes:
+        return bytes(self._it.value())
+
+    @property
+    def more(self) -> bool:
+        """Whether entries remain past the walk's position."""
+        return bool(self._it.valid())
+
+    def head(self) -> bytes | None:
+        """The key at the walk's position, or None at the end."""
+        return bytes(self._it.key()) if self._it.valid() else None

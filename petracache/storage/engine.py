@@ -45,16 +45,13 @@ from petracache.storage.database import Database
 from petracache.storage.errors import CorruptValue, StorageError
 from petracache.storage.flush import FlushState
 from petracache.storage.index import (
-    MAIN_START,
     IndexBatch,
     ItemIndex,
-    age_version,
-    parse_age_key,
 )
 from petracache.storage.item_counts import KeyScan, restored_counts
 from petracache.storage.items import DeleteResult, DeltaResult, Item, StoreResult
 from petracache.storage.key_sizes import KeySizes
-from petracache.storage.rocks import AGE_CF, Family
+from petracache.storage.rocks import Family
 from petracache.storage.statistics import EngineCounters
 from petracache.storage.warm_restart import Heartbeat, LastRun, Verdict, judge, read_last_run
 from petracache.storage.write_sequence import WriteSequence
@@ -64,7 +61,6 @@ __all__ = ["DeleteResult", "DeltaResult", "Engine", "EngineCounters", "StoreMode
 
 log = logging.getLogger(__name__)
 
-OLDEST_PROBE = 64  # age-index entries looked at for ``oldest_write`` (stale ones are skipped)
 _ITEM = Item
 
 
@@ -402,24 +398,6 @@ class Engine:
         """Item deletions and index changes, applied atomically by the batch's commit, which
         unlinks what it deleted and drops it from the hot items."""
         return self.index.batch(self.item_counts, self.hot, self.key_sizes)
-
-    def oldest_write(self) -> int:
-        """When the oldest surviving version was written (Unix s), from the heads of the
-        ``age`` index's two queues (``storage.index``); 0 when that index is not kept or
-        holds nothing live."""
-        if not self.index.track_age:
-            return 0
-        heads = [self._oldest_from(b""), self._oldest_from(MAIN_START)]
-        return min((t for t in heads if t), default=0)
-
-    def _oldest_from(self, start: bytes) -> int:
-        walk = self.db.walk(AGE_CF, start, OLDEST_PROBE, float("inf"), time.monotonic)
-        for entry in walk:
-            position, key = parse_age_key(entry)
-            item, _size = self.stored(key)
-            if item is not None and item.cas == age_version(position, walk.value()):
-                return item.stored_at  # else a stale entry (storage.index)
-        return 0
 
     # -- lifecycle ---------------------------------------------------------------------------
 

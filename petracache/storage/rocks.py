@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Callable, Iterator
 from typing import Any, Protocol, cast
 
 import rocksdict
@@ -45,7 +44,6 @@ DELETION_RATIO = 0.5
 _LOCK_MESSAGE = "while lock file"
 # A flush_all state in the meta family: oldest_live (Unix s, 0 = no flush), oldest_cas.
 FLUSH_STATE = struct.Struct("<qQ")
-BUDGET_CHECK_EVERY = 16  # entries between two clock reads of a time-budgeted walk
 
 
 # -- the rocksdict objects petracache uses, as typed Protocols ----------------------------------
@@ -415,49 +413,3 @@ def is_empty(family: Family) -> bool:
     it = family.iter()
     it.seek_to_first()
     return not it.valid()
-
-
-class Walk:
-    """A walk over a family from ``start``, bounded by an entry count and a time budget.
-
-    Iterating yields each key; ``value()`` is the current entry's value. The walk stops
-    after ``limit`` entries, or once ``timer()`` passes ``deadline`` (checked every
-    ``BUDGET_CHECK_EVERY`` entries). A caller that breaks out leaves the walk on the entry
-    it broke at, so ``head()`` and ``more`` then describe that entry.
-    """
-
-    def __init__(
-        self,
-        family: Family,
-        start: bytes,
-        limit: int,
-        deadline: float,
-        timer: Callable[[], float],
-    ) -> None:
-        self._it = family.iter()
-        self._it.seek(start)
-        self._limit = limit
-        self._deadline = deadline
-        self._timer = timer
-
-    def __iter__(self) -> Iterator[bytes]:
-        it = self._it
-        n = 0
-        while it.valid() and n < self._limit:
-            yield bytes(it.key())
-            n += 1
-            it.next()
-            if n % BUDGET_CHECK_EVERY == 0 and self._timer() > self._deadline:
-                return
-
-    def value(self) -> bytes:
-        return bytes(self._it.value())
-
-    @property
-    def more(self) -> bool:
-        """Whether entries remain past the walk's position."""
-        return bool(self._it.valid())
-
-    def head(self) -> bytes | None:
-        """The key at the walk's position, or None at the end."""
-        return bytes(self._it.key()) if self._it.valid() else None

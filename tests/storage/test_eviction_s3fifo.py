@@ -15,6 +15,7 @@ from petracache.rules.verbs import StoreMode
 from petracache.storage import index as idx, items
 from petracache.storage.engine import Engine
 from petracache.storage.reclaim import queues
+from petracache.storage.reclaim.age_queues import oldest_write
 from petracache.storage.reclaim.reclaimer import Reclaimer
 from tests.storage.engines import Clock
 from tests.storage.reclaiming import BOUND, VALUE, bounded, fill_until, gone, keys_of, make_engine
@@ -180,7 +181,7 @@ def test_the_oldest_write_includes_the_main_queue(tmp_path: Path, clock: Clock) 
         engine.fetch(b"hot")
         clock.now += 100
         fill_until(engine, reclaimer, b"a", in_main(engine, b"hot"))
-        assert engine.oldest_write() == written
+        assert oldest_write(engine) == written
 
 
 def write_and_close(tmp_path: Path, clock: Clock, prefix: bytes, count: int) -> int:

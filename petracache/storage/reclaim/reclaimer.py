@@ -67,9 +67,10 @@ from petracache.storage.errors import CorruptValue
 from petracache.storage.index import IndexBatch
 from petracache.storage.items import ACTIVE, FETCHED, Item
 from petracache.storage.reclaim import queues
+from petracache.storage.reclaim.age_queues import AgeQueue
 from petracache.storage.reclaim.eviction_control import EvictionControl
 from petracache.storage.reclaim.ghost import GhostKeys
-from petracache.storage.rocks import AGE_CF, EXPIRY_CF, FLUSH_STATE, Family
+from petracache.storage.rocks import AGE_CF, EXPIRY_CF, FLUSH_STATE
 
 BATCH = 512  # items examined per step
 STEP_BUDGET = 0.002  # seconds of trio-thread time per step: a client waits at most this long
@@ -96,7 +97,7 @@ DEAD_SHARE = 0.5
 # CAS may land above it: such an entry is walked as a main-queue entry all the same).
 MAIN_LIMIT = idx.MAIN_BASE + (1 << 62)
 MAIN_JOB = "age main"  # the queued compaction of the main queue's consumed head
-BUDGET_CHECK_EVERY = 16  # entries between two looks at the timer (as rocks.Walk)
+BUDGET_CHECK_EVERY = 16  # entries between two looks at the timer (as database.Walk)
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,8 +357,8 @@ class Reclaimer:
         engine = self._engine
         limit = BATCH * (OVER_BOUND_SHARE if control.over_bound else 1)
         family = engine.db.family(AGE_CF)
-        small = _Queue(family, self._age_cursor, idx.MAIN_START)
-        main = _Queue(family, self._main_cursor, None)
+        small = AgeQueue(family, self._age_cursor, idx.MAIN_START)
+        main = AgeQueue(family, self._main_cursor, None)
         batch = engine.batch()
         spare = not control.over_bound
         now = engine.now()
@@ -652,32 +653,3 @@ class Reclaimer:
                 self._main_cursor = idx.MAIN_START
         elif job.family == "default":
             self._control.compacted()
-
-
-class _Queue:
-    """One range of the ``age`` family, read from its head: ``entry`` is the head (None when
-    the range is exhausted), ``take`` consumes it."""
-
-    __slots__ = ("_end", "_it", "entry")
-
-    def __init__(self, family: Family, start: bytes, end: bytes | None) -> None:
-        self._it = family.iter()
-        self._it.seek(start)
-        self._end = end
-        self.entry = self._head()
-
-    def _head(self) -> bytes | None:
-        it = self._it
-        if not it.valid():
-            return None
-        key = bytes(it.key())
-        return None if self._end is not None and key >= self._end else key
-
-    def take(self) -> tuple[bytes, bytes]:
-        """The head entry and its value; the next one becomes the head."""
-        entry = self.entry
-        assert entry is not None
-        value = bytes(self._it.value())
-        self._it.next()
-        self.entry = self._head()
-        return entry, value
