@@ -22,7 +22,8 @@ import logging
 import resource
 from typing import Any
 
-from petracache.config import ConfigError, Settings, loggable
+from petracache.config import ConfigError, Settings
+from petracache.config_loading import loggable
 from petracache.rules.build import BUILD
 
 # Descriptors besides connections: listeners, admin sockets, epoll, log files, RocksDB's

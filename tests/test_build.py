@@ -27,7 +27,7 @@ from types import ModuleType
 import pytest
 
 import petracache
-from petracache.config import check_environment
+from petracache.config_loading import check_environment
 from petracache.rules.build import BUILD, COMPILE_ENV, compiled
 from tests.harness import PetracacheProcess
 

@@ -12,16 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from petracache.cli import build_parser, compat_warnings, configure, parse_size, settings_from
-from petracache.config import (
-    FLAT_ENV_ALIASES,
-    MASK,
-    ConfigError,
-    Settings,
-    apply_overrides,
-    load_settings,
-    loggable,
-)
+from petracache.cli import build_parser, configure, parse_size, settings_from
+from petracache.config import FLAT_ENV_ALIASES, MASK, ConfigError, Settings
+from petracache.config_loading import apply_overrides, load_settings, loggable
+from petracache.memcached_flags import compat_warnings
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config.toml.example"

@@ -13,7 +13,7 @@ from importlib.machinery import EXTENSION_SUFFIXES
 from types import ModuleType
 from typing import Final
 
-# setup.py's switch, not a server option: config.check_environment lets it through, so
+# setup.py's switch, not a server option: config_loading.check_environment lets it through, so
 # ``PETRACACHE_COMPILE=0 ./scripts/serve`` can pass its environment on to the server.
 COMPILE_ENV: Final = "PETRACACHE_COMPILE"
 

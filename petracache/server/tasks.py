@@ -27,7 +27,8 @@ import trio
 from petracache.config import StorageSettings
 from petracache.storage.engine import Engine
 from petracache.storage.errors import StorageError
-from petracache.storage.reclaim.reclaimer import Job, Reclaimer
+from petracache.storage.reclaim.jobs import Job
+from petracache.storage.reclaim.reclaimer import Reclaimer
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from urllib.parse import unquote_to_bytes
 import pytest
 
 from petracache.storage import rocks
-from petracache.storage.reclaim.reclaimer import FLUSH_MIN_WAL
+from petracache.storage.reclaim.jobs import FLUSH_MIN_WAL
 from tests.e2e.fast_reclaim import FAST, VALUE, get, set_many, stats, wait_for_stat
 from tests.harness import PetracacheProcess, RawClient, wait_until
 

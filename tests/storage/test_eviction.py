@@ -15,7 +15,8 @@ import pytest
 from petracache.rules.verbs import StoreMode
 from petracache.storage import index as idx, items, rocks
 from petracache.storage.engine import Engine
-from petracache.storage.reclaim.reclaimer import Reclaimer, memtables_mostly_dead
+from petracache.storage.reclaim.jobs import memtables_mostly_dead
+from petracache.storage.reclaim.reclaimer import Reclaimer
 from tests.storage.engines import Clock
 from tests.storage.reclaiming import (
     BOUND,

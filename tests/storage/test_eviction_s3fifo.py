@@ -17,6 +17,7 @@ from petracache.storage.engine import Engine
 from petracache.storage.reclaim import queues
 from petracache.storage.reclaim.age_queues import oldest_write
 from petracache.storage.reclaim.reclaimer import Reclaimer
+from petracache.storage.reclaim.s3fifo import MainQueue
 from tests.storage.engines import Clock
 from tests.storage.reclaiming import BOUND, VALUE, bounded, fill_until, gone, keys_of, make_engine
 
@@ -203,12 +204,12 @@ def test_the_small_queue_is_measured_in_writes_across_a_restart(
     gc.collect()
     engine = make_engine(tmp_path / "db", clock, max_disk_bytes=BOUND, eviction="s3fifo")
     try:
-        reclaimer = Reclaimer(engine, max_disk_bytes=BOUND, eviction="s3fifo")
+        main = MainQueue(engine, lambda _name: None)
         for i in range(20):
             engine.store(StoreMode.SET, b"after:%d" % i, 0, 0, VALUE)
         newest, resumed = engine.current_cas, engine.cas_resumed_at
         assert newest - first > 1 << 19  # the uniques skip the last run's reserved block
-        last_before = reclaimer._last_before(resumed)
+        last_before = main.last_before(resumed)
         assert queues.writes_since(first, newest, resumed, last_before) == 29 + 20
     finally:
         engine.close()

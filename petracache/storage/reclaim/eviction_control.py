@@ -39,6 +39,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from petracache.storage import index as idx
+from petracache.storage.item_counts import ItemCounts
+
 HIGH_WATER = 0.55  # share of max_disk_bytes that starts an eviction round
 LOW_WATER = 0.40  # share an eviction round aims for
 MAX_ROUND = 0.30  # share of max_disk_bytes one round evicts at most (2x the usual round)
@@ -46,7 +49,20 @@ GROWTH_SMOOTHING = 0.3  # weight of the newest growth-rate sample (an exponentia
 # A round's duration until one has been timed: a guess (the first timed round replaces it),
 # so that the first round after a start already leads a fast writer.
 FIRST_ROUND_SECONDS = 1.0
+ROCKSDB_ENTRY_BYTES = 24  # RocksDB per-entry bytes (internal key trailer, block index share)
+# A live item's bytes on disk beyond its key and value: its entry's and its index entries'
+# overhead (an age entry, and an expiry entry when it has a TTL, each with a key prefix).
+LIVE_BYTES_PER_ITEM = 3 * ROCKSDB_ENTRY_BYTES + idx.AGE_PREFIX + idx.EXPIRY_PREFIX
 GARBAGE_INTERVAL = 1.0  # seconds between two garbage reclaims (each compacts everything)
+
+
+def live_bytes(counts: ItemCounts) -> int | None:
+    """The live data's estimated size on disk: the exact counts' bytes plus each item's
+    entries' overhead; None while the counts are not exact (a recount runs, or
+    ``exact_item_count`` is off)."""
+    if not counts.exact:
+        return None
+    return counts.bytes + counts.items * LIVE_BYTES_PER_ITEM
 
 
 class EvictionControl:

@@ -1,10 +1,8 @@
 """Background reclaim: reap expired items, free flushed ones, evict to a disk bound, compact.
 
-PetraCache drops expired items in a RocksDB compaction filter; rocksdict has no such hook, so
-the equivalent is built from what it has: the ``expiry`` and ``age`` index families
-(``storage.index``), batched deletes, ``compact_range``, and RocksDB's compact-on-deletion
-collector (enabled on every family, so tombstone-dense SST files get compacted by RocksDB
-itself as well).
+PetraCache drops expired items in a RocksDB compaction filter, a hook rocksdict lacks; this
+uses the ``expiry`` and ``age`` index families (``storage.index``), batched deletes,
+``compact_range`` and RocksDB's compact-on-deletion collector instead.
 
 Work, most urgent first; each ``step()`` does one bounded unit (at most ``BATCH`` items and
 ``STEP_BUDGET`` seconds), reports whether more is waiting, and sets ``share``: the part of
@@ -14,125 +12,58 @@ backlog, growing with the age of its oldest dead item; all of it for eviction):
 1. Eviction: when SST bytes plus WAL (or memtable) bytes reach ``eviction_control.HIGH_WATER`` of
    ``max_disk_bytes``, take items from the head of ``age`` (the oldest-written first) until
    an estimate of the on-disk size of those deleted covers the excess down to ``LOW_WATER``,
-   then compact and measure again. ``eviction = "fifo"`` deletes every item it takes (as
-   RocksDB FIFO compaction and Segcache do). ``"clock"`` gives an item read
-   since it was written, or since it was last spared, a second chance (CLOCK, memcached's
-   ITEM_ACTIVE): it clears the item's active bit and moves its entry to the tail, in the
-   round's batch (logged: see ``storage.index``). A read sets the bit with the fetch record
-   it already writes (``items.fetch_is_news``), so a read costs no extra write, and a
-   spared item costs one more fetch record on its next read. ``"s3fifo"`` (the default) is
-   S3-FIFO over the same index: the write order is its small queue, a second range of
-   ``age`` positions its main queue, and a ghost of recently evicted keys is kept in
-   memory (``queues`` has the rules and how the engine holds them, ``ghost`` the ghost);
-   each entry a round takes comes from the small queue's head while that queue holds its
-   share, else from the main queue's. While usage is past the bound, nothing is spared
-   (the bound comes first).
-   When a round starts and how much it evicts is ``eviction_control``'s decision (it starts
-   early at high write rates, leading the writes that arrive while it runs).
+   then compact and measure again. ``eviction = "fifo"`` deletes every item it takes;
+   ``"clock"`` gives an item read since it was written (or last spared: memcached's
+   ITEM_ACTIVE, set by the fetch record a read already writes) a second chance, clearing
+   the bit and moving its entry to the tail in the round's batch; ``"s3fifo"`` (the
+   default) is S3-FIFO over the same index (``queues``: the rules; ``s3fifo``: the moves
+   to the main queue and the ghost). While usage is past the bound, nothing is spared.
+   When a round starts and how much it evicts is ``eviction_control``'s decision.
 2. Expiry: walk ``expiry`` from its head while deadlines are <= now.
-3. Crawl of the items themselves, only when there is no index to read: after a flush_all
-   (every item it covers is deleted) and to backfill an index that was not maintained.
+3. Crawl the items (no index to read): after a flush_all, and to backfill an index.
 
-After work that deleted at least ``COMPACT_MIN_BYTES`` (a drained expiry backlog, a
-flush_all crawl, an eviction round), the reclaimer flushes every family's memtables when
-they are mostly deleted data (``memtables_mostly_dead``): on an idle server the memtable
-never fills, so without that flush the write-ahead log would hold the deleted items (and
-their tombstones) indefinitely. The flush runs before the compaction that follows, so the
-compaction also drops what the memtables held.
+What was deleted is compacted, after a memtable flush when the memtables hold mostly
+deleted data, as ``jobs`` decides; the jobs run in a worker thread (``server.tasks``).
 
-Naming: the code says "reclaim" throughout (``Reclaimer`` here, ``server.tasks.ReclaimTask``
-that schedules it); the ``[storage]`` settings that drive it keep their published names,
-``reaper_interval`` (the idle poll) and ``enable_ttl_compaction`` (maintain the expiry index
-and reap through it), and so do the ``stats`` fields ``expired_reaped``/``flushed_reaped``.
-
-Invariant (no lost update, by construction): every step runs synchronously on the trio
-thread, like every client command, so no command interleaves with a step. A step re-reads
-each item named by an index entry and deletes it only if the stored version is the one the
-entry names (same CAS) and, for expiry and flush, is dead by ``Engine.is_dead``; a version
-written, touched or gat'ed after the entry was written has a new CAS or a new deadline, so
-it is left alone and only the stale entry is deleted. Only ``compact_range`` and the
-memtable flush run in a worker thread (``server.tasks``), and neither changes what a read
-returns.
+Invariant (no lost update): every step runs synchronously on the trio thread, so no
+command interleaves with it. A step re-reads each item an index entry names and deletes it
+only if the stored version is the one named (same CAS) and, for expiry and flush, is dead
+(``Engine.is_dead``); a newer version is left alone and only the stale entry is deleted.
+The jobs in the worker thread change nothing a read returns.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from petracache.storage import codec, index as idx, rocks
+from petracache.storage import codec, index as idx
+from petracache.storage.database import BUDGET_CHECK_EVERY
 from petracache.storage.engine import Engine
 from petracache.storage.errors import CorruptValue
 from petracache.storage.index import IndexBatch
 from petracache.storage.items import ACTIVE, FETCHED, Item
 from petracache.storage.reclaim import queues
 from petracache.storage.reclaim.age_queues import AgeQueue
-from petracache.storage.reclaim.eviction_control import EvictionControl
-from petracache.storage.reclaim.ghost import GhostKeys
+from petracache.storage.reclaim.eviction_control import (
+    ROCKSDB_ENTRY_BYTES,
+    EvictionControl,
+    live_bytes,
+)
+from petracache.storage.reclaim.jobs import Compaction, Flush, Job, JobQueue
+from petracache.storage.reclaim.s3fifo import MainQueue, live_items
 from petracache.storage.rocks import AGE_CF, EXPIRY_CF, FLUSH_STATE
 
 BATCH = 512  # items examined per step
 STEP_BUDGET = 0.002  # seconds of trio-thread time per step: a client waits at most this long
-COMPACT_MIN_BYTES = 1 << 20  # reclaimed bytes worth a manual compaction
 # Share of the trio thread a backlog may take (the loop sleeps between steps to honour it):
 # a fresh expiry backlog gets MIN_SHARE; one whose oldest dead item has waited FULL_SPEED_LAG
 # seconds gets it all, so reaping speeds up until it keeps pace with expiry.
 MIN_SHARE = 0.25
 FULL_SPEED_LAG = 20.0
 OVER_BOUND_SHARE = 4  # step budget multiplier while usage is past max_disk_bytes
-ROCKSDB_ENTRY_BYTES = 24  # RocksDB per-entry bytes (internal key trailer, block index share)
-# A live item's bytes on disk beyond its key and value: its entry's and its index entries'
-# overhead (an age entry, and an expiry entry when it has a TTL, each with a key prefix).
-LIVE_BYTES_PER_ITEM = 3 * ROCKSDB_ENTRY_BYTES + idx.AGE_PREFIX + idx.EXPIRY_PREFIX
 FLUSH_DONE_KEY = b"flush_reclaimed"  # meta: the flush state whose items are all deleted
-# Memtable flushes after reclaim: only when the WAL holds at least FLUSH_MIN_WAL (below
-# that, an SST file of tombstones costs more than the log it releases), at most one per
-# FLUSH_MIN_INTERVAL seconds (a steady expiry stream drains its backlog every poll), and
-# only when at least DEAD_SHARE of the puts in the memtables are shadowed by deletes.
-FLUSH_MIN_WAL = 1 << 20
-FLUSH_MIN_INTERVAL = 5.0
-DEAD_SHARE = 0.5
-# The main queue's positions the reclaimer hands out stay below this (a client's meta E
-# CAS may land above it: such an entry is walked as a main-queue entry all the same).
-MAIN_LIMIT = idx.MAIN_BASE + (1 << 62)
 MAIN_JOB = "age main"  # the queued compaction of the main queue's consumed head
-BUDGET_CHECK_EVERY = 16  # entries between two looks at the timer (as database.Walk)
-
-
-@dataclass(frozen=True, slots=True)
-class Compaction:
-    """A key range of one column family to compact (``None`` = open end)."""
-
-    family: str
-    begin: bytes | None
-    end: bytes | None
-
-
-@dataclass(frozen=True, slots=True)
-class Flush:
-    """Flush every family's memtables, so the WAL files holding them are deleted."""
-
-
-Job = Compaction | Flush
-
-
-def memtables_mostly_dead(entries: int, deletes: int, wal: int) -> bool:
-    """Whether flushing the memtables would release a log of mostly deleted data.
-
-    Args:
-        entries: entries in the items family's memtables (puts and deletes).
-        deletes: the deletes among them.
-        wal: bytes of WAL files on disk.
-
-    Each delete is taken to shadow one put in the memtables (reclaim deletes what was
-    written; a delete of an already flushed item shadows nothing here but pins the log all
-    the same), so a memtable of tombstones alone counts as all dead.
-    """
-    if wal < FLUSH_MIN_WAL:
-        return False
-    puts = entries - deletes
-    return deletes >= DEAD_SHARE * puts
 
 
 class Reclaimer:
@@ -162,8 +93,7 @@ class Reclaimer:
         self._second_chance = eviction == "clock"
         self._s3fifo = eviction == "s3fifo"
         self._timer = timer
-        self._last_flush = -FLUSH_MIN_INTERVAL
-        self._flush_wanted = False
+        self.jobs = JobQueue(engine.db.unflushed, timer)
         self.counters = engine.counters
         # Told of each live item an eviction round deleted, once its batch is committed
         # (``watch evictions``: app.py sets it; ``(key, item, now)``).
@@ -174,10 +104,8 @@ class Reclaimer:
         # eviction round
         self._age_cursor = b""
         self._main_cursor = idx.MAIN_START  # s3fifo: the main queue's (the small's: above)
-        self._main_next = 0  # s3fifo: the next main-queue position (0: not read yet)
-        self._resumed = -1  # s3fifo: the CAS this run resumed after, and the last position
-        self._resumed_last = 0  # written before it (queues.writes_since)
-        self.ghost = GhostKeys()
+        self._main = MainQueue(engine, self._count_extra)  # s3fifo's moves to main
+        self.ghost = self._main.ghost
         self._control = EvictionControl(self._max_disk, timer)
         self._round_evicted = 0
         self._other_turn = False
@@ -192,11 +120,6 @@ class Reclaimer:
         self._crawl_flush: tuple[int, int] | None = None
         self._crawl_backfill = False
         # compaction bookkeeping: default-family key range deleted since the last request
-        self._pending_bytes = 0
-        self._round_bytes = 0  # deleted since the current backlog began
-        self._pending_lo: bytes | None = None
-        self._pending_hi: bytes | None = None
-        self._requests: dict[str, Compaction] = {}
 
     # -- the step ----------------------------------------------------------------------------
 
@@ -220,9 +143,10 @@ class Reclaimer:
             # must progress too, so it gets every other step.
             self._other_turn = self._engine.index.needs_backfill()
             return more or self._other_turn
-        if control.garbage:
+        if control.garbage:  # over the mark with garbage, not live data: reclaim it instead
             control.garbage = False
-            self._reclaim_garbage()
+            self._count_extra("garbage_reclaims")
+            self.jobs.everything()
         self._other_turn = False
         if self._engine.index.track_expiry and self._expiry_due(now):
             more = self._reap_expired(now, deadline)
@@ -231,7 +155,8 @@ class Reclaimer:
             more = self._crawl(now, deadline)
         else:
             more = False
-        self._maybe_request_compaction(backlog=more)
+        if not more:  # a drained backlog: compact what it deleted, if worth it
+            self.jobs.after_backlog(self._expiry_cursor)
         return more
 
     def set_bound(self, max_disk_bytes: int) -> bool:
@@ -244,8 +169,7 @@ class Reclaimer:
 
     @property
     def eviction_enabled(self) -> bool:
-        """Whether a disk bound is enforced (by evicting, or with eviction off by refusing
-        stores): the reclaim loop then measures the disk often."""
+        """Whether a disk bound is enforced (by evicting, or refusing stores with -M)."""
         return self._max_disk > 0
 
     # -- eviction ----------------------------------------------------------------------------
@@ -255,24 +179,8 @@ class Reclaimer:
         return self._engine.db.disk_usage()
 
     def live(self) -> int | None:
-        """The live data's estimated size on disk: the exact counts' bytes plus each item's
-        entries' overhead; None while the counts are not exact (a recount runs, or
-        ``exact_item_count`` is off)."""
-        counts = self._engine.item_counts
-        if not counts.exact:
-            return None
-        return counts.bytes + counts.items * LIVE_BYTES_PER_ITEM
-
-    def _reclaim_garbage(self) -> None:
-        """The disk is over the mark with garbage, not live data: flush the memtables (the
-        log they pin goes) and compact every family, instead of evicting what is live."""
-        self._count_extra("garbage_reclaims")
-        self._flush_wanted = True
-        self._last_flush = self._timer()
-        for family in (EXPIRY_CF, AGE_CF, "default"):  # the items last: it ends the wait
-            self._request(Compaction(family, None, None))
-        self._pending_bytes = 0
-        self._pending_lo = self._pending_hi = None
+        """The live data's estimated size on disk (``live_bytes``)."""
+        return live_bytes(self._engine.item_counts)
 
     def _evict(self, deadline: float) -> bool:
         if self._s3fifo:
@@ -307,7 +215,7 @@ class Reclaimer:
         if control.target > 0 and walk.more:
             return True
         if self._end_round():
-            self._request(Compaction(AGE_CF, None, self._age_cursor))
+            self.jobs.request(Compaction(AGE_CF, None, self._age_cursor))
         return False
 
     def _evict_item(
@@ -329,11 +237,10 @@ class Reclaimer:
 
     def _report_evictions(self, now: int) -> None:
         """Tell ``on_evict`` (``watch``) of the live items the committed batch evicted."""
-        evicted = self._evicted
-        if evicted and self.on_evict is not None:
-            for key, item in evicted:
+        if self.on_evict is not None:
+            for key, item in self._evicted:
                 self.on_evict(key, item, now)
-        evicted.clear()
+        self._evicted.clear()
 
     def _end_round(self) -> bool:
         """Round over (target met or index exhausted): compact, then measure again. A round
@@ -343,10 +250,9 @@ class Reclaimer:
         evicted, self._round_evicted = self._round_evicted, 0
         if not self._control.end_round(evicted):
             return False
-        self._maybe_request_flush()
-        self._request(Compaction("default", None, None))  # covers every pending deletion
-        self._pending_bytes = 0
-        self._pending_lo = self._pending_hi = None
+        self.jobs.flush_if_mostly_dead()
+        self.jobs.request(Compaction("default", None, None))  # covers every pending deletion
+        self.jobs.forget_range()
         return True
 
     def _evict_s3fifo(self, deadline: float) -> bool:
@@ -363,8 +269,8 @@ class Reclaimer:
         spare = not control.over_bound
         now = engine.now()
         newest, resumed = engine.current_cas, engine.cas_resumed_at
-        last_before = self._last_before(resumed)
-        items = self._live_items()
+        last_before = self._main.last_before(resumed)
+        items = live_items(engine)
         self.ghost.resize(int(items * (1 - queues.SMALL_SHARE)))
         seen: set[bytes] = set()
         taken = 0
@@ -395,7 +301,7 @@ class Reclaimer:
                 continue
             seen.add(key)
             dead = engine.is_dead(item, now)
-            if spare and not dead and self._spared(batch, entry, value, key, item, from_small):
+            if spare and not dead and self._main.spared(batch, entry, value, key, item, from_small):
                 continue
             self._evict_item(batch, entry, key, item, size, dead)
             if from_small and not dead:
@@ -407,69 +313,10 @@ class Reclaimer:
         if self._end_round():
             # The consumed heads of both queues, as two jobs: one range would be the whole
             # small queue.
-            self._request(Compaction(AGE_CF, None, self._age_cursor))
+            self.jobs.request(Compaction(AGE_CF, None, self._age_cursor))
             if self._main_cursor > idx.MAIN_START:
-                self._request(Compaction(AGE_CF, idx.MAIN_START, self._main_cursor), MAIN_JOB)
+                self.jobs.request(Compaction(AGE_CF, idx.MAIN_START, self._main_cursor), MAIN_JOB)
         return False
-
-    def _spared(
-        self, batch: IndexBatch, entry: bytes, value: bytes, key: bytes, item: Item, small: bool
-    ) -> bool:
-        """S3-FIFO's verdict on a live item at a queue's head (``queues``); True when it
-        moves to the main queue's tail (added to ``batch``) instead of being evicted."""
-        read = bool(item.bits & ACTIVE)
-        if small:
-            remembered = not read and key in self.ghost
-            if not queues.promoted(read, remembered):
-                return False
-            self._to_main(batch, entry, key, item, 0)
-            self._count_extra("moves_to_main")
-            if remembered:
-                self._count_extra("ghost_admissions")
-            return True
-        freq = queues.kept_freq(idx.main_freq(value), read)
-        if freq is None:
-            return False
-        self._to_main(batch, entry, key, item, freq)
-        self._count_extra("evicted_active")  # memcached's name for a spared item
-        return True
-
-    def _to_main(self, batch: IndexBatch, entry: bytes, key: bytes, item: Item, freq: int) -> None:
-        """Move ``entry`` to the main queue's tail with ``freq``; an item read since its
-        last move gets its active bit cleared (a rewrite of the same version), so that
-        the next pass sees the reads made from now on."""
-        position = self._next_main_position()
-        if item.bits & ACTIVE:
-            value = codec.encode_item(item._replace(bits=item.bits & ~ACTIVE))
-            batch.requeue(entry, key, value, item.cas, position, freq)
-        else:
-            batch.move(entry, key, item.cas, position, freq)
-
-    def _next_main_position(self) -> int:
-        """A position past every main-queue entry: its last one's, read once, then counted."""
-        if not self._main_next:
-            last = rocks.last_below(self._engine.db.family(AGE_CF), idx.age_key(MAIN_LIMIT, b""))
-            position = idx.parse_age_key(last)[0] if last is not None else 0
-            self._main_next = max(position + 1, idx.MAIN_BASE)
-        position = self._main_next
-        self._main_next += 1
-        return position
-
-    def _last_before(self, resumed: int) -> int:
-        """The last small-queue position at or before ``resumed`` (read once)."""
-        if self._resumed != resumed:
-            limit = idx.age_key(min(resumed + 1, idx.MAIN_BASE), b"")
-            last = rocks.last_below(self._engine.db.family(AGE_CF), limit)
-            self._resumed = resumed
-            self._resumed_last = idx.parse_age_key(last)[0] if last is not None else 0
-        return self._resumed_last
-
-    def _live_items(self) -> int:
-        """The live items: the exact count, else RocksDB's estimate of the keys."""
-        counts = self._engine.item_counts
-        if counts.exact:
-            return counts.items
-        return self._engine.db.property_int("rocksdb.estimate-num-keys")
 
     # -- expiry ------------------------------------------------------------------------------
 
@@ -557,12 +404,7 @@ class Reclaimer:
     def _delete_item(self, batch: IndexBatch, key: bytes, item: Item, size: int) -> None:
         batch.delete_item(key, item)
         self.counters.reclaimed_bytes += size
-        self._pending_bytes += size
-        self._round_bytes += size
-        if self._pending_lo is None or key < self._pending_lo:
-            self._pending_lo = key
-        if self._pending_hi is None or key > self._pending_hi:
-            self._pending_hi = key
+        self.jobs.deleted(key, size)
 
     def _count_extra(self, name: str, amount: int = 1) -> None:
         extra = self.counters.extra
@@ -576,56 +418,9 @@ class Reclaimer:
 
     # -- compaction ----------------------------------------------------------------------------
 
-    def _maybe_request_compaction(self, backlog: bool) -> None:
-        """Ask for a compaction of what was deleted once it is worth rewriting SSTs for.
-
-        Only once a backlog is drained, and only if it deleted at least ``COMPACT_MIN_BYTES``:
-        a compaction in the middle of a backlog would rewrite data about to be deleted
-        (and briefly hold both copies on disk). Smaller deletions are left to RocksDB's
-        compact-on-deletion collector.
-        """
-        if backlog:
-            return
-        round_bytes, self._round_bytes = self._round_bytes, 0
-        if self._pending_lo is None or round_bytes < COMPACT_MIN_BYTES:
-            return
-        self._maybe_request_flush()
-        self._request(Compaction("default", self._pending_lo, self._pending_hi))
-        if self._expiry_cursor:
-            self._request(Compaction(EXPIRY_CF, None, self._expiry_cursor))
-        self._pending_bytes = 0
-        self._pending_lo = self._pending_hi = None
-
-    def _maybe_request_flush(self) -> None:
-        """Queue a memtable flush (ahead of compactions) if the log is mostly deleted data."""
-        if self._timer() - self._last_flush < FLUSH_MIN_INTERVAL:
-            return
-        if memtables_mostly_dead(*self._engine.db.unflushed()):
-            self._flush_wanted = True
-            self._last_flush = self._timer()
-
-    def _request(self, job: Compaction, slot: str | None = None) -> None:
-        """Queue a compaction, merging it with a queued one of the same family (or
-        ``slot``: the main queue's range has its own, so it is not merged with the small
-        queue's)."""
-        name = slot or job.family
-        queued = self._requests.get(name)
-        if queued is not None:
-            begin = None if None in (queued.begin, job.begin) else min(queued.begin, job.begin)  # type: ignore[type-var]
-            end = None if None in (queued.end, job.end) else max(queued.end, job.end)  # type: ignore[type-var]
-            job = Compaction(job.family, begin, end)
-        self._requests[name] = job
-
     def take_job(self) -> Job | None:
-        """The next queued job, a flush before any compaction (the caller runs it in a
-        worker thread: both release the GIL)."""
-        if self._flush_wanted:
-            self._flush_wanted = False
-            return Flush()
-        if not self._requests:
-            return None
-        family = next(iter(self._requests))
-        return self._requests.pop(family)
+        """The next queued job (``JobQueue.take``); the caller runs it in a worker thread."""
+        return self.jobs.take()
 
     def run_job(self, job: Job) -> int:
         """Run ``job`` (blocking: call from a worker thread); returns the bytes it freed
