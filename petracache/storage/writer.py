@@ -43,7 +43,7 @@ from petracache.storage.index import ItemIndex
 from petracache.storage.item_counts import ItemCounts
 from petracache.storage.items import Item
 from petracache.storage.key_sizes import UNKNOWN, KeySizes
-from petracache.storage.rocks import Batch, Family, RocksDB, WriteOptions
+from petracache.storage.rocks import Batch, RocksDB, WriteOptions
 from petracache.storage.statistics import EngineCounters
 from petracache.storage.write_sequence import WriteSequence
 
@@ -77,7 +77,6 @@ class ItemWriter:
         sizes: KeySizes | None,
     ) -> None:
         self._db = db
-        self._items: Family = db
         self._write_opts = write_opts
         self._hint_opts = hint_opts
         self._batch: Batch | None = None  # the pending writes (group commit)
@@ -166,7 +165,7 @@ class ItemWriter:
             newer = pending[key]
             return 0 if newer is None else codec.item_stored_size(key, newer)
         try:
-            raw = self._items.get(key) if self._items.key_may_exist(key) else None
+            raw = self._db.get(key) if self._db.key_may_exist(key) else None
         except Exception as exc:
             raise StorageError(f"read failed: {exc}") from exc
         return 0 if raw is None else codec.stored_size(key, raw)

@@ -12,6 +12,7 @@ from typing import Any
 
 from petracache.config import StorageSettings
 from petracache.rules.verbs import StoreMode
+from petracache.storage import codec
 from petracache.storage.engine import Engine
 from petracache.storage.items import DeltaResult, Item, StoreResult
 
@@ -66,3 +67,16 @@ def delta(engine: Engine, key: bytes, amount: int, incr: bool) -> int | DeltaRes
 def delete(engine: Engine, key: bytes) -> bool:
     """A classic delete through ``Engine.delete``; False if there was no live item."""
     return isinstance(engine.delete(key), Item)
+
+
+def walked(engine: Engine) -> tuple[int, int]:
+    """Keys and bytes of the items family, counted the slow way (what the exact counts must
+    equal)."""
+    items = size = 0
+    it = engine.db.items.iter()
+    it.seek_to_first()
+    while it.valid():
+        items += 1
+        size += codec.stored_size(it.key(), it.value())
+        it.next()
+    return items, size

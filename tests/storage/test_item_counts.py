@@ -11,19 +11,7 @@ from petracache.storage import codec
 from petracache.storage.engine import Engine
 from petracache.storage.reclaim.reclaimer import Reclaimer
 from petracache.storage.warm_restart import LastRun, judge
-from tests.storage.engines import Clock, open_engine
-
-
-def walked(engine: Engine) -> tuple[int, int]:
-    """Keys and bytes of the items family, counted the slow way."""
-    items = size = 0
-    it = engine.db.items.iter()
-    it.seek_to_first()
-    while it.valid():
-        items += 1
-        size += codec.stored_size(it.key(), it.value())
-        it.next()
-    return items, size
+from tests.storage.engines import Clock, open_engine, walked
 
 
 def counts(engine: Engine) -> tuple[int, int]:

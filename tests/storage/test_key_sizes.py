@@ -12,10 +12,9 @@ import pytest
 
 from petracache.config import StorageSettings
 from petracache.rules.verbs import StoreMode
-from petracache.storage import codec
 from petracache.storage.engine import Engine
 from petracache.storage.key_sizes import MIN_SLOTS, UNKNOWN, KeySizes
-from tests.storage.engines import Clock
+from tests.storage.engines import Clock, walked
 
 
 @pytest.mark.parametrize("complete", [False, True])
@@ -60,17 +59,6 @@ def test_a_scan_never_overrides_what_was_written_or_deleted_since() -> None:
         UNKNOWN,
         UNKNOWN,
     )
-
-
-def walked(engine: Engine) -> tuple[int, int]:
-    items = size = 0
-    it = engine.db.items.iter()
-    it.seek_to_first()
-    while it.valid():
-        items += 1
-        size += codec.stored_size(it.key(), it.value())
-        it.next()
-    return items, size
 
 
 def open_cold(path: Path, clock: Clock) -> Engine:
