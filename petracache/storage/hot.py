@@ -162,11 +162,16 @@ class HotItems:
             return None
         return self._entries.get(key)
 
-    def put(self, key: bytes, item: Item) -> Item | None:
+    def put(self, key: bytes, item: Item, *, evict: bool = True) -> Item | None:
         """``item`` is what RocksDB now holds under ``key`` (or will, once the caller's
         write returns; it drops the key if the write fails), now the most recently used.
         Returns the entry it replaced, if any: a set's size bookkeeping, without a second
-        lookup."""
+        lookup.
+
+        ``evict=False`` (a write): the item replaces the key's entry, or is kept if there
+        is room for it, but evicts nothing: reads decide what stays, so a stream of writes
+        of keys nobody reads does not push out the items that are read (and costs no
+        eviction)."""
         if self._dirty:
             self._dirty.pop(key, None)
         entries = self._entries
@@ -176,6 +181,8 @@ class HotItems:
         old = entries.pop(key, None)
         if old is not None:
             self.bytes -= _cost(key, old)
+        elif not evict and self.bytes + cost > self.capacity:
+            return None
         if cost > self._largest:
             return old  # not kept, and the old entry must not outlive its value
         entries[key] = _kept(item)

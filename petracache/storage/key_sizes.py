@@ -89,15 +89,24 @@ class KeySizes:
 
     def put(self, key: bytes, size: int) -> None:
         """``key`` now stores ``size`` bytes (0: known to be absent)."""
+        self.swap(key, size)
+
+    def swap(self, key: bytes, size: int) -> int:
+        """``put``, returning what ``get`` said before it: a set's old and new size in one
+        probe."""
         fp = _fingerprint(key)
         i = self._probe(fp)
-        self._sizes[i] = size
+        sizes = self._sizes
         if self._fps[i] == fp:
-            return
+            old = int(sizes[i])
+            sizes[i] = size
+            return old
+        sizes[i] = size
         self._fps[i] = fp
         self.count += 1
         if self.count * 4 > (self._mask + 1) * 3:
             self._grow()
+        return 0 if self.complete else UNKNOWN
 
     def put_if_unknown(self, key: bytes, size: int) -> None:
         """``put``, unless ``key`` is already held (written or deleted since the scan's view

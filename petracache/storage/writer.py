@@ -97,20 +97,23 @@ class ItemWriter:
 
     def set(self, key: bytes, item: Item) -> None:
         """Write a new version without the old one: the hot items are updated first, so the
-        lookup that replaces their entry also gives the old size."""
+        lookup that replaces their entry also gives the old size, and the key sizes give it
+        in the same probe that records the new one."""
         hot = self.hot
-        cached = hot.put(key, item)
+        cached = hot.put(key, item, evict=False)
         value = codec.encode_item(item)
+        size = len(key) + len(value)
         try:
-            if cached is not None:
-                old_size = codec.item_stored_size(key, cached)
-            else:
-                old_size = self._stored_size(key)
+            old_size = self._swap_size(key, size, cached)
             self._store(key, value, item, None)
         except BaseException:
             hot.drop(key)  # what RocksDB holds now is not known here
+            if self.sizes is not None:
+                self.sizes.forget(key)
             raise
-        self._linked(key, len(key) + len(value), old_size, True)
+        self._count(True)
+        self.item_counts.link(size, old_size)
+        self.counters.total_items += 1
 
     def write(self, key: bytes, item: Item, old: Item | None, *, link: bool = True) -> None:
         """Write ``item`` under ``key`` exactly as given, replacing ``old`` (the live
@@ -125,7 +128,7 @@ class ItemWriter:
         except BaseException:
             self.hot.drop(key)  # what RocksDB holds now is not known here
             raise
-        self.hot.put(key, item)
+        self.hot.put(key, item, evict=False)
         old_size = 0 if old is None else codec.item_stored_size(key, old)
         self._linked(key, len(key) + len(value), old_size, link)
 
@@ -150,16 +153,20 @@ class ItemWriter:
         else:
             self._untracked += 1
 
-    def _stored_size(self, key: bytes) -> int:
-        """The stored size under ``key`` (0: absent), for the exact counts: from the key
-        sizes, else (before the start-up scan has seen the key) from RocksDB, where the
-        bloom filters answer "absent" for most new keys without reading a block."""
+    def _swap_size(self, key: bytes, size: int, cached: Item | None) -> int:
+        """Record ``size`` as the key's stored size; returns the size it replaces (0:
+        absent), for the exact counts: from the key sizes, else from the hot entry
+        ``cached`` the write replaced, else (before the start-up scan has seen the key) from
+        RocksDB, where the bloom filters answer "absent" for most new keys without reading a
+        block. Call it before the write reaches the pending batch."""
         sizes = self.sizes
-        if sizes is None:
-            return 0  # storage.exact_item_count = false: blind writes
-        known = sizes.get(key)
+        if sizes is None:  # storage.exact_item_count = false: blind writes
+            return 0 if cached is None else codec.item_stored_size(key, cached)
+        known = sizes.swap(key, size)
         if known != UNKNOWN:
             return known
+        if cached is not None:
+            return codec.item_stored_size(key, cached)
         pending = self.pending
         if pending and key in pending:
             newer = pending[key]

@@ -303,9 +303,34 @@ def test_an_evicted_hot_entry_writes_its_fetch_record_back(tmp_path: Path, clock
         engine.fetch(b"first")
         for i in range(60):
             engine.store(StoreMode.SET, b"key:%02d" % i, 0, 0, b"x" * 64)
+        for i in range(60):  # reads fill the hot items, evicting the oldest
+            engine.fetch(b"key:%02d" % i)
         assert engine.hot.peek(b"first") is None
         raw = engine.db.items.get(b"first")
         assert raw is not None
         assert codec.decode(raw).bits & FETCHED
+    finally:
+        engine.close()
+
+
+def test_writes_evict_nothing_reads_decide_what_stays(tmp_path: Path, clock: Clock) -> None:
+    room = 20
+    engine = open_engine(tmp_path / "db", clock, hot_cache_size=room * cost(b"key:00", b"x" * 64))
+    try:
+        for i in range(room + 10):  # writes fill the free room, then are not kept
+            engine.store(StoreMode.SET, b"key:%02d" % i, 0, 0, b"x" * 64)
+        assert engine.hot.evictions == 0
+        held = [i for i in range(room + 10) if engine.hot.peek(b"key:%02d" % i) is not None]
+        assert held == list(range(len(held))) and room - 2 <= len(held) <= room
+        # A write of a held key replaces its entry (the hot items follow RocksDB).
+        engine.store(StoreMode.SET, b"key:00", 0, 0, b"y" * 64)
+        entry = engine.hot.peek(b"key:00")
+        assert entry is not None and entry.data == b"y" * 64
+        assert engine.hot.evictions == 0
+        # A read of a key not held fills it, evicting the oldest entry.
+        assert engine.fetch(b"key:%02d" % (room + 5)) is not None
+        assert engine.hot.peek(b"key:%02d" % (room + 5)) is not None
+        assert engine.hot.evictions > 0
+        assert engine.hot.peek(b"key:01") is None
     finally:
         engine.close()

@@ -30,9 +30,13 @@ def test_the_table_agrees_with_a_dict(complete: bool) -> None:
     for _ in range(60_000):
         key = rng.choice(keys)
         op = rng.random()
-        if op < 0.6:
+        if op < 0.3:
             size = rng.randrange(1, 1 << 31)
             table.put(key, size)
+            model[key] = size
+        elif op < 0.6:  # a set: the old size and the new one in one probe
+            size = rng.randrange(1, 1 << 31)
+            assert table.swap(key, size) == model.get(key, absent)
             model[key] = size
         elif op < 0.85:
             table.remove(key)
