@@ -321,11 +321,13 @@ def test_writes_evict_nothing_reads_decide_what_stays(tmp_path: Path, clock: Clo
             engine.store(StoreMode.SET, b"key:%02d" % i, 0, 0, b"x" * 64)
         assert engine.hot.evictions == 0
         held = [i for i in range(room + 10) if engine.hot.peek(b"key:%02d" % i) is not None]
-        assert held == list(range(len(held))) and room - 2 <= len(held) <= room
+        assert held == list(range(len(held)))
+        assert room - 2 <= len(held) <= room
         # A write of a held key replaces its entry (the hot items follow RocksDB).
         engine.store(StoreMode.SET, b"key:00", 0, 0, b"y" * 64)
         entry = engine.hot.peek(b"key:00")
-        assert entry is not None and entry.data == b"y" * 64
+        assert entry is not None
+        assert entry.data == b"y" * 64
         assert engine.hot.evictions == 0
         # A read of a key not held fills it, evicting the oldest entry.
         assert engine.fetch(b"key:%02d" % (room + 5)) is not None
