@@ -82,10 +82,15 @@ class ItemCrawl:
             hot = engine.hot
             for key in walk:
                 last = key
-                # A hot entry may carry a fetch state RocksDB does not have yet (storage.hot).
+                # A hot entry, or the key sizes, may carry a fetch state RocksDB does not
+                # have yet (storage.hot).
                 newer = hot.newer(key)
                 try:
-                    item = codec.decode(walk.value()) if newer is None else newer
+                    item = (
+                        engine.with_state(key, codec.decode(walk.value()))
+                        if newer is None
+                        else newer
+                    )
                 except CorruptValue:
                     continue
                 if not engine.is_dead(item, now):

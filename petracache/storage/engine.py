@@ -205,10 +205,22 @@ class Engine:
         if raw is None:
             return None
         try:
-            return codec.decode(raw)
+            item = codec.decode(raw)
         except CorruptValue:
             self.counters.corrupt_values += 1
             return None
+        return self.with_state(key, item)
+
+    def with_state(self, key: bytes, item: Item) -> Item:
+        """``item``, the version RocksDB holds under ``key``, with the fetch state the key
+        sizes keep for it (``storage.key_sizes``), if any: what readers of RocksDB see."""
+        sizes = self.key_sizes
+        if sizes is None:
+            return item
+        state = sizes.state(key)
+        if state is None:
+            return item
+        return items.with_fetch_state(item, state[0], state[1])
 
     def defer_commits(self) -> None:
         """From now on writes wait in one batch until ``commit`` (the server commits once
@@ -379,7 +391,8 @@ class Engine:
     def stored(self, key: bytes) -> tuple[Item | None, int]:
         """The stored version under ``key``, dead or alive (None if absent or undecodable),
         and its stored size. From the hot items when their entry carries a fetch state
-        RocksDB does not have yet (``storage.hot``): the reclaimer's second chance needs it."""
+        RocksDB does not have yet (``storage.hot``), else with the state the key sizes keep
+        (``with_state``): the reclaimer's second chance needs it."""
         newer = self.hot.newer(key)
         if newer is not None:
             return newer, codec.item_stored_size(key, newer)
@@ -390,9 +403,10 @@ class Engine:
         if raw is None:
             return None, 0
         try:
-            return codec.decode(raw), len(key) + len(raw)
+            item = codec.decode(raw)
         except CorruptValue:
             return None, 0
+        return self.with_state(key, item), len(key) + len(raw)
 
     def batch(self) -> IndexBatch:
         """Item deletions and index changes, applied atomically by the batch's commit, which

@@ -14,11 +14,13 @@ Invariants (what makes it a cache and not a second store):
 * One exception, the fetch state: a read that only changes an item's fetch state (the
   fetched and active bits, the access time: ``items.fetched``) updates the entry here and
   marks it *dirty* instead of writing RocksDB (``hint``). The dirty entry is then the newer
-  version; it reaches RocksDB when it leaves this cache (``write_back``), when the engine
-  closes (``take_hints``), or never, if a write replaces or deletes the key first. A crash
-  loses only that an item was read, as memcached, which keeps this state in memory only.
-  Readers of RocksDB that need the fetch state (the reclaimer's second chance, the
-  metadump) ask this cache first (``newer``).
+  version; when it leaves this cache its state goes to the key sizes (``write_back``:
+  ``storage.key_sizes`` keeps it in memory, or RocksDB gets the whole value when they do
+  not hold the key), at close RocksDB gets it (``take_hints``), and it is dropped if a
+  write replaces or deletes the key first. A crash or a restart loses only that an item
+  was read, as memcached, which keeps this state in memory only. Readers of RocksDB that
+  need the fetch state (the reclaimer's second chance, the metadump) ask this cache first
+  (``newer``), then the key sizes (``Engine.with_state``).
 * Liveness is not cached: an entry may be expired or covered by a ``flush_all``; the engine
   checks every item it reads, from here or from RocksDB, the same way.
 * Bounded: ``capacity`` bytes, counting each entry as its key and data plus
@@ -47,7 +49,6 @@ import ctypes
 from collections.abc import Callable
 from typing import Final
 
-from petracache.storage import codec
 from petracache.storage.items import Item
 
 # Bytes per entry beyond key and data: the entry's Item and its ints, the bytes objects'
@@ -102,9 +103,8 @@ class HotItems:
 
     Args:
         capacity: bytes the entries may take (``storage.hot_cache_size``); 0 = off.
-        write_back: stores the dirty entries' encoded values (key, value) in RocksDB as
-            they are evicted, all of one eviction chunk at once (best effort: it must not
-            raise).
+        write_back: keeps the fetch state of the dirty entries (key, item) as they are
+            evicted, all of one eviction chunk at once (best effort: it must not raise).
     """
 
     __slots__ = (
@@ -120,7 +120,7 @@ class HotItems:
     )
 
     def __init__(
-        self, capacity: int, write_back: Callable[[list[tuple[bytes, bytes]]], object]
+        self, capacity: int, write_back: Callable[[list[tuple[bytes, Item]]], object]
     ) -> None:
         self._entries = _Entries()  # key -> Item (untracked), least recently used first
         self._dirty: dict[bytes, bool] = {}  # entries newer than RocksDB (fetch state only)
@@ -202,11 +202,11 @@ class HotItems:
         self._dirty[key] = True
         return True
 
-    def take_hints(self) -> list[tuple[bytes, bytes]]:
-        """Every dirty entry's key and encoded value, now counted as written (the caller
-        writes them)."""
+    def take_hints(self) -> list[tuple[bytes, Item]]:
+        """Every dirty entry's key and item, now counted as written (the caller writes
+        them)."""
         entries = self._entries
-        hints = [(key, codec.encode_item(entries[key])) for key in self._dirty]
+        hints = [(key, entries[key]) for key in self._dirty]
         self._dirty.clear()
         return hints
 
@@ -236,11 +236,11 @@ class HotItems:
             victims.append(key)
         self.bytes = goal + excess  # what stays once the victims are gone
         self.evictions += len(victims)
-        records: list[tuple[bytes, bytes]] = []
+        records: list[tuple[bytes, Item]] = []
         for key in victims:
             old = entries.pop(key)
             if key in dirty:
                 del dirty[key]
-                records.append((key, codec.encode_item(old)))
+                records.append((key, old))
         if records:
             self._write_back(records)

@@ -302,13 +302,17 @@ class IndexBatch:
     def commit(self) -> None:
         """Apply the batch; the hot items of what it deleted or rewrote go (``storage.hot``:
         even if the write fails, since what RocksDB then holds is not known here), and what
-        it deleted is unlinked from the counts and the key sizes."""
+        it deleted is unlinked from the counts and the key sizes, whose fetch state of what
+        it rewrote goes (the rewritten value carries it)."""
         try:
             self._index.commit(self._batch)
         finally:
             if self._hot is not None:
                 for key in self._touched:
                     self._hot.drop(key)
+            if self._sizes is not None:
+                for key in self._touched:
+                    self._sizes.clear_state(key)
         deleted = self._deleted
         if self._counts is not None and deleted:
             self._counts.unlink(self._deleted_bytes, len(deleted))

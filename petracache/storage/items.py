@@ -136,6 +136,13 @@ def fetched(item: Item, now: int) -> Item:
     )
 
 
+def with_fetch_state(item: Item, last_access: int, bits: int) -> Item:
+    """``item`` with the fetch state (access time, meta bits) recorded for it since."""
+    return new_item(
+        item.flags, item.deadline, item.stored_at, item.cas, item.data, last_access, bits
+    )
+
+
 def only_fetch_differs(new: Item, old: Item) -> bool:
     """Whether ``new`` differs from ``old`` in fetch state alone (a hint, see ``Engine``)."""
     return (

@@ -15,10 +15,18 @@ not hold is *unknown* (``get`` returns ``UNKNOWN``: the caller reads RocksDB) an
 key is held with size 0 (known absent), so the scan, whose view of RocksDB is older, does
 not bring it back; once complete, a key it does not hold is absent.
 
+Fetch states (memcached's extstore keeps an item's header in memory while its value is on
+flash): when a hot item whose fetch was recorded only in memory (``storage.hot``: a dirty
+entry) leaves the hot items, its fetch state (access time and meta bits) is kept here
+(``record``) instead of rewriting the whole value in RocksDB; readers of RocksDB apply it
+(``state``). A write of the key clears it (the new version carries its own state), as does
+a delete. Kept in memory only: a restart forgets it, as it forgets what memcached holds.
+
 Known inexactness: two keys with the same 64-bit fingerprint (a chance of about n^2 / 2^65
 for n keys: 3e-6 for ten million) share one entry, so the counts can be one item off.
 
-Memory: 12 bytes a slot; the table doubles when three quarters full, so 16-24 bytes a key
+Memory: 17 bytes a slot (fingerprint, size, access time, bits); the table doubles when
+three quarters full, so 23-34 bytes a key
 (``nbytes``, reported as ``stats`` ``key_index_bytes``); a doubling rehashes every key at
 once on the trio thread.
 """
@@ -29,6 +37,9 @@ from array import array
 from typing import Final
 
 UNKNOWN: Final = -1  # ``get``: not in the table and the table is not complete
+# Set in a slot's bits when a fetch state is recorded, so that a state with no meta bit
+# set is told from none; the meta bits (``storage.items``) stay below it.
+_RECORDED: Final = 128
 MIN_SLOTS: Final = 1024
 
 
@@ -46,7 +57,7 @@ class KeySizes:
             for them, so it need not double while the start-up scan fills it.
     """
 
-    __slots__ = ("_fps", "_mask", "_sizes", "complete", "count")
+    __slots__ = ("_access", "_bits", "_fps", "_mask", "_sizes", "complete", "count")
 
     def __init__(self, expected: int = 0) -> None:
         slots = MIN_SLOTS
@@ -54,6 +65,8 @@ class KeySizes:
             slots <<= 1
         self._fps = array("q", bytes(8 * slots))
         self._sizes = array("I", bytes(4 * slots))
+        self._access = array("I", bytes(4 * slots))  # fetch states: last access ...
+        self._bits = array("B", bytes(slots))  # ... and meta bits; 0 = none recorded
         self._mask = slots - 1
         self.count = 0  # entries held, known-absent ones included
         self.complete = False
@@ -61,7 +74,7 @@ class KeySizes:
     @property
     def nbytes(self) -> int:
         """Bytes the table takes."""
-        return (self._mask + 1) * 12
+        return (self._mask + 1) * 17
 
     def get(self, key: bytes) -> int:
         """The stored size under ``key``; 0 if absent; ``UNKNOWN`` if the table cannot say."""
@@ -100,6 +113,8 @@ class KeySizes:
         if self._fps[i] == fp:
             old = int(sizes[i])
             sizes[i] = size
+            if self._bits[i]:
+                self._bits[i] = 0  # a new version: its fetch state is in its value
             return old
         sizes[i] = size
         self._fps[i] = fp
@@ -107,6 +122,32 @@ class KeySizes:
         if self.count * 4 > (self._mask + 1) * 3:
             self._grow()
         return 0 if self.complete else UNKNOWN
+
+    def record(self, key: bytes, last_access: int, bits: int) -> bool:
+        """Keep the fetch state of ``key``'s stored version (see the module docstring);
+        False if the table does not hold the key (the caller writes the state itself)."""
+        i = self._slot(key)
+        if i < 0 or not self._sizes[i]:
+            return False
+        self._access[i] = last_access
+        self._bits[i] = bits | _RECORDED
+        return True
+
+    def state(self, key: bytes) -> tuple[int, int] | None:
+        """(last access, bits) recorded for ``key``'s stored version, or None."""
+        i = self._slot(key)
+        if i < 0:
+            return None
+        bits = int(self._bits[i])
+        if not bits:
+            return None
+        return int(self._access[i]), bits & ~_RECORDED
+
+    def clear_state(self, key: bytes) -> None:
+        """The stored version now carries its fetch state itself (it was rewritten)."""
+        i = self._slot(key)
+        if i >= 0:
+            self._bits[i] = 0
 
     def put_if_unknown(self, key: bytes, size: int) -> None:
         """``put``, unless ``key`` is already held (written or deleted since the scan's view
@@ -137,6 +178,7 @@ class KeySizes:
         """Empty slot ``hole`` and move later entries of its probe run back into the gap
         (Knuth's algorithm R), so lookups never need tombstones."""
         fps, sizes, mask = self._fps, self._sizes, self._mask
+        access, bits = self._access, self._bits
         i = hole
         while True:
             i = (i + 1) & mask
@@ -148,16 +190,23 @@ class KeySizes:
             if (i > hole and (home <= hole or home > i)) or (i < hole and hole >= home > i):
                 fps[hole] = fp
                 sizes[hole] = sizes[i]
+                access[hole] = access[i]
+                bits[hole] = bits[i]
                 hole = i
         fps[hole] = 0
         sizes[hole] = 0
+        access[hole] = 0
+        bits[hole] = 0
 
     def _grow(self) -> None:
         """Double the slots and insert every entry again."""
         old_fps, old_sizes = self._fps, self._sizes
+        old_access, old_bits = self._access, self._bits
         slots = (self._mask + 1) * 2
         fps = array("q", bytes(8 * slots))
         sizes = array("I", bytes(4 * slots))
+        access = array("I", bytes(4 * slots))
+        bits = array("B", bytes(slots))
         mask = slots - 1
         for j in range(len(old_fps)):
             fp = old_fps[j]
@@ -168,4 +217,7 @@ class KeySizes:
                 i = (i + 1) & mask
             fps[i] = fp
             sizes[i] = old_sizes[j]
+            access[i] = old_access[j]
+            bits[i] = old_bits[j]
         self._fps, self._sizes, self._mask = fps, sizes, mask
+        self._access, self._bits = access, bits

@@ -34,6 +34,7 @@ Invariants:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 from petracache.storage import codec, rocks
@@ -93,7 +94,7 @@ class ItemWriter:
         # Not a bound method: the writer must not be in a reference cycle (the database's
         # handles, and its lock, go when the last reference does).
         self._store_hint = partial(_store_hint, db, hint_opts, sequence, counters)
-        self.hot = HotItems(hot_cache_size, self._store_hint)
+        self.hot = HotItems(hot_cache_size, partial(_keep_states, sizes, self._store_hint))
 
     def set(self, key: bytes, item: Item) -> None:
         """Write a new version without the old one: the hot items are updated first, so the
@@ -270,15 +271,16 @@ class ItemWriter:
     def record_fetch(self, key: bytes, item: Item) -> bool:
         """Record a fetch: ``item`` differs from the stored version only in fetch state.
 
-        Kept in the hot items, dirty, when they hold the key (``storage.hot``); else put in
-        RocksDB without the WAL: a crash that loses it only forgets that the item was
-        fetched. Best effort and untracked, like ``delete_dead``: True if recorded.
+        Kept in the hot items, dirty, when they hold the key (``storage.hot``); else its
+        state in the key sizes (in memory), or the whole value put in RocksDB without the
+        WAL: a crash that loses it only forgets that the item was fetched. Best effort and
+        untracked, like ``delete_dead``: True if recorded.
         """
         if self.hot.hint(key, item):
             return True
         if key in self.pending:
             return False  # its pending version is newer than this record
-        if not self._store_hint([(key, codec.encode_item(item))]):
+        if not _keep_states(self.sizes, self._store_hint, [(key, item)]):
             self.hot.drop(key)
             return False
         self.hot.put(key, item)
@@ -289,7 +291,26 @@ class ItemWriter:
         them). One unlogged batch; best effort, like the records."""
         hints = self.hot.take_hints()
         if hints:
-            self._store_hint(hints)
+            self._store_hint([(key, codec.encode_item(item)) for key, item in hints])
+
+
+def _keep_states(
+    sizes: KeySizes | None,
+    store_hint: Callable[[list[tuple[bytes, bytes]]], bool],
+    records: list[tuple[bytes, Item]],
+) -> bool:
+    """Keep fetch records (key, the stored version with its new fetch state): their state
+    in the key sizes (``storage.key_sizes``: in memory, no write), or, for a key they do
+    not hold, the whole value in RocksDB (``_store_hint``). True if all were kept."""
+    if sizes is not None:
+        records = [
+            (key, item)
+            for key, item in records
+            if not sizes.record(key, item.last_access, item.bits)
+        ]
+        if not records:
+            return True
+    return store_hint([(key, codec.encode_item(item)) for key, item in records])
 
 
 def _store_hint(

@@ -17,6 +17,7 @@ from petracache.app import _freeze_startup_objects
 from petracache.storage import codec
 from petracache.storage.engine import Engine, StoreMode
 from petracache.storage.hot import MEMORY_PER_ENTRY, HotItems
+from petracache.storage.index import age_key
 from petracache.storage.items import ACTIVE, FETCHED, Item
 from petracache.storage.reclaim.reclaimer import Reclaimer
 from tests.storage.engines import Clock, open_engine
@@ -25,10 +26,10 @@ from tests.storage.reclaiming import VALUE, drain, make_engine
 FETCH_BITS = FETCHED | ACTIVE
 
 
-class Written(list[tuple[bytes, bytes]]):
+class Written(list[tuple[bytes, Item]]):
     """What a ``HotItems`` wrote back, in order."""
 
-    def __call__(self, records: list[tuple[bytes, bytes]]) -> None:
+    def __call__(self, records: list[tuple[bytes, Item]]) -> None:
         self.extend(records)
 
 
@@ -168,7 +169,7 @@ def test_a_hint_stays_in_memory_until_its_entry_leaves() -> None:
     for i in range(10, 30):  # k00 becomes the least recently used, then leaves
         hot.put(b"k%02d" % i, item(b"x" * 100))
     assert hot.peek(b"k00") is None
-    assert written == [(b"k00", codec.encode_item(fetched))]
+    assert written == [(b"k00", fetched)]
     assert hot.dirty == 0
 
 
@@ -180,8 +181,8 @@ def test_taken_and_dropped_hints_are_not_written_back() -> None:
         hot.hint(key, item(b"x", bits=FETCHED))
     hot.drop(b"b")  # deleted: its hint goes with it
     assert sorted(hot.take_hints()) == [
-        (b"a", codec.encode_item(item(b"x", bits=FETCHED))),
-        (b"c", codec.encode_item(item(b"x", bits=FETCHED))),
+        (b"a", item(b"x", bits=FETCHED)),
+        (b"c", item(b"x", bits=FETCHED)),
     ]
     assert hot.dirty == 0
     hot.hint(b"a", item(b"x", bits=FETCHED | ACTIVE))
@@ -296,16 +297,68 @@ def test_a_first_read_writes_nothing_and_the_record_reaches_rocksdb_at_close(
         engine.close()
 
 
-def test_an_evicted_hot_entry_writes_its_fetch_record_back(tmp_path: Path, clock: Clock) -> None:
+def _evict_a_fetched_entry(engine: Engine) -> None:
+    """Store and read b"first", then fill the hot items by reads until it leaves them."""
+    engine.store(StoreMode.SET, b"first", 0, 0, b"x" * 64)
+    engine.fetch(b"first")
+    for i in range(60):
+        engine.store(StoreMode.SET, b"key:%02d" % i, 0, 0, b"x" * 64)
+    for i in range(60):  # reads fill the hot items, evicting the oldest
+        engine.fetch(b"key:%02d" % i)
+    assert engine.hot.peek(b"first") is None
+
+
+def test_an_evicted_fetch_record_stays_in_memory_with_the_key_sizes(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """Its fetch state goes to the key sizes, not to RocksDB (no rewrite of the value);
+    every reader of RocksDB sees it; a write of the key clears it; a restart forgets it."""
     engine = open_engine(tmp_path / "db", clock, hot_cache_size=20 * cost(b"key:00", b"x" * 64))
     try:
-        engine.store(StoreMode.SET, b"first", 0, 0, b"x" * 64)
+        _evict_a_fetched_entry(engine)
+        raw = engine.db.items.get(b"first")
+        assert raw is not None
+        assert not codec.decode(raw).bits & FETCHED  # not rewritten
+        stored, _size = engine.stored(b"first")  # the reclaimer's and the metadump's view
+        assert stored is not None
+        assert stored.bits & FETCHED
+        assert stored.last_access == clock.now
+        reread = engine.read(b"first", engine.now())  # a read that fills the hot items again
+        assert reread is not None
+        assert reread.bits & FETCHED
+        engine.store(StoreMode.SET, b"first", 0, 0, b"y" * 64)  # a new version: no state
+        engine.hot.drop(b"first")
+        again = engine.read(b"first", engine.now())
+        assert again is not None
+        assert not again.bits & FETCHED
         engine.fetch(b"first")
         for i in range(60):
-            engine.store(StoreMode.SET, b"key:%02d" % i, 0, 0, b"x" * 64)
-        for i in range(60):  # reads fill the hot items, evicting the oldest
             engine.fetch(b"key:%02d" % i)
         assert engine.hot.peek(b"first") is None
+    finally:
+        engine.close()
+    del engine  # column-family handles keep RocksDB's lock until they are released
+    gc.collect()
+    engine = open_engine(tmp_path / "db", clock)
+    try:
+        after = engine.read(b"first", engine.now())
+        assert after is not None
+        assert not after.bits & FETCHED  # kept in memory only
+    finally:
+        engine.close()
+
+
+def test_without_exact_counts_an_evicted_fetch_record_is_written_back(
+    tmp_path: Path, clock: Clock
+) -> None:
+    engine = open_engine(
+        tmp_path / "db",
+        clock,
+        hot_cache_size=20 * cost(b"key:00", b"x" * 64),
+        exact_item_count=False,
+    )
+    try:
+        _evict_a_fetched_entry(engine)
         raw = engine.db.items.get(b"first")
         assert raw is not None
         assert codec.decode(raw).bits & FETCHED
@@ -334,5 +387,31 @@ def test_writes_evict_nothing_reads_decide_what_stays(tmp_path: Path, clock: Clo
         assert engine.hot.peek(b"key:%02d" % (room + 5)) is not None
         assert engine.hot.evictions > 0
         assert engine.hot.peek(b"key:01") is None
+    finally:
+        engine.close()
+
+
+def test_a_requeue_rewrites_the_kept_fetch_state_into_the_value(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """The reclaimer's second chance reads the state the key sizes keep and writes the item
+    back without its active bit: the kept state must go with that rewrite, or the next
+    round would see the active bit again and spare the item for ever."""
+    engine = open_engine(tmp_path / "db", clock, hot_cache_size=0)
+    try:
+        engine.store(StoreMode.SET, b"k", 0, 0, b"v")
+        engine.fetch(b"k")  # no hot items: the state goes to the key sizes
+        sizes = engine.key_sizes
+        assert sizes is not None
+        assert sizes.state(b"k") == (clock.now, FETCHED | ACTIVE)
+        item, _size = engine.stored(b"k")
+        assert item is not None
+        assert item.bits & ACTIVE
+        spared = item._replace(bits=item.bits & ~ACTIVE)
+        batch = engine.batch()
+        batch.requeue(age_key(item.cas, b"k"), b"k", codec.encode_item(spared), item.cas, 99)
+        batch.commit()
+        assert sizes.state(b"k") is None
+        assert engine.stored(b"k")[0] == spared
     finally:
         engine.close()

@@ -25,25 +25,37 @@ def test_the_table_agrees_with_a_dict(complete: bool) -> None:
     table = KeySizes()
     table.complete = complete
     model: dict[bytes, int] = {}
+    states: dict[bytes, tuple[int, int]] = {}  # fetch states: cleared by every write
     keys = [b"key:%d" % i for i in range(3 * MIN_SLOTS)]
     absent = 0 if complete else UNKNOWN
     for _ in range(60_000):
         key = rng.choice(keys)
         op = rng.random()
-        if op < 0.3:
+        if op < 0.25:
             size = rng.randrange(1, 1 << 31)
             table.put(key, size)
             model[key] = size
-        elif op < 0.6:  # a set: the old size and the new one in one probe
+            states.pop(key, None)
+        elif op < 0.5:  # a set: the old size and the new one in one probe
             size = rng.randrange(1, 1 << 31)
             assert table.swap(key, size) == model.get(key, absent)
             model[key] = size
-        elif op < 0.85:
+            states.pop(key, None)
+        elif op < 0.7:
             table.remove(key)
             model[key] = 0
+            states.pop(key, None)
+        elif op < 0.8:  # an evicted hot entry's fetch state: kept for stored keys only
+            state = (rng.randrange(1 << 32), rng.randrange(32))
+            if table.record(key, *state):
+                states[key] = state
+            else:
+                assert not model.get(key)
         else:
             assert table.get(key) == model.get(key, absent)
+            assert table.state(key) == states.get(key)
     assert [table.get(k) for k in keys] == [model.get(k, absent) for k in keys]
+    assert [table.state(k) for k in keys] == [states.get(k) for k in keys]
     assert table.nbytes >= 12 * table.count
 
 
