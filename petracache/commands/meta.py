@@ -314,7 +314,7 @@ class _MaWalk:
             n_mark=ttl.deadline(r.vivify or 0, now) if self.created else NO_MARK,
         )
         self.ok = ok
-        return new if deadline == new.deadline else new._replace(deadline=deadline)
+        return new if deadline == new.deadline else new.replace(deadline=deadline)
 
     def reply(self, number: bytes) -> Response:
         r = self.r

@@ -67,7 +67,7 @@ def looked_up(ctx: Context, key: bytes) -> None:
         ctx.watch.item_get(
             key, b"found", _class(ctx, key, item.flags, len(item.data)), len(item.data)
         )
-    elif engine.is_dead(item._replace(deadline=ttl.NEVER), now):
+    elif engine.is_dead(item.replace(deadline=ttl.NEVER), now):
         ctx.watch.item_get(key, b"flushed", 0, 0)  # memcached checks the flush first
     else:
         ctx.watch.item_get(key, b"expired", 0, 0)

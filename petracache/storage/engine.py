@@ -61,8 +61,6 @@ __all__ = ["DeleteResult", "DeltaResult", "Engine", "EngineCounters", "StoreMode
 
 log = logging.getLogger(__name__)
 
-_ITEM = Item
-
 
 class Engine:
     """memcached operations on a RocksDB database.
@@ -317,7 +315,7 @@ class Engine:
             invalidate=invalidate,
             vivify=None if vivify is None else ttl.deadline(vivify, now),
         )
-        if type(new) is _ITEM:
+        if isinstance(new, Item):
             if finish is not None:
                 new = finish(new)
             self.writer.write(key, new, old)
@@ -344,7 +342,7 @@ class Engine:
         if item is None:
             return DeltaResult.NOT_FOUND
         new = items.delta(item, amount, incr, now, self.next_cas, compare=compare, cas=cas)
-        if type(new) is _ITEM:
+        if isinstance(new, Item):
             if finish is not None:
                 finished = finish(new)
                 if len(new.data) == len(item.data):

@@ -68,8 +68,8 @@ _untrack: Final = ctypes.PYFUNCTYPE(None, ctypes.py_object)(
 def _kept(item: Item) -> Item:
     """``item``, no longer tracked by the garbage collector, to be kept as an entry.
 
-    An ``Item`` is a tuple subclass, which the collector tracks for good (it untracks only
-    exact tuples whose members are all atomic). An item holds only ints and bytes, so it
+    An ``Item`` (a class with slots; a native class in the compiled build) is tracked by
+    the collector for its whole life. An item holds only ints and bytes, so it
     can never be part of a reference cycle: untracking it (CPython's public
     ``PyObject_GC_UnTrack``, which its deallocator also calls) is safe, and keeps the
     entries out of every full collection. Kept as ``Item``s, a hit returns the entry

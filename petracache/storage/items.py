@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from typing import Final, NamedTuple, final
+from typing import Final, final
 
 from petracache.rules.numbers import U64_MAX, parse_stored_counter
 from petracache.rules.sizes import item_size_ok
@@ -39,23 +39,89 @@ KEY_BINARY: Final = 8
 ACTIVE: Final = 16
 
 
+_FIELDS: Final = ("flags", "deadline", "stored_at", "cas", "data", "last_access", "bits")
+
+
 @final
-class Item(NamedTuple):
-    """A decoded item."""
+class Item:
+    """A decoded item. Immutable by convention: every change makes a new one (``replace``).
 
-    flags: int
-    deadline: int
-    stored_at: int
-    cas: int
-    data: bytes
-    last_access: int = 0
-    bits: int = 0
+    A plain class, not a ``NamedTuple``: in the compiled build it is a native class, whose
+    attributes are read at a fixed offset, where a ``NamedTuple``'s are looked up on its
+    type at every read, and every request reads several (docs/internals.md).
+    """
 
+    __slots__ = _FIELDS
 
-_tuple_new: Final = tuple.__new__
-# Final: the compiled build reads a Final from a C static, any other global from the module's
-# dict at every use (a NamedTuple class is not a native class, so ``Item`` is such a global).
-_ITEM: Final = Item
+    def __init__(
+        self,
+        flags: int,
+        deadline: int,
+        stored_at: int,
+        cas: int,
+        data: bytes,
+        last_access: int = 0,
+        bits: int = 0,
+    ) -> None:
+        self.flags = flags
+        self.deadline = deadline
+        self.stored_at = stored_at
+        self.cas = cas
+        self.data = data
+        self.last_access = last_access
+        self.bits = bits
+
+    def replace(
+        self,
+        *,
+        flags: int | None = None,
+        deadline: int | None = None,
+        stored_at: int | None = None,
+        cas: int | None = None,
+        data: bytes | None = None,
+        last_access: int | None = None,
+        bits: int | None = None,
+    ) -> Item:
+        """A copy with the given fields changed."""
+        return Item(
+            self.flags if flags is None else flags,
+            self.deadline if deadline is None else deadline,
+            self.stored_at if stored_at is None else stored_at,
+            self.cas if cas is None else cas,
+            self.data if data is None else data,
+            self.last_access if last_access is None else last_access,
+            self.bits if bits is None else bits,
+        )
+
+    def fields(self) -> tuple[int, int, int, int, bytes, int, int]:
+        """The fields in order (what equality compares)."""
+        return (
+            self.flags,
+            self.deadline,
+            self.stored_at,
+            self.cas,
+            self.data,
+            self.last_access,
+            self.bits,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Item):
+            return NotImplemented
+        return self.fields() == other.fields()
+
+    def __ne__(self, other: object) -> bool:
+        if not isinstance(other, Item):
+            return NotImplemented
+        return self.fields() != other.fields()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable in principle: not a dict key
+
+    def __repr__(self) -> str:
+        values = ", ".join(
+            f"{name}={value!r}" for name, value in zip(_FIELDS, self.fields(), strict=True)
+        )
+        return f"Item({values})"
 
 
 def new_item(
@@ -67,9 +133,8 @@ def new_item(
     last_access: int,
     bits: int,
 ) -> Item:
-    """``Item(...)`` without the NamedTuple's ``__new__``, which stays an interpreted
-    function in the compiled build: every read decodes an item, so this is on its path."""
-    return _tuple_new(_ITEM, (flags, deadline, stored_at, cas, data, last_access, bits))
+    """``Item(...)`` with every field given (the decoder's and the rules' constructor)."""
+    return Item(flags, deadline, stored_at, cas, data, last_access, bits)
 
 
 # memcached's ITEM_UPDATE_INTERVAL: an item's access time is only moved when it is older.
@@ -160,7 +225,7 @@ def only_fetch_differs(new: Item, old: Item) -> bool:
 
 def touched(item: Item, deadline: int, now: int) -> Item:
     """touch/gat: a new TTL, same CAS and data; the touch counts as a fetch and a write."""
-    return item._replace(
+    return item.replace(
         deadline=deadline,
         stored_at=now,
         last_access=accessed(item.last_access, now),
@@ -277,7 +342,7 @@ def delta(
         digits = digits.ljust(size)
     cas = cas or next_cas()
     if len(digits) == size:
-        return item._replace(
+        return item.replace(
             data=digits, stored_at=now, cas=cas, last_access=accessed(item.last_access, now)
         )
     return new_item(item.flags, item.deadline, now, cas, digits, now, 0)
@@ -288,7 +353,7 @@ def delta(
 
 def invalidated(item: Item, deadline: int, cas: int) -> Item:
     """md with ``I``: the item stays, marked stale with a new CAS; its win token is reset."""
-    return item._replace(deadline=deadline, cas=cas, bits=(item.bits | STALE) & ~WIN_SENT)
+    return item.replace(deadline=deadline, cas=cas, bits=(item.bits | STALE) & ~WIN_SENT)
 
 
 def wins_token(item: Item, won: bool) -> bool:
@@ -305,4 +370,4 @@ def meta_fetched(item: Item, deadline: int, won: bool, record: bool, now: int) -
     if record:
         bits |= READ_BITS
         last_access = accessed(last_access, now)
-    return item._replace(deadline=deadline, bits=bits, last_access=last_access)
+    return item.replace(deadline=deadline, bits=bits, last_access=last_access)

@@ -69,7 +69,7 @@ def test_a_spared_item_is_the_same_version_and_is_evicted_unless_read_again(
         spared = engine.read(b"once", engine.now())
         assert spared is not None
         # Only the eviction state moved: data, CAS, deadline and the fetched bit (meta h) stay.
-        assert spared._replace(bits=spared.bits | items.ACTIVE) == before
+        assert spared.replace(bits=spared.bits | items.ACTIVE) == before
         assert spared.bits & items.FETCHED
         assert not spared.bits & items.ACTIVE
         # The next read records the access again (one hint write); the reads after it do not.

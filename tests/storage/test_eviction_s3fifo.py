@@ -68,7 +68,7 @@ def test_a_read_item_moves_to_the_main_queue_as_the_same_version(
         assert idx.age_version(position, value) == stored.cas
         assert idx.main_freq(value) == 0
         # The same version; the active bit cleared, so the next read is recorded again.
-        assert stored._replace(bits=stored.bits | items.ACTIVE) == before
+        assert stored.replace(bits=stored.bits | items.ACTIVE) == before
         assert stored.bits & items.FETCHED
         assert items.fetch_is_news(stored, engine.now())
         extra = engine.counters.extra

@@ -46,7 +46,7 @@ def cost(key: bytes, data: bytes) -> int:
 
 
 def without_fetch_state(item: Item) -> Item:
-    return item._replace(last_access=0, bits=item.bits & ~FETCH_BITS)
+    return item.replace(last_access=0, bits=item.bits & ~FETCH_BITS)
 
 
 def assert_coherent(engine: Engine) -> None:
@@ -407,7 +407,7 @@ def test_a_requeue_rewrites_the_kept_fetch_state_into_the_value(
         item, _size = engine.stored(b"k")
         assert item is not None
         assert item.bits & ACTIVE
-        spared = item._replace(bits=item.bits & ~ACTIVE)
+        spared = item.replace(bits=item.bits & ~ACTIVE)
         batch = engine.batch()
         batch.requeue(age_key(item.cas, b"k"), b"k", codec.encode_item(spared), item.cas, 99)
         batch.commit()

@@ -58,7 +58,7 @@ def test_refusals_burn_no_cas(
 
 
 def test_append_and_prepend_keep_old_flags_and_ttl_and_clear_bits() -> None:
-    old = OLD._replace(bits=STALE | WIN_SENT)
+    old = OLD.replace(bits=STALE | WIN_SENT)
     assert store(StoreMode.APPEND, old) == Item(3, NOW + 100, NOW, 100, b"abxy", NOW, 0)
     assert store(StoreMode.PREPEND, old).data == b"xyab"  # type: ignore[union-attr]
 
@@ -70,7 +70,7 @@ def test_append_past_the_item_size_limit_is_not_stored() -> None:
 
 def test_cas_match_and_meta_stale_write() -> None:
     assert store(StoreMode.CAS, OLD, compare=7).cas == 100  # type: ignore[union-attr]
-    stale = store(StoreMode.CAS, OLD._replace(bits=WIN_SENT), compare=6, invalidate=True)
+    stale = store(StoreMode.CAS, OLD.replace(bits=WIN_SENT), compare=6, invalidate=True)
     assert isinstance(stale, Item)
     assert (stale.deadline, stale.bits) == (NOW + 100, STALE | WIN_SENT)
 
@@ -91,7 +91,7 @@ def test_meta_vivify_creates_on_append_and_explicit_cas_and_bits() -> None:
     ],
 )
 def test_delta(data: bytes, amount: int, incr: bool, digits: bytes) -> None:
-    item = OLD._replace(data=data, bits=STALE)
+    item = OLD.replace(data=data, bits=STALE)
     new = items.delta(item, amount, incr, NOW, lambda: 9)
     assert isinstance(new, Item)
     assert (new.data, new.cas, new.stored_at, new.flags, new.deadline) == (
@@ -114,18 +114,18 @@ def test_fetch_is_recorded_once_then_every_60_seconds() -> None:
     assert not items.fetch_is_news(seen, NOW + 50)
     assert items.fetch_is_news(seen, NOW + 51)
     assert items.only_fetch_differs(seen, OLD)
-    assert not items.only_fetch_differs(seen._replace(deadline=0), OLD)
+    assert not items.only_fetch_differs(seen.replace(deadline=0), OLD)
 
 
 def test_touch_keeps_cas_and_data() -> None:
     got = items.touched(OLD, NOW + 500, NOW)
-    assert got == OLD._replace(deadline=NOW + 500, stored_at=NOW, bits=items.READ_BITS)
+    assert got == OLD.replace(deadline=NOW + 500, stored_at=NOW, bits=items.READ_BITS)
 
 
 def test_meta_state_transitions() -> None:
-    assert items.wins_token(OLD._replace(bits=STALE), False)
-    assert not items.wins_token(OLD._replace(bits=STALE | WIN_SENT), False)
+    assert items.wins_token(OLD.replace(bits=STALE), False)
+    assert not items.wins_token(OLD.replace(bits=STALE | WIN_SENT), False)
     got = items.meta_fetched(OLD, NOW + 1, True, False, NOW)
     assert (got.deadline, got.bits, got.last_access) == (NOW + 1, WIN_SENT, NOW - 10)
-    gone = items.invalidated(OLD._replace(bits=WIN_SENT), NOW + 3, 99)
+    gone = items.invalidated(OLD.replace(bits=WIN_SENT), NOW + 3, 99)
     assert (gone.deadline, gone.cas, gone.bits) == (NOW + 3, 99, STALE)

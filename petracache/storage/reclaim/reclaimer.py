@@ -205,7 +205,7 @@ class Reclaimer:
             seen.add(key)
             dead = self._engine.is_dead(item, now)
             if spare and item.bits & ACTIVE and not dead:
-                spared = codec.encode_item(item._replace(bits=item.bits & ~ACTIVE))
+                spared = codec.encode_item(item.replace(bits=item.bits & ~ACTIVE))
                 batch.requeue(entry, key, spared, cas, self._engine.next_cas())
                 self._count_extra("evicted_active")  # memcached's name for a spared item
                 continue

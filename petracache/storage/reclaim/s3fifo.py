@@ -76,7 +76,7 @@ class MainQueue:
         the next pass sees the reads made from now on."""
         position = self._next_position()
         if item.bits & ACTIVE:
-            value = codec.encode_item(item._replace(bits=item.bits & ~ACTIVE))
+            value = codec.encode_item(item.replace(bits=item.bits & ~ACTIVE))
             batch.requeue(entry, key, value, item.cas, position, freq)
         else:
             batch.move(entry, key, item.cas, position, freq)
