@@ -163,6 +163,9 @@ def test_port_file_is_written_as_memcached_writes_it(tmp_path: Path, short_dir: 
         wait_until(theirs.exists)
         env = {"MEMCACHED_PORT_FILENAME": str(ours)}
         with PetracacheProcess(tmp_path / "pc", ["-l", "127.0.0.1"], env=env) as proc:
+            # Written once the listener is open, as memcached writes it: a client may
+            # connect a moment before it exists.
+            wait_until(ours.exists)
             assert ours.read_text() == theirs.read_text().replace(str(port), str(proc.port))
             assert ours.read_text() == f"TCP INET: {proc.port}\n"
             assert not Path(f"{ours}.lck").exists()

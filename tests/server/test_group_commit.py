@@ -60,10 +60,15 @@ def test_many_writers_share_fsyncs(tmp_path: Path) -> None:
 
 
 def test_reads_wait_for_nothing(tmp_path: Path) -> None:
-    # No hot items, so the first fetch's record is a RocksDB write (with them, it stays in
-    # memory: tests/storage/test_hot.py).
+    # No hot items and no key sizes, so the first fetch's record is a RocksDB write (with
+    # either, it stays in memory: tests/storage/test_hot.py).
     engine = Engine(
-        StorageSettings(db_path=str(tmp_path / "db"), durability="fsync", hot_cache_size=0)
+        StorageSettings(
+            db_path=str(tmp_path / "db"),
+            durability="fsync",
+            hot_cache_size=0,
+            exact_item_count=False,
+        )
     )
     committer = GroupCommitter(engine.sequence)
 
