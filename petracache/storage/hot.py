@@ -28,14 +28,19 @@ Invariants (what makes it a cache and not a second store):
   memcached counts it: an item moves to the young end when it is written and when a read
   records its fetch (``hint``: the first read after a write, then at most once per
   ``items.ACCESS_UPDATE_INTERVAL``, memcached's ``ITEM_UPDATE_INTERVAL``), not on every
-  hit, so a hit touches no more memory than the lookup. The order is the dict's insertion
+  hit, so a hit touches no more memory than the lookup. The order is a dict's insertion
   order; eviction takes entries from its old end in chunks (``_EVICT_SLACK``), so the scan
-  over the slots earlier removals left empty is paid once per chunk. An item larger than
+  over the slots earlier removals left empty is paid once per chunk. From ``SHARDED_FROM``
+  bytes the entries are spread over 2**``SHARD_BITS`` dicts by key hash, each in its own
+  order, and an insertion that overflows the capacity evicts from its own shard (the order
+  is then least recently used per shard, as in RocksDB's sharded block cache): a dict
+  rebuilds its table at once when it grows or after enough deletions, which for one dict
+  of 100,000 entries stopped every client for about 7 ms. An item larger than
   ``capacity // MAX_SHARE`` is not kept (one big value must not empty the cache).
   ``capacity`` 0 turns the cache off.
 * Invisible to the garbage collector: the entries are ``Item``s untracked as they are
   stored (``_kept``: an item holds only ints and bytes, so it can be in no reference cycle),
-  the dirty marks are ``True`` in a plain dict (never tracked), and the map of entries is
+  the dirty marks are ``True`` in plain dicts (never tracked), and each map of entries is
   an ``_Entries``: tracked from birth, so the server's start-up freeze (``app``, after the
   engine opens) puts it in the permanent generation, which no collection walks. A full
   collection over 100,000 tracked entries pauses every client at once
@@ -55,8 +60,15 @@ from petracache.storage.items import Item
 # headers and the dict's slot (measured with tracemalloc: docs/internals.md, "Hot items").
 MEMORY_PER_ENTRY: Final = 272
 MAX_SHARE: Final = 8  # an item may take at most 1/8 of the cache
-# Eviction frees this share of the capacity beyond what the new entry needs (a 64th), so
-# the scan from the dict's old end runs once per chunk of evictions.
+# The entries are spread over this many dicts by key hash (shards), each least recently
+# used first: a dict rebuilds its whole table when it grows or has been churned by
+# deletions, at once, about 7 ms for 100,000 entries, which would stall every client.
+# A cache smaller than SHARDED_FROM bytes (a few thousand entries) keeps one dict: exact
+# least-recently-used order, and its rebuilds are short.
+SHARD_BITS: Final = 6
+SHARDED_FROM: Final = 1 << 20
+# Eviction frees this share of a shard's part of the capacity beyond what the new entry
+# needs (a 64th), so the scan from the dict's old end runs once per chunk of evictions.
 _EVICT_SLACK: Final = 6
 # A prototype of our own (holding the GIL, like every ``pythonapi`` call), rather than
 # setting argtypes on the shared ``ctypes.pythonapi`` attribute other code may use too.
@@ -108,9 +120,11 @@ class HotItems:
     """
 
     __slots__ = (
+        "_chunk",
         "_dirty",
-        "_entries",
         "_largest",
+        "_mask",
+        "_shards",
         "_write_back",
         "bytes",
         "capacity",
@@ -122,28 +136,37 @@ class HotItems:
     def __init__(
         self, capacity: int, write_back: Callable[[list[tuple[bytes, Item]]], object]
     ) -> None:
-        self._entries = _Entries()  # key -> Item (untracked), least recently used first
-        self._dirty: dict[bytes, bool] = {}  # entries newer than RocksDB (fetch state only)
+        bits = SHARD_BITS if capacity >= SHARDED_FROM else 0
+        self._mask = (1 << bits) - 1  # a key's shard: its hash & this
+        # key -> Item (untracked), least recently used first, in the shard of the key's hash
+        self._shards = [_Entries() for _ in range(1 << bits)]
+        # the shards' entries newer than RocksDB (fetch state only)
+        self._dirty: list[dict[bytes, bool]] = [{} for _ in range(1 << bits)]
         self._write_back = write_back
         self.capacity = capacity
         self._largest = capacity // MAX_SHARE
+        self._chunk = capacity >> (_EVICT_SLACK + bits)  # a shrink frees this much beyond
         self.bytes = 0
         self.hits = 0
         self.misses = 0
         self.evictions = 0
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return sum(len(entries) for entries in self._shards)
 
     @property
     def dirty(self) -> int:
         """Entries whose fetch state RocksDB does not have yet."""
-        return len(self._dirty)
+        return sum(len(dirty) for dirty in self._dirty)
+
+    def held(self) -> list[bytes]:
+        """Every key held (for checks, not the request path)."""
+        return [key for entries in self._shards for key in entries]
 
     def get(self, key: bytes) -> Item | None:
         """The entry for ``key``, or None. A hit does not move the entry: the fetch record
         that a read writes when it is news (``hint``) does."""
-        item = self._entries.get(key)
+        item = self._shards[hash(key) & self._mask].get(key)
         if item is None:
             self.misses += 1
             return None
@@ -153,14 +176,15 @@ class HotItems:
     def peek(self, key: bytes) -> Item | None:
         """The entry for ``key``, not counted as a hit (a write's bookkeeping, just before
         the write)."""
-        return self._entries.get(key)
+        return self._shards[hash(key) & self._mask].get(key)
 
     def newer(self, key: bytes) -> Item | None:
         """The entry for ``key`` if it is newer than what RocksDB holds (dirty), else None:
         for readers of RocksDB that need the fetch state."""
-        if key not in self._dirty:
+        shard = hash(key) & self._mask
+        if key not in self._dirty[shard]:
             return None
-        return self._entries.get(key)
+        return self._shards[shard].get(key)
 
     def put(self, key: bytes, item: Item, *, evict: bool = True) -> Item | None:
         """``item`` is what RocksDB now holds under ``key`` (or will, once the caller's
@@ -172,9 +196,11 @@ class HotItems:
         is room for it, but evicts nothing: reads decide what stays, so a stream of writes
         of keys nobody reads does not push out the items that are read (and costs no
         eviction)."""
-        if self._dirty:
-            self._dirty.pop(key, None)
-        entries = self._entries
+        shard = hash(key) & self._mask
+        dirty = self._dirty[shard]
+        if dirty:
+            dirty.pop(key, None)
+        entries = self._shards[shard]
         cost = _cost(key, item)
         # Popped and inserted again, so the entry moves to the young end; the second lookup
         # hits the cache lines the first just read.
@@ -188,59 +214,68 @@ class HotItems:
         entries[key] = _kept(item)
         self.bytes += cost
         if self.bytes > self.capacity:
-            self._shrink()
+            self._shrink(shard, key)
         return old
 
     def hint(self, key: bytes, item: Item) -> bool:
         """``item`` is the entry's item with only its fetch state changed: keep it here,
         dirty, instead of writing RocksDB, and count it as a use: the entry moves to the
         young end. False if ``key`` has no entry (then the caller writes RocksDB itself)."""
-        entries = self._entries
+        shard = hash(key) & self._mask
+        entries = self._shards[shard]
         if entries.pop(key, None) is None:
             return False
         entries[key] = _kept(item)  # the same data, so the same size
-        self._dirty[key] = True
+        self._dirty[shard][key] = True
         return True
 
     def take_hints(self) -> list[tuple[bytes, Item]]:
         """Every dirty entry's key and item, now counted as written (the caller writes
         them)."""
-        entries = self._entries
-        hints = [(key, entries[key]) for key in self._dirty]
-        self._dirty.clear()
+        hints: list[tuple[bytes, Item]] = []
+        for entries, dirty in zip(self._shards, self._dirty, strict=True):
+            hints.extend((key, entries[key]) for key in dirty)
+            dirty.clear()
         return hints
 
     def drop(self, key: bytes) -> None:
         """RocksDB no longer holds what the entry says (deleted or rewritten elsewhere)."""
-        old = self._entries.pop(key, None)
+        shard = hash(key) & self._mask
+        old = self._shards[shard].pop(key, None)
         if old is not None:
             self.bytes -= _cost(key, old)
-            self._dirty.pop(key, None)
+            self._dirty[shard].pop(key, None)
 
     def clear(self) -> None:
         """Forget every entry, dirty ones included (the database under it was replaced)."""
-        self._entries.clear()
-        self._dirty.clear()
+        for entries, dirty in zip(self._shards, self._dirty, strict=True):
+            entries.clear()
+            dirty.clear()
         self.bytes = 0
 
-    def _shrink(self) -> None:
-        """Evict from the old end until a chunk (``_EVICT_SLACK``) below the capacity."""
-        entries, dirty = self._entries, self._dirty
-        goal = self.capacity - (self.capacity >> _EVICT_SLACK)
-        excess = self.bytes - goal
-        victims: list[bytes] = []
-        for key, old in entries.items():  # oldest first
-            if excess <= 0:
-                break
-            excess -= _cost(key, old)
-            victims.append(key)
-        self.bytes = goal + excess  # what stays once the victims are gone
-        self.evictions += len(victims)
+    def _shrink(self, shard: int, keep: bytes) -> None:
+        """Evict from the old end of ``shard`` (then of the next ones, should it run out)
+        until a chunk (``_chunk``) below the capacity; never ``keep``, the entry just put."""
+        excess = self.bytes - (self.capacity - self._chunk)
         records: list[tuple[bytes, Item]] = []
-        for key in victims:
-            old = entries.pop(key)
-            if key in dirty:
-                del dirty[key]
-                records.append((key, old))
+        evicted = 0
+        while excess > 0:
+            entries, dirty = self._shards[shard], self._dirty[shard]
+            victims: list[bytes] = []
+            for key, old in entries.items():  # oldest first
+                if excess <= 0:
+                    break
+                if key is not keep:
+                    excess -= _cost(key, old)
+                    victims.append(key)
+            for key in victims:
+                old = entries.pop(key)
+                if key in dirty:
+                    del dirty[key]
+                    records.append((key, old))
+            evicted += len(victims)
+            shard = (shard + 1) & self._mask
+        self.bytes = self.capacity - self._chunk + excess  # what stays once the victims are gone
+        self.evictions += evicted
         if records:
             self._write_back(records)

@@ -13,10 +13,18 @@ import gc
 import random
 from pathlib import Path
 
+import pytest
+
 from petracache.app import _freeze_startup_objects
 from petracache.storage import codec
 from petracache.storage.engine import Engine, StoreMode
-from petracache.storage.hot import MEMORY_PER_ENTRY, HotItems
+from petracache.storage.hot import (
+    MAX_SHARE,
+    MEMORY_PER_ENTRY,
+    SHARD_BITS,
+    SHARDED_FROM,
+    HotItems,
+)
 from petracache.storage.index import age_key
 from petracache.storage.items import ACTIVE, FETCHED, Item
 from petracache.storage.reclaim.reclaimer import Reclaimer
@@ -50,19 +58,25 @@ def without_fetch_state(item: Item) -> Item:
 
 
 def assert_coherent(engine: Engine) -> None:
-    """Every hot entry is the decoded value RocksDB holds under its key; a dirty one differs
-    only in its fetch state."""
+    """Every hot entry is the decoded value RocksDB holds under its key, with the fetch state
+    the key sizes keep for it; a dirty one differs only in its fetch state. The bytes
+    counted are the entries' and within the bound."""
     db = engine.db.items
     hot = engine.hot
-    for key in list(hot._entries.keys()):
+    held = hot.held()
+    entries = [(key, hot.peek(key)) for key in held]
+    assert hot.bytes == sum(cost(key, entry.data) for key, entry in entries if entry is not None)
+    assert hot.bytes <= hot.capacity
+    for key in held:
         raw = db.get(key)
         assert raw is not None, f"hot entry for deleted key {key!r}"
         cached = hot.peek(key)
         assert cached is not None
-        if key in hot._dirty:
-            assert without_fetch_state(cached) == without_fetch_state(codec.decode(raw)), key
+        stored = engine.with_state(key, codec.decode(raw))  # what readers of RocksDB see
+        if hot.newer(key) is not None:
+            assert without_fetch_state(cached) == without_fetch_state(stored), key
         else:
-            assert cached == codec.decode(raw), key
+            assert cached == stored, key
 
 
 def test_least_recently_used_leave_first_and_the_bound_holds() -> None:
@@ -141,9 +155,10 @@ def test_the_garbage_collector_never_walks_the_entries(engine: Engine) -> None:
         assert engine.read(b"set", engine.now()) is not None
         gc.collect()
         walked = gc.get_objects()  # every generation a collection walks
-        assert not any(obj is hot._entries or obj is hot._dirty for obj in walked)
-        assert not gc.is_tracked(hot._dirty)
-        entries = [hot._entries[key] for key in (b"set", b"store")]
+        maps = {id(part) for part in (*hot._shards, *hot._dirty, hot._shards, hot._dirty)}
+        assert not any(id(obj) in maps for obj in walked)
+        assert not any(gc.is_tracked(dirty) for dirty in hot._dirty)
+        entries = [hot.peek(key) for key in (b"set", b"store")]
         assert [type(entry) for entry in entries] == [Item, Item]
         assert not any(gc.is_tracked(entry) for entry in entries)  # without a collection first
         assert hot.get(b"set") is entries[0]
@@ -215,15 +230,24 @@ def test_expired_and_flushed_hot_items_are_not_returned(engine: Engine, clock: C
     assert_coherent(engine)
 
 
-def test_random_operations_keep_the_hot_items_coherent(tmp_path: Path, clock: Clock) -> None:
-    # A small cache, so entries also leave by the bound while the operations run.
-    engine = open_engine(tmp_path / "db", clock, hot_cache_size=40 * cost(b"key:00", b"x" * 64))
+@pytest.mark.parametrize("sharded", [False, True])
+def test_random_operations_keep_the_hot_items_coherent(
+    tmp_path: Path, clock: Clock, sharded: bool
+) -> None:
+    # A cache smaller than the data, so entries also leave by the bound while the operations
+    # run: one dict (exact LRU), or the shards of a cache of SHARDED_FROM bytes.
+    if sharded:
+        capacity, keys, size = SHARDED_FROM, 600, 12000
+    else:
+        capacity, keys, size = 40 * cost(b"key:00", b"x" * 64), 60, 65
+    engine = open_engine(tmp_path / "db", clock, hot_cache_size=capacity)
+    assert len(engine.hot._shards) == (1 << SHARD_BITS if sharded else 1)
     rng = random.Random(12)
     try:
         for step in range(3000):
-            key = b"key:%02d" % rng.randrange(60)
+            key = b"key:%03d" % rng.randrange(keys)
             op = rng.randrange(10)
-            data = b"%d" % rng.randrange(1000) if op in (3, 4) else b"x" * rng.randrange(65)
+            data = b"%d" % rng.randrange(1000) if op in (3, 4) else b"x" * rng.randrange(size)
             if op == 0:
                 engine.store(StoreMode.SET, key, rng.randrange(4), rng.choice((0, 0, 3)), data)
             elif op == 1:
@@ -415,3 +439,22 @@ def test_a_requeue_rewrites_the_kept_fetch_state_into_the_value(
         assert engine.stored(b"k")[0] == spared
     finally:
         engine.close()
+
+
+def test_a_sharded_cache_keeps_a_large_item_and_its_bound() -> None:
+    """From SHARDED_FROM bytes the entries are spread over shards: an insertion evicts from
+    its own shard first, then from the next ones, never the entry it inserts."""
+    capacity = SHARDED_FROM
+    hot = new_hot(capacity)
+    for i in range(2000):  # about 2x the capacity in small entries
+        hot.put(b"small:%d" % i, item(b"x" * 300))
+        assert hot.bytes <= capacity
+    assert hot.evictions > 0
+    assert len(hot) < 2000
+    big = item(b"y" * (capacity // MAX_SHARE - MEMORY_PER_ENTRY - 10))  # as large as may be
+    hot.put(b"big", big)
+    assert hot.peek(b"big") is big
+    assert hot.bytes <= capacity
+    assert hot.bytes == sum(
+        cost(key, entry.data) for key in hot.held() if (entry := hot.peek(key)) is not None
+    )
