@@ -40,8 +40,12 @@ import trio
 from petracache.server.exchange import Exchange
 from petracache.server.reactor_pass import Handback, ReactorPass, Reason, Slot
 
-# epoll_wait's batch: ready connections served per pass.
-MAX_EVENTS: Final = 256
+# epoll_wait's batch: ready connections served per pass. A pass's replies all wait for its
+# one commit, so this bounds how long the first of them waits: with 1,000 busy connections,
+# 256 a pass made replies wait for up to 256 others (workload 3's p99.9 missed its target
+# in one of two runs, 17.2 ms); 32 keeps that wait under a millisecond at no measured cost
+# in CPU per request (docs/benchmarks.md). Fewer ready connections than this: one pass.
+MAX_EVENTS: Final = 32
 # Under load the reactor goes straight on to its next pass (one epoll_wait) and yields to
 # the other trio tasks (accept, timers, the reclaimer) at most this many seconds apart; a
 # scheduler pass per epoll pass cost more than the epoll_wait itself.
