@@ -63,3 +63,12 @@ def test_the_read_path_bench_runs() -> None:
     from bench import read_path
 
     assert read_path.run(50, 2) >= 0  # no hand-back: every reply came back whole
+
+
+def test_the_rocksdb_cost_bench_measures_puts_and_gets(tmp_path: Path) -> None:
+    from bench import rocksdb_cost
+
+    figures = rocksdb_cost.measure(tmp_path / "db", keys=500, ops=2000)
+
+    assert sorted(figures) == ["get, SST files", "get, memtables", "put"]
+    assert all(isinstance(value, float) for value in figures.values())
