@@ -57,6 +57,17 @@ def without_fetch_state(item: Item) -> Item:
     return item.replace(last_access=0, bits=item.bits & ~FETCH_BITS)
 
 
+def read_after_restart(path: Path, clock: Clock, key: bytes) -> Item | None:
+    """``key`` as a new engine on the database at ``path`` reads it (the caller has closed
+    and dropped its engine)."""
+    gc.collect()  # the dropped engine's handles release RocksDB's lock
+    engine = open_engine(path, clock)
+    try:
+        return engine.read(key, engine.now())
+    finally:
+        engine.close()
+
+
 def assert_coherent(engine: Engine) -> None:
     """Every hot entry is the decoded value RocksDB holds under its key, with the fetch state
     the key sizes keep for it; a dirty one differs only in its fetch state. The bytes
@@ -311,14 +322,9 @@ def test_a_first_read_writes_nothing_and_the_record_reaches_rocksdb_at_close(
     assert engine.stored(b"k")[0] == item  # what the reclaimer sees: the fetch state too
     engine.close()
     del engine  # column-family handles keep RocksDB's lock until they are released
-    gc.collect()
-    engine = open_engine(tmp_path / "db", clock)
-    try:
-        reread = engine.read(b"k", engine.now())
-        assert reread is not None
-        assert reread.bits & FETCHED
-    finally:
-        engine.close()
+    reread = read_after_restart(tmp_path / "db", clock, b"k")
+    assert reread is not None
+    assert reread.bits & FETCHED
 
 
 def _evict_a_fetched_entry(engine: Engine) -> None:
@@ -362,14 +368,9 @@ def test_an_evicted_fetch_record_stays_in_memory_with_the_key_sizes(
     finally:
         engine.close()
     del engine  # column-family handles keep RocksDB's lock until they are released
-    gc.collect()
-    engine = open_engine(tmp_path / "db", clock)
-    try:
-        after = engine.read(b"first", engine.now())
-        assert after is not None
-        assert not after.bits & FETCHED  # kept in memory only
-    finally:
-        engine.close()
+    after = read_after_restart(tmp_path / "db", clock, b"first")
+    assert after is not None
+    assert not after.bits & FETCHED  # kept in memory only
 
 
 def test_without_exact_counts_an_evicted_fetch_record_is_written_back(
