@@ -50,7 +50,7 @@ from petracache.storage.index import (
 )
 from petracache.storage.item_counts import KeyScan, restored_counts
 from petracache.storage.items import DeleteResult, DeltaResult, Item, StoreResult
-from petracache.storage.key_sizes import KeySizes
+from petracache.storage.key_sizes import KeySizes, with_state
 from petracache.storage.rocks import Family
 from petracache.storage.statistics import EngineCounters
 from petracache.storage.warm_restart import Heartbeat, LastRun, Verdict, judge, read_last_run
@@ -210,15 +210,8 @@ class Engine:
         return self.with_state(key, item)
 
     def with_state(self, key: bytes, item: Item) -> Item:
-        """``item``, the version RocksDB holds under ``key``, with the fetch state the key
-        sizes keep for it (``storage.key_sizes``), if any: what readers of RocksDB see."""
-        sizes = self.key_sizes
-        if sizes is None:
-            return item
-        state = sizes.state(key)
-        if state is None:
-            return item
-        return items.with_fetch_state(item, state[0], state[1])
+        """``item``, stored under ``key``, as readers of RocksDB see it (``key_sizes``)."""
+        return with_state(self.key_sizes, key, item)
 
     def defer_commits(self) -> None:
         """From now on writes wait in one batch until ``commit`` (the server commits once
@@ -388,9 +381,8 @@ class Engine:
 
     def stored(self, key: bytes) -> tuple[Item | None, int]:
         """The stored version under ``key``, dead or alive (None if absent or undecodable),
-        and its stored size. From the hot items when their entry carries a fetch state
-        RocksDB does not have yet (``storage.hot``), else with the state the key sizes keep
-        (``with_state``): the reclaimer's second chance needs it."""
+        and its stored size, with the fetch state RocksDB lacks (a dirty hot entry's, else
+        ``with_state``'s): the reclaimer's second chance needs it."""
         newer = self.hot.newer(key)
         if newer is not None:
             return newer, codec.item_stored_size(key, newer)

@@ -36,6 +36,8 @@ from __future__ import annotations
 from array import array
 from typing import Final
 
+from petracache.storage.items import Item, with_fetch_state
+
 UNKNOWN: Final = -1  # ``get``: not in the table and the table is not complete
 # Set in a slot's bits when a fetch state is recorded, so that a state with no meta bit
 # set is told from none; the meta bits (``storage.items``) stay below it.
@@ -221,3 +223,12 @@ class KeySizes:
             bits[i] = old_bits[j]
         self._fps, self._sizes, self._mask = fps, sizes, mask
         self._access, self._bits = access, bits
+
+
+def with_state(sizes: KeySizes | None, key: bytes, item: Item) -> Item:
+    """``item``, the version RocksDB holds under ``key``, with the fetch state ``sizes``
+    keeps for it (unchanged when there is none)."""
+    state = None if sizes is None else sizes.state(key)
+    if state is None:
+        return item
+    return with_fetch_state(item, state[0], state[1])
