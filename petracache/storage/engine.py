@@ -246,8 +246,7 @@ class Engine:
             return None
         if change is None:
             if items.fetch_is_news(item, now):
-                seen = items.fetched(item, now)
-                return seen if self.writer.record_fetch(key, seen) else item
+                return self.writer.record_read(key, item, now)
             return item
         new = change(item, now)
         if not items.only_fetch_differs(new, item):

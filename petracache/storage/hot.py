@@ -229,6 +229,23 @@ class HotItems:
         self._dirty[shard][key] = True
         return True
 
+    def fetched(self, key: bytes, item: Item, last_access: int, bits: int) -> bool:
+        """A read of ``item`` records its fetch (``hint``), and ``item`` is the entry itself
+        (what a read returns): its fetch state changes in place, with no new object to
+        build and untrack. False if it is not the entry (the caller hints a copy)."""
+        shard = hash(key) & self._mask
+        entries = self._shards[shard]
+        entry = entries.pop(key, None)
+        if entry is None:
+            return False
+        entries[key] = entry  # a use: the young end
+        if entry is not item:
+            return False
+        item.last_access = last_access
+        item.bits = bits
+        self._dirty[shard][key] = True
+        return True
+
     def take_hints(self) -> list[tuple[bytes, Item]]:
         """Every dirty entry's key and item, now counted as written (the caller writes
         them)."""

@@ -44,7 +44,9 @@ _FIELDS: Final = ("flags", "deadline", "stored_at", "cas", "data", "last_access"
 
 @final
 class Item:
-    """A decoded item. Immutable by convention: every change makes a new one (``replace``).
+    """A decoded item. Immutable by convention: every change makes a new one (``replace``),
+    but for one: a read records its fetch in the hot entry itself (``HotItems.fetched``),
+    which the hot items own.
 
     A plain class, not a ``NamedTuple``: in the compiled build it is a native class, whose
     attributes are read at a fixed offset, where a ``NamedTuple``'s are looked up on its

@@ -37,7 +37,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
-from petracache.storage import codec, rocks
+from petracache.storage import codec, items, rocks
 from petracache.storage.errors import StorageError
 from petracache.storage.hot import HotItems
 from petracache.storage.index import ItemIndex
@@ -267,6 +267,17 @@ class ItemWriter:
             self.delete(key, item, tracked=False)
         except StorageError:
             _count_side_write_failure(self.counters)
+
+    def record_read(self, key: bytes, item: Item, now: int) -> Item:
+        """Record a read at ``now`` of ``item``, the version stored under ``key``: in the
+        hot entry itself when ``item`` is it (``HotItems.fetched``), else as the fetch
+        record of a copy (``record_fetch``). Returns the item as fetched, or as read if
+        the record could not be kept."""
+        access, bits = items.accessed(item.last_access, now), item.bits | items.READ_BITS
+        if self.hot.fetched(key, item, access, bits):
+            return item
+        seen = items.fetched(item, now)
+        return seen if self.record_fetch(key, seen) else item
 
     def record_fetch(self, key: bytes, item: Item) -> bool:
         """Record a fetch: ``item`` differs from the stored version only in fetch state.

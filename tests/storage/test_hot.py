@@ -459,3 +459,31 @@ def test_a_sharded_cache_keeps_a_large_item_and_its_bound() -> None:
     assert hot.bytes == sum(
         cost(key, entry.data) for key in hot.held() if (entry := hot.peek(key)) is not None
     )
+
+
+def test_a_first_read_records_its_fetch_in_the_entry_itself(tmp_path: Path, clock: Clock) -> None:
+    """No new object per first read: the entry a read returns changes its fetch state in
+    place, becomes dirty (RocksDB still has the old state) and moves to the young end."""
+    engine = open_engine(tmp_path / "db", clock, hot_cache_size=8 * cost(b"k0", b"x" * 64))
+    try:
+        for i in range(9):  # the ninth finds no room: writes evict nothing
+            engine.store(StoreMode.SET, b"k%d" % i, 0, 0, b"x" * 64)
+        assert engine.hot.peek(b"k8") is None
+        entry = engine.hot.peek(b"k0")
+        assert entry is not None
+        assert not entry.bits & FETCHED
+        read = engine.fetch(b"k0")
+        assert read is entry
+        assert entry.bits & FETCHED
+        assert entry.last_access == clock.now
+        assert engine.hot.newer(b"k0") is entry  # dirty
+        raw = engine.db.items.get(b"k0")
+        assert raw is not None
+        assert not codec.decode(raw).bits & FETCHED
+        assert engine.fetch(b"k8") is not None  # fills, evicting the oldest: k1, not k0
+        assert engine.hot.peek(b"k0") is entry
+        assert engine.hot.peek(b"k1") is None
+        other = entry.replace()  # not the entry: the caller hints a copy instead
+        assert not engine.hot.fetched(b"k0", other, clock.now, FETCHED)
+    finally:
+        engine.close()
