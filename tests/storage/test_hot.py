@@ -484,6 +484,6 @@ def test_a_first_read_records_its_fetch_in_the_entry_itself(tmp_path: Path, cloc
         assert engine.hot.peek(b"k0") is entry
         assert engine.hot.peek(b"k1") is None
         other = entry.replace()  # not the entry: the caller hints a copy instead
-        assert not engine.hot.fetched(b"k0", other, clock.now, FETCHED)
+        assert not engine.hot.fetched(b"k0", other, int(clock.now), FETCHED)
     finally:
         engine.close()
