@@ -17,9 +17,7 @@ import re
 import shutil
 import struct
 import subprocess
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -37,6 +35,7 @@ from tests.binframes import (
     req,
     store,
 )
+from tests.e2e.sasl import sasl_conf
 from tests.harness import MemcachedProcess, PetracacheProcess, RawClient
 
 pytestmark = pytest.mark.integration
@@ -175,29 +174,8 @@ SASL_CASES: dict[str, bytes] = {
 
 @pytest.fixture(scope="module")
 def sasl_memcached() -> Iterator[MemcachedProcess]:
-    saslpasswd2 = shutil.which("saslpasswd2") or "/usr/sbin/saslpasswd2"
-    if not Path(saslpasswd2).exists():
-        pytest.skip("saslpasswd2 missing (apt-get install sasl2-bin)")
-    # memcached runs as nobody under root: its config must be readable from /tmp directly.
-    root = Path(tempfile.mkdtemp(prefix="petracache-sasl-"))
-    db = root / "sasldb2"
-    (root / "memcached.conf").write_text(f"mech_list: plain\nsasldb_path: {db}\n")
-    subprocess.run(
-        [saslpasswd2, "-p", "-a", "memcached", "-c", "-f", str(db), USER],
-        input=PASSWORD.encode(),
-        check=True,
-    )
-    db.chmod(0o644)
-    root.chmod(0o755)
-    previous = os.environ.get("SASL_CONF_PATH")
-    os.environ["SASL_CONF_PATH"] = str(root)
-    try:
+    with sasl_conf(USER, PASSWORD) as root:
         proc = MemcachedProcess(["-S"])
-    finally:
-        if previous is None:
-            del os.environ["SASL_CONF_PATH"]
-        else:
-            os.environ["SASL_CONF_PATH"] = previous
     yield proc
     proc.stop()
     shutil.rmtree(root, ignore_errors=True)

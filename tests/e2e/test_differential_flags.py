@@ -15,11 +15,9 @@ same flag, the same bytes to both, replies compared.
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import re
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -46,6 +44,7 @@ from tests.binframes import (
     store,
 )
 from tests.e2e.difftraffic import Batch, Generator, Peer
+from tests.e2e.sasl import sasl_conf
 from tests.harness import Address, MemcachedProcess, PetracacheProcess, RawClient, connect
 
 pytestmark = pytest.mark.integration
@@ -323,31 +322,10 @@ SASL_FRAMES = [
 
 @pytest.fixture(scope="module")
 def sasl_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
-    saslpasswd2 = shutil.which("saslpasswd2") or "/usr/sbin/saslpasswd2"
-    if not Path(saslpasswd2).exists():
-        pytest.skip("saslpasswd2 missing (apt-get install sasl2-bin)")
-    # memcached (Cyrus SASL, as nobody under root): a sasldb and a config readable from /tmp.
-    root = Path(tempfile.mkdtemp(prefix="pc-sasl-"))
-    db = root / "sasldb2"
-    (root / "memcached.conf").write_text(f"mech_list: plain\nsasldb_path: {db}\n")
-    subprocess.run(
-        [saslpasswd2, "-p", "-a", "memcached", "-c", "-f", str(db), USER],
-        input=PASSWORD.encode(),
-        check=True,
-    )
-    db.chmod(0o644)
-    root.chmod(0o755)
-    pwdb = root / "pwdb"
-    pwdb.write_text(f"{USER}:{PASSWORD}\n")
-    previous = os.environ.get("SASL_CONF_PATH")
-    os.environ["SASL_CONF_PATH"] = str(root)
-    try:
+    with sasl_conf(USER, PASSWORD) as root:
+        pwdb = root / "pwdb"
+        pwdb.write_text(f"{USER}:{PASSWORD}\n")
         pair = Pair(tmp_path_factory.mktemp("sasl"), ["-S"], env={"MEMCACHED_SASL_PWDB": str(pwdb)})
-    finally:
-        if previous is None:
-            del os.environ["SASL_CONF_PATH"]
-        else:
-            os.environ["SASL_CONF_PATH"] = previous
     yield pair
     pair.stop()
     shutil.rmtree(root, ignore_errors=True)
