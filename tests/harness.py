@@ -100,6 +100,26 @@ def connect(address: Address, timeout: float | None = 5.0) -> socket.socket:
     return sock
 
 
+def outcome(address: Address, payload: bytes, wait: float = 1.0) -> tuple[bytes, bool]:
+    """Send ``payload`` on a fresh connection; what came back and whether it was closed."""
+    with connect(address) as sock:
+        sock.sendall(payload)
+        sock.settimeout(wait)
+        out = b""
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                return out, False
+            except ConnectionResetError:
+                return out, True
+            if not chunk:
+                return out, True
+            out += chunk
+        return out, False
+
+
 def accepts(port: Address) -> bool:
     """Whether something accepts a connection on ``port`` (a loopback port or a socket)."""
     try:

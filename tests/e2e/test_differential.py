@@ -16,9 +16,7 @@ from __future__ import annotations
 import difflib
 import random
 import re
-import socket
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,7 +31,7 @@ from tests.e2e.difftraffic import (
     Part,
     Peer,
 )
-from tests.harness import MemcachedProcess, PetracacheProcess
+from tests.harness import MemcachedProcess, PetracacheProcess, outcome
 
 pytestmark = pytest.mark.integration
 
@@ -363,26 +361,6 @@ def _explain(index: int, commands: list[list[Part]], mc: bytes, pc: bytes) -> st
     return f"batch {index}:\n" + "\n".join(sent) + "\n" + "\n".join(diff)
 
 
-def _close_outcome(port: int, payload: bytes) -> tuple[bytes, bool]:
-    """Send ``payload`` on a fresh connection; the replies and whether the server closed."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(payload)
-        sock.settimeout(1.0)
-        out = b""
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline:
-            try:
-                chunk = sock.recv(65536)
-            except TimeoutError:
-                return out, False
-            except ConnectionResetError:
-                return out, True
-            if not chunk:
-                return out, True
-            out += chunk
-        return out, False
-
-
 LONG = b"x" * 3000
 CLOSING = {
     "long line": LONG,
@@ -408,7 +386,7 @@ def test_closing_behaviour(
     memcached: MemcachedProcess, shared_server: PetracacheProcess, name: str
 ) -> None:
     payload = CLOSING[name]
-    mc = _close_outcome(memcached.port, payload)
-    pc = _close_outcome(shared_server.port, payload)
+    mc = outcome(memcached.port, payload)
+    pc = outcome(shared_server.port, payload)
     assert _version_x(pc) == _version_x(mc)
     COMPARED["scripted"] += 1

@@ -19,7 +19,6 @@ import random
 import re
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,7 +44,14 @@ from tests.binframes import (
 )
 from tests.e2e.difftraffic import Batch, Generator, Peer
 from tests.e2e.sasl import sasl_conf
-from tests.harness import Address, MemcachedProcess, PetracacheProcess, RawClient, connect
+from tests.harness import (
+    Address,
+    MemcachedProcess,
+    PetracacheProcess,
+    RawClient,
+    connect,
+    outcome,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -98,26 +104,6 @@ def settings_of(address: Address, names: tuple[str, ...]) -> dict[str, str]:
     client.close()
     rows = dict(line.split(" ", 2)[1:] for line in raw.splitlines() if line.startswith("STAT "))
     return {name: rows.get(name, "<missing>") for name in names}
-
-
-def outcome(address: Address, payload: bytes, wait: float = 1.0) -> tuple[bytes, bool]:
-    """Send ``payload`` on a fresh connection; what came back and whether it was closed."""
-    with connect(address) as sock:
-        sock.sendall(payload)
-        sock.settimeout(wait)
-        out = b""
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            try:
-                chunk = sock.recv(65536)
-            except TimeoutError:
-                return out, False
-            except ConnectionResetError:
-                return out, True
-            if not chunk:
-                return out, True
-            out += chunk
-        return out, False
 
 
 # -- -C --------------------------------------------------------------------------------------
