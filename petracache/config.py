@@ -292,7 +292,7 @@ class StorageSettings(_Section):
     exact_item_count: bool = Field(
         True,
         description="keep curr_items and bytes exact: every key's size is kept in memory"
-        " (23-34 bytes a key, stats key_index_bytes) so a set knows what it replaces; false:"
+        " (27-40 bytes a key, stats key_index_bytes) so a set knows what it replaces; false:"
         " set stays a blind write and stats reports RocksDB's"
         " estimates",
     )

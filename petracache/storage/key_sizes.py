@@ -5,8 +5,10 @@ item was; here the exact ``curr_items``/``bytes`` (``storage.item_counts``) need
 for every write, and a write whose key the hot items do not hold would otherwise read the
 old version from RocksDB first. ``KeySizes`` answers instead: a compact open-addressing
 table of 64-bit key fingerprints (the key's ``hash()``; bytes cache theirs) and 32-bit
-stored sizes, in two ``array``s, linear probing, deletion by backward shift (no tombstone
-slots).
+stored sizes, linear probing, deletion by backward shift (no tombstone slots). A slot's
+fingerprint and size are two words side by side in one ``librt.vecs.vec[i64]``, mypyc's
+native vector: the compiled build reads a word with one load (an ``array`` item is a call
+that boxes an int), and a probe's answer is one cache line away, not one per array.
 
 Completeness: the table starts empty at every start and is filled as keys are written, and
 by a scan of every stored key in bounded steps (``storage.item_counts.Recount``, run at
@@ -25,8 +27,8 @@ a delete. Kept in memory only: a restart forgets it, as it forgets what memcache
 Known inexactness: two keys with the same 64-bit fingerprint (a chance of about n^2 / 2^65
 for n keys: 3e-6 for ten million) share one entry, so the counts can be one item off.
 
-Memory: 17 bytes a slot (fingerprint, size, access time, bits); the table doubles when
-three quarters full, so 23-34 bytes a key
+Memory: 20 bytes a slot (fingerprint, size and bits, access time); the table doubles when
+three quarters full, so 27-40 bytes a key
 (``nbytes``, reported as ``stats`` ``key_index_bytes``); a doubling rehashes every key at
 once on the trio thread.
 """
@@ -34,7 +36,11 @@ once on the trio thread.
 from __future__ import annotations
 
 from array import array
+from itertools import repeat
 from typing import Final
+
+from librt.vecs import vec
+from mypy_extensions import i64
 
 from petracache.storage.items import Item, with_fetch_state
 
@@ -43,11 +49,18 @@ UNKNOWN: Final = -1  # ``get``: not in the table and the table is not complete
 # set is told from none; the meta bits (``storage.items``) stay below it.
 _RECORDED: Final = 128
 MIN_SLOTS: Final = 1024
+_SIZE_MASK: Final[i64] = (1 << 32) - 1
+_BITS_SHIFT: Final[i64] = 32
 
 
-def _fingerprint(key: bytes) -> int:
+def _zeros(n: i64) -> vec[i64]:
+    """``n`` zero words."""
+    return vec[i64](repeat(0, n))
+
+
+def _fingerprint(key: bytes) -> i64:
     """The key's 64-bit fingerprint; never 0, which marks an empty slot."""
-    fp = hash(key)
+    fp: i64 = hash(key)
     return fp if fp != 0 else 1
 
 
@@ -59,45 +72,46 @@ class KeySizes:
             for them, so it need not double while the start-up scan fills it.
     """
 
-    __slots__ = ("_access", "_bits", "_fps", "_mask", "_sizes", "complete", "count")
+    __slots__ = ("_access", "_mask", "_words", "complete", "count")
 
     def __init__(self, expected: int = 0) -> None:
-        slots = MIN_SLOTS
+        slots: i64 = MIN_SLOTS
         while slots * 3 < expected * 4 + 4:
             slots <<= 1
-        self._fps = array("q", bytes(8 * slots))
-        self._sizes = array("I", bytes(4 * slots))
-        self._access = array("I", bytes(4 * slots))  # fetch states: last access ...
-        self._bits = array("B", bytes(slots))  # ... and meta bits; 0 = none recorded
-        self._mask = slots - 1
+        # Two words a slot: the fingerprint, then the size with the fetch-state bits above.
+        self._words = _zeros(2 * slots)
+        # Fetch states' last access (unsigned 32-bit seconds): read and written only where
+        # a state is kept, so off the set path.
+        self._access = array("I", bytes(4 * slots))
+        self._mask: i64 = slots - 1
         self.count = 0  # entries held, known-absent ones included
         self.complete = False
 
     @property
     def nbytes(self) -> int:
         """Bytes the table takes."""
-        return (self._mask + 1) * 17
+        return int(self._mask + 1) * 20
 
     def get(self, key: bytes) -> int:
         """The stored size under ``key``; 0 if absent; ``UNKNOWN`` if the table cannot say."""
         i = self._slot(key)
         if i >= 0:
-            return int(self._sizes[i])
+            return int(self._words[2 * i + 1] & _SIZE_MASK)
         return 0 if self.complete else UNKNOWN
 
-    def _slot(self, key: bytes) -> int:
+    def _slot(self, key: bytes) -> i64:
         """The slot holding ``key``, or -1."""
         fp = _fingerprint(key)
         i = self._probe(fp)
-        return i if self._fps[i] == fp else -1
+        return i if self._words[2 * i] == fp else -1
 
-    def _probe(self, fp: int) -> int:
+    def _probe(self, fp: i64) -> i64:
         """The slot holding ``fp``, or the empty slot where its probe run ends."""
-        fps = self._fps
+        words = self._words
         mask = self._mask
         i = fp & mask
         while True:
-            found = fps[i]
+            found = words[2 * i]
             if found == fp or found == 0:
                 return i
             i = (i + 1) & mask
@@ -108,18 +122,17 @@ class KeySizes:
 
     def swap(self, key: bytes, size: int) -> int:
         """``put``, returning what ``get`` said before it: a set's old and new size in one
-        probe."""
+        probe. A new version carries its fetch state in its value: any kept one is cleared."""
         fp = _fingerprint(key)
         i = self._probe(fp)
-        sizes = self._sizes
-        if self._fps[i] == fp:
-            old = int(sizes[i])
-            sizes[i] = size
-            if self._bits[i]:
-                self._bits[i] = 0  # a new version: its fetch state is in its value
-            return old
-        sizes[i] = size
-        self._fps[i] = fp
+        words = self._words
+        at = 2 * i
+        if words[at] == fp:
+            old = words[at + 1] & _SIZE_MASK
+            words[at + 1] = size
+            return int(old)
+        words[at] = fp
+        words[at + 1] = size
         self.count += 1
         if self.count * 4 > (self._mask + 1) * 3:
             self._grow()
@@ -129,10 +142,13 @@ class KeySizes:
         """Keep the fetch state of ``key``'s stored version (see the module docstring);
         False if the table does not hold the key (the caller writes the state itself)."""
         i = self._slot(key)
-        if i < 0 or not self._sizes[i]:
+        if i < 0:
+            return False
+        size = self._words[2 * i + 1] & _SIZE_MASK
+        if not size:
             return False
         self._access[i] = last_access
-        self._bits[i] = bits | _RECORDED
+        self._words[2 * i + 1] = size | i64(bits | _RECORDED) << _BITS_SHIFT
         return True
 
     def state(self, key: bytes) -> tuple[int, int] | None:
@@ -140,16 +156,16 @@ class KeySizes:
         i = self._slot(key)
         if i < 0:
             return None
-        bits = int(self._bits[i])
+        bits = self._words[2 * i + 1] >> _BITS_SHIFT
         if not bits:
             return None
-        return int(self._access[i]), bits & ~_RECORDED
+        return int(self._access[i]), int(bits & ~_RECORDED)
 
     def clear_state(self, key: bytes) -> None:
         """The stored version now carries its fetch state itself (it was rewritten)."""
         i = self._slot(key)
         if i >= 0:
-            self._bits[i] = 0
+            self._words[2 * i + 1] = self._words[2 * i + 1] & _SIZE_MASK
 
     def put_if_unknown(self, key: bytes, size: int) -> None:
         """``put``, unless ``key`` is already held (written or deleted since the scan's view
@@ -176,53 +192,45 @@ class KeySizes:
             self._shift_back(i)
             self.count -= 1
 
-    def _shift_back(self, hole: int) -> None:
+    def _shift_back(self, hole: i64) -> None:
         """Empty slot ``hole`` and move later entries of its probe run back into the gap
         (Knuth's algorithm R), so lookups never need tombstones."""
-        fps, sizes, mask = self._fps, self._sizes, self._mask
-        access, bits = self._access, self._bits
+        words, access, mask = self._words, self._access, self._mask
         i = hole
         while True:
             i = (i + 1) & mask
-            fp = fps[i]
+            fp = words[2 * i]
             if fp == 0:
                 break
             home = fp & mask
             # Move the entry at i into the hole unless its home lies cyclically in (hole, i].
             if (i > hole and (home <= hole or home > i)) or (i < hole and hole >= home > i):
-                fps[hole] = fp
-                sizes[hole] = sizes[i]
+                words[2 * hole] = fp
+                words[2 * hole + 1] = words[2 * i + 1]
                 access[hole] = access[i]
-                bits[hole] = bits[i]
                 hole = i
-        fps[hole] = 0
-        sizes[hole] = 0
+        words[2 * hole] = 0
+        words[2 * hole + 1] = 0
         access[hole] = 0
-        bits[hole] = 0
 
     def _grow(self) -> None:
         """Double the slots and insert every entry again."""
-        old_fps, old_sizes = self._fps, self._sizes
-        old_access, old_bits = self._access, self._bits
+        old_words, old_access = self._words, self._access
         slots = (self._mask + 1) * 2
-        fps = array("q", bytes(8 * slots))
-        sizes = array("I", bytes(4 * slots))
+        words = _zeros(2 * slots)
         access = array("I", bytes(4 * slots))
-        bits = array("B", bytes(slots))
         mask = slots - 1
-        for j in range(len(old_fps)):
-            fp = old_fps[j]
+        for j in range(len(old_access)):  # old slots
+            fp = old_words[2 * j]
             if fp == 0:
                 continue
             i = fp & mask
-            while fps[i] != 0:
+            while words[2 * i] != 0:
                 i = (i + 1) & mask
-            fps[i] = fp
-            sizes[i] = old_sizes[j]
+            words[2 * i] = fp
+            words[2 * i + 1] = old_words[2 * j + 1]
             access[i] = old_access[j]
-            bits[i] = old_bits[j]
-        self._fps, self._sizes, self._mask = fps, sizes, mask
-        self._access, self._bits = access, bits
+        self._words, self._access, self._mask = words, access, mask
 
 
 def with_state(sizes: KeySizes | None, key: bytes, item: Item) -> Item:
