@@ -16,6 +16,8 @@ import enum
 from dataclasses import dataclass
 from typing import TypeAlias
 
+from mypy_extensions import mypyc_attr
+
 from petracache.protocol.crawler import Streamed
 
 
@@ -105,6 +107,7 @@ class PrefixDump:
 Hit: TypeAlias = tuple[bytes, int, int, bytes]
 
 
+@mypyc_attr(acyclic=True, free_list_len=1)  # one per get: protocol.requests says why
 @dataclass(slots=True)
 class Values:
     """A retrieval reply: the hits in request order, then ``END``."""

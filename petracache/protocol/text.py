@@ -29,6 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, TypeAlias
 
+from mypy_extensions import mypyc_attr
+
 from petracache.protocol import errors
 from petracache.protocol.admin import parse_admin
 from petracache.protocol.crawler import LruCrawler
@@ -57,6 +59,7 @@ from petracache.rules.sizes import KEY_MAX_LENGTH, MAX_DATA_LENGTH, item_size_ok
 from petracache.rules.verbs import StoreMode
 
 
+@mypyc_attr(acyclic=True, free_list_len=1)  # one per store: protocol.requests says why
 @dataclass(slots=True)
 class StoreHeader:
     """A parsed storage command line waiting for its ``nbytes`` data block (its ``__init__``

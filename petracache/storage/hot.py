@@ -38,8 +38,9 @@ Invariants (what makes it a cache and not a second store):
   of 100,000 entries stopped every client for about 7 ms. An item larger than
   ``capacity // MAX_SHARE`` is not kept (one big value must not empty the cache).
   ``capacity`` 0 turns the cache off.
-* Invisible to the garbage collector: the entries are ``Item``s untracked as they are
-  stored (``_kept``: an item holds only ints and bytes, so it can be in no reference cycle),
+* Invisible to the garbage collector: the entries are ``Item``s never tracked (compiled) or
+  untracked as they are stored (``_kept``: an item holds only ints and bytes, so it can be
+  in no reference cycle),
   the dirty marks are ``True`` in plain dicts (never tracked), and each map of entries is
   an ``_Entries``: tracked from birth, so the server's start-up freeze (``app``, after the
   engine opens) puts it in the permanent generation, which no collection walks. A full
@@ -51,6 +52,7 @@ Invariants (what makes it a cache and not a second store):
 from __future__ import annotations
 
 import ctypes
+import gc
 from collections.abc import Callable
 from typing import Final
 
@@ -75,19 +77,22 @@ _EVICT_SLACK: Final = 6
 _untrack: Final = ctypes.PYFUNCTYPE(None, ctypes.py_object)(
     ("PyObject_GC_UnTrack", ctypes.pythonapi)
 )
+# Whether an Item is tracked by the collector at all (pure Python: yes; compiled: no).
+_ITEMS_TRACKED: Final = gc.is_tracked(Item(0, 0, 0, 0, b""))
 
 
 def _kept(item: Item) -> Item:
-    """``item``, no longer tracked by the garbage collector, to be kept as an entry.
+    """``item``, not tracked by the garbage collector, to be kept as an entry.
 
-    An ``Item`` (a class with slots; a native class in the compiled build) is tracked by
-    the collector for its whole life. An item holds only ints and bytes, so it
-    can never be part of a reference cycle: untracking it (CPython's public
-    ``PyObject_GC_UnTrack``, which its deallocator also calls) is safe, and keeps the
-    entries out of every full collection. Kept as ``Item``s, a hit returns the entry
-    itself, with no object built per hit.
+    An item holds only ints and bytes, so it can never be part of a reference cycle, and
+    an entry tracked would be walked by every full collection. The compiled build's
+    ``Item`` is never tracked (``acyclic``); in pure Python, a class with slots is tracked
+    for its whole life, and untracking it (CPython's public ``PyObject_GC_UnTrack``, which
+    its deallocator also calls) is safe. Kept as ``Item``s, a hit returns the entry itself,
+    with no object built per hit.
     """
-    _untrack(item)
+    if _ITEMS_TRACKED:
+        _untrack(item)
     return item
 
 

@@ -24,6 +24,8 @@ import enum
 from collections.abc import Callable
 from typing import Final, final
 
+from mypy_extensions import mypyc_attr
+
 from petracache.rules.numbers import U64_MAX, parse_stored_counter
 from petracache.rules.sizes import item_size_ok
 from petracache.rules.verbs import StoreMode
@@ -43,6 +45,7 @@ _FIELDS: Final = ("flags", "deadline", "stored_at", "cas", "data", "last_access"
 
 
 @final
+@mypyc_attr(acyclic=True, free_list_len=1)
 class Item:
     """A decoded item. Immutable by convention: every change makes a new one (``replace``),
     but for one: a read records its fetch in the hot entry itself (``HotItems.fetched``),
@@ -50,7 +53,10 @@ class Item:
 
     A plain class, not a ``NamedTuple``: in the compiled build it is a native class, whose
     attributes are read at a fixed offset, where a ``NamedTuple``'s are looked up on its
-    type at every read, and every request reads several (docs/internals.md).
+    type at every read, and every request reads several (docs/internals.md). It holds
+    only ints and bytes, so it can never be part of a reference cycle: compiled, it is
+    ``acyclic`` (never tracked by the garbage collector), and the last one freed is kept
+    for the next (``free_list_len=1``: a set frees the version it replaces).
     """
 
     __slots__ = _FIELDS
