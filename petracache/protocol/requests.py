@@ -17,8 +17,9 @@ Hand-written ``__init__``s, an accepted repetition: the classes that carry the t
 because the one ``dataclass`` generates is an interpreted function even in the compiled build
 (mypyc compiles only what is in the source), and these are built once or more per request.
 The dataclass still provides ``__eq__`` and ``__repr__``; a field added to one of them goes
-into its ``__init__`` too. ``Get``, ``Store``, ``Values`` and ``StoreHeader`` are built and
-dropped once per request: compiled, they are ``acyclic`` (never tracked by the garbage
+into its ``__init__`` too. ``Get``, ``Store``, ``Delete``, ``Arithmetic``, ``Touch``, the
+replies ``Values``, ``Number`` and ``MetaReply``, and ``StoreHeader`` are built and dropped
+once per request: compiled, they are ``acyclic`` (never tracked by the garbage
 collector: they hold no object that could refer back to them) and keep their last freed
 instance for the next (``free_list_len=1``), saving an allocation and a collector entry
 per request. Duplicate-code reports list these on purpose; the other request
@@ -104,6 +105,7 @@ class TooLarge:
     noreply: bool = False
 
 
+@mypyc_attr(acyclic=True, free_list_len=1)  # one per request: see the module docstring
 @dataclass(slots=True)
 class Delete:
     key: bytes
@@ -114,6 +116,7 @@ class Delete:
         self.noreply = noreply
 
 
+@mypyc_attr(acyclic=True, free_list_len=1)  # one per request: see the module docstring
 @dataclass(slots=True)
 class Arithmetic:
     """incr (``incr=True``) or decr by an unsigned 64-bit delta."""
@@ -130,6 +133,7 @@ class Arithmetic:
         self.noreply = noreply
 
 
+@mypyc_attr(acyclic=True, free_list_len=1)  # one per request: see the module docstring
 @dataclass(slots=True)
 class Touch:
     key: bytes

@@ -54,6 +54,7 @@ class MetaCode(enum.Enum):
     MN = b"MN"  # mn: end of a pipeline
 
 
+@mypyc_attr(acyclic=True, free_list_len=1)  # one per request: protocol.requests says why
 @dataclass(slots=True)
 class MetaReply:
     """A meta reply: ``<code> <flags>`` then, for ``VA``, the value block.
@@ -120,6 +121,7 @@ class Values:
         self.with_cas = with_cas
 
 
+@mypyc_attr(acyclic=True, free_list_len=1)  # one per request: protocol.requests says why
 @dataclass(slots=True)
 class Number:
     """The new value after incr/decr."""
