@@ -28,6 +28,8 @@ from __future__ import annotations
 import struct
 from typing import Final
 
+from librt.strings import read_i32_le, read_i64_le
+
 from petracache.storage.errors import CorruptValue
 from petracache.storage.items import Item, new_item
 
@@ -38,6 +40,7 @@ HEADER_V2: Final = struct.Struct("<BIIIQIB")
 HEADER_SIZE: Final = HEADER_V2.size  # of the format written now
 HEADER_V1_SIZE: Final = HEADER_V1.size
 _V1_BYTE: Final = bytes([FORMAT_V1])
+_U64: Final = 1 << 64
 
 
 def encode(
@@ -71,6 +74,11 @@ def encode_item(item: Item) -> bytes:
     )
 
 
+def _u32(raw: bytes, at: int) -> int:
+    """The unsigned 32-bit little-endian field at ``at`` (librt reads signed ones)."""
+    return int(read_i32_le(raw, at)) & 0xFFFFFFFF
+
+
 def decode(raw: bytes) -> Item:
     """Parse a stored value.
 
@@ -79,8 +87,18 @@ def decode(raw: bytes) -> Item:
     """
     version = raw[0] if raw else 0
     if version == FORMAT_V2 and len(raw) >= HEADER_SIZE:
-        _v, flags, deadline, stored_at, cas, last_access, bits = HEADER_V2.unpack_from(raw)
-        return new_item(flags, deadline, stored_at, cas, raw[HEADER_SIZE:], last_access, bits)
+        # Field by field (``librt.strings``: native loads in the compiled build), where
+        # ``unpack_from`` would box every field into a tuple first; offsets: see above.
+        cas = int(read_i64_le(raw, 13))
+        return new_item(
+            _u32(raw, 1),
+            _u32(raw, 5),
+            _u32(raw, 9),
+            cas if cas >= 0 else cas + _U64,
+            raw[HEADER_SIZE:],
+            _u32(raw, 21),
+            raw[25],
+        )
     if version == FORMAT_V1 and len(raw) >= HEADER_V1_SIZE:
         _v, flags, deadline, stored_at, cas = HEADER_V1.unpack_from(raw)
         return new_item(flags, deadline, stored_at, cas, raw[HEADER_V1_SIZE:], stored_at, 0)
