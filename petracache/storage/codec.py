@@ -28,7 +28,7 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-from librt.strings import read_i32_le, read_i64_le
+from librt.strings import BytesWriter, read_i32_le, read_i64_le, write_i32_le, write_i64_le
 
 from petracache.storage.errors import CorruptValue
 from petracache.storage.items import Item, new_item
@@ -41,6 +41,7 @@ HEADER_SIZE: Final = HEADER_V2.size  # of the format written now
 HEADER_V1_SIZE: Final = HEADER_V1.size
 _V1_BYTE: Final = bytes([FORMAT_V1])
 _U64: Final = 1 << 64
+_I64_END: Final = 1 << 63
 
 
 def encode(
@@ -55,23 +56,39 @@ def encode(
     """Serialize an item in the current format (``last_access`` defaults to ``stored_at``)."""
     if last_access is None:
         last_access = stored_at
-    return HEADER_V2.pack(FORMAT_V2, flags, deadline, stored_at, cas, last_access, bits) + data
+    return _header(flags, deadline, stored_at, cas, last_access, bits) + data
 
 
 def encode_item(item: Item) -> bytes:
     """Serialize a decoded (possibly modified) item as is."""
-    return (
-        HEADER_V2.pack(
-            FORMAT_V2,
-            item.flags,
-            item.deadline,
-            item.stored_at,
-            item.cas,
-            item.last_access,
-            item.bits,
-        )
-        + item.data
+    header = _header(
+        item.flags, item.deadline, item.stored_at, item.cas, item.last_access, item.bits
     )
+    return header + item.data
+
+
+def _header(
+    flags: int, deadline: int, stored_at: int, cas: int, last_access: int, bits: int
+) -> bytes:
+    """Format 2's header, field by field (``librt.strings``: native stores in the compiled
+    build, where ``struct``'s ``pack`` takes every field boxed). The unsigned fields are
+    written as the signed ones of the same bits."""
+    out = BytesWriter()
+    out.append(FORMAT_V2)
+    write_i32_le(out, _signed32(flags))
+    write_i32_le(out, _signed32(deadline))
+    write_i32_le(out, _signed32(stored_at))
+    write_i64_le(out, cas if cas < _I64_END else cas - _U64)
+    write_i32_le(out, _signed32(last_access))
+    out.append(bits)
+    return out.getvalue()
+
+
+def _signed32(value: int) -> int:
+    """The signed 32-bit int with the bits of unsigned ``value``."""
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise struct.error(f"{value} does not fit an unsigned 32-bit field")
+    return value if value < 0x80000000 else value - 0x100000000
 
 
 def _u32(raw: bytes, at: int) -> int:

@@ -35,8 +35,19 @@ def test_every_field_round_trips(
 ) -> None:
     item = Item(flags, deadline, stored_at, cas, data, last_access, bits)
     raw = codec.encode_item(item)
-    assert len(raw) == codec.HEADER_SIZE + len(data)
+    layout = (codec.FORMAT_V2, flags, deadline, stored_at, cas, last_access, bits)
+    assert raw == struct.pack("<BIIIQIB", *layout) + data  # the layout of the docstring
+    assert codec.encode(flags, deadline, stored_at, cas, data, last_access, bits) == raw
     assert fields(codec.decode(raw)) == fields(item)
+
+
+def test_last_access_defaults_to_the_stored_time() -> None:
+    assert codec.encode(1, 2, 3, 4, b"x") == codec.encode(1, 2, 3, 4, b"x", 3)
+
+
+def test_a_field_out_of_range_is_refused() -> None:
+    with pytest.raises(struct.error):
+        codec.encode(1 << 32, 0, 0, 1, b"x")
 
 
 def test_format_1_decodes_with_its_stored_time_as_last_access() -> None:
