@@ -273,10 +273,10 @@ class ItemWriter:
         hot entry itself when ``item`` is it (``HotItems.fetched``), else as the fetch
         record of a copy (``record_fetch``). Returns the item as fetched, or as read if
         the record could not be kept."""
-        access, bits = items.accessed(item.last_access, now), item.bits | items.READ_BITS
+        access, bits = items.fetch_state(item, now)
         if self.hot.fetched(key, item, access, bits):
             return item
-        seen = items.fetched(item, now)
+        seen = items.with_fetch_state(item, access, bits)
         return seen if self.record_fetch(key, seen) else item
 
     def record_fetch(self, key: bytes, item: Item) -> bool:
