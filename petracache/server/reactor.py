@@ -4,11 +4,11 @@ Why: with a task per connection, every request costs a scheduler pass (wake the 
 it, park it again) and an ``epoll_ctl`` (trio registers descriptors one-shot, so each wait
 re-arms). For an unpipelined client that is more CPU than parsing and executing the request
 (docs/benchmarks.md). Here each connection's descriptor is registered once, level-triggered,
-in an epoll set of our own; the reactor task waits on that set's descriptor with
-``trio.lowlevel.wait_readable`` and then serves every ready connection in one pass
+in an epoll set of our own; the reactor task serves every ready connection in one pass
 (``server.reactor_pass``): read, the connection's ``Exchange`` (parse, execute, encode),
-write. No task switch and no ``epoll_ctl`` per request, and under load one wake-up serves
-many connections.
+write. When none is ready and trio has nothing else to run, it sleeps in ``epoll_wait`` on
+that set and trio's together (``server.trio_idle``), not in trio's scheduler. No task switch
+and no ``epoll_ctl`` per request, and under load one wake-up serves many connections.
 
 Invariants:
 
@@ -39,6 +39,7 @@ import trio
 
 from petracache.server.exchange import Exchange
 from petracache.server.reactor_pass import Handback, ReactorPass, Reason, Slot
+from petracache.server.trio_idle import TrioIdle
 
 # epoll_wait's batch: ready connections served per pass. A pass's replies all wait for its
 # one commit, so this bounds how long the first of them waits: with 1,000 busy connections,
@@ -121,24 +122,29 @@ class Reactor:
 
     async def run(self) -> None:
         """Serve parked connections until cancelled."""
-        epfd = self._epoll.fileno()
         poll = self._epoll.poll
         serve_pass = self._pass.serve
         idle = self._idle
         clock = time.perf_counter
         next_yield = clock() + YIELD_INTERVAL
+        sleeper = TrioIdle.attach(self._epoll)
         try:
             while True:
                 events = poll(0, MAX_EVENTS)
                 if not events:
+                    wait = -1.0 if sleeper is None else sleeper.sleep_time()
+                    if wait < 0.0:
+                        await self._wait_through_trio()
+                        next_yield = clock() + YIELD_INTERVAL
+                        continue
+                    if wait and idle:
+                        wait = max(0.0, min(wait, self._next_sweep - trio.current_time()))
+                    if wait and sleeper is not None and not sleeper.sleep(wait):
+                        continue  # only connections are ready: serve them
+                    await trio.lowlevel.checkpoint()  # trio's turn: a task, I/O or a deadline
                     next_yield = clock() + YIELD_INTERVAL
-                    if idle:
-                        with trio.move_on_after(min(idle, 1.0)):
-                            await trio.lowlevel.wait_readable(epfd)
-                        if trio.current_time() >= self._next_sweep:
-                            self._close_idle()
-                    else:
-                        await trio.lowlevel.wait_readable(epfd)
+                    if idle and trio.current_time() >= self._next_sweep:
+                        self._close_idle()
                     continue
                 now = trio.current_time()  # once per pass: idle timeout and stats conns
                 serve_pass(events, now)
@@ -148,8 +154,22 @@ class Reactor:
                     await trio.lowlevel.checkpoint()  # let the other tasks run
                     next_yield = clock() + YIELD_INTERVAL
         finally:
+            if sleeper is not None:
+                sleeper.close()
             self.drain()
             self._epoll.close()
+
+    async def _wait_through_trio(self) -> None:
+        """Sleep until a connection is ready, in trio's wait (when ``server.trio_idle``
+        cannot read trio's run state); sweeps idle connections."""
+        epfd = self._epoll.fileno()
+        if self._idle:
+            with trio.move_on_after(min(self._idle, 1.0)):
+                await trio.lowlevel.wait_readable(epfd)
+            if trio.current_time() >= self._next_sweep:
+                self._close_idle()
+        else:
+            await trio.lowlevel.wait_readable(epfd)
 
     def _close_idle(self) -> None:
         """Hand back connections idle past the timeout (a scan at most once a second)."""
