@@ -35,6 +35,8 @@ FAILING = "storage failing"  # the one ERROR line of a failure streak (server.he
 
 
 def _server(fs: FaultFS, durability: str) -> PetracacheProcess:
+    """The server on ``fs``, for a ``with`` after the ``FaultFS``: it starts the server and
+    stops it when the test ends, failed or not, before the file system is unmounted."""
     return PetracacheProcess(
         fs.workdir / "pc",
         args=["--db-path", str(fs.path / "db"), "--durability", durability],
@@ -121,9 +123,7 @@ def _power_cut_keeps(server: PetracacheProcess, fs: FaultFS, acked: list[str]) -
 
 
 def test_a_failed_wal_fsync_acknowledges_nothing_and_needs_a_restart(tmp_path: Path) -> None:
-    with FaultFS(tmp_path / "fs") as fs:
-        server = _server(fs, "fsync")
-        server.start()
+    with FaultFS(tmp_path / "fs") as fs, _server(fs, "fsync") as server:
         client = server.client()
         acked = [f"keep:{i}" for i in range(20)]
         for key in acked:
@@ -153,9 +153,7 @@ def test_a_failed_wal_fsync_acknowledges_nothing_and_needs_a_restart(tmp_path: P
 def test_a_failed_wal_write_is_an_error_reply_and_a_restart_clears_it(
     tmp_path: Path, durability: str, errno: str
 ) -> None:
-    with FaultFS(tmp_path / "fs") as fs:
-        server = _server(fs, durability)
-        server.start()
+    with FaultFS(tmp_path / "fs") as fs, _server(fs, durability) as server:
         client = server.client()
         acked = [f"keep:{i}" for i in range(20)]
         for key in acked:
@@ -193,9 +191,7 @@ def test_a_failed_flush_stops_writes_until_space_returns_or_a_restart(
     # there: it does not, and the server says a restart is needed.
     resumes = errno == "ENOSPC"
     value = b"f" * 4000
-    with FaultFS(tmp_path / "fs") as fs:
-        server = _server(fs, "fsync")
-        server.start()
+    with FaultFS(tmp_path / "fs") as fs, _server(fs, "fsync") as server:
         client = server.client()
         fs.fail(glob, "write", errno, times=None)  # failing until cleared
         acked = []
