@@ -132,14 +132,13 @@ class Reactor:
             while True:
                 events = poll(0, MAX_EVENTS)
                 if not events:
-                    wait = -1.0 if sleeper is None else sleeper.sleep_time()
-                    if wait < 0.0:
+                    if sleeper is None or (wait := sleeper.sleep_time()) < 0.0:
                         await self._wait_through_trio()
                         next_yield = clock() + YIELD_INTERVAL
                         continue
                     if wait and idle:
                         wait = max(0.0, min(wait, self._next_sweep - trio.current_time()))
-                    if wait and sleeper is not None and not sleeper.sleep(wait):
+                    if wait and not sleeper.sleep(wait):
                         continue  # only connections are ready: serve them
                     await trio.lowlevel.checkpoint()  # trio's turn: a task, I/O or a deadline
                     next_yield = clock() + YIELD_INTERVAL

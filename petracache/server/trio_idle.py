@@ -74,11 +74,12 @@ class TrioIdle:
         try:
             runner = trio._core._run.GLOBAL_RUN_CONTEXT.runner
             trio_fd = runner.io_manager._epoll.fileno()
-            probes = (runner.runq, runner.waiting_for_idle, runner.is_guest)
+            len(runner.runq), len(runner.waiting_for_idle)  # what sleep_time reads
             runner.clock.deadline_to_sleep_time(runner.deadlines.next_deadline())
+            guest = runner.is_guest
         except (AttributeError, TypeError):
             return None
-        if loop is None or probes[2] or type(runner.clock) is not trio._core._run.SystemClock:
+        if loop is None or guest or type(runner.clock) is not trio._core._run.SystemClock:
             return None
         return cls(runner, loop, connections, trio_fd)
 

@@ -235,7 +235,7 @@ class Engine:
     def fetch(self, key: bytes, change: Callable[[Item, int], Item] | None = None) -> Item | None:
         """A get: the live item as read, or None.
 
-        A hit records the fetch (``items.fetched``), or with ``change`` (mg's flags) the
+        A hit records the fetch (``items.fetch_state``), or with ``change`` (mg's flags) the
         state ``change(item, now)`` returns: kept as a fetch record when only the fetch
         state differs (``items.only_fetch_differs``), else written as a new state of the
         same version.

@@ -12,7 +12,7 @@ Invariants (what makes it a cache and not a second store):
   keys it deletes or rewrites when it commits). RocksDB stays the only durable copy; a reply
   never depends on something only this cache holds. Losing the cache loses speed, never data.
 * One exception, the fetch state: a read that only changes an item's fetch state (the
-  fetched and active bits, the access time: ``items.fetched``) updates the entry here and
+  fetched and active bits, the access time: ``items.fetch_state``) updates the entry here and
   marks it *dirty* instead of writing RocksDB (``hint``). The dirty entry is then the newer
   version; when it leaves this cache its state goes to the key sizes (``write_back``:
   ``storage.key_sizes`` keeps it in memory, or RocksDB gets the whole value when they do

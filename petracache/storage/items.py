@@ -200,12 +200,6 @@ def fetch_state(item: Item, now: int) -> tuple[int, int]:
     return accessed(item.last_access, now), item.bits | READ_BITS
 
 
-def fetched(item: Item, now: int) -> Item:
-    """``item`` after a fetch at ``now`` (``fetch_state``), as a new item."""
-    last_access, bits = fetch_state(item, now)
-    return with_fetch_state(item, last_access, bits)
-
-
 def with_fetch_state(item: Item, last_access: int, bits: int) -> Item:
     """``item`` with the fetch state (access time, meta bits) recorded for it since."""
     return new_item(

@@ -109,7 +109,7 @@ def test_delta_of_non_numeric_data() -> None:
 
 
 def test_fetch_is_recorded_once_then_every_60_seconds() -> None:
-    seen = items.fetched(OLD, NOW)
+    seen = items.with_fetch_state(OLD, *items.fetch_state(OLD, NOW))
     assert (seen.bits & FETCHED, seen.last_access) == (FETCHED, NOW - 10)
     assert not items.fetch_is_news(seen, NOW + 50)
     assert items.fetch_is_news(seen, NOW + 51)
